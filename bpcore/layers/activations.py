@@ -1,0 +1,157 @@
+"""Activation layers: elementwise non-linearities and softmax.
+
+The elementwise ones run the backend's hot operations (fused kernels where
+available) and keep only what the derivative needs: the output for sigmoid,
+tanh, ReLU and ELU, the input for the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends.ops import ACTIVATIONS
+from .base import Layer
+
+
+class Activation(Layer):
+    """An elementwise activation named in the backend's operation registry."""
+
+    kind = "identity"
+
+    def __init__(self) -> None:
+        super().__init__()
+        spec = ACTIVATIONS[self.kind]
+        self.saves_output = spec.saves == "output"
+        self._saved: Any = None
+
+    @property
+    def params(self) -> tuple[float, ...]:
+        """The activation's scalar parameters, in the order its operations take them."""
+        return tuple(float(getattr(self, name)) for name in ACTIVATIONS[self.kind].params)
+
+    def config(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ACTIVATIONS[self.kind].params}
+
+    def forward(self, x: Any, training: bool) -> Any:
+        out = self.workspace("out", x.shape)
+        getattr(self.backend.ops, f"{self.kind}_forward")(x, out, *self.params)
+        self._saved = out if self.saves_output else x
+        return out
+
+    def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
+        if self._saved is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward()")
+        grad_in = self.workspace("grad_in", grad_out.shape)
+        return getattr(self.backend.ops, f"{self.kind}_backward")(grad_out, self._saved, grad_in, *self.params)
+
+    def bias_forward(self, z: Any, b: Any) -> Any:
+        """``f(z + b)`` fused after a Dense layer's matrix product; ``z`` is overwritten."""
+        out = z if self.saves_output else self.workspace("out", z.shape)
+        getattr(self.backend.ops, f"bias_{self.kind}_forward")(z, b, out, *self.params)
+        self._saved = out if self.saves_output else z
+        return out
+
+
+class Identity(Activation):
+    """y = x."""
+
+    kind = "identity"
+
+
+class Sigmoid(Activation):
+    """y = 1 / (1 + exp(-x))."""
+
+    kind = "sigmoid"
+
+
+class Tanh(Activation):
+    """y = tanh(x)."""
+
+    kind = "tanh"
+
+
+class ReLU(Activation):
+    """y = max(x, 0)."""
+
+    kind = "relu"
+
+
+class LeakyReLU(Activation):
+    """y = x for x > 0, else negative_slope * x."""
+
+    kind = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        self.negative_slope = float(negative_slope)
+        super().__init__()
+
+
+class ELU(Activation):
+    """y = x for x > 0, else alpha * (exp(x) - 1)."""
+
+    kind = "elu"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        if not alpha > 0:
+            raise ValueError(f"ELU(alpha): expected a positive number, got {alpha!r}")
+        self.alpha = float(alpha)
+        super().__init__()
+
+
+class GELU(Activation):
+    """Gaussian error linear unit, in its tanh approximation."""
+
+    kind = "gelu"
+
+    def __init__(self, approximate: str = "tanh") -> None:
+        if approximate != "tanh":
+            raise ValueError(f"GELU(approximate): only 'tanh' is supported, got {approximate!r}")
+        self.approximate = approximate
+        super().__init__()
+
+    def config(self) -> dict[str, Any]:
+        return {"approximate": self.approximate}
+
+
+class SiLU(Activation):
+    """y = x * sigmoid(x) (also called swish)."""
+
+    kind = "silu"
+
+
+class Softplus(Activation):
+    """y = log(1 + exp(x)), a smooth ReLU."""
+
+    kind = "softplus"
+
+
+class Softmax(Layer):
+    """Normalised exponentials along ``axis``; its backward is the full Jacobian product."""
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        self.axis = int(axis)
+        self._saved: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {"axis": self.axis}
+
+    def forward(self, x: Any, training: bool) -> Any:
+        xp = self.backend.xp
+        out = self.workspace("out", x.shape)
+        xp.subtract(x, x.max(axis=self.axis, keepdims=True), out=out)
+        xp.exp(out, out=out)
+        out /= out.sum(axis=self.axis, keepdims=True)
+        self._saved = out
+        return out
+
+    def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
+        if self._saved is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward()")
+        y = self._saved
+        xp = self.backend.xp
+        grad_in = self.workspace("grad_in", grad_out.shape)
+        dot = (grad_out * y).sum(axis=self.axis, keepdims=True)
+        xp.subtract(grad_out, dot, out=grad_in)
+        grad_in *= y
+        return grad_in

@@ -1,0 +1,108 @@
+"""Parameters and the flat buffers that hold them.
+
+Every parameter of a network is a view into ONE contiguous data buffer, and
+every gradient a view into one gradient buffer.  An optimiser step, a
+gradient clip or an all-reduce is therefore a single whole-buffer operation
+instead of one per parameter array.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend
+
+Initializer = Callable[[np.random.Generator, tuple[int, ...], int, int], np.ndarray]
+
+
+class Parameter:
+    """A trainable array ``data`` and its gradient ``grad``, both views of flat buffers.
+
+    ``fan_in``/``fan_out`` feed the initialiser; ``decay`` says whether L1/L2
+    regularisation and weight decay apply (weights yes, biases by choice).
+    """
+
+    __slots__ = ("name", "shape", "init", "fan_in", "fan_out", "decay", "data", "grad", "store", "offset")
+
+    def __init__(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        init: Initializer,
+        *,
+        fan_in: int,
+        fan_out: int,
+        decay: bool = True,
+    ) -> None:
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.init = init
+        self.fan_in = fan_in
+        self.fan_out = fan_out
+        self.decay = decay
+        self.data: Any = None
+        self.grad: Any = None
+        self.store: ParameterStore | None = None
+        self.offset = 0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.shape})"
+
+
+class ParameterStore:
+    """The two flat buffers (data and gradients) behind a set of parameters."""
+
+    def __init__(self, parameters: Sequence[Parameter], backend: Backend, dtype: np.dtype) -> None:
+        self.parameters = list(parameters)
+        self.dtype = np.dtype(dtype)
+        offset = 0
+        for parameter in self.parameters:
+            parameter.store = self
+            parameter.offset = offset
+            offset += parameter.size
+        self.size = offset
+        self.backend = backend
+        self.data: Any = backend.zeros((self.size,), self.dtype)
+        self.grad: Any = backend.zeros((self.size,), self.dtype)
+        self._bind()
+
+    def _bind(self) -> None:
+        for parameter in self.parameters:
+            start, stop = parameter.offset, parameter.offset + parameter.size
+            parameter.data = self.data[start:stop].reshape(parameter.shape)
+            parameter.grad = self.grad[start:stop].reshape(parameter.shape)
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """Fill every parameter from its initialiser, drawn on the host.
+
+        Drawing on the host makes a seeded network identical on every device.
+        """
+        host = np.empty(self.size, dtype=self.dtype)
+        for parameter in self.parameters:
+            values = parameter.init(rng, parameter.shape, parameter.fan_in, parameter.fan_out)
+            host[parameter.offset : parameter.offset + parameter.size] = np.asarray(values).ravel()
+        self.load(host)
+
+    def load(self, flat: Any) -> None:
+        """Copy a flat array of all parameter values into the data buffer."""
+        self.data[...] = self.backend.asarray(flat, dtype=self.dtype)
+
+    def to(self, backend: Backend) -> None:
+        """Move both buffers to ``backend``'s device and rebind every view."""
+        if backend is self.backend:
+            return
+        data = backend.asarray(self.backend.to_numpy(self.data), dtype=self.dtype)
+        grad = backend.asarray(self.backend.to_numpy(self.grad), dtype=self.dtype)
+        self.backend, self.data, self.grad = backend, data, grad
+        self._bind()
+
+    def zero_grad(self) -> None:
+        self.grad.fill(0)

@@ -1,0 +1,81 @@
+"""Checks on user input, done on the host before data reaches the device.
+
+Each check raises one exception that names the argument, what was expected
+and what was seen.  None of them modifies anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype: Any, *, argument: str = "dtype") -> np.dtype:
+    """The network dtype: float32 or float64."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in FLOAT_DTYPES:
+        raise ValueError(f"{argument}: expected 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def is_device_array(data: Any) -> bool:
+    """Whether ``data`` is a CuPy array (checked without importing CuPy)."""
+    return type(data).__module__.split(".")[0] == "cupy"
+
+
+def as_features(
+    data: Any,
+    backend: Backend,
+    dtype: np.dtype,
+    *,
+    in_features: int | None,
+    argument: str = "x",
+    check_finite: bool = True,
+) -> Any:
+    """``data`` as a 2-D float array of the network's dtype on ``backend``'s device.
+
+    Rejects: non-numeric or integer data (a likely mistake: labels passed as
+    features), a rank other than 2, no samples, the wrong number of features,
+    and NaN or Inf (checked on the host; device arrays are checked on the
+    device, which costs one synchronisation).
+    """
+    if is_device_array(data) or hasattr(data, "__cuda_array_interface__"):
+        array = data
+    else:
+        try:
+            array = np.asarray(data)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{argument}: expected a numeric array, got {type(data).__name__} ({exc})") from None
+    kind = array.dtype.kind
+    if kind in "biu":
+        raise TypeError(
+            f"{argument}: expected floating-point features, got dtype {array.dtype}; "
+            f"convert with {argument}.astype('float32') if integer features are intended"
+        )
+    if kind not in "f":
+        raise TypeError(f"{argument}: expected floating-point features, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(
+            f"{argument}: expected a 2-D array of shape (n_samples, n_features), got shape {tuple(array.shape)}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{argument}: expected at least one sample, got shape {tuple(array.shape)}")
+    if in_features is not None and array.shape[1] != in_features:
+        raise ValueError(
+            f"{argument}: expected {in_features} features per sample, got shape {tuple(array.shape)}"
+        )
+    if check_finite:
+        finite = bool(array.__array_namespace__().isfinite(array).all()) if is_device_array(array) else bool(
+            np.isfinite(array).all()
+        )
+        if not finite:
+            raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")
+    return backend.asarray(array, dtype=dtype)
