@@ -1,7 +1,7 @@
 """Hot operations, each declared once with its generic, CPU and CUDA versions."""
 
-from . import activations  # noqa: F401  (registers the operations)
+from . import activations, normalization  # noqa: F401  (registers the operations)
 from .activations import ACTIVATIONS, ActivationSpec
 from .registry import OPERATIONS, Operation, declare, register
 
-__all__ = ["ACTIVATIONS", "ActivationSpec", "OPERATIONS", "Operation", "declare", "register"]
+__all__ = ["ACTIVATIONS", "OPERATIONS", "ActivationSpec", "Operation", "declare", "register"]
