@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend
+from .interop import import_array, to_backend
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -42,18 +43,16 @@ def as_features(
 ) -> Any:
     """``data`` as a 2-D float array of the network's dtype on ``backend``'s device.
 
+    ``data`` may be anything :func:`bpcore.interop.asarray` accepts (NumPy,
+    pandas, PyTorch, JAX, CuPy, ...); it is not copied when it already has
+    the right dtype and device.
+
     Rejects: non-numeric or integer data (a likely mistake: labels passed as
     features), a rank other than 2, no samples, the wrong number of features,
     and NaN or Inf (checked on the host; device arrays are checked on the
     device, which costs one synchronisation).
     """
-    if is_device_array(data) or hasattr(data, "__cuda_array_interface__"):
-        array = data
-    else:
-        try:
-            array = np.asarray(data)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{argument}: expected a numeric array, got {type(data).__name__} ({exc})") from None
+    array = import_array(data, argument=argument)  # DLPack / CUDA array interface: no copy
     kind = array.dtype.kind
     if kind in "biu":
         raise TypeError(
@@ -78,4 +77,4 @@ def as_features(
         )
         if not finite:
             raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")
-    return backend.asarray(array, dtype=dtype)
+    return to_backend(array, backend, dtype)
