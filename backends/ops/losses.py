@@ -1,0 +1,136 @@
+"""Loss functions: the hot steps of softmax cross-entropy and binary cross-entropy.
+
+Signatures (all float arrays of one call share a dtype; ``labels`` are int64;
+outputs are written in place and returned; nothing here synchronises the
+device):
+
+* ``softmax_cross_entropy_forward(logits, target, probs, losses)``: logits and
+  target (n, k), target holding probabilities (one-hot or soft); writes
+  ``probs = softmax(logits)`` (n, k) and ``losses = -sum(target * log_softmax(logits), axis=1)``
+  (n,), with a stable log-sum-exp.
+* ``softmax_cross_entropy_index_forward(logits, labels, probs, losses)``: the
+  same with class indices ``labels`` (n,) instead of probabilities.
+* ``softmax_cross_entropy_backward(probs, target, scale, out)``:
+  ``out = (probs - target) * scale`` (targets summing to one per row).
+* ``softmax_cross_entropy_index_backward(probs, labels, scale, out)``:
+  ``out = probs * scale``, minus ``scale`` at each row's label.
+* ``binary_cross_entropy_logits_forward(z, target, losses)``:
+  ``losses = max(z, 0) - z * t + log1p(exp(-|z|))``, elementwise and stable.
+* ``binary_cross_entropy_logits_backward(z, target, scale, out)``:
+  ``out = (sigmoid(z) - t) * scale``.
+* ``binary_cross_entropy_backward(p, target, scale, eps, out)``: for
+  probabilities ``p``, ``out = scale * (p - t) / max(p * (1 - p), eps)``, the
+  rule PyTorch uses (with ``eps = 1e-12``) so that ``p`` at exactly 0 or 1
+  gives a large finite gradient instead of a division by zero.
+
+In the backward operations ``out`` may be the same array as ``probs`` / ``p``
+/ ``z``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import declare
+
+
+def _log_normaliser(xp: Any, logits: Any, probs: Any) -> tuple[Any, Any]:
+    """Row maxima ``m`` (n, 1) and ``log(sum(exp(logits - m)))`` (n, 1); ``probs`` is scratch."""
+    m = logits.max(axis=1, keepdims=True)
+    xp.subtract(logits, m, out=probs)
+    xp.exp(probs, out=probs)
+    log_sum = xp.log(probs.sum(axis=1, keepdims=True))
+    return m, log_sum
+
+
+def _log_softmax(xp: Any, logits: Any, m: Any, log_sum: Any, out: Any) -> Any:
+    # (logits - m) is exact near the maximum, so log-probabilities near 0 keep full precision.
+    xp.subtract(logits, m, out=out)
+    out -= log_sum
+    return out
+
+
+@declare(
+    "softmax_cross_entropy_forward",
+    "probs = softmax(logits); losses = -sum(target * log_softmax(logits), axis=1)",
+)
+def softmax_cross_entropy_forward(xp: Any, logits: Any, target: Any, probs: Any, losses: Any) -> Any:
+    m, log_sum = _log_normaliser(xp, logits, probs)
+    _log_softmax(xp, logits, m, log_sum, probs)
+    probs *= target
+    probs.sum(axis=1, out=losses)
+    xp.negative(losses, out=losses)
+    _log_softmax(xp, logits, m, log_sum, probs)
+    xp.exp(probs, out=probs)
+    return losses
+
+
+@declare(
+    "softmax_cross_entropy_index_forward",
+    "probs = softmax(logits); losses = logsumexp(logits) - logits[label], per row",
+)
+def softmax_cross_entropy_index_forward(xp: Any, logits: Any, labels: Any, probs: Any, losses: Any) -> Any:
+    m, log_sum = _log_normaliser(xp, logits, probs)
+    picked = xp.take_along_axis(logits, labels[:, None], axis=1)
+    # (m - picked) is exact when the label's logit is near the maximum.
+    xp.subtract(m[:, 0], picked[:, 0], out=losses)
+    losses += log_sum[:, 0]
+    _log_softmax(xp, logits, m, log_sum, probs)
+    xp.exp(probs, out=probs)
+    return losses
+
+
+@declare("softmax_cross_entropy_backward", "dlogits = (probs - target) * scale")
+def softmax_cross_entropy_backward(xp: Any, probs: Any, target: Any, scale: float, out: Any) -> Any:
+    xp.subtract(probs, target, out=out)
+    out *= scale
+    return out
+
+
+@declare("softmax_cross_entropy_index_backward", "dlogits = (probs - onehot(labels)) * scale")
+def softmax_cross_entropy_index_backward(xp: Any, probs: Any, labels: Any, scale: float, out: Any) -> Any:
+    xp.multiply(probs, scale, out=out)
+    out[xp.arange(out.shape[0]), labels] -= scale
+    return out
+
+
+@declare(
+    "binary_cross_entropy_logits_forward",
+    "losses = max(z, 0) - z * t + log1p(exp(-|z|))",
+)
+def binary_cross_entropy_logits_forward(xp: Any, z: Any, target: Any, losses: Any) -> Any:
+    xp.abs(z, out=losses)
+    xp.negative(losses, out=losses)
+    xp.exp(losses, out=losses)
+    xp.log1p(losses, out=losses)
+    losses += xp.maximum(z, 0)
+    losses -= z * target
+    return losses
+
+
+@declare("binary_cross_entropy_logits_backward", "dz = (sigmoid(z) - t) * scale")
+def binary_cross_entropy_logits_backward(xp: Any, z: Any, target: Any, scale: float, out: Any) -> Any:
+    # sigmoid(z) = exp(-log(1 + exp(-z))): exact in both tails, never overflows.
+    xp.negative(z, out=out)
+    xp.logaddexp(0.0, out, out=out)
+    xp.negative(out, out=out)
+    xp.exp(out, out=out)
+    out -= target
+    out *= scale
+    return out
+
+
+@declare(
+    "binary_cross_entropy_backward",
+    "dp = scale * (p - t) / max(p * (1 - p), eps)",
+)
+def binary_cross_entropy_backward(
+    xp: Any, p: Any, target: Any, scale: float, eps: float, out: Any
+) -> Any:
+    denominator = 1.0 - p
+    denominator *= p
+    xp.maximum(denominator, eps, out=denominator)
+    xp.subtract(p, target, out=out)
+    out /= denominator
+    out *= scale
+    return out

@@ -1,0 +1,192 @@
+"""Optimiser updates and gradient-clipping steps over a flat parameter buffer.
+
+Every update follows ``torch.optim``'s documented rule and epsilon placement
+exactly, and changes ``param`` and its state arrays in place in one pass.
+Scalars are Python numbers computed on the host (learning rate, bias
+corrections), so nothing here synchronises the device.  State arrays an
+update does not use may be 0-size.  ``step`` is the 1-based step count after
+the increment.
+
+Signatures:
+
+* ``sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step)``:
+  ``g = grad + wd * param``; with momentum ``buf = g`` on the first step,
+  ``buf = momentum * buf + (1 - dampening) * g`` after, and
+  ``g = g + momentum * buf`` (Nesterov) or ``g = buf``; ``param -= lr * g``.
+* ``adagrad_step(param, grad, state_sum, clr, weight_decay, eps)``:
+  ``g = grad + wd * param``; ``state_sum += g * g``;
+  ``param -= clr * g / (sqrt(state_sum) + eps)`` with
+  ``clr = lr / (1 + (step - 1) * lr_decay)`` computed by the caller.
+* ``rmsprop_step(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum,
+  centered)``:
+  ``g = grad + wd * param``; ``sq = alpha * sq + (1 - alpha) * g * g``;
+  centered: ``ga = alpha * ga + (1 - alpha) * g`` and ``avg = sqrt(sq - ga * ga) + eps``,
+  else ``avg = sqrt(sq) + eps``; with momentum ``buf = momentum * buf + g / avg`` and
+  ``param -= lr * buf``, else ``param -= lr * g / avg``.
+* ``adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,
+  decoupled, amsgrad)``: AdamW (``decoupled``) first shrinks ``param *= 1 - lr * wd``, Adam adds
+  ``wd * param`` to the gradient; ``m = b1 * m + (1 - b1) * g``; ``v = b2 * v + (1 - b2) * g * g``;
+  amsgrad keeps ``vmax = max(vmax, v)`` and uses it for ``v`` below;
+  ``param -= (lr / (1 - b1**step)) * m / (sqrt(v) / sqrt(1 - b2**step) + eps)``.
+* ``l1_l2_grad(grad, param, l1, l2, mask, out)``:
+  ``out = grad + mask * (l1 * sign(param) + l2 * param)``; ``mask`` is 1 where
+  a parameter is regularised and 0 elsewhere (biases); ``out`` may be ``grad``.
+* ``grad_norm_sq(grad, out)``: ``out[...] = sum(grad * grad)``, ``out`` a 0-d
+  or (1,) array; accumulated in float64 (on the CPU) before being stored.
+* ``scale_inplace(x, factor)``: ``x *= factor[()]`` with ``factor`` a 0-d
+  array on the device, so a clipping coefficient never leaves the device.
+
+The generic versions here are the reference; they may allocate temporaries.
+The compiled kernels do each update in a single pass without allocating and
+flush subnormal state values to zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import declare
+
+
+def _with_weight_decay(param: Any, grad: Any, weight_decay: float) -> Any:
+    return grad + weight_decay * param if weight_decay != 0 else grad
+
+
+@declare("sgd_step", "SGD with optional momentum, dampening, Nesterov and L2 weight decay")
+def sgd_step(
+    xp: Any,
+    param: Any,
+    grad: Any,
+    momentum_buf: Any,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first_step: bool,
+) -> Any:
+    g = _with_weight_decay(param, grad, weight_decay)
+    if momentum != 0:
+        if first_step:
+            momentum_buf[...] = g
+        else:
+            momentum_buf *= momentum
+            momentum_buf += (1.0 - dampening) * g if dampening != 0 else g
+        g = g + momentum * momentum_buf if nesterov else momentum_buf
+    param -= lr * g
+    return param
+
+
+@declare("adagrad_step", "AdaGrad: state_sum += g*g; param -= clr * g / (sqrt(state_sum) + eps)")
+def adagrad_step(
+    xp: Any, param: Any, grad: Any, state_sum: Any, clr: float, weight_decay: float, eps: float
+) -> Any:
+    g = _with_weight_decay(param, grad, weight_decay)
+    state_sum += g * g
+    std = xp.sqrt(state_sum)
+    std += eps
+    param -= clr * g / std
+    return param
+
+
+@declare("rmsprop_step", "RMSProp with optional centring and momentum (torch.optim.RMSprop's rule)")
+def rmsprop_step(
+    xp: Any,
+    param: Any,
+    grad: Any,
+    square_avg: Any,
+    grad_avg: Any,
+    momentum_buf: Any,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+) -> Any:
+    g = _with_weight_decay(param, grad, weight_decay)
+    square_avg *= alpha
+    square_avg += (1.0 - alpha) * (g * g)
+    if centered:
+        grad_avg += (1.0 - alpha) * (g - grad_avg)
+        avg = square_avg - grad_avg * grad_avg
+        xp.sqrt(avg, out=avg)
+    else:
+        avg = xp.sqrt(square_avg)
+    avg += eps
+    if momentum > 0:
+        momentum_buf *= momentum
+        momentum_buf += g / avg
+        param -= lr * momentum_buf
+    else:
+        param -= lr * (g / avg)
+    return param
+
+
+@declare("adam_step", "Adam / AdamW (decoupled) with bias correction and optional AMSGrad")
+def adam_step(
+    xp: Any,
+    param: Any,
+    grad: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    max_exp_avg_sq: Any,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: int,
+    decoupled: bool,
+    amsgrad: bool,
+) -> Any:
+    if decoupled:
+        if weight_decay != 0:
+            param *= 1.0 - lr * weight_decay
+        g = grad
+    else:
+        g = _with_weight_decay(param, grad, weight_decay)
+    exp_avg += (1.0 - beta1) * (g - exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1.0 - beta2) * (g * g)
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
+    if amsgrad:
+        xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        second = max_exp_avg_sq
+    else:
+        second = exp_avg_sq
+    denom = xp.sqrt(second)
+    denom /= bias_correction2_sqrt
+    denom += eps
+    param -= (lr / bias_correction1) * (exp_avg / denom)
+    return param
+
+
+@declare("l1_l2_grad", "grad += mask * (l1 * sign(param) + l2 * param)")
+def l1_l2_grad(xp: Any, grad: Any, param: Any, l1: float, l2: float, mask: Any, out: Any) -> Any:
+    penalty = xp.sign(param)
+    penalty *= l1
+    if l2 != 0:
+        penalty += l2 * param
+    penalty *= mask
+    xp.add(grad, penalty, out=out)
+    return out
+
+
+@declare("grad_norm_sq", "out = sum(grad * grad), accumulated in float64")
+def grad_norm_sq(xp: Any, grad: Any, out: Any) -> Any:
+    flat = grad.reshape(-1)
+    if flat.dtype == xp.float64:
+        total = xp.dot(flat, flat)
+    else:
+        wide = flat.astype(xp.float64)
+        total = xp.dot(wide, wide)
+    out[...] = total
+    return out
+
+
+@declare("scale_inplace", "x *= factor (a 0-d device array)")
+def scale_inplace(xp: Any, x: Any, factor: Any) -> Any:
+    x *= factor
+    return x
