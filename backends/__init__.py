@@ -40,6 +40,7 @@ __all__ = [
     "DeviceLike",
     "NumpyBackend",
     "available_devices",
+    "backend_of",
     "current_device",
     "device_scope",
     "get_backend",
@@ -78,6 +79,16 @@ def get_backend(device: DeviceLike | None = None, *, kernels: str | None = None)
                 backend = NumpyBackend(kernels=mode)
             _backends[key] = backend
     return backend
+
+
+def backend_of(array: Any, *, kernels: str | None = None) -> Backend:
+    """The backend whose device holds ``array``: the CPU for NumPy arrays, else the array's GPU.
+
+    A NumPy array is recognised without importing CuPy.
+    """
+    if type(array).__module__.split(".")[0] == "cupy":
+        return get_backend(Device("cuda", int(array.device.id)), kernels=kernels)
+    return get_backend(CPU, kernels=kernels)
 
 
 def device_scope(backend: Backend) -> Any:
