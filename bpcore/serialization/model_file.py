@@ -8,6 +8,7 @@ came from: a model saved from a GPU loads on a CPU and the reverse.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import os
 from collections.abc import Mapping
@@ -278,10 +279,15 @@ def load(
         return _build_network(archive, _check_header(archive), device, custom_layers)
 
 
-def _rebuild(kind: str, spec: Any, archive: Archive, module: Any, *args: Any) -> Any:
-    """A bpcore loss or optimiser from its description; only classes of ``module`` qualify."""
+# The only modules whose classes a file may name for its loss and optimiser.
+_COMPONENT_MODULES = {"loss": "bpcore.losses", "optimizer": "bpcore.optim"}
+
+
+def _rebuild(kind: str, spec: Any, archive: Archive, *args: Any) -> Any:
+    """A bpcore loss or optimiser from its description; only classes of its bpcore module qualify."""
     if spec is None:
         return None
+    module = importlib.import_module(_COMPONENT_MODULES[kind])
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ModelFileError(
             archive.label, f"{kind}: expected an object with a 'type' name, got {spec!r:.80}"
@@ -310,14 +316,12 @@ def load_checkpoint(
 
     Errors as for :func:`load`.
     """
-    from .. import losses, optim
-
     with _open(path) as archive:
         document = archive.document
         network = _build_network(archive, _check_header(archive), device, custom_layers)
-        loss = _rebuild("loss", document.get("loss"), archive, losses)
+        loss = _rebuild("loss", document.get("loss"), archive)
         optimizer_spec = document.get("optimizer")
-        optimizer = _rebuild("optimizer", optimizer_spec, archive, optim, network.parameters())
+        optimizer = _rebuild("optimizer", optimizer_spec, archive, network.parameters())
         if optimizer is not None:
             state = archive.decode_tree(optimizer_spec.get("state", {}), "optimizer/state")
             try:
