@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import bpcore
-from bpcore.backends import probe_cuda
 from bpcore.layers import (
     ELU,
     GELU,
@@ -36,12 +35,7 @@ from bpcore.serialization import ModelFileError, load, load_checkpoint, save
 from bpcore.serialization.registry import builtin_layer_types, describe
 
 DTYPES = ["float32", "float64"]
-gpu = pytest.mark.gpu
-
-
-def needs_gpu() -> None:
-    if probe_cuda().count == 0:
-        pytest.skip(f"no usable CUDA GPU: {probe_cuda().reason}")
+gpu = pytest.mark.gpu  # skipped by conftest.py where no GPU is usable
 
 
 def _activation(cls):
@@ -439,7 +433,6 @@ def test_the_file_does_not_record_a_device(good_file):
 @gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_saved_on_gpu_loads_on_cpu_and_back(tmp_path, dtype):
-    needs_gpu()
     network = trained_network("Residual", dtype).to("cuda")
     save(network, tmp_path / "gpu")
     on_cpu = load(tmp_path / "gpu", device="cpu")
