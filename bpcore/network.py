@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, DeviceLike, get_backend
-from .layers.activations import Activation
 from .layers.base import Layer
-from .layers.dense import Dense
+from .layers.fusion import build_sequence, check_distinct, fusion_plan, input_width
 from .parameters import Parameter, ParameterStore
 from .validation import as_features, check_dtype
+
+
+def _natural(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
 
 
 class Network:
@@ -39,49 +42,45 @@ class Network:
         for position, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{position}]: expected a bpcore Layer, got {type(layer).__name__}")
-        if len({id(layer) for layer in layers}) != len(layers):
-            raise ValueError("layers: the same layer object appears twice; create a new one for each position")
+        check_distinct(layers, owner="layers")
+        for layer in layers:
+            if any(parameter.store is not None for parameter in layer.parameters()):
+                raise ValueError(
+                    f"layers: {layer!r} already belongs to another Network; create new layer objects "
+                    "for each network"
+                )
+        if seed is not None and not _natural(seed):
+            raise ValueError(f"seed: expected None or a non-negative integer, got {seed!r}")
         self.layers = layers
         self.dtype = check_dtype(dtype)
         self.seed = seed
         self.backend: Backend = get_backend(device)
         self._lock = threading.RLock()
-        width: int | None = None
-        for layer in self.layers:
-            width = layer.build(width, self.dtype, self.backend)
-        self.in_features = next((w for w in self._input_widths() if w is not None), None)
-        self.out_features = width
+        self.out_features = build_sequence(self.layers, None, self.dtype, self.backend, owner="layers")
+        self.in_features = input_width(self.layers)
         self.store = ParameterStore(self.parameters(), self.backend, self.dtype)
         self.store.initialize(np.random.default_rng(seed))
-        self._plan = self._fuse()
+        # Dropout masks come from a device-local generator seeded from ``seed``,
+        # on a stream independent of the initial weights.
+        self._random_seed = int(
+            np.random.SeedSequence(seed).spawn(1)[0].generate_state(1, dtype=np.uint64)[0]
+        )
+        self._bind_random()
+        self._plan = fusion_plan(self.layers)
+        self._needs_batch = any(getattr(layer, "needs_batch_statistics", False) for layer in self.walk())
+        self._output_shape: tuple[int, ...] | None = None
 
     # --- structure ----------------------------------------------------------
-    def _input_widths(self) -> Iterator[int | None]:
-        for layer in self.layers:
-            yield getattr(layer, "in_features", getattr(layer, "num_features", None))
-
-    def _fuse(self) -> list[Layer]:
-        """The layers to run, with each activation that follows a Dense folded into it."""
-        plan: list[Layer] = []
-        skip = False
-        for layer, following in zip(self.layers, [*self.layers[1:], None]):
-            if skip:
-                skip = False
-                continue
-            if isinstance(layer, Dense):
-                fused = following if isinstance(following, Activation) and layer.bias is not None else None
-                layer.fuse(fused)
-                skip = fused is not None
-            plan.append(layer)
-        return plan
+    def _bind_random(self) -> None:
+        self._random = self.backend.random(self._random_seed)
+        for layer in self.walk():
+            layer.bind_random(self._random)
 
     def walk(self) -> Iterator[Layer]:
         """Every layer, including those nested inside containers such as Residual."""
         for layer in self.layers:
             yield layer
-            children = getattr(layer, "walk", None)
-            if children is not None:
-                yield from children()
+            yield from layer.walk()
 
     def parameters(self) -> list[Parameter]:
         """The trainable parameters, in a fixed order (views of ``store``)."""
@@ -109,6 +108,8 @@ class Network:
                 for layer in self.walk():
                     layer.to(backend)
                 self.backend = backend
+                self._bind_random()
+                self._output_shape = None
         return self
 
     # --- computation --------------------------------------------------------
@@ -136,10 +137,18 @@ class Network:
         """The network's output for ``x`` (an array on the network's device).
 
         The result is a fresh array; intermediate results are kept for
-        :meth:`backward`.
+        :meth:`backward`.  ``training=True`` draws dropout masks and uses
+        (and updates) batch statistics.
         """
         with self._lock:
-            return self._forward(self.as_input(x), training).copy()
+            x = self.as_input(x)
+            if training and self._needs_batch and x.shape[0] < 2:
+                raise ValueError(
+                    f"x: BatchNorm needs more than 1 sample per batch in training, got shape {tuple(x.shape)}"
+                )
+            out = self._forward(x, training)
+            self._output_shape = tuple(out.shape)
+            return out.copy()
 
     __call__ = forward
 
@@ -150,7 +159,14 @@ class Network:
         call :meth:`zero_grad` between steps.  Returns dLoss/dInput.
         """
         with self._lock:
+            if self._output_shape is None:
+                raise RuntimeError("Network.backward(): called before forward(); run forward(x) first")
             grad = self.backend.asarray(grad_out, dtype=self.dtype)
+            if tuple(grad.shape) != self._output_shape:
+                raise ValueError(
+                    f"grad_out: expected the shape of the last forward() output {self._output_shape}, "
+                    f"got {tuple(grad.shape)}"
+                )
             return self._backward(grad, accumulate=True, need_input_grad=True).copy()
 
     def zero_grad(self) -> None:
@@ -163,7 +179,9 @@ class Network:
 
         return predict(self, x, batch_size=batch_size)
 
-    def evaluate(self, x: Any, y: Any, *, loss: Any, metrics: Sequence[str] = (), batch_size: int = 4096) -> dict[str, float]:
+    def evaluate(
+        self, x: Any, y: Any, *, loss: Any, metrics: Sequence[str] = (), batch_size: int = 4096
+    ) -> dict[str, float]:
         """The loss (and metrics) on ``(x, y)`` in evaluation mode."""
         from .training import evaluate
 

@@ -7,27 +7,35 @@ from .activations import (
     Identity,
     LeakyReLU,
     ReLU,
-    SiLU,
     Sigmoid,
+    SiLU,
     Softmax,
     Softplus,
     Tanh,
 )
 from .base import Layer
+from .batchnorm import BatchNorm
 from .dense import Dense
+from .dropout import Dropout
+from .fusion import fusion_plan
+from .residual import Residual
 
 __all__ = [
     "ELU",
     "GELU",
     "Activation",
+    "BatchNorm",
     "Dense",
+    "Dropout",
     "Identity",
     "Layer",
     "LeakyReLU",
     "ReLU",
+    "Residual",
     "SiLU",
     "Sigmoid",
     "Softmax",
     "Softplus",
     "Tanh",
+    "fusion_plan",
 ]

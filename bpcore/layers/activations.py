@@ -7,14 +7,30 @@ tanh, ReLU and ELU, the input for the others.
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 from ..backends.ops import ACTIVATIONS
 from .base import Layer
 
 
+def _finite(argument: str, value: Any) -> float:
+    """``value`` as a float, or a clear error if it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argument}: expected a real number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{argument}: expected a finite number, got {value!r}")
+    return float(value)
+
+
 class Activation(Layer):
-    """An elementwise activation named in the backend's operation registry."""
+    """An elementwise activation named in the backend's operation registry.
+
+    Its operations are looked up on the backend at first use and then kept,
+    so a call in a training step costs no name lookups.
+    """
 
     kind = "identity"
 
@@ -23,6 +39,8 @@ class Activation(Layer):
         spec = ACTIVATIONS[self.kind]
         self.saves_output = spec.saves == "output"
         self._saved: Any = None
+        self._ops: dict[str, Any] = {}
+        self._param_values: tuple[float, ...] | None = None
 
     @property
     def params(self) -> tuple[float, ...]:
@@ -32,22 +50,39 @@ class Activation(Layer):
     def config(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ACTIVATIONS[self.kind].params}
 
+    def build(self, in_features: int | None, dtype: Any, backend: Any) -> int | None:
+        self._ops = {}
+        self._param_values = self.params
+        self._saved = None
+        return super().build(in_features, dtype, backend)
+
+    def to(self, backend: Any) -> None:
+        super().to(backend)
+        self._ops = {}
+        self._saved = None
+
+    def _op(self, role: str) -> Any:
+        operation = self._ops.get(role)
+        if operation is None:
+            operation = self._ops[role] = getattr(self.backend.ops, role.format(self.kind))
+        return operation
+
     def forward(self, x: Any, training: bool) -> Any:
         out = self.workspace("out", x.shape)
-        getattr(self.backend.ops, f"{self.kind}_forward")(x, out, *self.params)
+        self._op("{}_forward")(x, out, *self._param_values)  # type: ignore[misc]
         self._saved = out if self.saves_output else x
         return out
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._saved is None:
-            raise RuntimeError(f"{self!r}: backward() called before forward()")
+            raise self._not_run()
         grad_in = self.workspace("grad_in", grad_out.shape)
-        return getattr(self.backend.ops, f"{self.kind}_backward")(grad_out, self._saved, grad_in, *self.params)
+        return self._op("{}_backward")(grad_out, self._saved, grad_in, *self._param_values)  # type: ignore[misc]
 
     def bias_forward(self, z: Any, b: Any) -> Any:
         """``f(z + b)`` fused after a Dense layer's matrix product; ``z`` is overwritten."""
         out = z if self.saves_output else self.workspace("out", z.shape)
-        getattr(self.backend.ops, f"bias_{self.kind}_forward")(z, b, out, *self.params)
+        self._op("bias_{}_forward")(z, b, out, *self._param_values)  # type: ignore[misc]
         self._saved = out if self.saves_output else z
         return out
 
@@ -82,7 +117,7 @@ class LeakyReLU(Activation):
     kind = "leaky_relu"
 
     def __init__(self, negative_slope: float = 0.01) -> None:
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = _finite("LeakyReLU(negative_slope)", negative_slope)
         super().__init__()
 
 
@@ -92,9 +127,9 @@ class ELU(Activation):
     kind = "elu"
 
     def __init__(self, alpha: float = 1.0) -> None:
-        if not alpha > 0:
+        self.alpha = _finite("ELU(alpha)", alpha)
+        if not self.alpha > 0:
             raise ValueError(f"ELU(alpha): expected a positive number, got {alpha!r}")
-        self.alpha = float(alpha)
         super().__init__()
 
 
@@ -104,8 +139,13 @@ class GELU(Activation):
     kind = "gelu"
 
     def __init__(self, approximate: str = "tanh") -> None:
+        if approximate == "none":
+            raise ValueError(
+                "GELU(approximate): 'none' (the exact erf form) is not supported, because NumPy has no "
+                "erf function; use approximate='tanh', the tanh approximation"
+            )
         if approximate != "tanh":
-            raise ValueError(f"GELU(approximate): only 'tanh' is supported, got {approximate!r}")
+            raise ValueError(f"GELU(approximate): expected 'tanh', got {approximate!r}")
         self.approximate = approximate
         super().__init__()
 
@@ -126,15 +166,29 @@ class Softplus(Activation):
 
 
 class Softmax(Layer):
-    """Normalised exponentials along ``axis``; its backward is the full Jacobian product."""
+    """Normalised exponentials along ``axis``; its backward is the full Jacobian product.
+
+    For classification prefer :class:`bpcore.losses.CrossEntropy` on logits,
+    which fuses the softmax into the loss and is exact in both tails.
+    """
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"Softmax(axis): expected an integer, got {type(axis).__name__} {axis!r}")
         self.axis = int(axis)
         self._saved: Any = None
 
     def config(self) -> dict[str, Any]:
         return {"axis": self.axis}
+
+    def build(self, in_features: int | None, dtype: Any, backend: Any) -> int | None:
+        self._saved = None
+        return super().build(in_features, dtype, backend)
+
+    def to(self, backend: Any) -> None:
+        super().to(backend)
+        self._saved = None
 
     def forward(self, x: Any, training: bool) -> Any:
         xp = self.backend.xp
@@ -147,11 +201,12 @@ class Softmax(Layer):
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._saved is None:
-            raise RuntimeError(f"{self!r}: backward() called before forward()")
+            raise self._not_run()
         y = self._saved
         xp = self.backend.xp
         grad_in = self.workspace("grad_in", grad_out.shape)
-        dot = (grad_out * y).sum(axis=self.axis, keepdims=True)
+        xp.multiply(grad_out, y, out=grad_in)
+        dot = grad_in.sum(axis=self.axis, keepdims=True)
         xp.subtract(grad_out, dot, out=grad_in)
         grad_in *= y
         return grad_in

@@ -61,6 +61,10 @@ class Dense(Layer):
             "bias_init": name_of(self.bias_init) or "custom",
         }
 
+    @property
+    def input_width(self) -> int:  # type: ignore[override]
+        return self.in_features
+
     def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
         if in_features is not None and in_features != self.in_features:
             raise ValueError(
@@ -68,7 +72,12 @@ class Dense(Layer):
                 f"but the previous layer gives {in_features}"
             )
         super().build(in_features, dtype, backend)
+        self._input = None
         return self.out_features
+
+    def to(self, backend: Backend) -> None:
+        super().to(backend)
+        self._input = None
 
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
@@ -92,16 +101,18 @@ class Dense(Layer):
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._input is None:
-            raise RuntimeError(f"{self!r}: backward() called before forward()")
+            raise self._not_run()
         xp = self.backend.xp
         g = grad_out
         if self.activation is not None:
             g = self.activation.backward(grad_out)
         x = self._input
         if accumulate:
-            self.weight.grad += x.T @ g
+            grad_weight = self.workspace("grad_weight", self.weight.shape)
+            self.weight.grad += xp.matmul(x.T, g, out=grad_weight)
             if self.bias is not None:
-                self.bias.grad += g.sum(axis=0)
+                grad_bias = self.workspace("grad_bias", self.bias.shape)
+                self.bias.grad += xp.sum(g, axis=0, out=grad_bias)
         else:
             xp.matmul(x.T, g, out=self.weight.grad)
             if self.bias is not None:

@@ -1,0 +1,69 @@
+"""Dropout: zero a random fraction ``p`` of the units while training."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..backends import Backend
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Inverted dropout with drop probability ``p``.
+
+    In training each unit is kept with probability ``1 - p`` and scaled by
+    ``1 / (1 - p)``, so the expected output equals the input and evaluation
+    needs no rescaling; in evaluation the layer is the identity.  The mask
+    comes from the network's seeded generator on the network's device, so a
+    seeded network drops the same units on every run.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Dropout(p): expected a probability in [0, 1), got {type(p).__name__} {p!r}")
+        if not (math.isfinite(p) and 0.0 <= p < 1.0):
+            raise ValueError(f"Dropout(p): expected a drop probability in [0, 1), got {p!r}")
+        self.p = float(p)
+        self._random: Any = None
+        self._mask: Any = None
+        self._ran = False
+
+    def config(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+    def bind_random(self, generator: Any) -> Any:
+        previous, self._random = self._random, generator
+        return previous
+
+    def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
+        self._mask, self._ran = None, False
+        return super().build(in_features, dtype, backend)
+
+    def to(self, backend: Backend) -> None:
+        super().to(backend)
+        self._mask, self._ran = None, False
+
+    def forward(self, x: Any, training: bool) -> Any:
+        self._ran = True
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        if self._random is None:  # used outside a network: an unseeded generator on this device
+            self._random = self.backend.random(None)
+        uniform = self.workspace("uniform", x.shape)
+        self._random.random(dtype=uniform.dtype, out=uniform)
+        mask = self._mask = self.workspace("mask", x.shape)
+        out = self.workspace("out", x.shape)
+        return self.backend.ops.dropout_forward(x, uniform, self.p, out, mask)
+
+    def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
+        if not self._ran:
+            raise self._not_run()
+        if self._mask is None:
+            return grad_out
+        grad_in = self.workspace("grad_in", grad_out.shape)
+        return self.backend.ops.dropout_backward(grad_out, self._mask, grad_in)
