@@ -1,0 +1,413 @@
+"""Loss functions: a value on call, the gradient with respect to the prediction from ``backward``.
+
+``loss(pred, target)`` returns the loss as a 0-d array on the prediction's
+device (reading it with ``float(...)`` is the caller's choice: on a GPU that
+is a synchronisation).  ``loss.backward()`` then returns dLoss/dpred for that
+call.  The reductions follow PyTorch: ``"mean"`` averages over every element
+for :class:`MSE`, :class:`Huber` and :class:`BinaryCrossEntropy` and over the
+samples for :class:`CrossEntropy`; ``"sum"`` adds everything.
+
+The gradient array belongs to the loss object and is reused by the next call
+of the same shape: copy it if you need to keep it.  A loss object keeps the
+arrays of its last call, so give each concurrent training loop its own loss.
+
+Targets are checked before use: their shape always, their values (NaN,
+labels out of range, probabilities outside [0, 1]) unless ``check=False`` is
+passed.  Values of host (NumPy) targets are checked on the host; values of
+device targets on the device, which costs one synchronisation per call, so a
+training loop that validated its targets once passes ``check=False``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .backends import Backend, backend_of
+from .interop import import_array, is_cupy_array, to_backend
+from .validation import FLOAT_DTYPES
+
+REDUCTIONS = ("mean", "sum")
+BCE_EPS = 1e-12  # PyTorch's clamp of p * (1 - p) in the probability-input BCE gradient
+LOG_FLOOR = -100.0  # PyTorch clamps log(p) and log(1 - p) here, so p = 0 or 1 gives a finite loss
+
+
+def _check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+    return str(reduction)
+
+
+def _namespace(array: Any) -> Any:
+    if is_cupy_array(array):
+        import cupy
+
+        return cupy
+    return np
+
+
+def _all(array: Any) -> bool:
+    return bool(array.all())
+
+
+class Loss:
+    """A loss function ``L(pred, target)``; subclasses define the formula."""
+
+    name: ClassVar[str] = "loss"
+
+    def __init__(self, *, reduction: str = "mean") -> None:
+        self.reduction = _check_reduction(reduction)
+        self._buffers: dict[str, Any] = {}
+        self._saved: tuple[Backend, Any, Any] | None = None
+
+    # --- public API ---------------------------------------------------------
+    def __call__(self, pred: Any, target: Any, *, check: bool = True) -> Any:
+        """The loss of ``pred`` against ``target`` as a 0-d array on ``pred``'s device."""
+        pred = self._as_prediction(pred)
+        backend = backend_of(pred)
+        target = self._prepare_target(import_array(target, argument="target"), pred, backend, check)
+        value = self._forward(backend, pred, target)
+        self._saved = (backend, pred, target)
+        return value
+
+    def backward(self) -> Any:
+        """dLoss/dpred for the last call (a buffer reused by the next call: copy to keep it)."""
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward(): call the loss on (pred, target) first")
+        return self._backward(*self._saved)
+
+    def check_target(self, target: Any, pred_shape: tuple[int, ...]) -> None:
+        """Raise a clear error if ``target`` does not fit a prediction of ``pred_shape``.
+
+        Checks shape and values (the values of a device array on the device,
+        one synchronisation); does not convert or keep anything.
+        """
+        target = import_array(target, argument="target")
+        self._check_shape(target, tuple(pred_shape))
+        self._check_values(target, tuple(pred_shape))
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-serialisable (see :func:`serialize`)."""
+        return {"reduction": self.reduction}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # --- shared machinery ---------------------------------------------------
+    def _as_prediction(self, pred: Any) -> Any:
+        pred = import_array(pred, argument="pred")
+        if pred.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"{type(self).__name__}(pred): expected a float32 or float64 array, got dtype {pred.dtype}"
+            )
+        if pred.ndim == 0 or pred.size == 0:
+            raise ValueError(
+                f"{type(self).__name__}(pred): expected a non-empty array with a sample axis, "
+                f"got shape {tuple(pred.shape)}"
+            )
+        return pred
+
+    def _check_numeric(self, target: Any) -> None:
+        if target.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{type(self).__name__}(target): expected a numeric array, got dtype {target.dtype}"
+            )
+
+    def _check_shape(self, target: Any, pred_shape: tuple[int, ...]) -> None:
+        """Default: the prediction's shape, or (n,) for a prediction of shape (n, 1)."""
+        self._check_numeric(target)
+        shape = tuple(target.shape)
+        if shape == pred_shape or (len(pred_shape) == 2 and pred_shape[1] == 1 and shape == pred_shape[:1]):
+            return
+        raise ValueError(
+            f"{type(self).__name__}(target): expected shape {pred_shape} (the prediction's), got {shape}"
+        )
+
+    def _check_values(self, target: Any, pred_shape: tuple[int, ...]) -> None:
+        xp = _namespace(target)
+        if target.dtype.kind == "f" and not _all(xp.isfinite(target)):
+            raise ValueError(
+                f"{type(self).__name__}(target): contains NaN or Inf (shape {tuple(target.shape)})"
+            )
+
+    def _prepare_target(self, target: Any, pred: Any, backend: Backend, check: bool) -> Any:
+        self._check_shape(target, tuple(pred.shape))
+        if check:
+            self._check_values(target, tuple(pred.shape))
+        return to_backend(target, backend, pred.dtype).reshape(pred.shape)
+
+    def _buffer(self, key: str, backend: Backend, shape: tuple[int, ...], dtype: Any) -> Any:
+        """A work array owned by this loss, reused while shape, dtype and device stay the same."""
+        entry = self._buffers.get(key)
+        if entry is not None and entry[0] is backend and entry[1].shape == shape and entry[1].dtype == dtype:
+            return entry[1]
+        array = backend.empty(shape, dtype)
+        self._buffers[key] = (backend, array)
+        return array
+
+    def _scale(self, count: int) -> float:
+        return 1.0 / count if self.reduction == "mean" else 1.0
+
+    def _reduce(self, backend: Backend, total: Any, count: int) -> Any:
+        if self.reduction == "mean":
+            total = total * (1.0 / count)
+        return backend.xp.asarray(total)
+
+    # --- the formula --------------------------------------------------------
+    def _forward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        raise NotImplementedError
+
+    def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        raise NotImplementedError
+
+
+class MSE(Loss):
+    """Mean squared error ``(pred - target)**2``, PyTorch's ``MSELoss``."""
+
+    name = "mse"
+
+    def _forward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        xp = backend.xp
+        diff = self._buffer("diff", backend, pred.shape, pred.dtype)
+        work = self._buffer("work", backend, pred.shape, pred.dtype)
+        xp.subtract(pred, target, out=diff)
+        xp.multiply(diff, diff, out=work)
+        return self._reduce(backend, work.sum(), pred.size)
+
+    def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        grad = self._buffer("grad", backend, pred.shape, pred.dtype)
+        backend.xp.multiply(self._buffers["diff"][1], 2.0 * self._scale(pred.size), out=grad)
+        return grad
+
+
+class Huber(Loss):
+    """Huber loss, PyTorch's ``HuberLoss``.
+
+    With ``d = pred - target``: ``0.5 d**2`` where ``|d| < delta``, else
+    ``delta (|d| - delta / 2)``; quadratic near zero, linear (robust to
+    outliers) beyond ``delta``.
+    """
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0, *, reduction: str = "mean") -> None:
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < float("inf"):
+            raise ValueError(f"Huber(delta): expected a positive finite number, got {delta!r}")
+        super().__init__(reduction=reduction)
+        self.delta = float(delta)
+
+    def config(self) -> dict[str, Any]:
+        return {"delta": self.delta, "reduction": self.reduction}
+
+    def _forward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        xp = backend.xp
+        diff = self._buffer("diff", backend, pred.shape, pred.dtype)
+        work = self._buffer("work", backend, pred.shape, pred.dtype)
+        clipped = self._buffer("clipped", backend, pred.shape, pred.dtype)
+        xp.subtract(pred, target, out=diff)
+        xp.abs(diff, out=work)
+        xp.minimum(work, self.delta, out=clipped)
+        # c = min(|d|, delta): c * (|d| - c/2) is 0.5 d**2 inside, delta * (|d| - delta/2) outside.
+        clipped *= 0.5
+        work -= clipped
+        clipped *= 2.0
+        work *= clipped
+        return self._reduce(backend, work.sum(), pred.size)
+
+    def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        grad = self._buffer("grad", backend, pred.shape, pred.dtype)
+        backend.xp.clip(self._buffers["diff"][1], -self.delta, self.delta, out=grad)
+        grad *= self._scale(pred.size)
+        return grad
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on probabilities, or on logits with ``from_logits=True``.
+
+    On probabilities it is PyTorch's ``BCELoss``: each log is clamped at -100
+    so that a prediction of exactly 0 or 1 gives a finite loss, and the
+    gradient divides by ``max(p (1 - p), 1e-12)``.  Predictions must lie in
+    [0, 1] (e.g. a Sigmoid output).  ``from_logits=True`` is PyTorch's
+    ``BCEWithLogitsLoss``: the sigmoid is fused in and stable for any logit;
+    prefer it for training.  Targets are probabilities in [0, 1].
+    """
+
+    name = "binary_cross_entropy"
+
+    def __init__(self, from_logits: bool = False, *, reduction: str = "mean") -> None:
+        if not isinstance(from_logits, (bool, np.bool_)):
+            raise TypeError(f"BinaryCrossEntropy(from_logits): expected True or False, got {from_logits!r}")
+        super().__init__(reduction=reduction)
+        self.from_logits = bool(from_logits)
+
+    def config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits, "reduction": self.reduction}
+
+    def _check_values(self, target: Any, pred_shape: tuple[int, ...]) -> None:
+        super()._check_values(target, pred_shape)
+        if not _all((target >= 0) & (target <= 1)):
+            raise ValueError(
+                f"BinaryCrossEntropy(target): expected probabilities in [0, 1], got values from "
+                f"{float(target.min())} to {float(target.max())}"
+            )
+
+    def _forward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        xp = backend.xp
+        work = self._buffer("work", backend, pred.shape, pred.dtype)
+        if self.from_logits:
+            backend.ops.binary_cross_entropy_logits_forward(pred, target, work)
+            return self._reduce(backend, work.sum(), pred.size)
+        log_q = self._buffer("log_q", backend, pred.shape, pred.dtype)
+        xp.log(pred, out=work)
+        xp.maximum(work, LOG_FLOOR, out=work)
+        xp.negative(pred, out=log_q)
+        xp.log1p(log_q, out=log_q)
+        xp.maximum(log_q, LOG_FLOOR, out=log_q)
+        # t log p + (1 - t) log q  ==  t (log p - log q) + log q
+        work -= log_q
+        work *= target
+        work += log_q
+        return self._reduce(backend, -work.sum(), pred.size)
+
+    def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        grad = self._buffer("grad", backend, pred.shape, pred.dtype)
+        scale = self._scale(pred.size)
+        if self.from_logits:
+            return backend.ops.binary_cross_entropy_logits_backward(pred, target, scale, grad)
+        return backend.ops.binary_cross_entropy_backward(pred, target, scale, BCE_EPS, grad)
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy on logits (n, k), PyTorch's ``CrossEntropyLoss``.
+
+    The softmax is fused in: pass raw scores, not probabilities.  Targets are
+    either integer class labels of shape (n,) in ``[0, k)``, or probabilities
+    of shape (n, k) (one-hot or soft labels) whose rows sum to one.  ``"mean"``
+    averages over the n samples.  The gradient is ``(softmax(pred) - target) / n``.
+    """
+
+    name = "cross_entropy"
+
+    def _check_shape(self, target: Any, pred_shape: tuple[int, ...]) -> None:
+        name = type(self).__name__
+        if len(pred_shape) != 2:
+            raise ValueError(
+                f"{name}(pred): expected logits of shape (n_samples, n_classes), got shape {pred_shape}"
+            )
+        self._check_numeric(target)
+        n = pred_shape[0]
+        shape = tuple(target.shape)
+        if target.ndim == 1:
+            if target.dtype.kind not in "iu":
+                raise TypeError(
+                    f"{name}(target): expected integer class labels of shape ({n},), "
+                    f"got dtype {target.dtype}; "
+                    "convert with target.astype('int64'), or pass probabilities of shape (n, n_classes)"
+                )
+            if shape != (n,):
+                raise ValueError(
+                    f"{name}(target): expected {n} class labels (shape ({n},)), got shape {shape}"
+                )
+            return
+        if shape != pred_shape:
+            raise ValueError(
+                f"{name}(target): expected class labels of shape ({n},) or probabilities of "
+                f"shape {pred_shape}, got shape {shape}"
+            )
+
+    def _check_values(self, target: Any, pred_shape: tuple[int, ...]) -> None:
+        name = type(self).__name__
+        k = pred_shape[1]
+        if target.ndim == 1:
+            low, high = int(target.min()), int(target.max())
+            if low < 0 or high >= k:
+                raise ValueError(
+                    f"{name}(target): class labels must lie in [0, {k - 1}] for {k} classes, "
+                    f"got labels from {low} to {high}"
+                )
+            return
+        super()._check_values(target, pred_shape)
+        if not _all(target >= 0):
+            raise ValueError(
+                f"{name}(target): probabilities must be non-negative, got minimum {float(target.min())}"
+            )
+        sums = target.sum(axis=1, dtype=np.float64)
+        tolerance = 1e-6 if target.dtype == np.float64 else 1e-3
+        worst = float(abs(sums - 1.0).max())
+        if worst > tolerance:
+            raise ValueError(
+                f"{name}(target): each row of probabilities must sum to 1, got a row sum off by {worst:.3g}; "
+                "pass integer class labels of shape (n,) for hard labels"
+            )
+
+    def _prepare_target(self, target: Any, pred: Any, backend: Backend, check: bool) -> Any:
+        self._check_shape(target, tuple(pred.shape))
+        if check:
+            self._check_values(target, tuple(pred.shape))
+        dtype = np.int64 if target.ndim == 1 else pred.dtype
+        return to_backend(target, backend, dtype)
+
+    def _forward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        n = pred.shape[0]
+        probs = self._buffer("probs", backend, pred.shape, pred.dtype)
+        losses = self._buffer("losses", backend, (n,), pred.dtype)
+        if target.ndim == 1:
+            backend.ops.softmax_cross_entropy_index_forward(pred, target, probs, losses)
+        else:
+            backend.ops.softmax_cross_entropy_forward(pred, target, probs, losses)
+        return self._reduce(backend, losses.sum(), n)
+
+    def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
+        probs = self._buffers["probs"][1]
+        grad = self._buffer("grad", backend, pred.shape, pred.dtype)
+        scale = self._scale(pred.shape[0])
+        if target.ndim == 1:
+            return backend.ops.softmax_cross_entropy_index_backward(probs, target, scale, grad)
+        return backend.ops.softmax_cross_entropy_backward(probs, target, scale, grad)
+
+
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MSE, Huber, BinaryCrossEntropy, CrossEntropy)}
+_BY_CLASS_NAME = {cls.__name__: cls for cls in LOSSES.values()}
+
+
+def serialize(loss: Loss) -> dict[str, Any]:
+    """``{"class": ..., "config": ...}``: a JSON-serialisable description :func:`get` rebuilds."""
+    return {"class": type(loss).__name__, "config": loss.config()}
+
+
+def get(identifier: Loss | str | dict[str, Any]) -> Loss:
+    """A loss from an instance (returned as is), a name (``"mse"``, ``"CrossEntropy"``, ...) or
+    a :func:`serialize` dict."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        cls = LOSSES.get(identifier.lower()) or _BY_CLASS_NAME.get(identifier)
+        if cls is None:
+            raise ValueError(
+                f"loss: expected one of {sorted(LOSSES)} or a Loss instance, got {identifier!r}"
+            )
+        return cls()
+    if isinstance(identifier, dict) and "class" in identifier:
+        cls = _BY_CLASS_NAME.get(identifier["class"])
+        if cls is None:
+            raise ValueError(
+                f"loss: unknown loss class {identifier['class']!r}; expected one of {sorted(_BY_CLASS_NAME)}"
+            )
+        return cls(**identifier.get("config", {}))
+    raise TypeError(
+        f"loss: expected a Loss, a loss name or a serialized loss dict, got {type(identifier).__name__}"
+    )
+
+
+__all__ = [
+    "LOSSES",
+    "MSE",
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "Huber",
+    "Loss",
+    "get",
+    "serialize",
+]
