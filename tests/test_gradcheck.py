@@ -169,3 +169,14 @@ def test_network_input_is_validated_like_forward() -> None:
     network = bpcore.Network([Dense(3, 2)], dtype="float64", seed=0)
     with pytest.raises(ValueError, match=r"x: expected 3 features per sample, got shape \(2, 4\)"):
         gradcheck(network, x_of((2, 4)))
+
+
+def test_the_library_losses_pass_through_gradcheck() -> None:
+    losses = pytest.importorskip("bpcore.losses")
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    labels = np.array([0, 1, 2, 1, 0])
+    assert gradcheck(losses.MSE(), pred, y=target) < 1e-6
+    assert gradcheck(losses.CrossEntropy(), pred, y=labels) < 1e-6
+    network = bpcore.Network([Dense(3, 4), Tanh(), Dense(4, 3)], dtype="float64", seed=0)
+    assert gradcheck(network, pred, loss=losses.CrossEntropy(), y=labels) < 1e-6

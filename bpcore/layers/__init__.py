@@ -17,7 +17,6 @@ from .base import Layer
 from .batchnorm import BatchNorm
 from .dense import Dense
 from .dropout import Dropout
-from .fusion import fusion_plan
 from .residual import Residual
 
 __all__ = [
@@ -37,5 +36,4 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Tanh",
-    "fusion_plan",
 ]

@@ -140,7 +140,7 @@ class BatchNorm(Layer):
             gamma.grad += grad_in.sum(axis=0)
             beta.grad += grad_out.sum(axis=0)
         else:
-            xp.sum(grad_in, axis=0, out=gamma.grad)
-            xp.sum(grad_out, axis=0, out=beta.grad)
+            grad_in.sum(axis=0, out=gamma.grad)
+            grad_out.sum(axis=0, out=beta.grad)
         xp.multiply(grad_out, gamma.data * self._inv_std, out=grad_in)
         return grad_in
