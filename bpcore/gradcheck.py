@@ -294,10 +294,12 @@ def _check(
         for index in indices:
             start = float(original_flat[index])
 
-            def perturb(step: float, flat: Any = flat, index: int = index, start: float = start) -> None:
+            def perturb_entry(
+                step: float, flat: Any = flat, index: Any = index, start: float = start
+            ) -> None:
                 flat[index] = start + step
 
-            numeric = central(perturb)
+            numeric = central(perturb_entry)
             flat[index] = start
             error = _relative_error(numeric, float(grad.reshape(-1)[index]), element_floor)
             if error > worst:
@@ -314,11 +316,11 @@ def _check(
         vectors = [v * scale for v in vectors]
         expected = sum(float((g * v).sum()) for g, v in zip(grads, vectors, strict=True))
 
-        def perturb(step: float, vectors: list[np.ndarray] = vectors) -> None:
+        def perturb_along(step: float, vectors: list[np.ndarray] = vectors) -> None:
             for variable, original, vector in zip(arrays, originals, vectors, strict=True):
                 variable[...] = _to_like(variable, original + step * vector)
 
-        numeric = central(perturb)
+        numeric = central(perturb_along)
         for variable, original in zip(arrays, originals, strict=True):
             variable[...] = _to_like(variable, original)
         error = _relative_error(numeric, expected, direction_floor)

@@ -16,7 +16,7 @@ from .validation import as_features, check_dtype
 
 
 def _natural(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and bool(value >= 0)
 
 
 class Network:

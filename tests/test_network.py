@@ -91,7 +91,7 @@ def test_predict_returns_a_fresh_array() -> None:
     network = make()
     x, _ = data(10)
     first = np.asarray(network.predict(x, batch_size=3))
-    np.testing.assert_allclose(first, network.forward(x), rtol=1e-6)
+    np.testing.assert_allclose(first, network.forward(x), rtol=1e-5, atol=1e-6)  # batches round differently
     first[...] = 0
     assert np.asarray(network.predict(x)).any()
 
