@@ -4,8 +4,17 @@ Everything follows ``torch.optim`` (rules, defaults, epsilon placement), and
 works on a whole network's flat parameter buffer in one operation per step.
 """
 
+from .clipping import clip_grad_norm, clip_grad_value
 from .optimizers import OPTIMIZERS, SGD, AdaGrad, Adam, AdamW, Optimizer, RMSProp, from_config, serialize
 from .regularization import Regularizer, add_regularization_grad, regularization_penalty
+from .schedules import (
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearWarmup,
+    LRScheduler,
+    ReduceLROnPlateau,
+    StepLR,
+)
 
 __all__ = [
     "OPTIMIZERS",
@@ -13,10 +22,18 @@ __all__ = [
     "AdaGrad",
     "Adam",
     "AdamW",
+    "CosineAnnealingLR",
+    "ExponentialLR",
+    "LRScheduler",
+    "LinearWarmup",
     "Optimizer",
     "RMSProp",
+    "ReduceLROnPlateau",
     "Regularizer",
+    "StepLR",
     "add_regularization_grad",
+    "clip_grad_norm",
+    "clip_grad_value",
     "from_config",
     "regularization_penalty",
     "serialize",
