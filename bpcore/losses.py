@@ -20,6 +20,7 @@ training loop that validated its targets once passes ``check=False``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -260,10 +261,12 @@ class BinaryCrossEntropy(Loss):
             backend.ops.binary_cross_entropy_logits_forward(pred, target, work)
             return self._reduce(backend, work.sum(), pred.size)
         log_q = self._buffer("log_q", backend, pred.shape, pred.dtype)
-        xp.log(pred, out=work)
+        # log(0) = -inf is expected here (then clamped): keep NumPy from warning about it.
+        with np.errstate(divide="ignore") if xp is np else contextlib.nullcontext():
+            xp.log(pred, out=work)
+            xp.negative(pred, out=log_q)
+            xp.log1p(log_q, out=log_q)
         xp.maximum(work, LOG_FLOOR, out=work)
-        xp.negative(pred, out=log_q)
-        xp.log1p(log_q, out=log_q)
         xp.maximum(log_q, LOG_FLOOR, out=log_q)
         # t log p + (1 - t) log q  ==  t (log p - log q) + log q
         work -= log_q
