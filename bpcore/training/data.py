@@ -1,0 +1,201 @@
+"""Checking and preparing the training data of ``fit`` and ``evaluate``.
+
+Everything here runs once, before training starts, so that bad input raises
+one clear exception and leaves the network untouched.  Features and targets
+stay where the user keeps them: NumPy data stays on the host (batches are
+gathered there and moved to the device one at a time), CuPy data on the
+network's GPU stays on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..backends import Backend, get_backend
+from ..interop import import_array, is_cupy_array
+from ..validation import as_features
+from .metrics import DENSE, INDEX
+
+CLASSES, BINARY, VALUES = "classes", "binary", "values"
+
+
+def loss_family(loss: Any) -> str:
+    """What targets ``loss`` takes: class indices or probabilities, binary labels, or plain values."""
+    from .. import losses
+
+    if isinstance(loss, getattr(losses, "CrossEntropy", ())):
+        return CLASSES
+    if isinstance(loss, getattr(losses, "BinaryCrossEntropy", ())):
+        return BINARY
+    return VALUES
+
+
+def takes_logits(loss: Any) -> bool:
+    """Whether the network's outputs are logits for ``loss`` (for the accuracy threshold)."""
+    return loss_family(loss) == BINARY and bool(getattr(loss, "from_logits", False))
+
+
+def check_loss(loss: Any) -> None:
+    if loss is None:
+        raise TypeError("loss: expected a loss such as bpcore.losses.MSE(), got None")
+    if isinstance(loss, type):
+        raise TypeError(f"loss: expected a loss object, got the class {loss.__name__}; use {loss.__name__}()")
+    if not callable(loss) or not callable(getattr(loss, "backward", None)):
+        raise TypeError(
+            f"loss: expected a loss object with __call__(pred, target) and backward(), "
+            f"got {type(loss).__name__}"
+        )
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Checked features ``x`` (n, features) and targets ``y`` of one kind, on ``backend``."""
+
+    x: Any
+    y: Any
+    kind: str  # INDEX: int64 class indices (n,); DENSE: floats (n, outputs)
+    backend: Backend
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def on_device(self) -> bool:
+        return not isinstance(self.x, np.ndarray)
+
+    def take(self, start: int, stop: int) -> Dataset:
+        """Samples ``start:stop`` (views, no copy)."""
+        return Dataset(self.x[start:stop], self.y[start:stop], self.kind, self.backend)
+
+
+def storage_backend(network: Any, data: Any) -> Backend:
+    """Where data is kept during training: the network's GPU if it already lives there, else the host."""
+    if is_cupy_array(data) and network.backend.owns(data):
+        return network.backend
+    return network.backend if not network.backend.device.is_cuda else get_backend("cpu")
+
+
+def output_width(network: Any, features: int) -> int:
+    if network.out_features is not None:
+        return int(network.out_features)
+    return int(network.in_features) if network.in_features is not None else features
+
+
+def _describe_range(xp: Any, array: Any) -> str:
+    return f"from {float(xp.min(array)):g} to {float(xp.max(array)):g}"
+
+
+def prepare_targets(
+    y: Any, *, samples: int, outputs: int, loss: Any, backend: Backend, dtype: np.dtype,
+    argument: str = "y", x_argument: str = "x", x_shape: tuple[int, ...] = (),
+) -> tuple[Any, str]:
+    """Check ``y`` against the loss and the network's output; return it on ``backend`` and its kind."""
+    if y is None:
+        raise TypeError(f"{argument}: expected an array of targets, got None")
+    array = import_array(y, argument=argument)
+    xp = backend.xp if is_cupy_array(array) else np
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{argument}: expected numeric targets, got dtype {array.dtype}")
+    if array.ndim not in (1, 2):
+        raise ValueError(
+            f"{argument}: expected a 1-D array (n,) or a 2-D array (n, {outputs}) of targets, "
+            f"got shape {tuple(array.shape)}"
+        )
+    if array.shape[0] != samples:
+        raise ValueError(
+            f"{x_argument} and {argument}: expected the same number of samples, got {x_argument} of shape "
+            f"{tuple(x_shape)} and {argument} of shape {tuple(array.shape)}"
+        )
+    integer = array.dtype.kind in "biu"
+    if not integer and not bool(xp.isfinite(array).all()):
+        raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")
+    family = loss_family(loss)
+    loss_name = type(loss).__name__
+
+    if family == CLASSES and (integer and (array.ndim == 1 or array.shape[1] == 1) and outputs != 1):
+        labels = array.reshape(samples)
+        if outputs < 2:
+            raise ValueError(
+                f"loss: {loss_name} needs a network with at least 2 outputs, this one has {outputs}"
+            )
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= outputs:
+            raise ValueError(
+                f"{argument}: class labels must lie in [0, {outputs}) for a network with {outputs} outputs, "
+                f"got labels {_describe_range(xp, labels)}"
+            )
+        return _to(labels, backend, np.int64), INDEX
+
+    if array.ndim == 1:
+        if outputs != 1:
+            if family == CLASSES:
+                raise TypeError(
+                    f"{argument}: {loss_name} takes integer class indices of shape (n,) or class "
+                    f"probabilities of shape (n, {outputs}), got {array.dtype} of shape "
+                    f"{tuple(array.shape)}; "
+                    f"convert labels with {argument}.astype('int64')"
+                )
+            raise ValueError(
+                f"{argument}: expected targets of shape (n, {outputs}) to match the network's "
+                f"{outputs} outputs, got shape {tuple(array.shape)}"
+            )
+        array = array.reshape(samples, 1)
+    elif array.shape[1] != outputs:
+        raise ValueError(
+            f"{argument}: expected targets of shape ({samples}, {outputs}) to match the network's "
+            f"{outputs} outputs, got shape {tuple(array.shape)}"
+        )
+    if family in (CLASSES, BINARY):
+        low, high = float(xp.min(array)), float(xp.max(array))
+        if low < 0.0 or high > 1.0:
+            what = "class probabilities" if family == CLASSES else "binary targets"
+            raise ValueError(
+                f"{argument}: {loss_name} expects {what} in [0, 1], got values {_describe_range(xp, array)}"
+            )
+        if family == CLASSES:
+            sums = xp.sum(array, axis=1, dtype=np.float64)
+            tolerance = 1e-6 if array.dtype == np.float64 else 1e-3
+            if not bool(xp.all(xp.abs(sums - 1.0) <= tolerance)):
+                raise ValueError(
+                    f"{argument}: {loss_name} expects each row of class probabilities to sum to 1, "
+                    f"got row sums {_describe_range(xp, sums)}"
+                )
+    return _to(array, backend, dtype), DENSE
+
+
+def _to(array: Any, backend: Backend, dtype: Any) -> Any:
+    from ..interop import to_backend
+
+    return to_backend(array, backend, dtype)
+
+
+def prepare(
+    network: Any, x: Any, y: Any, *, loss: Any, x_argument: str = "x", y_argument: str = "y",
+) -> Dataset:
+    """Check ``(x, y)`` for ``network`` and ``loss``; features in the network's dtype."""
+    imported = import_array(x, argument=x_argument)
+    backend = storage_backend(network, imported)
+    features = as_features(
+        imported, backend, network.dtype, in_features=network.in_features, argument=x_argument
+    )
+    targets, kind = prepare_targets(
+        y, samples=int(features.shape[0]), outputs=output_width(network, int(features.shape[1])),
+        loss=loss, backend=backend, dtype=network.dtype, argument=y_argument,
+        x_argument=x_argument, x_shape=tuple(imported.shape),
+    )
+    return Dataset(features, targets, kind, backend)
+
+
+def split_validation(data: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """The last ``fraction`` of the samples (before any shuffling) as validation data, as Keras does."""
+    n = len(data)
+    held_out = round(n * fraction)
+    if held_out < 1 or held_out >= n:
+        raise ValueError(
+            f"validation_split: {fraction!r} of {n} samples leaves {n - held_out} for training and "
+            f"{held_out} for validation; both need at least one"
+        )
+    return data.take(0, n - held_out), data.take(n - held_out, n)

@@ -1,0 +1,142 @@
+"""``predict`` and ``evaluate``: the network in evaluation mode, in batches."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..interop import import_array
+from ..validation import as_features
+from .batches import _Stage
+from .data import Dataset, check_loss, prepare, storage_backend, takes_logits
+from .metrics import BoundMetric, bind_metrics, check_metrics
+
+DEFAULT_BATCH_SIZE = 4096
+
+
+def check_batch_size(batch_size: Any, *, allow_none: bool, argument: str = "batch_size") -> int | None:
+    if batch_size is None and allow_none:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        expected = "None (one full batch) or a positive integer" if allow_none else "a positive integer"
+        raise ValueError(f"{argument}: expected {expected}, got {batch_size!r}")
+    return int(batch_size)
+
+
+def resolve_loss(loss: Any) -> Any:
+    """A loss object from an instance or a name such as ``"mse"`` (see :func:`bpcore.losses.get`)."""
+    from .. import losses
+
+    if isinstance(loss, (str, dict)):
+        return losses.get(loss)
+    check_loss(loss)
+    return loss
+
+
+def unchecked(loss: Any) -> Callable[[Any, Any], Any]:
+    """``loss`` called without re-checking targets that were validated once up front."""
+    from .. import losses
+
+    return functools.partial(loss, check=False) if isinstance(loss, losses.Loss) else loss
+
+
+def loss_weights(loss: Any, sizes: Sequence[int], samples: int) -> np.ndarray:
+    """Weights turning per-batch loss values into the loss over all samples.
+
+    For ``reduction="mean"`` each batch counts in proportion to its size, which
+    gives exactly the mean over all samples; for ``"sum"`` the batch sums add up.
+    """
+    if getattr(loss, "reduction", "mean") == "sum":
+        return np.ones(len(sizes), dtype=np.float64)
+    return np.asarray(sizes, dtype=np.float64) / samples
+
+
+def predict(network: Any, x: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Any:
+    """The network's outputs for ``x`` (n, features) in evaluation mode, ``batch_size`` rows at a time.
+
+    Returns an array of the network's array module: NumPy for a network on
+    the CPU, CuPy (on the network's GPU) for a network on a GPU, whatever
+    ``x`` was; ``bpcore.backends`` ``to_numpy`` or ``cupy.asnumpy`` bring it
+    to the host.  Dropout is off and batch normalisation uses its running
+    statistics.  The result is a new array owned by the caller.
+    """
+    size = check_batch_size(batch_size, allow_none=False)
+    assert size is not None
+    with network._lock:
+        imported = import_array(x, argument="x")
+        backend = storage_backend(network, imported)
+        features = as_features(imported, backend, network.dtype, in_features=network.in_features)
+        stage = _Stage(backend, network.backend)
+        n = int(features.shape[0])
+        if n <= size:
+            return network._forward(stage(features), False).copy()
+        out: Any = None
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            batch = network._forward(stage(features[start:stop]), False)
+            if out is None:
+                out = network.backend.empty((n, *batch.shape[1:]), batch.dtype)
+            out[start:stop] = batch
+        return out
+
+
+def evaluation_sums(
+    network: Any, data: Dataset, loss: Any, metrics: Sequence[BoundMetric], batch_size: int
+) -> Any:
+    """A float64 device vector: the loss over ``data``, then each metric's sum; no host synchronisation."""
+    xp = network.backend.xp
+    n = len(data)
+    sizes = [min(start + batch_size, n) - start for start in range(0, n, batch_size)]
+    weights = loss_weights(loss, sizes, n)
+    call = unchecked(loss)
+    stage = _Stage(data.backend, network.backend)
+    totals = xp.zeros(1 + len(metrics), dtype=np.float64)
+    for start, size, weight in zip(range(0, n, batch_size), sizes, weights, strict=True):
+        xb, yb = stage(data.x[start : start + size]), stage(data.y[start : start + size])
+        pred = network._forward(xb, False)
+        totals[0] += call(pred, yb) * float(weight)
+        for position, metric in enumerate(metrics, start=1):
+            totals[position] += metric(pred, yb)
+    return totals
+
+
+def summarise(
+    host_totals: np.ndarray, metrics: Sequence[BoundMetric], samples: int, prefix: str = ""
+) -> dict[str, float]:
+    """Turn the vector of :func:`evaluation_sums` (read on the host) into named means."""
+    values = {f"{prefix}loss": float(host_totals[0])}
+    for position, metric in enumerate(metrics, start=1):
+        values[f"{prefix}{metric.name}"] = float(host_totals[position]) / metric.denominator(samples)
+    return values
+
+
+def evaluate(
+    network: Any,
+    x: Any,
+    y: Any,
+    *,
+    loss: Any,
+    metrics: Sequence[str] = (),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict[str, float]:
+    """``{"loss": ..., <metric>: ...}`` on ``(x, y)`` in evaluation mode, as Python floats.
+
+    The loss is what ``loss(network.predict(x), y)`` would give (the mean or
+    the sum, following the loss's reduction), computed in batches; metrics
+    are ``"accuracy"``, ``"mse"`` and ``"mae"`` (see :mod:`bpcore.training.metrics`).
+    Reads the device once.
+    """
+    loss = resolve_loss(loss)
+    names = check_metrics(metrics)
+    size = check_batch_size(batch_size, allow_none=False)
+    assert size is not None
+    with network._lock:
+        data = prepare(network, x, y, loss=loss)
+        outputs = int(data.y.shape[1]) if data.y.ndim == 2 else int(network.out_features or 1)
+        bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,
+                             logits=takes_logits(loss))
+        totals = evaluation_sums(network, data, loss, bound, size)
+        return summarise(network.backend.to_numpy(totals), bound, len(data))

@@ -1,0 +1,365 @@
+"""``fit``: the training loop.
+
+One step is forward (training mode), loss, backward (gradients written, not
+added, so no ``zero_grad`` is needed) and one optimiser step over the flat
+parameter buffer.  Nothing in a step checks, allocates a batch or reads
+the device: the data was checked once up front, batches go into buffers
+allocated once, and each step's loss (and metric sums) are written into a
+device array that is read once per epoch, together with a finiteness check
+of the parameters and the validation results.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .batches import Batches
+from .callbacks import EarlyStopping, as_callbacks
+from .data import Dataset, prepare, split_validation, takes_logits
+from .errors import TrainingDivergedError
+from .history import History
+from .inference import (
+    DEFAULT_BATCH_SIZE,
+    check_batch_size,
+    evaluation_sums,
+    loss_weights,
+    resolve_loss,
+    summarise,
+    unchecked,
+)
+from .metrics import BoundMetric, bind_metrics, check_metrics
+from .progress import Progress
+from .snapshot import Snapshot
+
+logger = logging.getLogger("bpcore")
+
+
+# --- argument checks (all before anything is changed) ------------------------
+def _check_epochs(epochs: Any) -> int:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs: expected a positive integer, got {epochs!r}")
+    return int(epochs)
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise ValueError(f"seed: expected None or a non-negative integer, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
+def _check_flag(value: Any, argument: str, *, allow_none: bool = False) -> bool | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        expected = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{argument}: expected {expected}, got {value!r}")
+    return bool(value)
+
+
+def _check_split(fraction: Any) -> float:
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.integer, np.floating))
+        or not (0.0 <= float(fraction) < 1.0)
+    ):
+        raise ValueError(f"validation_split: expected a fraction in [0, 1), got {fraction!r}")
+    return float(fraction)
+
+
+def _check_optimizer(optimizer: Any, network: Any) -> None:
+    if optimizer is None or not callable(getattr(optimizer, "step", None)):
+        raise TypeError(
+            "optimizer: expected an optimiser such as bpcore.optim.SGD(network.parameters(), lr=0.1), "
+            f"got {type(optimizer).__name__}"
+        )
+    group = getattr(optimizer, "parameters", None)  # bpcore optimisers keep a ParameterSet here
+    params = getattr(group, "params", group)
+    if isinstance(params, (list, tuple)) and params:
+        mine = {id(p) for p in network.parameters()}
+        if not any(id(p) in mine for p in params):
+            raise ValueError(
+                "optimizer: its parameters are not this network's; create it with network.parameters()"
+            )
+
+
+def _check_scheduler(scheduler: Any) -> bool:
+    """Whether ``scheduler.step`` takes the monitored value (ReduceLROnPlateau does)."""
+    if scheduler is None:
+        return False
+    step = getattr(scheduler, "step", None)
+    if not callable(step):
+        raise TypeError(f"scheduler: expected a schedule with step(), got {type(scheduler).__name__}")
+    try:
+        signature = inspect.signature(step)
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in signature.parameters.values()
+    )
+
+
+def _validation_set(
+    network: Any, data: Dataset, validation_data: Any, validation_split: float, loss: Any
+) -> tuple[Dataset, Dataset | None]:
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError(
+                "validation_data and validation_split: give one or the other, not both "
+                f"(got validation_split={validation_split})"
+            )
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError(
+                "validation_data: expected a pair (x_val, y_val), "
+                f"got {type(validation_data).__name__}"
+                + (f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else "")
+            )
+        x_val, y_val = validation_data
+        return data, prepare(
+            network, x_val, y_val, loss=loss, x_argument="validation_data[0]", y_argument="validation_data[1]"
+        )
+    if validation_split:
+        return split_validation(data, validation_split)
+    return data, None
+
+
+def _outputs(data: Dataset, network: Any) -> int:
+    return int(data.y.shape[1]) if data.y.ndim == 2 else int(network.out_features or 1)
+
+
+# --- the loop ---------------------------------------------------------------
+def fit(
+    network: Any,
+    x: Any,
+    y: Any,
+    *,
+    loss: Any,
+    optimizer: Any,
+    epochs: int,
+    batch_size: int | None = 32,
+    shuffle: bool = True,
+    validation_data: tuple[Any, Any] | None = None,
+    validation_split: float = 0.0,
+    early_stopping: EarlyStopping | None = None,
+    callbacks: Sequence[Any] = (),
+    metrics: Sequence[str] = (),
+    scheduler: Any = None,
+    verbose: bool | None = None,
+    seed: int | None = None,
+) -> History:
+    """Train ``network`` on ``(x, y)`` by backpropagation and return its :class:`History`.
+
+    * ``batch_size``: ``None`` (or at least the number of samples) is full-batch
+      gradient descent, ``1`` is single-sample SGD, anything between is
+      mini-batch training.  A last, smaller batch is kept (with batch
+      normalisation a last batch of one sample joins the one before).
+    * ``shuffle`` draws a new sample order every epoch from ``seed`` (the same
+      seed gives bit-identical training); a full batch is never shuffled.
+    * ``validation_data=(x_val, y_val)`` or ``validation_split`` (the *last*
+      fraction of the samples, taken before shuffling) adds ``val_loss`` and
+      ``val_<metric>`` per epoch, measured in evaluation mode.
+    * ``metrics``: any of ``"accuracy"``, ``"mse"``, ``"mae"``.
+    * ``early_stopping``: an :class:`EarlyStopping`; ``callbacks``: objects
+      with ``on_epoch_end(epoch, logs)`` (or functions), returning True to stop.
+    * ``scheduler``: stepped once after every epoch; a scheduler whose
+      ``step`` takes a value (ReduceLROnPlateau) gets ``val_loss``, or ``loss``
+      without validation data.
+    * ``verbose``: True draws a progress bar on stderr, False never, None
+      (default) only when stderr is a terminal.  Epochs are always logged
+      under the ``bpcore`` logger (DEBUG per epoch, INFO at start and end).
+
+    Every argument and the data are checked before anything changes: bad
+    input raises one exception and leaves the network as it was.  If the
+    loss or a parameter becomes NaN or Inf, the parameters, layer buffers and
+    optimiser state are restored to the start of that epoch and
+    :class:`TrainingDivergedError` is raised.  NumPy's floating-point warnings
+    are silenced inside the loop, since divergence is reported this way.
+    """
+    # 1. Check everything.
+    loss = resolve_loss(loss)
+    _check_optimizer(optimizer, network)
+    epochs = _check_epochs(epochs)
+    batch_size = check_batch_size(batch_size, allow_none=True)
+    shuffle = bool(_check_flag(shuffle, "shuffle"))
+    verbose = _check_flag(verbose, "verbose", allow_none=True)
+    seed = _check_seed(seed)
+    validation_split = _check_split(validation_split)
+    metric_names = check_metrics(metrics)
+    user_callbacks = as_callbacks(callbacks)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(
+            f"early_stopping: expected None or an EarlyStopping(...), got {type(early_stopping).__name__}"
+        )
+    scheduler_takes_value = _check_scheduler(scheduler)
+
+    with network._lock:
+        data = prepare(network, x, y, loss=loss)
+        data, validation = _validation_set(network, data, validation_data, validation_split, loss)
+        xp = network.backend.xp
+        logits = takes_logits(loss)
+        train_metrics = bind_metrics(metric_names, xp=xp, kind=data.kind, outputs=_outputs(data, network),
+                                     logits=logits)
+        val_metrics: list[BoundMetric] = []
+        if validation is not None:
+            val_metrics = bind_metrics(metric_names, xp=xp, kind=validation.kind,
+                                       outputs=_outputs(validation, network), logits=logits)
+        keys = ["loss", *metric_names]
+        if validation is not None:
+            keys += ["val_loss", *(f"val_{name}" for name in metric_names)]
+        if early_stopping is not None and early_stopping.monitor not in keys:
+            hint = " (it needs validation_data or validation_split)" if early_stopping.monitor.startswith(
+                "val_") else ""
+            raise ValueError(
+                f"early_stopping: monitor {early_stopping.monitor!r} is not recorded{hint}; "
+                f"fit records {keys}"
+            )
+        needs_batch = bool(getattr(network, "_needs_batch", False))
+        if needs_batch and batch_size == 1 and len(data) > 1:
+            raise ValueError(
+                "batch_size: BatchNorm needs at least 2 samples per batch in training, got batch_size=1"
+            )
+        if needs_batch and len(data) < 2:
+            raise ValueError(f"x: BatchNorm needs at least 2 training samples, got {len(data)}")
+
+        # 2. Train.
+        monitor = early_stopping.monitor if early_stopping is not None else (
+            "val_loss" if validation is not None else "loss")
+        history = History(monitor=monitor)
+        batches = Batches(data, network.backend, batch_size=batch_size, shuffle=shuffle,
+                          rng=np.random.default_rng(seed), merge_single=needs_batch)
+        all_callbacks = [*user_callbacks, *([early_stopping] if early_stopping is not None else [])]
+        trainer = _Trainer(network, loss, optimizer, batches, train_metrics, validation, val_metrics)
+        progress = Progress(
+            epochs=epochs, verbose=verbose,
+            description=(
+                f"{epochs} epoch(s) of {batches.steps} step(s) on {len(data)} samples "
+                f"(batch size {batches.sizes()[0]}), {len(validation) if validation is not None else 0} "
+                f"validation samples, device {network.device}"
+            ),
+        )
+        started = time.perf_counter()
+        try:
+            for callback in all_callbacks:
+                hook = getattr(callback, "on_train_begin", None)
+                if hook is not None:
+                    hook(network)
+            for epoch in range(1, epochs + 1):
+                tick = time.perf_counter()
+                lr = getattr(optimizer, "lr", None)
+                logs = trainer.epoch(epoch)
+                if lr is not None:
+                    logs["lr"] = float(lr)
+                history.append(epoch, logs)
+                progress.epoch_end(epoch, logs, time.perf_counter() - tick)
+                stop = [callback for callback in all_callbacks if callback.on_epoch_end(epoch, dict(logs))]
+                if stop:
+                    if epoch < epochs:
+                        history.stop(f"stopped after epoch {epoch} by {type(stop[0]).__name__}")
+                    break
+                if scheduler is not None:
+                    if scheduler_takes_value:
+                        scheduler.step(logs.get("val_loss", logs["loss"]))
+                    else:
+                        scheduler.step()
+            for callback in all_callbacks:
+                hook = getattr(callback, "on_train_end", None)
+                if hook is not None:
+                    hook(history)
+        finally:
+            progress.close(
+                f"{len(history)} epoch(s) in {time.perf_counter() - started:.3f}s; "
+                f"best epoch {history.best_epoch} ({monitor})"
+            )
+        return history
+
+
+class _Trainer:
+    """The per-epoch work of one ``fit``, with everything it needs allocated once."""
+
+    def __init__(
+        self,
+        network: Any,
+        loss: Any,
+        optimizer: Any,
+        batches: Batches,
+        metrics: list[BoundMetric],
+        validation: Dataset | None,
+        val_metrics: list[BoundMetric],
+    ) -> None:
+        self.network, self.loss, self.optimizer, self.batches = network, loss, optimizer, batches
+        self.metrics, self.validation, self.val_metrics = metrics, validation, val_metrics
+        backend = network.backend
+        xp = backend.xp
+        steps = batches.steps
+        self.samples = len(batches.data)
+        self.step_losses = xp.zeros(steps, dtype=np.float64)
+        self.step_metrics = xp.zeros((max(len(metrics), 1), steps), dtype=np.float64)
+        self.weights = backend.asarray(loss_weights(loss, batches.sizes(), self.samples))
+        width = 2 + len(metrics) + (1 + len(val_metrics) if validation is not None else 0)
+        self.summary = xp.zeros(width, dtype=np.float64)
+        self.snapshot = Snapshot(network, optimizer)
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch and return its logs; raise TrainingDivergedError if it diverged."""
+        network, optimizer, metrics = self.network, self.optimizer, self.metrics
+        xp = network.backend.xp
+        self.snapshot.take()
+        loss = unchecked(self.loss)
+        backward = self.loss.backward
+        forward, backpropagate, step = network._forward, network._backward, optimizer.step
+        losses, metric_sums = self.step_losses, self.step_metrics
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for index, (xb, yb) in enumerate(self.batches.epoch()):
+                out = forward(xb, True)
+                losses[index] = loss(out, yb)
+                for row, metric in enumerate(metrics):
+                    metric_sums[row, index] = metric(out, yb)
+                backpropagate(backward(), accumulate=False, need_input_grad=False)
+                step()
+            summary = self.summary
+            summary[0] = xp.dot(losses, self.weights)
+            summary[1] = xp.isfinite(network.store.data).all()
+            if metrics:
+                summary[2 : 2 + len(metrics)] = metric_sums[: len(metrics)].sum(axis=1)
+            if self.validation is not None:
+                summary[2 + len(metrics) :] = evaluation_sums(
+                    network, self.validation, self.loss, self.val_metrics, DEFAULT_BATCH_SIZE
+                )
+            host = network.backend.to_numpy(summary)  # the one read of the device per epoch
+        self._check_finite(epoch, host)
+        logs = summarise(np.concatenate([host[:1], host[2 : 2 + len(metrics)]]), metrics, self.samples)
+        if self.validation is not None:
+            logs.update(summarise(host[2 + len(metrics) :], self.val_metrics, len(self.validation), "val_"))
+        return logs
+
+    def _check_finite(self, epoch: int, host: np.ndarray) -> None:
+        loss_value, parameters_ok = float(host[0]), bool(host[1])
+        val_value = float(host[2 + len(self.metrics)]) if self.validation is not None else 0.0
+        if math.isfinite(loss_value) and parameters_ok and math.isfinite(val_value):
+            return
+        self.snapshot.restore()
+        lr = getattr(self.optimizer, "lr", None)
+        at_lr = f" with learning rate {float(lr):g}" if lr is not None else ""
+        step: int | None = None
+        if not math.isfinite(loss_value):
+            per_step = self.network.backend.to_numpy(self.step_losses)
+            step = int(np.flatnonzero(~np.isfinite(per_step))[0]) + 1
+            what = f"the training loss became {per_step[step - 1]} at step {step} of {len(per_step)}"
+        elif not parameters_ok:
+            what = "a parameter became NaN or Inf (the loss was still finite)"
+        else:
+            what = f"the validation loss became {val_value}"
+        message = (
+            f"fit: training diverged in epoch {epoch}{at_lr}: {what}. The parameters, layer buffers and "
+            f"optimiser state were restored to their values at the start of epoch {epoch}. "
+            "Lower the learning rate, clip gradients (bpcore.optim.clip_grad_norm), or standardise the data."
+        )
+        logger.info(message)
+        raise TrainingDivergedError(message, epoch=epoch, step=step)
