@@ -10,6 +10,13 @@ from bpcore.layers import Dense
 from bpcore.optim import clip_grad_norm, clip_grad_value
 
 
+@pytest.fixture(params=["fused", "generic"])
+def kernels(request, monkeypatch):
+    """Run a test with the compiled kernels (where present) and with the generic reference code."""
+    monkeypatch.setenv("BPCORE_KERNELS", request.param)
+    return request.param
+
+
 def network_with_grads(grads, dtype: str = "float64") -> Network:
     network = Network([Dense(2, 1)], dtype=dtype, seed=0)  # weight (2, 1) then bias (1,)
     network.store.grad[...] = np.asarray(grads)
@@ -18,7 +25,7 @@ def network_with_grads(grads, dtype: str = "float64") -> Network:
 
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-parameter"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_clip_grad_norm_scales_to_max_norm_and_returns_the_norm(flat, dtype):
+def test_clip_grad_norm_scales_to_max_norm_and_returns_the_norm(flat, dtype, kernels):
     network = network_with_grads([3.0, 0.0, 4.0], dtype)
     params = network.parameters() if flat else network.parameters()[::-1]
     total = clip_grad_norm(params, max_norm=1.0)
@@ -41,7 +48,7 @@ def test_clip_grad_norm_leaves_small_gradients_alone():
     ("norm_type", "norm"),
     [(1.0, 9.0), (3, (27 + 8 + 64) ** (1 / 3)), (float("inf"), 4.0), ("inf", 4.0)],
 )
-def test_other_norms(flat, norm_type, norm):
+def test_other_norms(flat, norm_type, norm, kernels):
     network = network_with_grads([3.0, -2.0, -4.0])
     params = network.parameters() if flat else network.parameters()[::-1]
     total = clip_grad_norm(params, max_norm=2.0, norm_type=norm_type)
@@ -73,7 +80,7 @@ def test_empty_parameter_list_has_norm_zero():
 
 
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-parameter"])
-def test_clip_grad_value(flat):
+def test_clip_grad_value(flat, kernels):
     network = network_with_grads([-0.5, 2.0, -3.0])
     params = network.parameters() if flat else network.parameters()[::-1]
     assert clip_grad_value(params, 1.0) is None

@@ -14,6 +14,13 @@ DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum"]
 
 
+@pytest.fixture(params=["fused", "generic"])
+def kernels(request, monkeypatch):
+    """Run a test with the compiled kernels (where present) and with the generic reference code."""
+    monkeypatch.setenv("BPCORE_KERNELS", request.param)
+    return request.param
+
+
 def numeric_grad(loss: Loss, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of ``loss(pred, target)`` with respect to every entry of ``pred`` (float64)."""
     pred = pred.astype(np.float64).copy()
@@ -42,7 +49,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 # --- values -------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_mse_value_and_gradient(dtype, reduction):
+def test_mse_value_and_gradient(dtype, reduction, kernels):
     rng = np.random.default_rng(1)
     pred, target = rng.normal(size=(5, 3)).astype(dtype), rng.normal(size=(5, 3)).astype(dtype)
     loss = MSE(reduction=reduction)
@@ -57,7 +64,7 @@ def test_mse_value_and_gradient(dtype, reduction):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_huber_value(dtype, reduction):
+def test_huber_value(dtype, reduction, kernels):
     rng = np.random.default_rng(2)
     pred, target = (3 * rng.normal(size=(6, 2))).astype(dtype), rng.normal(size=(6, 2)).astype(dtype)
     delta = 0.7
@@ -70,7 +77,7 @@ def test_huber_value(dtype, reduction):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_bce_value_on_probabilities_and_logits(dtype, reduction):
+def test_bce_value_on_probabilities_and_logits(dtype, reduction, kernels):
     rng = np.random.default_rng(3)
     z = rng.normal(size=(7, 2))
     p = 1 / (1 + np.exp(-z))
@@ -85,7 +92,7 @@ def test_bce_value_on_probabilities_and_logits(dtype, reduction):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_cross_entropy_value_with_labels_and_probabilities(dtype, reduction):
+def test_cross_entropy_value_with_labels_and_probabilities(dtype, reduction, kernels):
     rng = np.random.default_rng(4)
     z = rng.normal(size=(6, 4))
     labels = rng.integers(0, 4, size=6)
@@ -117,7 +124,7 @@ def _cases():
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("case", list(_cases()), ids=lambda case: case[0])
-def test_gradient_matches_central_differences(case, reduction):
+def test_gradient_matches_central_differences(case, reduction, kernels):
     _name, loss, pred, target = case
     loss = type(loss)(**{**loss.config(), "reduction": reduction})
     loss(pred, target)
@@ -134,7 +141,7 @@ def test_gradcheck_agrees(case):
 
 # --- extremes -----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_extreme_logits_stay_finite(dtype):
+def test_extreme_logits_stay_finite(dtype, kernels):
     z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], dtype=dtype)
     ce = CrossEntropy()
     value = ce(z, np.array([1, 2]))
@@ -148,7 +155,7 @@ def test_extreme_logits_stay_finite(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bce_on_saturated_probabilities_is_finite_like_torch(dtype):
+def test_bce_on_saturated_probabilities_is_finite_like_torch(dtype, kernels):
     p = np.array([[0.0, 1.0, 0.0, 1.0]], dtype=dtype)
     t = np.array([[0.0, 1.0, 1.0, 0.0]], dtype=dtype)
     loss = BinaryCrossEntropy(reduction="sum")

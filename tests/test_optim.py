@@ -28,6 +28,13 @@ START = [0.5, -1.0, 2.0]  # Dense(2, 1): weight (2, 1) then bias (1,)
 GRADS = [[0.1, -0.2, 0.3], [-0.4, 0.25, 0.05], [0.3, 0.3, -0.6], [0.0, -0.1, 0.2], [0.7, -0.05, -0.3]]
 
 
+@pytest.fixture(params=["fused", "generic"])
+def kernels(request, monkeypatch):
+    """Run a test with the compiled kernels (where present) and with the generic reference code."""
+    monkeypatch.setenv("BPCORE_KERNELS", request.param)
+    return request.param
+
+
 def tiny_network(dtype: str = "float64") -> Network:
     network = Network([Dense(2, 1)], dtype=dtype, seed=0)
     network.store.load(np.array(START))
@@ -126,7 +133,7 @@ def _kwargs_for_reference(cls, kwargs):
 
 @pytest.mark.parametrize(("cls", "name", "kwargs"), CASES, ids=lambda v: getattr(v, "__name__", str(v)))
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-parameter"])
-def test_update_matches_scalar_reference_for_several_steps(cls, name, kwargs, flat):
+def test_update_matches_scalar_reference_for_several_steps(cls, name, kwargs, flat, kernels):
     network = tiny_network()
     params = network.parameters() if flat else list(reversed(network.parameters()))
     optimizer = cls(params, **kwargs)
@@ -138,7 +145,7 @@ def test_update_matches_scalar_reference_for_several_steps(cls, name, kwargs, fl
 
 
 @pytest.mark.parametrize(("cls", "name", "kwargs"), CASES, ids=lambda v: getattr(v, "__name__", str(v)))
-def test_float32_follows_the_same_trajectory(cls, name, kwargs):
+def test_float32_follows_the_same_trajectory(cls, name, kwargs, kernels):
     network = tiny_network("float32")
     got = run(network, cls(network.parameters(), **kwargs))
     assert network.store.data.dtype == np.float32
@@ -333,7 +340,7 @@ def test_load_state_dict_rejects_mismatches_without_changing_anything():
 
 
 # --- regularisation ---------------------------------------------------------------------
-def test_l1_l2_options_regularise_weights_but_not_biases():
+def test_l1_l2_options_regularise_weights_but_not_biases(kernels):
     network = tiny_network()
     optimizer = SGD(network.parameters(), lr=0.1, l1=0.01, l2=0.2)
     network.store.grad[...] = [0.1, -0.2, 0.3]
@@ -351,7 +358,7 @@ def test_l2_option_equals_torch_weight_decay_on_weights_only():
     np.testing.assert_allclose(with_l2.store.data, with_decay.store.data, rtol=1e-14)
 
 
-def test_regularizer_penalty_and_standalone_gradient():
+def test_regularizer_penalty_and_standalone_gradient(kernels):
     network = tiny_network()
     penalty = regularization_penalty(network.parameters(), l1=0.5, l2=0.2)
     np.testing.assert_allclose(penalty, 0.5 * 1.5 + 0.1 * (0.25 + 1.0), rtol=1e-15)
