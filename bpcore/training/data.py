@@ -149,8 +149,8 @@ def prepare_targets(
             f"{outputs} outputs, got shape {tuple(array.shape)}"
         )
     if family in (CLASSES, BINARY):
-        low, high = float(xp.min(array)), float(xp.max(array))
-        if low < 0.0 or high > 1.0:
+        smallest, largest = float(xp.min(array)), float(xp.max(array))
+        if smallest < 0.0 or largest > 1.0:
             what = "class probabilities" if family == CLASSES else "binary targets"
             raise ValueError(
                 f"{argument}: {loss_name} expects {what} in [0, 1], got values {_describe_range(xp, array)}"

@@ -156,6 +156,9 @@ def fit(
 ) -> History:
     """Train ``network`` on ``(x, y)`` by backpropagation and return its :class:`History`.
 
+    * ``loss``: a loss object (``bpcore.losses.MSE()``, ...) or its name (``"mse"``,
+      ``"cross_entropy"``); ``optimizer``: a ``bpcore.optim`` optimiser of this
+      network's parameters.
     * ``batch_size``: ``None`` (or at least the number of samples) is full-batch
       gradient descent, ``1`` is single-sample SGD, anything between is
       mini-batch training.  A last, smaller batch is kept (with batch
