@@ -4,11 +4,17 @@ Network, loss and optimiser code is written once against an ``xp`` array
 module; ``BPCORE_DEVICE`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) or
 :func:`set_device` / :func:`use_device` pick where it runs.  Importing bpcore
 never touches a GPU.
+
+The layers of the library, bottom up: :mod:`bpcore.backends` (devices, array
+modules, hot operations and their kernels); :mod:`bpcore.layers`,
+:mod:`bpcore.losses` and :mod:`bpcore.optim` on top of them; then
+:class:`Network`, :mod:`bpcore.training`, :mod:`bpcore.serialization`, the
+scikit-learn estimators (:mod:`bpcore.sklearn`) and the command line.
 """
 
 import logging
 
-from . import init, layers
+from . import init, layers, losses, optim
 from .backends import (
     Device,
     DeviceError,
@@ -18,23 +24,41 @@ from .backends import (
     set_device,
     use_device,
 )
+from .gradcheck import gradcheck
+from .interop import asarray
 from .network import Network
 from .parameters import Parameter
+from .serialization import Checkpoint, ModelFileError, load, load_checkpoint, save
+from .training import Callback, EarlyStopping, History, TrainingDivergedError
 
 logging.getLogger("bpcore").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Callback",
+    "Checkpoint",
     "Device",
     "DeviceError",
+    "EarlyStopping",
+    "History",
+    "ModelFileError",
     "Network",
     "Parameter",
+    "TrainingDivergedError",
+    "__version__",
+    "asarray",
     "available_devices",
     "current_device",
     "get_backend",
+    "gradcheck",
     "init",
     "layers",
+    "load",
+    "load_checkpoint",
+    "losses",
+    "optim",
+    "save",
     "set_device",
     "use_device",
 ]
