@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from .backends import Backend, DeviceLike, get_backend
+from .backends import Backend, DeviceLike, device_scope, get_backend
 from .layers.base import Layer
 from .layers.fusion import build_sequence, check_distinct, fusion_plan, input_width
 from .parameters import Parameter, ParameterStore
@@ -120,6 +121,17 @@ class Network:
             argument=argument, check_finite=check_finite,
         )
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this network for one call: its lock, and its GPU made current.
+
+        Every public entry point (forward, backward, fit, predict, evaluate)
+        runs inside this, so that a network on ``cuda:1`` computes on GPU 1
+        whatever device the calling thread has current.
+        """
+        with self._lock, device_scope(self.backend):
+            yield
+
     def _forward(self, x: Any, training: bool) -> Any:
         for layer in self._plan:
             x = layer.forward(x, training)
@@ -140,7 +152,7 @@ class Network:
         :meth:`backward`.  ``training=True`` draws dropout masks and uses
         (and updates) batch statistics.
         """
-        with self._lock:
+        with self.exclusive():
             x = self.as_input(x)
             if training and self._needs_batch and x.shape[0] < 2:
                 raise ValueError(
@@ -158,7 +170,7 @@ class Network:
         Parameter gradients are *added* to ``parameter.grad``, as in PyTorch;
         call :meth:`zero_grad` between steps.  Returns dLoss/dInput.
         """
-        with self._lock:
+        with self.exclusive():
             if self._output_shape is None:
                 raise RuntimeError("Network.backward(): called before forward(); run forward(x) first")
             grad = self.backend.asarray(grad_out, dtype=self.dtype)

@@ -65,7 +65,7 @@ def predict(network: Any, x: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> An
     """
     size = check_batch_size(batch_size, allow_none=False)
     assert size is not None
-    with network._lock:
+    with network.exclusive():
         imported = import_array(x, argument="x")
         backend = storage_backend(network, imported)
         features = as_features(imported, backend, network.dtype, in_features=network.in_features)
@@ -133,7 +133,7 @@ def evaluate(
     names = check_metrics(metrics)
     size = check_batch_size(batch_size, allow_none=False)
     assert size is not None
-    with network._lock:
+    with network.exclusive():
         data = prepare(network, x, y, loss=loss)
         outputs = int(data.y.shape[1]) if data.y.ndim == 2 else int(network.out_features or 1)
         bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,

@@ -202,7 +202,7 @@ def fit(
         )
     scheduler_takes_value = _check_scheduler(scheduler)
 
-    with network._lock:
+    with network.exclusive():
         data = prepare(network, x, y, loss=loss)
         data, validation = _validation_set(network, data, validation_data, validation_split, loss)
         xp = network.backend.xp
