@@ -20,6 +20,8 @@ import dataclasses
 import math
 from typing import Any
 
+from ..kernels.cpu import cpu_kernel
+from ..kernels.cuda import cuda_kernel
 from .registry import declare
 
 GELU_K = math.sqrt(2.0 / math.pi)
@@ -54,14 +56,14 @@ def _sigmoid(xp: Any, x: Any, out: Any) -> Any:
 _spec("identity", "output")
 
 
-@declare("identity_forward", "y = x")
+@declare("identity_forward", "y = x", cuda=cuda_kernel("identity_forward"))
 def identity_forward(xp: Any, x: Any, out: Any) -> Any:
     if out is not x:
         out[...] = x
     return out
 
 
-@declare("identity_backward", "gx = gy")
+@declare("identity_backward", "gx = gy", cuda=cuda_kernel("identity_backward"))
 def identity_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     if out is not gy:
         out[...] = gy
@@ -72,12 +74,22 @@ def identity_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("sigmoid", "output")
 
 
-@declare("sigmoid_forward", "y = 1 / (1 + exp(-x))")
+@declare(
+    "sigmoid_forward",
+    "y = 1 / (1 + exp(-x))",
+    cpu=cpu_kernel("sigmoid_forward"),
+    cuda=cuda_kernel("sigmoid_forward"),
+)
 def sigmoid_forward(xp: Any, x: Any, out: Any) -> Any:
     return _sigmoid(xp, x, out)
 
 
-@declare("sigmoid_backward", "gx = gy * y * (1 - y), from the output")
+@declare(
+    "sigmoid_backward",
+    "gx = gy * y * (1 - y), from the output",
+    cpu=cpu_kernel("sigmoid_backward"),
+    cuda=cuda_kernel("sigmoid_backward"),
+)
 def sigmoid_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     one_minus = 1.0 - y
     xp.multiply(gy, y, out=out)
@@ -88,12 +100,17 @@ def sigmoid_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("tanh", "output")
 
 
-@declare("tanh_forward", "y = tanh(x)")
+@declare("tanh_forward", "y = tanh(x)", cuda=cuda_kernel("tanh_forward"))
 def tanh_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.tanh(x, out=out)
 
 
-@declare("tanh_backward", "gx = gy * (1 - y^2), from the output")
+@declare(
+    "tanh_backward",
+    "gx = gy * (1 - y^2), from the output",
+    cpu=cpu_kernel("tanh_backward"),
+    cuda=cuda_kernel("tanh_backward"),
+)
 def tanh_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     one_minus = y * y
     xp.subtract(1.0, one_minus, out=one_minus)
@@ -104,12 +121,17 @@ def tanh_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("relu", "output")
 
 
-@declare("relu_forward", "y = max(x, 0)")
+@declare("relu_forward", "y = max(x, 0)", cpu=cpu_kernel("relu_forward"), cuda=cuda_kernel("relu_forward"))
 def relu_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.maximum(x, 0.0, out=out)
 
 
-@declare("relu_backward", "gx = gy where y > 0, else 0, from the output")
+@declare(
+    "relu_backward",
+    "gx = gy where y > 0, else 0, from the output",
+    cpu=cpu_kernel("relu_backward"),
+    cuda=cuda_kernel("relu_backward"),
+)
 def relu_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     return xp.multiply(gy, y > 0, out=out)
 
@@ -118,13 +140,23 @@ def relu_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("leaky_relu", "input", "negative_slope")
 
 
-@declare("leaky_relu_forward", "y = x if x > 0 else slope * x")
+@declare(
+    "leaky_relu_forward",
+    "y = x if x > 0 else slope * x",
+    cpu=cpu_kernel("leaky_relu_forward"),
+    cuda=cuda_kernel("leaky_relu_forward"),
+)
 def leaky_relu_forward(xp: Any, x: Any, out: Any, negative_slope: float) -> Any:
     out[...] = xp.where(x > 0, x, x * negative_slope)
     return out
 
 
-@declare("leaky_relu_backward", "gx = gy if x > 0 else slope * gy, from the input")
+@declare(
+    "leaky_relu_backward",
+    "gx = gy if x > 0 else slope * gy, from the input",
+    cpu=cpu_kernel("leaky_relu_backward"),
+    cuda=cuda_kernel("leaky_relu_backward"),
+)
 def leaky_relu_backward(xp: Any, gy: Any, x: Any, out: Any, negative_slope: float) -> Any:
     out[...] = xp.where(x > 0, gy, gy * negative_slope)
     return out
@@ -134,13 +166,23 @@ def leaky_relu_backward(xp: Any, gy: Any, x: Any, out: Any, negative_slope: floa
 _spec("elu", "output", "alpha")
 
 
-@declare("elu_forward", "y = x if x > 0 else alpha * (exp(x) - 1)")
+@declare(
+    "elu_forward",
+    "y = x if x > 0 else alpha * (exp(x) - 1)",
+    cpu=cpu_kernel("elu_forward"),
+    cuda=cuda_kernel("elu_forward"),
+)
 def elu_forward(xp: Any, x: Any, out: Any, alpha: float) -> Any:
     out[...] = xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0.0)))
     return out
 
 
-@declare("elu_backward", "gx = gy if y > 0 else gy * (y + alpha), from the output")
+@declare(
+    "elu_backward",
+    "gx = gy if y > 0 else gy * (y + alpha), from the output",
+    cpu=cpu_kernel("elu_backward"),
+    cuda=cuda_kernel("elu_backward"),
+)
 def elu_backward(xp: Any, gy: Any, y: Any, out: Any, alpha: float) -> Any:
     out[...] = xp.where(y > 0, gy, gy * (y + alpha))
     return out
@@ -150,7 +192,12 @@ def elu_backward(xp: Any, gy: Any, y: Any, out: Any, alpha: float) -> Any:
 _spec("gelu", "input")
 
 
-@declare("gelu_forward", "y = x/2 * (1 + tanh(k * (x + 0.044715 x^3)))")
+@declare(
+    "gelu_forward",
+    "y = x/2 * (1 + tanh(k * (x + 0.044715 x^3)))",
+    cpu=cpu_kernel("gelu_forward"),
+    cuda=cuda_kernel("gelu_forward"),
+)
 def gelu_forward(xp: Any, x: Any, out: Any) -> Any:
     t = xp.tanh(GELU_K * (x + GELU_C * x * x * x))
     xp.add(t, 1.0, out=t)
@@ -158,7 +205,12 @@ def gelu_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.multiply(out, 0.5, out=out)
 
 
-@declare("gelu_backward", "gx = gy * d/dx of the tanh-approximated GELU, from the input")
+@declare(
+    "gelu_backward",
+    "gx = gy * d/dx of the tanh-approximated GELU, from the input",
+    cpu=cpu_kernel("gelu_backward"),
+    cuda=cuda_kernel("gelu_backward"),
+)
 def gelu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
     x2 = x * x
     t = xp.tanh(GELU_K * x * (1.0 + GELU_C * x2))
@@ -171,13 +223,20 @@ def gelu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
 _spec("silu", "input")
 
 
-@declare("silu_forward", "y = x * sigmoid(x)")
+@declare(
+    "silu_forward", "y = x * sigmoid(x)", cpu=cpu_kernel("silu_forward"), cuda=cuda_kernel("silu_forward")
+)
 def silu_forward(xp: Any, x: Any, out: Any) -> Any:
     s = _sigmoid(xp, x, xp.empty_like(x))
     return xp.multiply(x, s, out=out)
 
 
-@declare("silu_backward", "gx = gy * s * (1 + x * (1 - s)), s = sigmoid(x), from the input")
+@declare(
+    "silu_backward",
+    "gx = gy * s * (1 + x * (1 - s)), s = sigmoid(x), from the input",
+    cpu=cpu_kernel("silu_backward"),
+    cuda=cuda_kernel("silu_backward"),
+)
 def silu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
     s = _sigmoid(xp, x, xp.empty_like(x))
     grad = s * (1.0 + x * (1.0 - s))
@@ -188,12 +247,22 @@ def silu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
 _spec("softplus", "input")
 
 
-@declare("softplus_forward", "y = log(1 + exp(x)), computed without overflow")
+@declare(
+    "softplus_forward",
+    "y = log(1 + exp(x)), computed without overflow",
+    cpu=cpu_kernel("softplus_forward"),
+    cuda=cuda_kernel("softplus_forward"),
+)
 def softplus_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.logaddexp(0.0, x, out=out)
 
 
-@declare("softplus_backward", "gx = gy * sigmoid(x), from the input")
+@declare(
+    "softplus_backward",
+    "gx = gy * sigmoid(x), from the input",
+    cpu=cpu_kernel("softplus_backward"),
+    cuda=cuda_kernel("softplus_backward"),
+)
 def softplus_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
     s = _sigmoid(xp, x, xp.empty_like(x))
     return xp.multiply(gy, s, out=out)
@@ -209,8 +278,11 @@ def _declare_bias_forward(spec: ActivationSpec) -> None:
         xp.add(z, b, out=z)
         return forward(xp, z, out, *params)
 
-    bias_forward.__name__ = f"bias_{spec.name}_forward"
-    declare(f"bias_{spec.name}_forward", f"z += b; y = {spec.name}(z)")(bias_forward)
+    name = f"bias_{spec.name}_forward"
+    bias_forward.__name__ = name
+    # tanh: NumPy's SIMD tanh beats a scalar compiled loop, so the CPU keeps the generic.
+    cpu = None if spec.name == "tanh" else cpu_kernel(name)
+    declare(name, f"z += b; y = {spec.name}(z)", cpu=cpu, cuda=cuda_kernel(name))(bias_forward)
 
 
 for _activation in list(ACTIVATIONS.values()):

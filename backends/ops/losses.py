@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels.cpu import cpu_kernel
+from ..kernels.cuda import cuda_kernel
 from .registry import declare
 
 
@@ -53,6 +55,8 @@ def _log_softmax(xp: Any, logits: Any, m: Any, log_sum: Any, out: Any) -> Any:
 @declare(
     "softmax_cross_entropy_forward",
     "probs = softmax(logits); losses = -sum(target * log_softmax(logits), axis=1)",
+    cpu=cpu_kernel("softmax_cross_entropy_forward"),
+    cuda=cuda_kernel("softmax_cross_entropy_forward"),
 )
 def softmax_cross_entropy_forward(xp: Any, logits: Any, target: Any, probs: Any, losses: Any) -> Any:
     m, log_sum = _log_normaliser(xp, logits, probs)
@@ -68,6 +72,8 @@ def softmax_cross_entropy_forward(xp: Any, logits: Any, target: Any, probs: Any,
 @declare(
     "softmax_cross_entropy_index_forward",
     "probs = softmax(logits); losses = logsumexp(logits) - logits[label], per row",
+    cpu=cpu_kernel("softmax_cross_entropy_index_forward"),
+    cuda=cuda_kernel("softmax_cross_entropy_index_forward"),
 )
 def softmax_cross_entropy_index_forward(xp: Any, logits: Any, labels: Any, probs: Any, losses: Any) -> Any:
     m, log_sum = _log_normaliser(xp, logits, probs)
@@ -80,14 +86,24 @@ def softmax_cross_entropy_index_forward(xp: Any, logits: Any, labels: Any, probs
     return losses
 
 
-@declare("softmax_cross_entropy_backward", "dlogits = (probs - target) * scale")
+@declare(
+    "softmax_cross_entropy_backward",
+    "dlogits = (probs - target) * scale",
+    cpu=cpu_kernel("softmax_cross_entropy_backward"),
+    cuda=cuda_kernel("softmax_cross_entropy_backward"),
+)
 def softmax_cross_entropy_backward(xp: Any, probs: Any, target: Any, scale: float, out: Any) -> Any:
     xp.subtract(probs, target, out=out)
     out *= scale
     return out
 
 
-@declare("softmax_cross_entropy_index_backward", "dlogits = (probs - onehot(labels)) * scale")
+@declare(
+    "softmax_cross_entropy_index_backward",
+    "dlogits = (probs - onehot(labels)) * scale",
+    cpu=cpu_kernel("softmax_cross_entropy_index_backward"),
+    cuda=cuda_kernel("softmax_cross_entropy_index_backward"),
+)
 def softmax_cross_entropy_index_backward(xp: Any, probs: Any, labels: Any, scale: float, out: Any) -> Any:
     xp.multiply(probs, scale, out=out)
     out[xp.arange(out.shape[0]), labels] -= scale
@@ -97,6 +113,8 @@ def softmax_cross_entropy_index_backward(xp: Any, probs: Any, labels: Any, scale
 @declare(
     "binary_cross_entropy_logits_forward",
     "losses = max(z, 0) - z * t + log1p(exp(-|z|))",
+    cpu=cpu_kernel("binary_cross_entropy_logits_forward"),
+    cuda=cuda_kernel("binary_cross_entropy_logits_forward"),
 )
 def binary_cross_entropy_logits_forward(xp: Any, z: Any, target: Any, losses: Any) -> Any:
     xp.abs(z, out=losses)
@@ -108,7 +126,12 @@ def binary_cross_entropy_logits_forward(xp: Any, z: Any, target: Any, losses: An
     return losses
 
 
-@declare("binary_cross_entropy_logits_backward", "dz = (sigmoid(z) - t) * scale")
+@declare(
+    "binary_cross_entropy_logits_backward",
+    "dz = (sigmoid(z) - t) * scale",
+    cpu=cpu_kernel("binary_cross_entropy_logits_backward"),
+    cuda=cuda_kernel("binary_cross_entropy_logits_backward"),
+)
 def binary_cross_entropy_logits_backward(xp: Any, z: Any, target: Any, scale: float, out: Any) -> Any:
     # sigmoid(z) = exp(-log(1 + exp(-z))): exact in both tails, never overflows.
     xp.negative(z, out=out)
@@ -123,6 +146,8 @@ def binary_cross_entropy_logits_backward(xp: Any, z: Any, target: Any, scale: fl
 @declare(
     "binary_cross_entropy_backward",
     "dp = scale * (p - t) / max(p * (1 - p), eps)",
+    cpu=cpu_kernel("binary_cross_entropy_backward"),
+    cuda=cuda_kernel("binary_cross_entropy_backward"),
 )
 def binary_cross_entropy_backward(
     xp: Any, p: Any, target: Any, scale: float, eps: float, out: Any

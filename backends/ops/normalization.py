@@ -26,17 +26,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels.cpu import cpu_kernel
+from ..kernels.cuda import cuda_kernel
 from .registry import declare
 
 
-@declare("dropout_forward", "mask = (uniform >= p) / (1 - p); y = x * mask")
+@declare(
+    "dropout_forward",
+    "mask = (uniform >= p) / (1 - p); y = x * mask",
+    cpu=cpu_kernel("dropout_forward"),
+    cuda=cuda_kernel("dropout_forward"),
+)
 def dropout_forward(xp: Any, x: Any, uniform: Any, p: float, out: Any, mask: Any) -> Any:
     xp.greater_equal(uniform, p, out=mask)
     mask *= 1.0 / (1.0 - p)
     return xp.multiply(x, mask, out=out)
 
 
-@declare("dropout_backward", "gx = gy * mask")
+@declare(
+    "dropout_backward",
+    "gx = gy * mask",
+    cpu=cpu_kernel("dropout_backward"),
+    cuda=cuda_kernel("dropout_backward"),
+)
 def dropout_backward(xp: Any, gy: Any, mask: Any, out: Any) -> Any:
     return xp.multiply(gy, mask, out=out)
 
@@ -44,6 +56,8 @@ def dropout_backward(xp: Any, gy: Any, mask: Any, out: Any) -> Any:
 @declare(
     "batchnorm_forward_train",
     "y = gamma * (x - mean) / sqrt(var + eps) + beta with batch statistics; running stats updated",
+    cpu=cpu_kernel("batchnorm_forward_train"),
+    cuda=cuda_kernel("batchnorm_forward_train"),
 )
 def batchnorm_forward_train(
     xp: Any,
@@ -78,7 +92,12 @@ def batchnorm_forward_train(
     return out
 
 
-@declare("batchnorm_backward", "three-term batch-norm input gradient; gamma and beta gradients")
+@declare(
+    "batchnorm_backward",
+    "three-term batch-norm input gradient; gamma and beta gradients",
+    cpu=cpu_kernel("batchnorm_backward"),
+    cuda=cuda_kernel("batchnorm_backward"),
+)
 def batchnorm_backward(
     xp: Any,
     gy: Any,

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels.cpu import cpu_kernel
+from ..kernels.cuda import cuda_kernel
 from .registry import declare
 
 
@@ -52,7 +54,12 @@ def _with_weight_decay(param: Any, grad: Any, weight_decay: float) -> Any:
     return grad + weight_decay * param if weight_decay != 0 else grad
 
 
-@declare("sgd_step", "SGD with optional momentum, dampening, Nesterov and L2 weight decay")
+@declare(
+    "sgd_step",
+    "SGD with optional momentum, dampening, Nesterov and L2 weight decay",
+    cpu=cpu_kernel("sgd_step"),
+    cuda=cuda_kernel("sgd_step"),
+)
 def sgd_step(
     xp: Any,
     param: Any,
@@ -77,7 +84,12 @@ def sgd_step(
     return param
 
 
-@declare("adagrad_step", "AdaGrad: state_sum += g*g; param -= clr * g / (sqrt(state_sum) + eps)")
+@declare(
+    "adagrad_step",
+    "AdaGrad: state_sum += g*g; param -= clr * g / (sqrt(state_sum) + eps)",
+    cpu=cpu_kernel("adagrad_step"),
+    cuda=cuda_kernel("adagrad_step"),
+)
 def adagrad_step(
     xp: Any, param: Any, grad: Any, state_sum: Any, clr: float, weight_decay: float, eps: float
 ) -> Any:
@@ -89,7 +101,12 @@ def adagrad_step(
     return param
 
 
-@declare("rmsprop_step", "RMSProp with optional centring and momentum (torch.optim.RMSprop's rule)")
+@declare(
+    "rmsprop_step",
+    "RMSProp with optional centring and momentum (torch.optim.RMSprop's rule)",
+    cpu=cpu_kernel("rmsprop_step"),
+    cuda=cuda_kernel("rmsprop_step"),
+)
 def rmsprop_step(
     xp: Any,
     param: Any,
@@ -123,7 +140,12 @@ def rmsprop_step(
     return param
 
 
-@declare("adam_step", "Adam / AdamW (decoupled) with bias correction and optional AMSGrad")
+@declare(
+    "adam_step",
+    "Adam / AdamW (decoupled) with bias correction and optional AMSGrad",
+    cpu=cpu_kernel("adam_step"),
+    cuda=cuda_kernel("adam_step"),
+)
 def adam_step(
     xp: Any,
     param: Any,
@@ -163,7 +185,12 @@ def adam_step(
     return param
 
 
-@declare("l1_l2_grad", "grad += mask * (l1 * sign(param) + l2 * param)")
+@declare(
+    "l1_l2_grad",
+    "grad += mask * (l1 * sign(param) + l2 * param)",
+    cpu=cpu_kernel("l1_l2_grad"),
+    cuda=cuda_kernel("l1_l2_grad"),
+)
 def l1_l2_grad(xp: Any, grad: Any, param: Any, l1: float, l2: float, mask: Any, out: Any) -> Any:
     penalty = xp.sign(param)
     penalty *= l1
@@ -174,7 +201,12 @@ def l1_l2_grad(xp: Any, grad: Any, param: Any, l1: float, l2: float, mask: Any, 
     return out
 
 
-@declare("grad_norm_sq", "out = sum(grad * grad), accumulated in float64")
+@declare(
+    "grad_norm_sq",
+    "out = sum(grad * grad), accumulated in float64",
+    cpu=cpu_kernel("grad_norm_sq"),
+    cuda=cuda_kernel("grad_norm_sq"),
+)
 def grad_norm_sq(xp: Any, grad: Any, out: Any) -> Any:
     flat = grad.reshape(-1)
     if flat.dtype == xp.float64:
@@ -186,7 +218,12 @@ def grad_norm_sq(xp: Any, grad: Any, out: Any) -> Any:
     return out
 
 
-@declare("scale_inplace", "x *= factor (a 0-d device array)")
+@declare(
+    "scale_inplace",
+    "x *= factor (a 0-d device array)",
+    cpu=cpu_kernel("scale_inplace"),
+    cuda=cuda_kernel("scale_inplace"),
+)
 def scale_inplace(xp: Any, x: Any, factor: Any) -> Any:
     x *= factor
     return x

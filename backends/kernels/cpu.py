@@ -1,0 +1,502 @@
+"""Builders of the CPU (Numba) implementations of the hot operations.
+
+:func:`cpu_kernel` gives an operation's declaration its ``cpu=`` builder.
+Nothing is imported or compiled until a NumPy backend first resolves the
+operation: the builder then imports Numba (raising ``ImportError`` where it
+is missing, so that the backend falls back to the generic version) and
+returns a wrapper with the operation's signature.  Each wrapper
+
+* picks the serial build of its kernel for small arrays and the parallel one
+  from a size where the threads pay off (``PARALLEL_MIN_*``);
+* runs the generic version instead when an array is not C-contiguous (the
+  kernels walk flat memory), so an unusual caller still gets a right answer;
+* passes the dtype's smallest normal number to the optimiser kernels, which
+  flush subnormal state values to zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..ops.registry import KernelBuilder
+
+# Sizes (elements) from which the parallel build runs: a parallel region costs
+# about 10 µs, so cheap arithmetic needs more elements than exp/tanh-heavy work.
+PARALLEL_MIN_CHEAP = 1 << 18
+PARALLEL_MIN_TRANSCENDENTAL = 1 << 14
+PARALLEL_MIN_OPTIMISER = 1 << 16
+PARALLEL_MIN_ROWS = 1 << 15
+
+_CHEAP_ACTIVATIONS = frozenset({"identity", "relu", "leaky_relu", "sigmoid", "tanh"})
+
+_built: dict[str, Callable[..., Any]] = {}
+_lock = threading.Lock()
+
+
+def cpu_kernel(name: str) -> KernelBuilder:
+    """The ``cpu=`` builder for operation ``name``."""
+    return functools.partial(build, name)
+
+
+def build(name: str) -> Callable[..., Any]:
+    """The compiled implementation of operation ``name`` (built once, then shared)."""
+    with _lock:
+        implementation = _built.get(name)
+        if implementation is None:
+            from . import numba_kernels  # ImportError here means: use the generic version
+
+            implementation = _built[name] = _make(name, numba_kernels)
+    return implementation
+
+
+def _generic(name: str) -> Callable[..., Any]:
+    from ..ops.registry import OPERATIONS
+
+    return functools.partial(OPERATIONS[name].generic, np)
+
+
+def _contiguous(*arrays: Any) -> bool:
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+def _pick(pair: Any, size: int, threshold: int) -> Any:
+    return pair.parallel if size >= threshold else pair.serial
+
+
+def _tiny(array: Any) -> float:
+    return float(np.finfo(array.dtype).tiny)
+
+
+def _make(name: str, nk: Any) -> Callable[..., Any]:
+    for prefix, factory in _FACTORIES:
+        if name.startswith(prefix) or name == prefix:
+            return factory(name, nk)
+    raise ImportError(f"no CPU kernel for operation {name!r}")
+
+
+def _param(out: Any, params: tuple[float, ...]) -> float:
+    # The activation's parameter rounded to the arrays' dtype, as NumPy rounds
+    # a Python float operand of a float32 array.
+    return float(out.dtype.type(params[0])) if params else 0.0
+
+
+# --- activations -------------------------------------------------------------------
+def _activation_parts(name: str) -> tuple[str, str]:
+    body = name.removeprefix("bias_")
+    for role in ("_forward", "_backward"):
+        if body.endswith(role):
+            return body.removesuffix(role), role[1:]
+    raise ImportError(f"no CPU kernel for operation {name!r}")
+
+
+def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
+    activation, role = _activation_parts(name)
+    threshold = PARALLEL_MIN_CHEAP if activation in _CHEAP_ACTIVATIONS else PARALLEL_MIN_TRANSCENDENTAL
+    generic = _generic(name)
+    if role == "backward":
+        pair = nk.KERNELS[f"bwd_{activation}"]
+
+        def backward(gy: Any, saved: Any, out: Any, *params: float) -> Any:
+            if not _contiguous(gy, saved, out):
+                return generic(gy, saved, out, *params)
+            p = _param(out, params)
+            _pick(pair, out.size, threshold)(gy.reshape(-1), saved.reshape(-1), out.reshape(-1), p)
+            return out
+
+        return backward
+
+    pair = nk.KERNELS[f"fwd_{activation}"]
+    if name.startswith("bias_"):
+
+        def bias_forward(z: Any, b: Any, out: Any, *params: float) -> Any:
+            if z.ndim != 2 or b.shape != z.shape[1:] or not _contiguous(z, b, out):
+                return generic(z, b, out, *params)
+            p = _param(out, params)
+            cols = max(z.shape[1], 1)
+            _pick(pair, z.size, threshold)(z.reshape(-1), b, out.reshape(-1), p, cols, True)
+            return out
+
+        return bias_forward
+
+    def forward(x: Any, out: Any, *params: float) -> Any:
+        if not _contiguous(x, out):
+            return generic(x, out, *params)
+        p = _param(out, params)
+        flat = x.reshape(-1)
+        # Rows of 4096 elements: enough work per parallel iteration.
+        _pick(pair, x.size, threshold)(flat, flat[:0], out.reshape(-1), p, 4096, False)
+        return out
+
+    return forward
+
+
+# --- optimisers ----------------------------------------------------------------------
+def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
+    generic = _generic(name)
+    threshold = PARALLEL_MIN_OPTIMISER
+    if name == "sgd_step":
+        momentum_pair, plain_pair = nk.KERNELS["sgd_momentum"], nk.KERNELS["sgd_plain"]
+
+        def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
+            if not _contiguous(param, grad, momentum_buf):
+                return generic(
+                    param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step
+                )
+            p, g = param.reshape(-1), grad.reshape(-1)
+            if momentum != 0:
+                _pick(momentum_pair, p.size, threshold)(
+                    p,
+                    g,
+                    momentum_buf.reshape(-1),
+                    float(lr),
+                    float(momentum),
+                    float(dampening),
+                    float(weight_decay),
+                    bool(nesterov),
+                    bool(first_step),
+                    _tiny(param),
+                )
+            else:
+                _pick(plain_pair, p.size, threshold)(p, g, float(lr), float(weight_decay))
+            return param
+
+        return sgd_step
+    if name == "adagrad_step":
+        pair = nk.KERNELS["adagrad"]
+
+        def adagrad_step(param, grad, state_sum, clr, weight_decay, eps):  # type: ignore[no-untyped-def]
+            if not _contiguous(param, grad, state_sum):
+                return generic(param, grad, state_sum, clr, weight_decay, eps)
+            _pick(pair, param.size, threshold)(
+                param.reshape(-1),
+                grad.reshape(-1),
+                state_sum.reshape(-1),
+                float(clr),
+                float(weight_decay),
+                float(eps),
+                _tiny(param),
+            )
+            return param
+
+        return adagrad_step
+    if name == "rmsprop_step":
+        pair = nk.KERNELS["rmsprop"]
+
+        def rmsprop_step(
+            param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered
+        ):  # type: ignore[no-untyped-def]
+            if not _contiguous(param, grad, square_avg, grad_avg, momentum_buf):
+                return generic(
+                    param,
+                    grad,
+                    square_avg,
+                    grad_avg,
+                    momentum_buf,
+                    lr,
+                    alpha,
+                    eps,
+                    weight_decay,
+                    momentum,
+                    centered,
+                )
+            _pick(pair, param.size, threshold)(
+                param.reshape(-1),
+                grad.reshape(-1),
+                square_avg.reshape(-1),
+                grad_avg.reshape(-1),
+                momentum_buf.reshape(-1),
+                float(lr),
+                float(alpha),
+                float(eps),
+                float(weight_decay),
+                float(momentum),
+                bool(centered),
+                bool(momentum > 0),
+                _tiny(param),
+            )
+            return param
+
+        return rmsprop_step
+    if name == "adam_step":
+        pair = nk.KERNELS["adam"]
+
+        def adam_step(
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step,
+            decoupled,
+            amsgrad,
+        ):  # type: ignore[no-untyped-def]
+            if not _contiguous(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
+                return generic(
+                    param,
+                    grad,
+                    exp_avg,
+                    exp_avg_sq,
+                    max_exp_avg_sq,
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    step,
+                    decoupled,
+                    amsgrad,
+                )
+            step_size = lr / (1.0 - beta1**step)
+            bc2_sqrt = (1.0 - beta2**step) ** 0.5
+            _pick(pair, param.size, threshold)(
+                param.reshape(-1),
+                grad.reshape(-1),
+                exp_avg.reshape(-1),
+                exp_avg_sq.reshape(-1),
+                max_exp_avg_sq.reshape(-1),
+                float(lr),
+                float(beta1),
+                float(beta2),
+                float(eps),
+                float(weight_decay),
+                float(step_size),
+                float(bc2_sqrt),
+                bool(decoupled),
+                bool(amsgrad),
+                _tiny(param),
+            )
+            return param
+
+        return adam_step
+    if name == "l1_l2_grad":
+        pair = nk.KERNELS["l1_l2"]
+
+        def l1_l2_grad(grad, param, l1, l2, mask, out):  # type: ignore[no-untyped-def]
+            if not _contiguous(grad, param, mask, out) or mask.shape != grad.shape:
+                return generic(grad, param, l1, l2, mask, out)
+            _pick(pair, grad.size, threshold)(
+                grad.reshape(-1), param.reshape(-1), mask.reshape(-1), out.reshape(-1), float(l1), float(l2)
+            )
+            return out
+
+        return l1_l2_grad
+    if name == "grad_norm_sq":
+        pair = nk.KERNELS["sum_squares"]
+
+        def grad_norm_sq(grad, out):  # type: ignore[no-untyped-def]
+            if not _contiguous(grad):
+                return generic(grad, out)
+            flat = grad.reshape(-1)
+            kernel = _pick(pair, flat.size, threshold)
+            partial = np.empty(64 if kernel is pair.parallel else 1)
+            kernel(flat, partial)
+            out[...] = partial.sum()
+            return out
+
+        return grad_norm_sq
+    if name == "scale_inplace":
+        pair = nk.KERNELS["scale"]
+
+        def scale_inplace(x, factor):  # type: ignore[no-untyped-def]
+            if not _contiguous(x):
+                return generic(x, factor)
+            # The product is formed in float64 and rounded once, as the generic
+            # ``x *= factor`` with a float64 0-d factor does.
+            _pick(pair, x.size, PARALLEL_MIN_CHEAP)(x.reshape(-1), float(factor.reshape(-1)[0]))
+            return x
+
+        return scale_inplace
+    raise ImportError(f"no CPU kernel for operation {name!r}")
+
+
+# --- losses ------------------------------------------------------------------------
+def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
+    generic = _generic(name)
+    if name in ("softmax_cross_entropy_forward", "softmax_cross_entropy_index_forward"):
+        pair = nk.KERNELS["softmax_xent"]
+        use_labels = name == "softmax_cross_entropy_index_forward"
+
+        def forward(logits, target, probs, losses):  # type: ignore[no-untyped-def]
+            if logits.ndim != 2 or not _contiguous(logits, target, probs, losses):
+                return generic(logits, target, probs, losses)
+            k = logits.shape[1]
+            flat = logits.reshape(-1)
+            dummy_target = flat[:0] if use_labels else target.reshape(-1)
+            labels = target if use_labels else np.empty(0, np.int64)
+            _pick(pair, logits.size, PARALLEL_MIN_ROWS)(
+                flat, dummy_target, labels, probs.reshape(-1), losses, k, use_labels
+            )
+            return losses
+
+        return forward
+    if name == "softmax_cross_entropy_backward":
+        pair = nk.KERNELS["softmax_xent_backward"]
+
+        def backward(probs, target, scale, out):  # type: ignore[no-untyped-def]
+            if not _contiguous(probs, target, out) or target.shape != probs.shape:
+                return generic(probs, target, scale, out)
+            _pick(pair, out.size, PARALLEL_MIN_CHEAP)(
+                probs.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
+            )
+            return out
+
+        return backward
+    if name == "softmax_cross_entropy_index_backward":
+        pair = nk.KERNELS["softmax_xent_index_backward"]
+
+        def index_backward(probs, labels, scale, out):  # type: ignore[no-untyped-def]
+            if probs.ndim != 2 or not _contiguous(probs, labels, out):
+                return generic(probs, labels, scale, out)
+            _pick(pair, out.size, PARALLEL_MIN_CHEAP)(
+                probs.reshape(-1), labels, out.reshape(-1), float(scale), probs.shape[1]
+            )
+            return out
+
+        return index_backward
+    if name == "binary_cross_entropy_logits_forward":
+        pair = nk.KERNELS["bce_logits"]
+
+        def bce_logits_forward(z, target, losses):  # type: ignore[no-untyped-def]
+            if not _contiguous(z, target, losses) or target.shape != z.shape:
+                return generic(z, target, losses)
+            _pick(pair, z.size, PARALLEL_MIN_TRANSCENDENTAL)(
+                z.reshape(-1), target.reshape(-1), losses.reshape(-1)
+            )
+            return losses
+
+        return bce_logits_forward
+    if name == "binary_cross_entropy_logits_backward":
+        pair = nk.KERNELS["bce_logits_backward"]
+
+        def bce_logits_backward(z, target, scale, out):  # type: ignore[no-untyped-def]
+            if not _contiguous(z, target, out) or target.shape != z.shape:
+                return generic(z, target, scale, out)
+            _pick(pair, z.size, PARALLEL_MIN_TRANSCENDENTAL)(
+                z.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
+            )
+            return out
+
+        return bce_logits_backward
+    if name == "binary_cross_entropy_backward":
+        pair = nk.KERNELS["bce_backward"]
+
+        def bce_backward(p, target, scale, eps, out):  # type: ignore[no-untyped-def]
+            if not _contiguous(p, target, out) or target.shape != p.shape:
+                return generic(p, target, scale, eps, out)
+            _pick(pair, p.size, PARALLEL_MIN_CHEAP)(
+                p.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale), float(eps)
+            )
+            return out
+
+        return bce_backward
+    raise ImportError(f"no CPU kernel for operation {name!r}")
+
+
+# --- dropout and batch normalisation ----------------------------------------------------
+def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
+    generic = _generic(name)
+    if name == "dropout_forward":
+        pair = nk.KERNELS["dropout"]
+
+        def dropout_forward(x, uniform, p, out, mask):  # type: ignore[no-untyped-def]
+            if not _contiguous(x, uniform, out, mask) or uniform.shape != x.shape:
+                return generic(x, uniform, p, out, mask)
+            dtype = x.dtype.type
+            _pick(pair, x.size, PARALLEL_MIN_CHEAP)(
+                x.reshape(-1),
+                uniform.reshape(-1),
+                out.reshape(-1),
+                mask.reshape(-1),
+                dtype(p),
+                dtype(1.0 / (1.0 - p)),
+            )
+            return out
+
+        return dropout_forward
+    if name == "dropout_backward":
+        pair = nk.KERNELS["multiply"]
+
+        def dropout_backward(gy, mask, out):  # type: ignore[no-untyped-def]
+            if not _contiguous(gy, mask, out) or mask.shape != gy.shape:
+                return generic(gy, mask, out)
+            _pick(pair, out.size, PARALLEL_MIN_CHEAP)(gy.reshape(-1), mask.reshape(-1), out.reshape(-1))
+            return out
+
+        return dropout_backward
+    if name == "batchnorm_forward_train":
+        pair = nk.KERNELS["batchnorm_forward"]
+
+        def batchnorm_forward_train(
+            x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std
+        ):  # type: ignore[no-untyped-def]
+            arrays = (x, gamma, beta, running_mean, running_var, out, xhat, inv_std)
+            if x.ndim != 2 or not _contiguous(*arrays):
+                return generic(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std)
+            n, f = x.shape
+            _pick(pair, x.size, PARALLEL_MIN_OPTIMISER)(
+                x.reshape(-1),
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                float(momentum),
+                float(eps),
+                out.reshape(-1),
+                xhat.reshape(-1),
+                inv_std,
+                n,
+                f,
+            )
+            return out
+
+        return batchnorm_forward_train
+    if name == "batchnorm_backward":
+        pair = nk.KERNELS["batchnorm_backward"]
+
+        def batchnorm_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate):  # type: ignore[no-untyped-def]
+            arrays = (gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out)
+            if gy.ndim != 2 or not _contiguous(*arrays):
+                return generic(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate)
+            n, f = gy.shape
+            _pick(pair, gy.size, PARALLEL_MIN_OPTIMISER)(
+                gy.reshape(-1),
+                xhat.reshape(-1),
+                gamma,
+                inv_std,
+                grad_gamma,
+                grad_beta,
+                out.reshape(-1),
+                bool(accumulate),
+                n,
+                f,
+            )
+            return out
+
+        return batchnorm_backward
+    raise ImportError(f"no CPU kernel for operation {name!r}")
+
+
+_FACTORIES: tuple[tuple[str, Callable[[str, Any], Callable[..., Any]]], ...] = (
+    ("sgd_step", _make_optimiser),
+    ("adagrad_step", _make_optimiser),
+    ("rmsprop_step", _make_optimiser),
+    ("adam_step", _make_optimiser),
+    ("l1_l2_grad", _make_optimiser),
+    ("grad_norm_sq", _make_optimiser),
+    ("scale_inplace", _make_optimiser),
+    ("softmax_cross_entropy", _make_loss),
+    ("binary_cross_entropy", _make_loss),
+    ("dropout_", _make_normalization),
+    ("batchnorm_", _make_normalization),
+    ("", _make_activation),
+)

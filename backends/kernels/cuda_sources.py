@@ -1,0 +1,270 @@
+"""The CUDA kernels' source text, as plain data (no CuPy needed to read it).
+
+Three kinds of kernel, each described here once and used by both
+:mod:`.cuda` (which builds the CuPy kernels on a GPU) and the tests (which
+compile exactly the same text with NVRTC and with the host C++ compiler):
+
+* :class:`Elementwise`: a ``cupy.ElementwiseKernel`` (parameters, one body
+  per element, ``bpcore_math.cuh`` as preamble).  CuPy indexes with 64-bit
+  integers when an array needs it.
+* :class:`Reduction`: a ``cupy.ReductionKernel`` (map, reduce and post-map
+  expressions).
+* :data:`RAW_SOURCE`: templated ``__global__`` kernels for the row- and
+  column-wise work (softmax cross-entropy rows, batch-norm columns), built with
+  ``cupy.RawModule`` and instantiated by :data:`RAW_NAME_EXPRESSIONS` for
+  float and double.  They use 64-bit grid-stride loops and no shared memory
+  or synchronisation, so one thread per row (or column) is the whole story,
+  and a sequential emulation of the launch on the host is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from importlib import resources
+
+from ..ops.activations import ACTIVATIONS
+
+HEADER_NAME = "bpcore_math.cuh"
+# NVRTC options shared by CuPy's build and the compile test.
+NVRTC_OPTIONS = ("--std=c++17",)
+
+
+@functools.lru_cache(maxsize=1)
+def header_source() -> str:
+    """The text of ``bpcore_math.cuh`` (shipped as package data)."""
+    return resources.files(__package__).joinpath(HEADER_NAME).read_text(encoding="utf-8")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One kernel parameter: ``[raw] type name``."""
+
+    type: str
+    name: str
+    raw: bool = False
+
+    @property
+    def is_array(self) -> bool:
+        # A type placeholder (one capital letter) or "raw" means an array;
+        # an explicit type (float64, int64, bool) means a scalar.
+        return self.raw or (len(self.type) == 1 and self.type.isupper())
+
+
+def parse_params(text: str) -> tuple[Param, ...]:
+    """Parse a CuPy parameter list such as ``"T x, raw T y, float64 lr"``."""
+    params = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        words = item.split()
+        raw = words[0] == "raw"
+        if raw:
+            words = words[1:]
+        params.append(Param(words[0], words[1], raw))
+    return tuple(params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Elementwise:
+    """A ``cupy.ElementwiseKernel``: the same strings CuPy compiles."""
+
+    name: str
+    in_params: str
+    out_params: str
+    body: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Reduction:
+    """A ``cupy.ReductionKernel`` over all elements, reduced in ``reduce_type``."""
+
+    name: str
+    in_params: str
+    out_params: str
+    map_expr: str
+    reduce_expr: str
+    post_map_expr: str
+    identity: str
+    reduce_type: str
+
+
+ELEMENTWISE: dict[str, Elementwise] = {}
+REDUCTIONS: dict[str, Reduction] = {}
+
+
+def _add(kernel: Elementwise) -> None:
+    ELEMENTWISE[kernel.name] = kernel
+
+
+# --- activations ---------------------------------------------------------------------
+def _activation_kernels() -> None:
+    for spec in ACTIVATIONS.values():
+        scalars = "".join(f", float64 {p}" for p in spec.params)
+        args = "".join(f", (T){p}" for p in spec.params)
+        _add(Elementwise(f"bp_{spec.name}_fwd", f"T x{scalars}", "T y", f"y = bp_act_{spec.name}(x{args})"))
+        _add(
+            Elementwise(
+                f"bp_{spec.name}_bwd", f"T gy, T s{scalars}", "T gx", f"gx = bp_grad_{spec.name}(gy, s{args})"
+            )
+        )
+        # z may be the same array as y: z is written first, then y = f(z).
+        _add(
+            Elementwise(
+                f"bp_bias_{spec.name}_fwd",
+                f"T b{scalars}",
+                "T z, T y",
+                f"const T v = z + b; z = v; y = bp_act_{spec.name}(v{args})",
+            )
+        )
+
+
+_activation_kernels()
+
+# --- optimisers ----------------------------------------------------------------------
+_add(
+    Elementwise(
+        "bp_sgd_momentum",
+        "T grad, float64 lr, float64 momentum, float64 dampening, float64 wd, bool nesterov, bool first_step",
+        "T param, T buf",
+        "bp_sgd<T>(param, grad, &buf, (T)lr, (T)momentum, (T)dampening, (T)wd, nesterov, first_step)",
+    )
+)
+_add(
+    Elementwise(
+        "bp_sgd_plain",
+        "T grad, float64 lr, float64 wd",
+        "T param",
+        "bp_sgd<T>(param, grad, (T*)0, (T)lr, T(0), T(0), (T)wd, false, false)",
+    )
+)
+_add(
+    Elementwise(
+        "bp_adagrad",
+        "T grad, float64 clr, float64 wd, float64 eps",
+        "T param, T state_sum",
+        "bp_adagrad<T>(param, grad, state_sum, (T)clr, (T)wd, (T)eps)",
+    )
+)
+# Optional state arrays are "raw" (they may be 0-size) and touched only when used.
+_add(
+    Elementwise(
+        "bp_rmsprop",
+        "T grad, float64 lr, float64 alpha, float64 eps, float64 wd, float64 momentum, bool centered, "
+        "bool use_momentum",
+        "T param, T square_avg, raw T grad_avg, raw T buf",
+        "bp_rmsprop<T>(param, grad, square_avg, centered ? &grad_avg[i] : (T*)0, "
+        "use_momentum ? &buf[i] : (T*)0, (T)lr, (T)alpha, (T)eps, (T)wd, (T)momentum)",
+    )
+)
+_add(
+    Elementwise(
+        "bp_adam",
+        "T grad, float64 lr, float64 beta1, float64 beta2, float64 eps, float64 wd, float64 step_size, "
+        "float64 bc2_sqrt, bool decoupled, bool amsgrad",
+        "T param, T m, T v, raw T vmax",
+        "bp_adam<T>(param, grad, m, v, amsgrad ? &vmax[i] : (T*)0, (T)lr, (T)beta1, (T)beta2, (T)eps, "
+        "(T)wd, (T)step_size, (T)bc2_sqrt, decoupled)",
+    )
+)
+_add(
+    Elementwise(
+        "bp_l1_l2",
+        "T grad, T p, T mask, float64 l1, float64 l2",
+        "T res",
+        "res = grad + mask * ((T)l1 * bp_sign(p) + (T)l2 * p)",
+    )
+)
+# factor is a 0-d device array (broadcast): the clip coefficient never visits the host.
+_add(Elementwise("bp_scale", "F factor", "T x", "x = (T)(x * factor)"))
+REDUCTIONS["bp_sum_squares"] = Reduction(
+    "bp_sum_squares",
+    "T x",
+    "U total",
+    "(double)x * (double)x",
+    "a + b",
+    "total = (U)a",
+    "0",
+    "double",
+)
+
+# --- losses ----------------------------------------------------------------------------
+_add(Elementwise("bp_softmax_xent_bwd", "T p, T t, float64 scale", "T g", "g = (p - t) * (T)scale"))
+_add(
+    Elementwise(
+        "bp_softmax_xent_index_bwd",
+        "T p, raw int64 labels, int64 k, float64 scale",
+        "T g",
+        "g = p * (T)scale - ((long long)(i % k) == labels[i / k] ? (T)scale : T(0))",
+    )
+)
+_add(Elementwise("bp_bce_logits_fwd", "T z, T t", "T loss", "loss = bp_bce_logits(z, t)"))
+_add(Elementwise("bp_bce_logits_bwd", "T z, T t, float64 scale", "T g", "g = (bp_sigmoid(z) - t) * (T)scale"))
+_add(
+    Elementwise(
+        "bp_bce_bwd", "T p, T t, float64 scale, float64 eps", "T g", "g = bp_bce_grad(p, t, (T)scale, (T)eps)"
+    )
+)
+
+# --- dropout -----------------------------------------------------------------------------
+_add(
+    Elementwise(
+        "bp_dropout_fwd",
+        "T x, T u, float64 p, float64 keep_scale",
+        "T y, T mask",
+        "const T s = u >= (T)p ? (T)keep_scale : T(0); mask = s; y = x * s",
+    )
+)
+_add(Elementwise("bp_multiply", "T a, T b", "T c", "c = a * b"))
+
+
+# --- row and column kernels --------------------------------------------------------------
+RAW_SOURCE = r"""
+// Softmax cross-entropy, one thread per row (k is small for classifiers; a
+// row is read three times from cache).  labels == 0: probability targets.
+template <typename T>
+__global__ void bp_softmax_xent_fwd(const T* logits, const T* target, const long long* labels,
+                                    T* probs, T* losses, long long n, long long k) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x; r < n; r += stride) {
+        const long long base = r * k;
+        T mx, log_sum;
+        bp_softmax_row(logits + base, probs + base, k, mx, log_sum);
+        T loss;
+        if (labels != 0) {
+            const long long label = labels[r];
+            loss = (label >= 0 && label < k) ? (mx - logits[base + label]) + log_sum
+                                             : bp_limits<T>::quiet_nan();
+        } else {
+            loss = bp_soft_xent_row(logits + base, target + base, k, mx, log_sum);
+        }
+        losses[r] = loss;
+    }
+}
+
+// Batch-norm training forward, one thread per feature column (adjacent
+// threads read adjacent columns: coalesced).  Two passes over x.
+template <typename T>
+__global__ void bp_batchnorm_fwd(const T* x, const T* gamma, const T* beta, T* running_mean,
+                                 T* running_var, double momentum, double eps, T* out, T* xhat,
+                                 T* inv_std, long long n, long long f) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < f; j += stride) {
+        bp_batchnorm_forward_column(x + j, gamma[j], beta[j], running_mean[j], running_var[j],
+                                    momentum, eps, out + j, xhat + j, inv_std[j], n, f);
+    }
+}
+
+// Batch-norm backward, one thread per feature column.  Two passes.
+template <typename T>
+__global__ void bp_batchnorm_bwd(const T* gy, const T* xhat, const T* gamma, const T* inv_std,
+                                 T* grad_gamma, T* grad_beta, T* out, bool accumulate,
+                                 long long n, long long f) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < f; j += stride) {
+        bp_batchnorm_backward_column(gy + j, xhat + j, gamma[j], inv_std[j], grad_gamma[j],
+                                     grad_beta[j], out + j, accumulate, n, f);
+    }
+}
+"""
+
+RAW_KERNELS = ("bp_softmax_xent_fwd", "bp_batchnorm_fwd", "bp_batchnorm_bwd")
+RAW_NAME_EXPRESSIONS = tuple(f"{kernel}<{ctype}>" for kernel in RAW_KERNELS for ctype in ("float", "double"))

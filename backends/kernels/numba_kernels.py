@@ -1,0 +1,596 @@
+"""One-pass CPU kernels, compiled by Numba (imported only when Numba is wanted).
+
+Each kernel is written once and compiled twice: a serial version for small
+arrays, where starting the thread pool would cost more than the work (about
+10 µs per parallel region on two cores), and a ``parallel=True`` version
+whose ``prange`` loops spread large arrays over the cores.  Both are compiled
+lazily, per dtype, and cached on disk (``cache=True``), so a second process
+pays no compile time.  :mod:`.cpu` picks the version by size.
+
+The per-element math mirrors ``bpcore_math.cuh`` (the CUDA kernels' header)
+and the generic versions in ``bpcore.backends.ops``.  Float32 values are
+computed in float64 registers and rounded once on store, which is as
+accurate as the generic float32 path or more.  The optimiser kernels flush
+subnormal state values to zero (``tiny`` is the dtype's smallest normal
+number, passed in by the caller).
+
+Arrays reach these kernels flat (1-D, C-contiguous) or as explicit row and
+column counts; the wrappers in :mod:`.cpu` make sure of that.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+from numba import prange
+
+GELU_K = 0.7978845608028654  # sqrt(2 / pi)
+GELU_C = 0.044715
+
+_element = numba.njit(cache=True, nogil=True)
+
+
+class KernelPair:
+    """The serial and the parallel compilation of one kernel.
+
+    Kernels whose work is small in practice (per-sample losses, ...) get no
+    parallel build: ``parallel`` is then the serial one, and compile time
+    is saved.
+    """
+
+    def __init__(self, function: Callable[..., Any], *, parallel: bool = True) -> None:
+        self.name = function.__name__
+        self.serial = _variant(function, "serial", parallel=False)
+        self.parallel = _variant(function, "parallel", parallel=True) if parallel else self.serial
+
+    @property
+    def has_parallel(self) -> bool:
+        return self.parallel is not self.serial
+
+
+def _variant(function: Callable[..., Any], suffix: str, *, parallel: bool) -> Any:
+    # Numba's on-disk cache is keyed by the function's qualified name, not by
+    # its compile flags: the two versions need distinct names or one would
+    # load the other's machine code.
+    copy = types.FunctionType(
+        function.__code__, function.__globals__, f"{function.__name__}_{suffix}", function.__defaults__
+    )
+    copy.__qualname__ = f"{function.__qualname__}_{suffix}"
+    copy.__module__ = function.__module__
+    return numba.njit(cache=True, nogil=True, parallel=parallel)(copy)
+
+
+KERNELS: dict[str, KernelPair] = {}
+
+
+def kernel(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Register ``function`` as a kernel with a serial and a parallel build."""
+    KERNELS[function.__name__] = KernelPair(function)
+    return function
+
+
+def serial_kernel(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Register ``function`` as a kernel with a serial build only."""
+    KERNELS[function.__name__] = KernelPair(function, parallel=False)
+    return function
+
+
+# --- per-element math ----------------------------------------------------------
+@_element
+def sigmoid(x: float) -> float:
+    e = math.exp(-abs(x))
+    r = 1.0 / (1.0 + e)
+    return r if x >= 0.0 else e * r
+
+
+@_element
+def softplus(x: float) -> float:
+    return (x if x > 0.0 else 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@_element
+def act_identity(x: float, p: float) -> float:
+    return x
+
+
+@_element
+def act_sigmoid(x: float, p: float) -> float:
+    return sigmoid(x)
+
+
+@_element
+def act_relu(x: float, p: float) -> float:
+    return 0.0 if x < 0.0 else x
+
+
+@_element
+def act_leaky_relu(x: float, p: float) -> float:
+    return x if x > 0.0 else x * p
+
+
+@_element
+def act_elu(x: float, p: float) -> float:
+    return x if x > 0.0 else p * math.expm1(x)
+
+
+@_element
+def act_gelu(x: float, p: float) -> float:
+    t = math.tanh(GELU_K * (x + GELU_C * x * x * x))
+    return x * (t + 1.0) * 0.5
+
+
+@_element
+def act_silu(x: float, p: float) -> float:
+    return x * sigmoid(x)
+
+
+@_element
+def act_softplus(x: float, p: float) -> float:
+    return softplus(x)
+
+
+@_element
+def grad_sigmoid(gy: float, y: float, p: float) -> float:
+    return gy * y * (1.0 - y)
+
+
+@_element
+def grad_tanh(gy: float, y: float, p: float) -> float:
+    return gy * (1.0 - y * y)
+
+
+@_element
+def grad_relu(gy: float, y: float, p: float) -> float:
+    return gy * (1.0 if y > 0.0 else 0.0)
+
+
+@_element
+def grad_leaky_relu(gy: float, x: float, p: float) -> float:
+    return gy if x > 0.0 else gy * p
+
+
+@_element
+def grad_elu(gy: float, y: float, p: float) -> float:
+    return gy if y > 0.0 else gy * (y + p)
+
+
+@_element
+def grad_gelu(gy: float, x: float, p: float) -> float:
+    x2 = x * x
+    t = math.tanh(GELU_K * x * (1.0 + GELU_C * x2))
+    du = GELU_K * (1.0 + 3.0 * GELU_C * x2)
+    return gy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+@_element
+def grad_silu(gy: float, x: float, p: float) -> float:
+    s = sigmoid(x)
+    return gy * (s * (1.0 + x * (1.0 - s)))
+
+
+@_element
+def grad_softplus(gy: float, x: float, p: float) -> float:
+    return gy * sigmoid(x)
+
+
+@_element
+def flush(v: float, tiny: float) -> float:
+    return 0.0 if abs(v) < tiny else v
+
+
+# --- activations -----------------------------------------------------------------
+# Forward kernels serve both ``<act>_forward`` (has_bias False) and
+# ``bias_<act>_forward``: the flat arrays are walked as rows of ``cols``
+# elements (the last row may be short), so the bias index needs no division.
+# With a bias, ``z`` receives the pre-activation ``z + b``.
+
+
+@kernel
+def fwd_identity(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = z[base + c]
+            if has_bias:
+                v = z[base + c] + b[c]
+                z[base + c] = v
+            out[base + c] = v
+
+
+@kernel
+def fwd_sigmoid(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = np.float64(z[base + c])
+            if has_bias:
+                v = np.float64(z[base + c] + b[c])
+                z[base + c] = v
+            out[base + c] = act_sigmoid(v, p)
+
+
+@kernel
+def fwd_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = z[base + c]
+            if has_bias:
+                v = z[base + c] + b[c]
+                z[base + c] = v
+            out[base + c] = v if not v < 0 else 0
+
+
+@kernel
+def fwd_leaky_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = np.float64(z[base + c])
+            if has_bias:
+                v = np.float64(z[base + c] + b[c])
+                z[base + c] = v
+            out[base + c] = act_leaky_relu(v, p)
+
+
+@kernel
+def fwd_elu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = np.float64(z[base + c])
+            if has_bias:
+                v = np.float64(z[base + c] + b[c])
+                z[base + c] = v
+            out[base + c] = act_elu(v, p)
+
+
+@kernel
+def fwd_gelu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = np.float64(z[base + c])
+            if has_bias:
+                v = np.float64(z[base + c] + b[c])
+                z[base + c] = v
+            out[base + c] = act_gelu(v, p)
+
+
+@kernel
+def fwd_silu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = np.float64(z[base + c])
+            if has_bias:
+                v = np.float64(z[base + c] + b[c])
+                z[base + c] = v
+            out[base + c] = act_silu(v, p)
+
+
+@kernel
+def fwd_softplus(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    n = z.size
+    for r in prange((n + cols - 1) // cols):
+        base = r * cols
+        for c in range(min(cols, n - base)):
+            v = np.float64(z[base + c])
+            if has_bias:
+                v = np.float64(z[base + c] + b[c])
+                z[base + c] = v
+            out[base + c] = act_softplus(v, p)
+
+
+@kernel
+def bwd_sigmoid(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = gy[i] * s[i] * (1 - s[i])
+
+
+@kernel
+def bwd_tanh(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = gy[i] * (1 - s[i] * s[i])
+
+
+@kernel
+def bwd_relu(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = gy[i] * (s[i] > 0)
+
+
+@kernel
+def bwd_leaky_relu(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = grad_leaky_relu(np.float64(gy[i]), np.float64(s[i]), p)
+
+
+@kernel
+def bwd_elu(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = grad_elu(np.float64(gy[i]), np.float64(s[i]), p)
+
+
+@kernel
+def bwd_gelu(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = grad_gelu(np.float64(gy[i]), np.float64(s[i]), p)
+
+
+@kernel
+def bwd_silu(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = grad_silu(np.float64(gy[i]), np.float64(s[i]), p)
+
+
+@kernel
+def bwd_softplus(gy, s, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(s.size):
+        out[i] = grad_softplus(np.float64(gy[i]), np.float64(s[i]), p)
+
+
+# --- optimiser updates (torch.optim's rules; state flushed) ---------------------
+@kernel
+def sgd_momentum(param, grad, buf, lr, momentum, dampening, wd, nesterov, first_step, tiny):  # type: ignore[no-untyped-def]
+    for i in prange(param.size):
+        p = np.float64(param[i])
+        g = grad[i] + wd * p
+        b = g if first_step else momentum * buf[i] + (1.0 - dampening) * g
+        b = flush(b, tiny)
+        buf[i] = b
+        b = np.float64(buf[i])
+        g = g + momentum * b if nesterov else b
+        param[i] = p - lr * g
+
+
+@kernel
+def sgd_plain(param, grad, lr, wd):  # type: ignore[no-untyped-def]
+    for i in prange(param.size):
+        p = np.float64(param[i])
+        param[i] = p - lr * (grad[i] + wd * p)
+
+
+@kernel
+def adagrad(param, grad, state_sum, clr, wd, eps, tiny):  # type: ignore[no-untyped-def]
+    for i in prange(param.size):
+        p = np.float64(param[i])
+        g = grad[i] + wd * p
+        s = flush(state_sum[i] + g * g, tiny)
+        state_sum[i] = s
+        param[i] = p - clr * g / (math.sqrt(np.float64(state_sum[i])) + eps)
+
+
+@kernel
+def rmsprop(
+    param, grad, square_avg, grad_avg, buf, lr, alpha, eps, wd, momentum, centered, use_momentum, tiny
+):  # type: ignore[no-untyped-def]
+    for i in prange(param.size):
+        p = np.float64(param[i])
+        g = grad[i] + wd * p
+        sq = flush(alpha * square_avg[i] + (1.0 - alpha) * (g * g), tiny)
+        square_avg[i] = sq
+        sq = np.float64(square_avg[i])
+        if centered:
+            ga = flush(grad_avg[i] + (1.0 - alpha) * (g - grad_avg[i]), tiny)
+            grad_avg[i] = ga
+            ga = np.float64(grad_avg[i])
+            avg = math.sqrt(sq - ga * ga) + eps
+        else:
+            avg = math.sqrt(sq) + eps
+        if use_momentum:
+            b = flush(momentum * buf[i] + g / avg, tiny)
+            buf[i] = b
+            param[i] = p - lr * np.float64(buf[i])
+        else:
+            param[i] = p - lr * (g / avg)
+
+
+@kernel
+def adam(param, grad, m, v, vmax, lr, beta1, beta2, eps, wd, step_size, bc2_sqrt, decoupled, amsgrad, tiny):  # type: ignore[no-untyped-def]
+    for i in prange(param.size):
+        p = np.float64(param[i])
+        g = np.float64(grad[i])
+        if decoupled:
+            p = p * (1.0 - lr * wd)
+        else:
+            g = g + wd * p
+        mi = flush(m[i] + (1.0 - beta1) * (g - m[i]), tiny)
+        vi = flush(beta2 * v[i] + (1.0 - beta2) * (g * g), tiny)
+        m[i] = mi
+        v[i] = vi
+        mi = np.float64(m[i])
+        second = np.float64(v[i])
+        if amsgrad:
+            # max that propagates a NaN from either side, as numpy.maximum
+            vm = np.float64(vmax[i])
+            if vm > second or vm != vm:
+                second = vm
+            vmax[i] = second
+        denom = math.sqrt(second) / bc2_sqrt + eps
+        param[i] = p - step_size * (mi / denom)
+
+
+@kernel
+def l1_l2(grad, param, mask, out, l1, l2):  # type: ignore[no-untyped-def]
+    for i in prange(grad.size):
+        p = np.float64(param[i])
+        sign = 1.0 if p > 0.0 else (-1.0 if p < 0.0 else p * 0.0)
+        out[i] = grad[i] + mask[i] * (l1 * sign + l2 * p)
+
+
+@kernel
+def sum_squares(x, partial):  # type: ignore[no-untyped-def]
+    # ``partial`` has one float64 slot per chunk; the chunks run in parallel.
+    n = x.size
+    chunks = partial.size
+    size = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        total = 0.0
+        for i in range(c * size, min(n, (c + 1) * size)):
+            v = np.float64(x[i])
+            total += v * v
+        partial[c] = total
+
+
+@kernel
+def scale(x, factor):  # type: ignore[no-untyped-def]
+    for i in prange(x.size):
+        x[i] = x[i] * factor
+
+
+# --- losses --------------------------------------------------------------------
+@kernel
+def softmax_xent(logits, target, labels, probs, losses, k, use_labels):  # type: ignore[no-untyped-def]
+    # One row per iteration: max, log-sum-exp, probabilities and the loss.
+    for r in prange(losses.size):
+        base = r * k
+        mx = np.float64(logits[base])
+        for j in range(1, k):
+            v = np.float64(logits[base + j])
+            if not v <= mx:
+                mx = v
+        total = 0.0
+        for j in range(k):
+            total += math.exp(logits[base + j] - mx)
+        log_sum = math.log(total)
+        loss = 0.0
+        for j in range(k):
+            shifted = (logits[base + j] - mx) - log_sum
+            probs[base + j] = math.exp(shifted)
+            if not use_labels:
+                loss -= target[base + j] * shifted
+        if use_labels:
+            label = labels[r]
+            loss = mx - logits[base + label] + log_sum if 0 <= label < k else math.nan
+        losses[r] = loss
+
+
+@serial_kernel
+def softmax_xent_backward(probs, target, out, scale):  # type: ignore[no-untyped-def]
+    for i in prange(out.size):
+        out[i] = (np.float64(probs[i]) - target[i]) * scale
+
+
+@serial_kernel
+def softmax_xent_index_backward(probs, labels, out, scale, k):  # type: ignore[no-untyped-def]
+    for r in prange(labels.size):
+        base = r * k
+        for j in range(k):
+            out[base + j] = np.float64(probs[base + j]) * scale
+        label = labels[r]
+        if 0 <= label < k:
+            out[base + label] = np.float64(probs[base + label]) * scale - scale
+
+
+@serial_kernel
+def bce_logits(z, target, losses):  # type: ignore[no-untyped-def]
+    for i in prange(z.size):
+        v = np.float64(z[i])
+        losses[i] = math.log1p(math.exp(-abs(v))) + (v if v > 0.0 else 0.0) - v * target[i]
+
+
+@serial_kernel
+def bce_logits_backward(z, target, out, scale):  # type: ignore[no-untyped-def]
+    for i in prange(z.size):
+        out[i] = (sigmoid(np.float64(z[i])) - target[i]) * scale
+
+
+@serial_kernel
+def bce_backward(p, target, out, scale, eps):  # type: ignore[no-untyped-def]
+    for i in prange(p.size):
+        v = np.float64(p[i])
+        den = (1.0 - v) * v
+        if den < eps:
+            den = eps
+        out[i] = (v - target[i]) / den * scale
+
+
+# --- dropout and batch normalisation ---------------------------------------------
+@kernel
+def dropout(x, uniform, out, mask, p, keep_scale):  # type: ignore[no-untyped-def]
+    for i in prange(x.size):
+        s = keep_scale if uniform[i] >= p else 0.0
+        mask[i] = s
+        out[i] = x[i] * mask[i]
+
+
+@kernel
+def multiply(a, b, out):  # type: ignore[no-untyped-def]
+    for i in prange(out.size):
+        out[i] = a[i] * b[i]
+
+
+@kernel
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std, n, f):  # type: ignore[no-untyped-def]
+    # Pass 1 (per block of features, rows outermost so that reads are
+    # contiguous): shifted sums in float64, shifted by the first row so that a
+    # large common offset does not cancel.  Pass 2: normalise and write.
+    blocks = (f + 63) // 64
+    for blk in prange(blocks):
+        lo = blk * 64
+        hi = min(f, lo + 64)
+        width = hi - lo
+        s1 = np.zeros(width)
+        s2 = np.zeros(width)
+        for r in range(n):
+            base = r * f
+            for j in range(width):
+                d = np.float64(x[base + lo + j]) - x[lo + j]
+                s1[j] += d
+                s2[j] += d * d
+        for j in range(width):
+            mean_shift = s1[j] / n
+            var = max(s2[j] / n - mean_shift * mean_shift, 0.0)
+            mean = x[lo + j] + mean_shift
+            inv_std[lo + j] = 1.0 / math.sqrt(var + eps)
+            running_mean[lo + j] = (1.0 - momentum) * running_mean[lo + j] + momentum * mean
+            running_var[lo + j] = (1.0 - momentum) * running_var[lo + j] + momentum * var * n / (n - 1)
+            s1[j] = mean
+        for r in range(n):
+            base = r * f
+            for j in range(width):
+                h = (x[base + lo + j] - s1[j]) * inv_std[lo + j]
+                xhat[base + lo + j] = h
+                out[base + lo + j] = h * gamma[lo + j] + beta[lo + j]
+
+
+@kernel
+def batchnorm_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate, n, f):  # type: ignore[no-untyped-def]
+    blocks = (f + 63) // 64
+    for blk in prange(blocks):
+        lo = blk * 64
+        hi = min(f, lo + 64)
+        width = hi - lo
+        sb = np.zeros(width)
+        sg = np.zeros(width)
+        for r in range(n):
+            base = r * f
+            for j in range(width):
+                g = np.float64(gy[base + lo + j])
+                sb[j] += g
+                sg[j] += g * xhat[base + lo + j]
+        for j in range(width):
+            if accumulate:
+                grad_beta[lo + j] += sb[j]
+                grad_gamma[lo + j] += sg[j]
+            else:
+                grad_beta[lo + j] = sb[j]
+                grad_gamma[lo + j] = sg[j]
+        for r in range(n):
+            base = r * f
+            for j in range(width):
+                k = gamma[lo + j] * inv_std[lo + j]
+                out[base + lo + j] = (gy[base + lo + j] - (sb[j] + xhat[base + lo + j] * sg[j]) / n) * k

@@ -1,0 +1,322 @@
+"""Inputs for checking every compiled kernel against its generic version.
+
+``CASES[name](rng, dtype, n, edge)`` returns fresh arguments for operation
+``name``: ``n`` sets the size (rows of a (n, 16) batch or elements of a flat
+buffer), ``edge`` mixes in extreme values (huge positive and negative inputs,
+zeros, NaN).  :func:`compare` runs the generic and a compiled implementation
+on copies of the same arguments and checks every array afterwards, outputs
+and in-place state alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bpcore.backends.ops import ACTIVATIONS, OPERATIONS
+
+EDGE = np.array(
+    [
+        0.0,
+        -0.0,
+        1e-3,
+        -1e-3,
+        1.0,
+        -1.0,
+        20.0,
+        -20.0,
+        50.0,
+        -50.0,
+        100.0,
+        -100.0,
+        500.0,
+        -500.0,
+        1e4,
+        -1e4,
+        np.nan,
+    ]
+)
+FEATURES = 16
+PARAMS = {"negative_slope": 0.07, "alpha": 1.3}
+
+
+def _values(rng: np.random.Generator, dtype: Any, shape: Any, edge: bool, scale: float = 2.0) -> np.ndarray:
+    x = rng.normal(0.0, scale, size=shape)
+    if edge:
+        flat = x.reshape(-1)
+        picks = rng.integers(0, EDGE.size, size=flat.size)
+        chosen = rng.random(flat.size) < 0.5
+        flat[chosen] = EDGE[picks[chosen]]
+    return x.astype(dtype)
+
+
+def _activation_case(name: str) -> Callable[..., list[Any]]:
+    body = name.removeprefix("bias_")
+    activation, role = body.rsplit("_", 1)
+    params = [PARAMS[p] for p in ACTIVATIONS[activation].params]
+
+    def make(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+        shape = (n, FEATURES)
+        x = _values(rng, dtype, shape, edge)
+        if role == "backward":
+            saved = np.empty_like(x)
+            with np.errstate(all="ignore"):
+                OPERATIONS[f"{activation}_forward"].generic(np, x, saved, *params)
+            if ACTIVATIONS[activation].saves == "input":
+                saved = x
+            return [_values(rng, dtype, shape, edge), saved, np.empty_like(x), *params]
+        if name.startswith("bias_"):
+            return [x, _values(rng, dtype, (FEATURES,), False), np.empty_like(x), *params]
+        return [x, np.empty_like(x), *params]
+
+    return make
+
+
+def _flat(rng: np.random.Generator, dtype: Any, n: int, edge: bool, *, positive: bool = False) -> np.ndarray:
+    x = _values(rng, dtype, (n * FEATURES,), edge and not positive, scale=1.0)
+    return np.abs(x) if positive else x
+
+
+def _sgd(momentum: float, nesterov: bool, first: bool, wd: float) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        p, g = _flat(rng, dtype, n, False), _flat(rng, dtype, n, edge)
+        buf = _flat(rng, dtype, n, False) if momentum else np.empty(0, dtype)
+        return [p, g, buf, 0.05, momentum, 0.1, wd, nesterov, first]
+
+    return make
+
+
+def _adam(decoupled: bool, amsgrad: bool, wd: float, step: int) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        p, g = _flat(rng, dtype, n, False), _flat(rng, dtype, n, edge)
+        m = _flat(rng, dtype, n, False) * 0.1
+        v = _flat(rng, dtype, n, False, positive=True) * 0.01
+        vmax = (v * 1.5 * (rng.random(v.size) < 0.5)).astype(dtype) if amsgrad else np.empty(0, dtype)
+        return [p, g, m, v, vmax, 1e-3, 0.9, 0.999, 1e-8, wd, step, decoupled, amsgrad]
+
+    return make
+
+
+def _rmsprop(centered: bool, momentum: float) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        p, g = _flat(rng, dtype, n, False), _flat(rng, dtype, n, edge)
+        sq = _flat(rng, dtype, n, False, positive=True) + 0.5
+        ga = _flat(rng, dtype, n, False) * 0.1 if centered else np.empty(0, dtype)
+        buf = _flat(rng, dtype, n, False) if momentum else np.empty(0, dtype)
+        return [p, g, sq.astype(dtype), ga, buf, 0.01, 0.99, 1e-8, 0.01, momentum, centered]
+
+    return make
+
+
+def _softmax_forward(index: bool) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        k = 10
+        logits = _values(rng, dtype, (n, k), False, scale=3.0)
+        if edge:
+            logits[::3, 0] = 1e4
+            logits[1::3, :3] = -1e4
+            logits[2::7, 1] = np.nan
+        if index:
+            target: Any = rng.integers(0, k, size=n).astype(np.int64)
+        else:
+            target = rng.random((n, k)).astype(dtype)
+            target /= target.sum(axis=1, keepdims=True)
+        return [logits, target, np.empty((n, k), dtype), np.empty(n, dtype)]
+
+    return make
+
+
+def _softmax_backward(index: bool) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        k = 10
+        probs = rng.random((n, k)).astype(dtype)
+        probs /= probs.sum(axis=1, keepdims=True)
+        if index:
+            target: Any = rng.integers(0, k, size=n).astype(np.int64)
+        else:
+            target = np.eye(k, dtype=dtype)[rng.integers(0, k, size=n)]
+        return [probs, target, 1.0 / n, np.empty((n, k), dtype)]
+
+    return make
+
+
+def _bce(kind: str) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        shape = (n, FEATURES)
+        t = (rng.random(shape) < 0.5).astype(dtype)
+        if kind == "prob":
+            p = rng.random(shape).astype(dtype)
+            if edge:
+                p[::4] = 0.0
+                p[1::4] = 1.0
+            return [p, t, 1.0 / n, 1e-12, np.empty(shape, dtype)]
+        z = _values(rng, dtype, shape, edge)
+        if kind == "forward":
+            return [z, t, np.empty(shape, dtype)]
+        return [z, t, 1.0 / n, np.empty(shape, dtype)]
+
+    return make
+
+
+def _dropout_forward(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+    shape = (n, FEATURES)
+    x = _values(rng, dtype, shape, edge)
+    u = rng.random(shape).astype(dtype)
+    u.reshape(-1)[::5] = 0.3  # exactly p: kept, as uniform >= p
+    return [x, u, 0.3, np.empty(shape, dtype), np.empty(shape, dtype)]
+
+
+def _dropout_backward(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+    shape = (n, FEATURES)
+    mask = ((rng.random(shape) >= 0.3) / 0.7).astype(dtype)
+    return [_values(rng, dtype, shape, edge), mask, np.empty(shape, dtype)]
+
+
+def _batchnorm_forward(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+    f = FEATURES
+    offset = 50.0 if edge else 0.0
+    x = (rng.normal(offset, 2.0, size=(max(n, 2), f))).astype(dtype)
+    m = max(n, 2)
+    return [
+        x,
+        rng.normal(1, 0.2, f).astype(dtype),
+        rng.normal(0, 0.2, f).astype(dtype),
+        rng.normal(0, 1, f).astype(dtype),
+        rng.random(f).astype(dtype) + 0.5,
+        0.1,
+        1e-5,
+        np.empty((m, f), dtype),
+        np.empty((m, f), dtype),
+        np.empty(f, dtype),
+    ]
+
+
+def _batchnorm_backward(accumulate: bool) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        f, m = FEATURES, max(n, 2)
+        xhat = rng.normal(0, 1, (m, f))
+        xhat = ((xhat - xhat.mean(0)) / xhat.std(0)).astype(dtype)
+        return [
+            _values(rng, dtype, (m, f), False),
+            xhat,
+            rng.normal(1, 0.2, f).astype(dtype),
+            (rng.random(f) + 0.5).astype(dtype),
+            rng.normal(0, 1, f).astype(dtype),
+            rng.normal(0, 1, f).astype(dtype),
+            np.empty((m, f), dtype),
+            accumulate,
+        ]
+
+    return make
+
+
+def _l1_l2(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+    g, p = _flat(rng, dtype, n, edge), _flat(rng, dtype, n, edge)
+    p[::7] = 0.0
+    mask = (rng.random(p.size) < 0.8).astype(dtype)
+    return [g, p, 1e-3, 1e-2, mask, np.empty_like(g)]
+
+
+def _grad_norm(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+    return [_flat(rng, dtype, n, False), np.zeros((), np.float64)]
+
+
+def _scale(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+    return [_flat(rng, dtype, n, edge), np.asarray(0.37, dtype=np.float64)]
+
+
+def _adagrad(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+    p, g = _flat(rng, dtype, n, False), _flat(rng, dtype, n, edge)
+    s = _flat(rng, dtype, n, False, positive=True)
+    return [p, g, s, 0.01, 0.01, 1e-10]
+
+
+# name -> list of (label, maker)
+CASES: dict[str, list[tuple[str, Callable[..., list[Any]]]]] = {}
+for _name in OPERATIONS:
+    if (
+        _name.endswith(("_forward", "_backward"))
+        and _name.removeprefix("bias_").rsplit("_", 1)[0] in ACTIVATIONS
+    ):
+        CASES[_name] = [("", _activation_case(_name))]
+CASES.update(
+    {
+        "sgd_step": [
+            ("plain", _sgd(0.0, False, False, 0.0)),
+            ("wd", _sgd(0.0, False, False, 0.01)),
+            ("momentum", _sgd(0.9, False, False, 0.01)),
+            ("first", _sgd(0.9, False, True, 0.0)),
+            ("nesterov", _sgd(0.9, True, False, 0.01)),
+        ],
+        "adagrad_step": [("", _adagrad)],
+        "rmsprop_step": [
+            ("plain", _rmsprop(False, 0.0)),
+            ("centered", _rmsprop(True, 0.0)),
+            ("momentum", _rmsprop(False, 0.9)),
+            ("centered-momentum", _rmsprop(True, 0.9)),
+        ],
+        "adam_step": [
+            ("adam", _adam(False, False, 0.0, 1)),
+            ("adam-wd", _adam(False, False, 0.01, 7)),
+            ("adamw", _adam(True, False, 0.01, 3)),
+            ("amsgrad", _adam(False, True, 0.0, 5)),
+            ("adamw-amsgrad", _adam(True, True, 0.01, 100)),
+        ],
+        "l1_l2_grad": [("", _l1_l2)],
+        "grad_norm_sq": [("", _grad_norm)],
+        "scale_inplace": [("", _scale)],
+        "softmax_cross_entropy_forward": [("", _softmax_forward(False))],
+        "softmax_cross_entropy_index_forward": [("", _softmax_forward(True))],
+        "softmax_cross_entropy_backward": [("", _softmax_backward(False))],
+        "softmax_cross_entropy_index_backward": [("", _softmax_backward(True))],
+        "binary_cross_entropy_logits_forward": [("", _bce("forward"))],
+        "binary_cross_entropy_logits_backward": [("", _bce("backward"))],
+        "binary_cross_entropy_backward": [("", _bce("prob"))],
+        "dropout_forward": [("", _dropout_forward)],
+        "dropout_backward": [("", _dropout_backward)],
+        "batchnorm_forward_train": [("", _batchnorm_forward)],
+        "batchnorm_backward": [
+            ("set", _batchnorm_backward(False)),
+            ("accumulate", _batchnorm_backward(True)),
+        ],
+    }
+)
+
+# Operations that sum over many elements: the generic version's sums carry
+# rounding error that grows with the length (the kernels sum in float64).
+REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq"})
+
+TOLERANCE = {np.dtype(np.float32): (2e-5, 5e-6), np.dtype(np.float64): (1e-11, 1e-13)}
+
+
+def compare(
+    name: str, implementation: Callable[..., Any], args: list[Any], *, tol_scale: float = 1.0
+) -> None:
+    """Run generic and ``implementation`` on copies of ``args``; every array must agree."""
+    expected = copy.deepcopy(args)
+    got = copy.deepcopy(args)
+    with np.errstate(all="ignore"):  # NaN and huge edge inputs make NumPy warn
+        OPERATIONS[name].generic(np, *expected)
+        implementation(*got)
+    for position, (e, g) in enumerate(zip(expected, got, strict=True)):
+        if not isinstance(e, np.ndarray) or e.dtype.kind != "f":
+            continue
+        rtol, atol = TOLERANCE.get(e.dtype, TOLERANCE[np.dtype(np.float64)])
+        if name in REDUCING:
+            rtol, atol = rtol * 50, atol * 50
+        # Absolute error is judged against the array's scale: the generic
+        # float32 path loses digits to cancellation (e.g. GELU's derivative
+        # near its zero) where the kernels, computing in float64, do not.
+        finite = np.abs(e[np.isfinite(e)])
+        magnitude = max(1.0, float(finite.max(initial=0.0)))
+        np.testing.assert_allclose(
+            g,
+            e,
+            rtol=rtol * tol_scale,
+            atol=atol * tol_scale * magnitude,
+            equal_nan=True,
+            err_msg=f"{name}: argument {position} differs from the generic version",
+        )

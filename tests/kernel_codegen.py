@@ -1,0 +1,160 @@
+"""Wrap bpcore's CUDA kernel sources into compilable translation units.
+
+CuPy turns an ``ElementwiseKernel`` into a ``__global__`` function whose loop
+binds each parameter name to the current element (``const T &x = _raw_x[i]``
+for inputs, ``T &y = _raw_y[i]`` for outputs, ``raw`` parameters as whole
+arrays, ``i`` the element index) and then runs the body.  Here the same body
+strings and preamble are wrapped the same way, so that
+
+* NVRTC compiles every kernel body without a GPU (``test_kernels_nvrtc``), and
+* the host C++ compiler builds the same text into a shared library whose
+  element loop runs sequentially (``test_kernels_host``).
+
+The templated raw kernels get host launchers that run every (block, thread)
+of a launch in turn; they use no shared memory or synchronisation, so the
+emulation is exact.
+"""
+
+from __future__ import annotations
+
+from bpcore.backends.kernels import cuda_sources as src
+
+CTYPES = {"float32": "float", "float64": "double"}
+SCALAR_CTYPES = {
+    "float64": "double",
+    "float32": "float",
+    "int64": "long long",
+    "int32": "int",
+    "bool": "bool",
+}
+
+LOOP_MACROS = r"""
+#ifdef BP_HOST_EMULATION
+#define BP_ELEMENT_LOOP(i, n) for (long long i = 0; i < (n); ++i)
+#else
+#define BP_ELEMENT_LOOP(i, n) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)blockDim.x * gridDim.x)
+#endif
+"""
+
+HOST_EMULATION = r"""
+#define BP_HOST_EMULATION 1
+struct bp_dim3 { unsigned int x, y, z; };
+static bp_dim3 threadIdx, blockIdx, blockDim, gridDim;
+"""
+
+# Host launchers of the raw kernels: C argument lists (T is the element type).
+RAW_SIGNATURES = {
+    "bp_softmax_xent_fwd": (
+        "const T* logits, const T* target, const long long* labels, T* probs, T* losses, "
+        "long long n, long long k",
+        "logits, target, labels, probs, losses, n, k",
+    ),
+    "bp_batchnorm_fwd": (
+        "const T* x, const T* gamma, const T* beta, T* running_mean, T* running_var, double momentum, "
+        "double eps, T* out, T* xhat, T* inv_std, long long n, long long f",
+        "x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std, n, f",
+    ),
+    "bp_batchnorm_bwd": (
+        "const T* gy, const T* xhat, const T* gamma, const T* inv_std, T* grad_gamma, T* grad_beta, T* out, "
+        "bool accumulate, long long n, long long f",
+        "gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate, n, f",
+    ),
+}
+
+
+def symbol(kernel_name: str, dtype: str) -> str:
+    """The C symbol of a wrapped kernel for one dtype."""
+    return f"{kernel_name}_{dtype}"
+
+
+def _c_type(param: src.Param, ctype: str) -> str:
+    if len(param.type) == 1 and param.type.isupper():
+        return ctype
+    return SCALAR_CTYPES[param.type]
+
+
+def elementwise_arguments(spec: src.Elementwise) -> list[tuple[src.Param, bool]]:
+    """(parameter, is_output) in call order: inputs, outputs, then the size."""
+    return [(p, False) for p in src.parse_params(spec.in_params)] + [
+        (p, True) for p in src.parse_params(spec.out_params)
+    ]
+
+
+def elementwise_unit(spec: src.Elementwise, dtype: str) -> str:
+    """One ElementwiseKernel, wrapped as CuPy wraps it, for one dtype."""
+    ctype = CTYPES[dtype]
+    decls, binds = [], []
+    for param, is_output in elementwise_arguments(spec):
+        c = _c_type(param, ctype)
+        if param.raw:
+            decls.append(f"{'' if is_output else 'const '}{c}* {param.name}")
+        elif param.is_array:
+            decls.append(f"{'' if is_output else 'const '}{c}* _raw_{param.name}")
+            binds.append(
+                f"{c} &{param.name} = _raw_{param.name}[i];"
+                if is_output
+                else f"const {c} &{param.name} = _raw_{param.name}[i];"
+            )
+        else:
+            decls.append(f"{c} {param.name}")
+    decls.append("long long _n")
+    name = symbol(spec.name, dtype)
+    return (
+        f"namespace ns_{name} {{\n"
+        f"typedef {ctype} T;\ntypedef {ctype} F;\ntypedef {ctype} U;\n"
+        f'extern "C" __global__ void {name}({", ".join(decls)}) {{\n'
+        f"  BP_ELEMENT_LOOP(i, _n) {{\n    {' '.join(binds)}\n    {spec.body};\n  }}\n}}\n}}\n"
+    )
+
+
+def reduction_unit(spec: src.Reduction, dtype: str) -> str:
+    """A ReductionKernel's map/reduce/post-map expressions in a serial reduction loop."""
+    ctype = CTYPES[dtype]
+    (inp,) = src.parse_params(spec.in_params)
+    (out,) = src.parse_params(spec.out_params)
+    name = symbol(spec.name, dtype)
+    return (
+        f"namespace ns_{name} {{\n"
+        f"typedef {ctype} T;\ntypedef {ctype} U;\ntypedef {spec.reduce_type} _type_reduce;\n"
+        f'extern "C" __global__ void {name}(const T* _raw_{inp.name}, U* _raw_{out.name}, long long _n) {{\n'
+        f"  _type_reduce _acc = _type_reduce({spec.identity});\n"
+        f"  BP_ELEMENT_LOOP(_j, _n) {{\n"
+        f"    const T &{inp.name} = _raw_{inp.name}[_j];\n"
+        f"    const _type_reduce a = _acc;\n"
+        f"    const _type_reduce b = ({spec.map_expr});\n"
+        f"    _acc = ({spec.reduce_expr});\n"
+        f"  }}\n"
+        f"  U &{out.name} = _raw_{out.name}[0];\n"
+        f"  const _type_reduce a = _acc;\n  {spec.post_map_expr};\n}}\n}}\n"
+    )
+
+
+def device_program() -> tuple[str, tuple[str, ...]]:
+    """All kernels in one NVRTC program, and the name expressions to instantiate."""
+    parts = [src.header_source(), LOOP_MACROS, src.RAW_SOURCE]
+    for dtype in CTYPES:
+        parts += [elementwise_unit(spec, dtype) for spec in src.ELEMENTWISE.values()]
+        parts += [reduction_unit(spec, dtype) for spec in src.REDUCTIONS.values()]
+    return "\n".join(parts), src.RAW_NAME_EXPRESSIONS
+
+
+def host_program() -> str:
+    """All kernels as one host C++ translation unit with C entry points."""
+    parts = [HOST_EMULATION, src.header_source(), LOOP_MACROS, src.RAW_SOURCE]
+    for dtype, ctype in CTYPES.items():
+        parts += [elementwise_unit(spec, dtype) for spec in src.ELEMENTWISE.values()]
+        parts += [reduction_unit(spec, dtype) for spec in src.REDUCTIONS.values()]
+        for kernel_name, (signature, call) in RAW_SIGNATURES.items():
+            name = symbol(kernel_name, dtype)
+            parts.append(
+                f"namespace ns_{name} {{\ntypedef {ctype} T;\n"
+                f'extern "C" void {name}({signature}, unsigned int grid, unsigned int block) {{\n'
+                f"  gridDim.x = grid; blockDim.x = block;\n"
+                f"  for (unsigned int bx = 0; bx < grid; ++bx)\n"
+                f"    for (unsigned int tx = 0; tx < block; ++tx) {{\n"
+                f"      blockIdx.x = bx; threadIdx.x = tx;\n"
+                f"      {kernel_name}<{ctype}>({call});\n    }}\n}}\n}}\n"
+            )
+    return "\n".join(parts)

@@ -1,0 +1,157 @@
+"""Every Numba kernel against its generic version: both dtypes, both builds, edge values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from bpcore.backends.ops import OPERATIONS
+
+pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the generic versions")
+
+from kernel_cases import CASES, compare
+
+from bpcore.backends.kernels import cpu, numba_kernels
+
+CPU_OPS = sorted(name for name, op in OPERATIONS.items() if op.cpu is not None)
+SMALL, LARGE = 37, 32768  # rows: below and above every parallel threshold
+SERIAL_ONLY = {
+    "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_index_backward",
+    "binary_cross_entropy_logits_forward",
+    "binary_cross_entropy_logits_backward",
+    "binary_cross_entropy_backward",
+}
+
+
+def test_every_cpu_kernel_has_cases() -> None:
+    assert set(CPU_OPS) <= set(CASES), sorted(set(CPU_OPS) - set(CASES))
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record which build (serial or parallel) each kernel call ran."""
+    ran: list[str] = []
+    original = cpu._pick
+
+    def spy(pair, size, threshold):  # type: ignore[no-untyped-def]
+        kernel = original(pair, size, threshold)
+        wanted = "parallel" if size >= threshold and pair.has_parallel else "serial"
+        ran.append(wanted if kernel is (pair.parallel if wanted == "parallel" else pair.serial) else "wrong")
+        return kernel
+
+    monkeypatch.setattr(cpu, "_pick", spy)
+    return ran
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", CPU_OPS)
+def test_cpu_kernel_matches_generic(name: str, dtype: type, builds: list[str]) -> None:
+    implementation = cpu.build(name)
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    for label, make in CASES[name]:
+        # Edge values on the small (serial) size; the large size runs the
+        # parallel build where the kernel has one.
+        # The parallel builds are compiled in float32 only, to keep the cold
+        # (first-run) compile time of this module down: their code is the
+        # serial build's, which runs in both dtypes.
+        sizes = ((SMALL, False), (SMALL, True)) + (((LARGE, False),) if dtype == np.float32 else ())
+        for rows, edge in sizes:
+            builds.clear()
+            compare(name, implementation, make(rng, dtype, rows, edge))
+            assert builds and "wrong" not in builds, (label, rows, builds)
+            if rows == LARGE:
+                assert "parallel" in builds or name in SERIAL_ONLY, (label, builds)
+
+
+def test_kernels_with_a_parallel_build() -> None:
+    serial_only = {name for name, pair in numba_kernels.KERNELS.items() if not pair.has_parallel}
+    assert serial_only == {
+        "softmax_xent_backward",
+        "softmax_xent_index_backward",
+        "bce_logits",
+        "bce_logits_backward",
+        "bce_backward",
+    }
+
+
+def test_bias_forward_writes_the_pre_activation_and_may_share_out() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, 16)).astype(np.float32)
+    b = rng.normal(size=16).astype(np.float32)
+    expected = np.maximum(z + b, 0)
+    cpu.build("bias_relu_forward")(z, b, z)
+    np.testing.assert_allclose(z, expected, rtol=1e-6)
+
+
+def test_non_contiguous_arrays_fall_back_to_the_generic_version() -> None:
+    rng = np.random.default_rng(1)
+    gy = rng.normal(size=(8, 32))[:, ::2]
+    y = rng.random((8, 32))[:, ::2]
+    out = np.empty((8, 32))[:, ::2]
+    cpu.build("sigmoid_backward")(gy, y, out)
+    np.testing.assert_allclose(out, gy * y * (1 - y), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_optimiser_state_subnormals_are_flushed(dtype: type) -> None:
+    tiny = np.finfo(dtype).tiny
+    n = 64
+    param = np.ones(n, dtype)
+    grad = np.zeros(n, dtype)
+    exp_avg = np.full(n, tiny * 0.5, dtype)  # already subnormal
+    exp_avg_sq = np.full(n, tiny * 1.5, dtype)  # becomes subnormal after * beta2? no: stays normal
+    exp_avg_sq[: n // 2] = tiny * 0.9
+    generic_m, generic_v = exp_avg.copy(), exp_avg_sq.copy()
+    OPERATIONS["adam_step"].generic(
+        np,
+        param.copy(),
+        grad,
+        generic_m,
+        generic_v,
+        np.empty(0, dtype),
+        1e-3,
+        0.9,
+        0.999,
+        1e-8,
+        0.0,
+        3,
+        False,
+        False,
+    )
+    assert np.any((generic_m != 0) & (np.abs(generic_m) < tiny)), "the generic path keeps subnormals"
+    cpu.build("adam_step")(
+        param, grad, exp_avg, exp_avg_sq, np.empty(0, dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 3, False, False
+    )
+    for state in (exp_avg, exp_avg_sq):
+        assert not np.any((state != 0) & (np.abs(state) < tiny))
+    assert np.all(exp_avg == 0)
+    assert np.all(exp_avg_sq[: n // 2] == 0)
+    np.testing.assert_array_equal(param, np.ones(n, dtype))
+
+
+def test_without_numba_everything_runs_the_generic_version() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["numba"] = None
+        import numpy as np
+        import bpcore
+        from bpcore.backends import get_backend
+        backend = get_backend("cpu", kernels="fused")
+        table = backend.dispatch_table()
+        assert set(table.values()) == {"generic"}, table
+        x = np.linspace(-3, 3, 12).reshape(3, 4)
+        out = np.empty_like(x)
+        backend.ops.sigmoid_forward(x, out)
+        assert np.allclose(out, 1 / (1 + np.exp(-x)))
+        print("generic-ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "generic-ok" in result.stdout
