@@ -110,14 +110,17 @@ def elementwise_unit(spec: src.Elementwise, dtype: str) -> str:
 
 
 def reduction_unit(spec: src.Reduction, dtype: str) -> str:
-    """A ReductionKernel's map/reduce/post-map expressions in a serial reduction loop."""
+    """A ReductionKernel's map/reduce/post-map expressions in a serial reduction loop.
+
+    The output type ``U`` is double here (bpcore keeps norms in float64).
+    """
     ctype = CTYPES[dtype]
     (inp,) = src.parse_params(spec.in_params)
     (out,) = src.parse_params(spec.out_params)
     name = symbol(spec.name, dtype)
     return (
         f"namespace ns_{name} {{\n"
-        f"typedef {ctype} T;\ntypedef {ctype} U;\ntypedef {spec.reduce_type} _type_reduce;\n"
+        f"typedef {ctype} T;\ntypedef double U;\ntypedef {spec.reduce_type} _type_reduce;\n"
         f'extern "C" __global__ void {name}(const T* _raw_{inp.name}, U* _raw_{out.name}, long long _n) {{\n'
         f"  _type_reduce _acc = _type_reduce({spec.identity});\n"
         f"  BP_ELEMENT_LOOP(_j, _n) {{\n"

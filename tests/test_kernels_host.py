@@ -1,0 +1,191 @@
+"""The CUDA kernels' arithmetic, run on the CPU and checked against the generic versions.
+
+The same header and kernel bodies that NVRTC compiles for the GPU are built
+here by the host C++ compiler into a shared library (``__host__`` /
+``__device__`` / ``__global__`` defined away, kernel launches emulated one
+thread after another), and driven through the very wrappers of
+:mod:`bpcore.backends.kernels.cuda` that call them on a GPU.  So a kernel
+that compiles but computes a wrong derivative, or a wrapper that passes its
+arguments in the wrong order, fails here without any GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import shutil
+import subprocess
+from typing import Any
+
+import kernel_codegen
+import numpy as np
+import pytest
+from kernel_cases import CASES, compare
+
+from bpcore.backends.kernels import cuda
+from bpcore.backends.kernels import cuda_sources as src
+from bpcore.backends.ops import OPERATIONS
+
+CUDA_OPS = sorted(name for name, op in OPERATIONS.items() if op.cuda is not None)
+COMPILER = shutil.which("g++") or shutil.which("c++")
+SCALAR_CTYPES = {"float64": ctypes.c_double, "int64": ctypes.c_longlong, "bool": ctypes.c_bool}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    if COMPILER is None:
+        pytest.skip("no host C++ compiler (g++) to build the CUDA kernels for the CPU")
+    folder = tmp_path_factory.mktemp("host_kernels")
+    source = folder / "kernels.cpp"
+    source.write_text(kernel_codegen.host_program())
+    target = folder / "kernels.so"
+    result = subprocess.run(
+        [COMPILER, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(target), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return ctypes.CDLL(str(target))
+
+
+def _pointer(array: np.ndarray) -> ctypes.c_void_p:
+    assert array.flags.c_contiguous
+    return ctypes.c_void_p(array.ctypes.data)
+
+
+class HostElementwise:
+    """An ElementwiseKernel with CuPy's calling convention, run by the host library."""
+
+    def __init__(self, spec: src.Elementwise, library: ctypes.CDLL) -> None:
+        self.spec = spec
+        self.library = library
+        self.params = kernel_codegen.elementwise_arguments(spec)
+
+    def __call__(self, *args: Any) -> None:
+        assert len(args) == len(self.params), (self.spec.name, len(args))
+        pairs = list(zip(self.params, args, strict=True))
+        dtype = next(np.asarray(a).dtype for (p, _), a in pairs if p.type == "T" and not p.raw)
+        outputs = [a for (p, out), a in pairs if out and not p.raw]
+        shape = np.broadcast_shapes(*(np.shape(a) for (p, _), a in pairs if p.is_array and not p.raw))
+        c_args: list[Any] = []
+        keep: list[np.ndarray] = []
+        for (param, is_output), arg in pairs:
+            if param.raw:
+                c_args.append(_pointer(arg))
+            elif param.is_array:
+                if is_output or any(arg is o for o in outputs):
+                    assert arg.shape == shape and arg.dtype == dtype
+                    c_args.append(_pointer(arg))
+                else:
+                    array = np.ascontiguousarray(np.broadcast_to(np.asarray(arg, dtype=dtype), shape))
+                    keep.append(array)
+                    c_args.append(_pointer(array))
+            else:
+                c_args.append(SCALAR_CTYPES[param.type](arg))
+        c_args.append(ctypes.c_longlong(math.prod(shape)))
+        getattr(self.library, kernel_codegen.symbol(self.spec.name, dtype.name))(*c_args)
+
+
+class HostReduction:
+    """A full ReductionKernel, run serially by the host library."""
+
+    def __init__(self, spec: src.Reduction, library: ctypes.CDLL) -> None:
+        self.spec = spec
+        self.library = library
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
+        total = np.zeros(1, dtype=np.float64)
+        symbol = kernel_codegen.symbol(self.spec.name, x.dtype.name)
+        getattr(self.library, symbol)(_pointer(x), _pointer(total), ctypes.c_longlong(x.size))
+        out[...] = total[0]
+
+
+class HostRawModule:
+    """``get_function("kernel<float>")`` gives a ``(grid, block, args)`` launcher."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self.library = library
+
+    def get_function(self, expression: str) -> Any:
+        kernel_name, ctype = expression.rstrip(">").split("<")
+        dtype = {"float": "float32", "double": "float64"}[ctype]
+        function = getattr(self.library, kernel_codegen.symbol(kernel_name, dtype))
+
+        def launch(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+            c_args: list[Any] = []
+            for arg in args:
+                if isinstance(arg, np.ndarray):
+                    c_args.append(_pointer(arg))
+                elif isinstance(arg, np.uint64):  # a null pointer
+                    c_args.append(ctypes.c_void_p(int(arg) or None))
+                elif isinstance(arg, np.bool_):
+                    c_args.append(ctypes.c_bool(bool(arg)))
+                elif isinstance(arg, np.integer):
+                    c_args.append(ctypes.c_longlong(int(arg)))
+                else:
+                    c_args.append(ctypes.c_double(float(arg)))
+            function(*c_args, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
+
+        return launch
+
+
+@pytest.fixture(scope="module")
+def host_kernels(library: ctypes.CDLL) -> Any:
+    def kernels(kernel_name: str) -> Any:
+        if kernel_name == "raw":
+            return HostRawModule(library)
+        if kernel_name in src.REDUCTIONS:
+            return HostReduction(src.REDUCTIONS[kernel_name], library)
+        return HostElementwise(src.ELEMENTWISE[kernel_name], library)
+
+    return kernels
+
+
+def test_every_cuda_kernel_has_cases() -> None:
+    assert set(CUDA_OPS) <= set(CASES), sorted(set(CUDA_OPS) - set(CASES))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", CUDA_OPS)
+def test_cuda_kernel_arithmetic_matches_generic(name: str, dtype: type, host_kernels: Any) -> None:
+    implementation = cuda.make_implementation(name, host_kernels)
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    for _label, make in CASES[name]:
+        for edge in (False, True):
+            compare(name, implementation, make(rng, dtype, 41, edge))
+
+
+def test_a_kernel_with_a_wrong_derivative_fails(host_kernels: Any, tmp_path: Any) -> None:
+    args = CASES["sigmoid_backward"][0][1](np.random.default_rng(3), np.float64, 20, False)
+    compare("sigmoid_backward", cuda.make_implementation("sigmoid_backward", host_kernels), args)
+
+    # The same kernel with y * (1 + y) for y * (1 - y): it compiles, and must be caught.
+    wrong = src.Elementwise("bp_sigmoid_bwd", "T gy, T s", "T gx", "gx = gy * s * (T(1) + s)")
+    source = tmp_path / "wrong.cpp"
+    source.write_text(
+        kernel_codegen.HOST_EMULATION
+        + src.header_source()
+        + kernel_codegen.LOOP_MACROS
+        + kernel_codegen.elementwise_unit(wrong, "float64")
+    )
+    target = tmp_path / "wrong.so"
+    subprocess.run([COMPILER, "-O1", "-shared", "-fPIC", "-o", str(target), str(source)], check=True)
+    wrong_library = ctypes.CDLL(str(target))
+    implementation = cuda.make_implementation(
+        "sigmoid_backward", lambda _: HostElementwise(wrong, wrong_library)
+    )
+    with pytest.raises(AssertionError, match="differs from the generic version"):
+        compare("sigmoid_backward", implementation, args)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_cuda_optimiser_state_subnormals_are_flushed(dtype: type, host_kernels: Any) -> None:
+    tiny = np.finfo(dtype).tiny
+    n = 32
+    param, grad = np.ones(n, dtype), np.zeros(n, dtype)
+    m, v = np.full(n, tiny * 0.5, dtype), np.full(n, tiny * 0.9, dtype)
+    cuda.make_implementation("adam_step", host_kernels)(
+        param, grad, m, v, np.empty(0, dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 2, False, False
+    )
+    assert np.all(m == 0) and np.all(v == 0)
+    np.testing.assert_array_equal(param, np.ones(n, dtype))
