@@ -1,0 +1,8 @@
+"""``python -m bpcore``: the same as the ``bpcore`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
