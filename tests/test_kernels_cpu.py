@@ -18,7 +18,8 @@ from kernel_cases import CASES, compare
 from bpcore.backends.kernels import cpu, numba_kernels
 
 CPU_OPS = sorted(name for name, op in OPERATIONS.items() if op.cpu is not None)
-SMALL, LARGE = 37, 32768  # rows: below and above every parallel threshold
+SMALL, LARGE = 37, 512  # rows: below and above every (lowered) parallel threshold
+PARALLEL_MIN = 4096  # elements; the tests lower every threshold to this
 SERIAL_ONLY = {
     "softmax_cross_entropy_backward",
     "softmax_cross_entropy_index_backward",
@@ -34,13 +35,15 @@ def test_every_cpu_kernel_has_cases() -> None:
 
 @pytest.fixture
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record which build (serial or parallel) each kernel call ran."""
+    """Lower the parallel thresholds, and record which build each kernel call ran."""
+    for kind in cpu.PARALLEL_MIN:
+        monkeypatch.setitem(cpu.PARALLEL_MIN, kind, PARALLEL_MIN)
     ran: list[str] = []
     original = cpu._pick
 
-    def spy(pair, size, threshold):  # type: ignore[no-untyped-def]
-        kernel = original(pair, size, threshold)
-        wanted = "parallel" if size >= threshold and pair.has_parallel else "serial"
+    def spy(pair, size, kind):  # type: ignore[no-untyped-def]
+        kernel = original(pair, size, kind)
+        wanted = "parallel" if size >= PARALLEL_MIN and pair.has_parallel else "serial"
         ran.append(wanted if kernel is (pair.parallel if wanted == "parallel" else pair.serial) else "wrong")
         return kernel
 

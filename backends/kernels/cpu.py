@@ -7,7 +7,7 @@ is missing, so that the backend falls back to the generic version) and
 returns a wrapper with the operation's signature.  Each wrapper
 
 * picks the serial build of its kernel for small arrays and the parallel one
-  from a size where the threads pay off (``PARALLEL_MIN_*``);
+  from a size where the threads pay off (:data:`PARALLEL_MIN`);
 * runs the generic version instead when an array is not C-contiguous (the
   kernels walk flat memory), so an unusual caller still gets a right answer;
 * passes the dtype's smallest normal number to the optimiser kernels, which
@@ -25,12 +25,19 @@ import numpy as np
 
 from ..ops.registry import KernelBuilder
 
-# Sizes (elements) from which the parallel build runs: a parallel region costs
-# about 10 µs, so cheap arithmetic needs more elements than exp/tanh-heavy work.
-PARALLEL_MIN_CHEAP = 1 << 18
-PARALLEL_MIN_TRANSCENDENTAL = 1 << 14
-PARALLEL_MIN_OPTIMISER = 1 << 16
-PARALLEL_MIN_ROWS = 1 << 15
+# Sizes (elements) from which the parallel build runs, by kind of work.  A
+# parallel region costs about 10 µs, so cheap arithmetic needs more elements
+# than exp/tanh-heavy work.  Optimiser kernels vectorise: one thread updates
+# 235k float32 parameters of Adam in about 0.14 ms, and right after a matrix
+# product the BLAS threads are still spinning, so extra threads pay off only
+# for much larger buffers.
+PARALLEL_MIN = {
+    "cheap": 1 << 18,
+    "transcendental": 1 << 14,
+    "optimiser": 1 << 21,
+    "rows": 1 << 15,
+    "columns": 1 << 16,
+}
 
 _CHEAP_ACTIVATIONS = frozenset({"identity", "relu", "leaky_relu", "sigmoid", "tanh"})
 
@@ -64,8 +71,8 @@ def _contiguous(*arrays: Any) -> bool:
     return all(a.flags.c_contiguous for a in arrays)
 
 
-def _pick(pair: Any, size: int, threshold: int) -> Any:
-    return pair.parallel if size >= threshold else pair.serial
+def _pick(pair: Any, size: int, kind: str) -> Any:
+    return pair.parallel if size >= PARALLEL_MIN[kind] else pair.serial
 
 
 def _tiny(array: Any) -> float:
@@ -96,7 +103,7 @@ def _activation_parts(name: str) -> tuple[str, str]:
 
 def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
     activation, role = _activation_parts(name)
-    threshold = PARALLEL_MIN_CHEAP if activation in _CHEAP_ACTIVATIONS else PARALLEL_MIN_TRANSCENDENTAL
+    kind = "cheap" if activation in _CHEAP_ACTIVATIONS else "transcendental"
     generic = _generic(name)
     if role == "backward":
         pair = nk.KERNELS[f"bwd_{activation}"]
@@ -105,7 +112,7 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
             if not _contiguous(gy, saved, out):
                 return generic(gy, saved, out, *params)
             p = _param(out, params)
-            _pick(pair, out.size, threshold)(gy.reshape(-1), saved.reshape(-1), out.reshape(-1), p)
+            _pick(pair, out.size, kind)(gy.reshape(-1), saved.reshape(-1), out.reshape(-1), p)
             return out
 
         return backward
@@ -118,7 +125,7 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
                 return generic(z, b, out, *params)
             p = _param(out, params)
             cols = max(z.shape[1], 1)
-            _pick(pair, z.size, threshold)(z.reshape(-1), b, out.reshape(-1), p, cols, True)
+            _pick(pair, z.size, kind)(z.reshape(-1), b, out.reshape(-1), p, cols, True)
             return out
 
         return bias_forward
@@ -128,8 +135,7 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
             return generic(x, out, *params)
         p = _param(out, params)
         flat = x.reshape(-1)
-        # Rows of 4096 elements: enough work per parallel iteration.
-        _pick(pair, x.size, threshold)(flat, flat[:0], out.reshape(-1), p, 4096, False)
+        _pick(pair, x.size, kind)(flat, flat[:0], out.reshape(-1), p, 1, False)
         return out
 
     return forward
@@ -138,31 +144,30 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
 # --- optimisers ----------------------------------------------------------------------
 def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
     generic = _generic(name)
-    threshold = PARALLEL_MIN_OPTIMISER
+    kind = "optimiser"
     if name == "sgd_step":
-        momentum_pair, plain_pair = nk.KERNELS["sgd_momentum"], nk.KERNELS["sgd_plain"]
+        pair = nk.KERNELS["sgd"]
 
         def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
             if not _contiguous(param, grad, momentum_buf):
                 return generic(
                     param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step
                 )
-            p, g = param.reshape(-1), grad.reshape(-1)
-            if momentum != 0:
-                _pick(momentum_pair, p.size, threshold)(
-                    p,
-                    g,
-                    momentum_buf.reshape(-1),
-                    float(lr),
-                    float(momentum),
-                    float(dampening),
-                    float(weight_decay),
-                    bool(nesterov),
-                    bool(first_step),
-                    _tiny(param),
-                )
-            else:
-                _pick(plain_pair, p.size, threshold)(p, g, float(lr), float(weight_decay))
+            t = param.dtype.type
+            buf = momentum_buf.reshape(-1) if momentum != 0 else param.reshape(-1)[:0]
+            _pick(pair, param.size, kind)(
+                param.reshape(-1),
+                grad.reshape(-1),
+                buf,
+                t(lr),
+                t(momentum),
+                t(dampening),
+                t(weight_decay),
+                momentum != 0,
+                bool(nesterov),
+                bool(first_step),
+                t(_tiny(param)),
+            )
             return param
 
         return sgd_step
@@ -172,14 +177,15 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         def adagrad_step(param, grad, state_sum, clr, weight_decay, eps):  # type: ignore[no-untyped-def]
             if not _contiguous(param, grad, state_sum):
                 return generic(param, grad, state_sum, clr, weight_decay, eps)
-            _pick(pair, param.size, threshold)(
+            t = param.dtype.type
+            _pick(pair, param.size, kind)(
                 param.reshape(-1),
                 grad.reshape(-1),
                 state_sum.reshape(-1),
-                float(clr),
-                float(weight_decay),
-                float(eps),
-                _tiny(param),
+                t(clr),
+                t(weight_decay),
+                t(eps),
+                t(_tiny(param)),
             )
             return param
 
@@ -204,20 +210,21 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
                     momentum,
                     centered,
                 )
-            _pick(pair, param.size, threshold)(
+            t = param.dtype.type
+            _pick(pair, param.size, kind)(
                 param.reshape(-1),
                 grad.reshape(-1),
                 square_avg.reshape(-1),
                 grad_avg.reshape(-1),
                 momentum_buf.reshape(-1),
-                float(lr),
-                float(alpha),
-                float(eps),
-                float(weight_decay),
-                float(momentum),
+                t(lr),
+                t(alpha),
+                t(eps),
+                t(weight_decay),
+                t(momentum),
                 bool(centered),
-                bool(momentum > 0),
-                _tiny(param),
+                momentum > 0,
+                t(_tiny(param)),
             )
             return param
 
@@ -256,24 +263,26 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
                     decoupled,
                     amsgrad,
                 )
+            t = param.dtype.type
+            # torch's scalars, computed on the host in double as torch does.
             step_size = lr / (1.0 - beta1**step)
             bc2_sqrt = (1.0 - beta2**step) ** 0.5
-            _pick(pair, param.size, threshold)(
+            shrink, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+            _pick(pair, param.size, kind)(
                 param.reshape(-1),
                 grad.reshape(-1),
                 exp_avg.reshape(-1),
                 exp_avg_sq.reshape(-1),
                 max_exp_avg_sq.reshape(-1),
-                float(lr),
-                float(beta1),
-                float(beta2),
-                float(eps),
-                float(weight_decay),
-                float(step_size),
-                float(bc2_sqrt),
-                bool(decoupled),
+                t(shrink),
+                t(l2),
+                t(beta1),
+                t(beta2),
+                t(eps),
+                t(step_size),
+                t(bc2_sqrt),
                 bool(amsgrad),
-                _tiny(param),
+                t(_tiny(param)),
             )
             return param
 
@@ -284,7 +293,7 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         def l1_l2_grad(grad, param, l1, l2, mask, out):  # type: ignore[no-untyped-def]
             if not _contiguous(grad, param, mask, out) or mask.shape != grad.shape:
                 return generic(grad, param, l1, l2, mask, out)
-            _pick(pair, grad.size, threshold)(
+            _pick(pair, grad.size, kind)(
                 grad.reshape(-1), param.reshape(-1), mask.reshape(-1), out.reshape(-1), float(l1), float(l2)
             )
             return out
@@ -297,7 +306,7 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
             if not _contiguous(grad):
                 return generic(grad, out)
             flat = grad.reshape(-1)
-            kernel = _pick(pair, flat.size, threshold)
+            kernel = _pick(pair, flat.size, kind)
             partial = np.empty(64 if kernel is pair.parallel else 1)
             kernel(flat, partial)
             out[...] = partial.sum()
@@ -312,7 +321,7 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
                 return generic(x, factor)
             # The product is formed in float64 and rounded once, as the generic
             # ``x *= factor`` with a float64 0-d factor does.
-            _pick(pair, x.size, PARALLEL_MIN_CHEAP)(x.reshape(-1), float(factor.reshape(-1)[0]))
+            _pick(pair, x.size, "cheap")(x.reshape(-1), float(factor.reshape(-1)[0]))
             return x
 
         return scale_inplace
@@ -333,7 +342,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
             flat = logits.reshape(-1)
             dummy_target = flat[:0] if use_labels else target.reshape(-1)
             labels = target if use_labels else np.empty(0, np.int64)
-            _pick(pair, logits.size, PARALLEL_MIN_ROWS)(
+            _pick(pair, logits.size, "rows")(
                 flat, dummy_target, labels, probs.reshape(-1), losses, k, use_labels
             )
             return losses
@@ -345,7 +354,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         def backward(probs, target, scale, out):  # type: ignore[no-untyped-def]
             if not _contiguous(probs, target, out) or target.shape != probs.shape:
                 return generic(probs, target, scale, out)
-            _pick(pair, out.size, PARALLEL_MIN_CHEAP)(
+            _pick(pair, out.size, "cheap")(
                 probs.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
             )
             return out
@@ -357,7 +366,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         def index_backward(probs, labels, scale, out):  # type: ignore[no-untyped-def]
             if probs.ndim != 2 or not _contiguous(probs, labels, out):
                 return generic(probs, labels, scale, out)
-            _pick(pair, out.size, PARALLEL_MIN_CHEAP)(
+            _pick(pair, out.size, "cheap")(
                 probs.reshape(-1), labels, out.reshape(-1), float(scale), probs.shape[1]
             )
             return out
@@ -369,9 +378,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         def bce_logits_forward(z, target, losses):  # type: ignore[no-untyped-def]
             if not _contiguous(z, target, losses) or target.shape != z.shape:
                 return generic(z, target, losses)
-            _pick(pair, z.size, PARALLEL_MIN_TRANSCENDENTAL)(
-                z.reshape(-1), target.reshape(-1), losses.reshape(-1)
-            )
+            _pick(pair, z.size, "transcendental")(z.reshape(-1), target.reshape(-1), losses.reshape(-1))
             return losses
 
         return bce_logits_forward
@@ -381,7 +388,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         def bce_logits_backward(z, target, scale, out):  # type: ignore[no-untyped-def]
             if not _contiguous(z, target, out) or target.shape != z.shape:
                 return generic(z, target, scale, out)
-            _pick(pair, z.size, PARALLEL_MIN_TRANSCENDENTAL)(
+            _pick(pair, z.size, "transcendental")(
                 z.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
             )
             return out
@@ -393,7 +400,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         def bce_backward(p, target, scale, eps, out):  # type: ignore[no-untyped-def]
             if not _contiguous(p, target, out) or target.shape != p.shape:
                 return generic(p, target, scale, eps, out)
-            _pick(pair, p.size, PARALLEL_MIN_CHEAP)(
+            _pick(pair, p.size, "cheap")(
                 p.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale), float(eps)
             )
             return out
@@ -412,7 +419,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
             if not _contiguous(x, uniform, out, mask) or uniform.shape != x.shape:
                 return generic(x, uniform, p, out, mask)
             dtype = x.dtype.type
-            _pick(pair, x.size, PARALLEL_MIN_CHEAP)(
+            _pick(pair, x.size, "cheap")(
                 x.reshape(-1),
                 uniform.reshape(-1),
                 out.reshape(-1),
@@ -429,7 +436,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
         def dropout_backward(gy, mask, out):  # type: ignore[no-untyped-def]
             if not _contiguous(gy, mask, out) or mask.shape != gy.shape:
                 return generic(gy, mask, out)
-            _pick(pair, out.size, PARALLEL_MIN_CHEAP)(gy.reshape(-1), mask.reshape(-1), out.reshape(-1))
+            _pick(pair, out.size, "cheap")(gy.reshape(-1), mask.reshape(-1), out.reshape(-1))
             return out
 
         return dropout_backward
@@ -443,7 +450,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
             if x.ndim != 2 or not _contiguous(*arrays):
                 return generic(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std)
             n, f = x.shape
-            _pick(pair, x.size, PARALLEL_MIN_OPTIMISER)(
+            _pick(pair, x.size, "columns")(
                 x.reshape(-1),
                 gamma,
                 beta,
@@ -468,7 +475,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
             if gy.ndim != 2 or not _contiguous(*arrays):
                 return generic(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate)
             n, f = gy.shape
-            _pick(pair, gy.size, PARALLEL_MIN_OPTIMISER)(
+            _pick(pair, gy.size, "columns")(
                 gy.reshape(-1),
                 xhat.reshape(-1),
                 gamma,

@@ -8,11 +8,12 @@ lazily, per dtype, and cached on disk (``cache=True``), so a second process
 pays no compile time.  :mod:`.cpu` picks the version by size.
 
 The per-element math mirrors ``bpcore_math.cuh`` (the CUDA kernels' header)
-and the generic versions in ``bpcore.backends.ops``.  Float32 values are
-computed in float64 registers and rounded once on store, which is as
-accurate as the generic float32 path or more.  The optimiser kernels flush
-subnormal state values to zero (``tiny`` is the dtype's smallest normal
-number, passed in by the caller).
+and the generic versions in ``bpcore.backends.ops``.  The activations
+and losses compute float32 values in float64 registers and round once on
+store (as accurate as the generic float32 path or more; their libm calls do
+not vectorise anyway).  The optimiser kernels compute in the arrays' dtype,
+which vectorises, and flush subnormal state values to zero (``tiny`` is the
+dtype's smallest normal number, passed in by the caller).
 
 Arrays reach these kernels flat (1-D, C-contiguous) or as explicit row and
 column counts; the wrappers in :mod:`.cpu` make sure of that.
@@ -32,7 +33,11 @@ from numba import prange
 GELU_K = 0.7978845608028654  # sqrt(2 / pi)
 GELU_C = 0.044715
 
-_element = numba.njit(cache=True, nogil=True)
+# error_model="numpy": division by zero gives inf/NaN as in NumPy instead of
+# raising, which also removes the per-element check that stops LLVM from
+# vectorising the loops (measured: Adam over 235k float32 values 1.7 ms -> 0.14 ms).
+_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+_element = numba.njit(**_OPTIONS)
 
 
 class KernelPair:
@@ -62,7 +67,7 @@ def _variant(function: Callable[..., Any], suffix: str, *, parallel: bool) -> An
     )
     copy.__qualname__ = f"{function.__qualname__}_{suffix}"
     copy.__module__ = function.__module__
-    return numba.njit(cache=True, nogil=True, parallel=parallel)(copy)
+    return numba.njit(parallel=parallel, **_OPTIONS)(copy)
 
 
 KERNELS: dict[str, KernelPair] = {}
@@ -178,138 +183,147 @@ def grad_softplus(gy: float, x: float, p: float) -> float:
     return gy * sigmoid(x)
 
 
-@_element
-def flush(v: float, tiny: float) -> float:
-    return 0.0 if abs(v) < tiny else v
-
-
 # --- activations -----------------------------------------------------------------
-# Forward kernels serve both ``<act>_forward`` (has_bias False) and
-# ``bias_<act>_forward``: the flat arrays are walked as rows of ``cols``
-# elements (the last row may be short), so the bias index needs no division.
-# With a bias, ``z`` receives the pre-activation ``z + b``.
+# Forward kernels serve both ``<act>_forward`` (has_bias False: a flat loop)
+# and ``bias_<act>_forward`` (rows of ``cols`` elements; ``z`` receives the
+# pre-activation ``z + b``).  Each branch is its own loop, with no test inside,
+# so that LLVM can vectorise what has no libm call.
 
 
 @kernel
 def fwd_identity(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = z[base + c]
-            if has_bias:
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
                 v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = v
+                out[base + c] = v
+    else:
+        for i in prange(z.size):
+            v = z[i]
+            out[i] = v
 
 
 @kernel
 def fwd_sigmoid(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = np.float64(z[base + c])
-            if has_bias:
-                v = np.float64(z[base + c] + b[c])
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
+                v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = act_sigmoid(v, p)
+                out[base + c] = act_sigmoid(np.float64(v), p)
+    else:
+        for i in prange(z.size):
+            out[i] = act_sigmoid(np.float64(z[i]), p)
 
 
 @kernel
 def fwd_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = z[base + c]
-            if has_bias:
+    zero = z.dtype.type(0)
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
                 v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = v if not v < 0 else 0
+                out[base + c] = zero if v < zero else v
+    else:
+        for i in prange(z.size):
+            v = z[i]
+            out[i] = zero if v < zero else v
 
 
 @kernel
 def fwd_leaky_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = np.float64(z[base + c])
-            if has_bias:
-                v = np.float64(z[base + c] + b[c])
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
+                v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = act_leaky_relu(v, p)
+                out[base + c] = act_leaky_relu(np.float64(v), p)
+    else:
+        for i in prange(z.size):
+            out[i] = act_leaky_relu(np.float64(z[i]), p)
 
 
 @kernel
 def fwd_elu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = np.float64(z[base + c])
-            if has_bias:
-                v = np.float64(z[base + c] + b[c])
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
+                v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = act_elu(v, p)
+                out[base + c] = act_elu(np.float64(v), p)
+    else:
+        for i in prange(z.size):
+            out[i] = act_elu(np.float64(z[i]), p)
 
 
 @kernel
 def fwd_gelu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = np.float64(z[base + c])
-            if has_bias:
-                v = np.float64(z[base + c] + b[c])
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
+                v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = act_gelu(v, p)
+                out[base + c] = act_gelu(np.float64(v), p)
+    else:
+        for i in prange(z.size):
+            out[i] = act_gelu(np.float64(z[i]), p)
 
 
 @kernel
 def fwd_silu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = np.float64(z[base + c])
-            if has_bias:
-                v = np.float64(z[base + c] + b[c])
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
+                v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = act_silu(v, p)
+                out[base + c] = act_silu(np.float64(v), p)
+    else:
+        for i in prange(z.size):
+            out[i] = act_silu(np.float64(z[i]), p)
 
 
 @kernel
 def fwd_softplus(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    n = z.size
-    for r in prange((n + cols - 1) // cols):
-        base = r * cols
-        for c in range(min(cols, n - base)):
-            v = np.float64(z[base + c])
-            if has_bias:
-                v = np.float64(z[base + c] + b[c])
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
+                v = z[base + c] + b[c]
                 z[base + c] = v
-            out[base + c] = act_softplus(v, p)
+                out[base + c] = act_softplus(np.float64(v), p)
+    else:
+        for i in prange(z.size):
+            out[i] = act_softplus(np.float64(z[i]), p)
 
 
 @kernel
 def bwd_sigmoid(gy, s, out, p):  # type: ignore[no-untyped-def]
+    one = s.dtype.type(1)
     for i in prange(s.size):
-        out[i] = gy[i] * s[i] * (1 - s[i])
+        out[i] = gy[i] * s[i] * (one - s[i])
 
 
 @kernel
 def bwd_tanh(gy, s, out, p):  # type: ignore[no-untyped-def]
+    one = s.dtype.type(1)
     for i in prange(s.size):
-        out[i] = gy[i] * (1 - s[i] * s[i])
+        out[i] = gy[i] * (one - s[i] * s[i])
 
 
 @kernel
 def bwd_relu(gy, s, out, p):  # type: ignore[no-untyped-def]
+    zero, one = s.dtype.type(0), s.dtype.type(1)
     for i in prange(s.size):
-        out[i] = gy[i] * (s[i] > 0)
+        out[i] = gy[i] * (one if s[i] > zero else zero)  # gy * (y > 0): a NaN gradient stays NaN
 
 
 @kernel
@@ -343,84 +357,95 @@ def bwd_softplus(gy, s, out, p):  # type: ignore[no-untyped-def]
 
 
 # --- optimiser updates (torch.optim's rules; state flushed) ---------------------
+# Computed in the arrays' dtype, as the generic and the CUDA versions do: the
+# caller passes every scalar already converted to that dtype.
 @kernel
-def sgd_momentum(param, grad, buf, lr, momentum, dampening, wd, nesterov, first_step, tiny):  # type: ignore[no-untyped-def]
+def sgd(param, grad, buf, lr, momentum, dampening, wd, use_momentum, nesterov, first_step, tiny):  # type: ignore[no-untyped-def]
+    one = param.dtype.type(1)
+    zero = param.dtype.type(0)
     for i in prange(param.size):
-        p = np.float64(param[i])
+        p = param[i]
         g = grad[i] + wd * p
-        b = g if first_step else momentum * buf[i] + (1.0 - dampening) * g
-        b = flush(b, tiny)
-        buf[i] = b
-        b = np.float64(buf[i])
-        g = g + momentum * b if nesterov else b
+        if use_momentum:
+            b = g if first_step else momentum * buf[i] + (one - dampening) * g
+            b = zero if abs(b) < tiny else b
+            buf[i] = b
+            g = g + momentum * b if nesterov else b
         param[i] = p - lr * g
 
 
 @kernel
-def sgd_plain(param, grad, lr, wd):  # type: ignore[no-untyped-def]
-    for i in prange(param.size):
-        p = np.float64(param[i])
-        param[i] = p - lr * (grad[i] + wd * p)
-
-
-@kernel
 def adagrad(param, grad, state_sum, clr, wd, eps, tiny):  # type: ignore[no-untyped-def]
+    zero = param.dtype.type(0)
     for i in prange(param.size):
-        p = np.float64(param[i])
+        p = param[i]
         g = grad[i] + wd * p
-        s = flush(state_sum[i] + g * g, tiny)
+        s = state_sum[i] + g * g
+        s = zero if abs(s) < tiny else s
         state_sum[i] = s
-        param[i] = p - clr * g / (math.sqrt(np.float64(state_sum[i])) + eps)
+        param[i] = p - clr * g / (np.sqrt(s) + eps)
 
 
 @kernel
 def rmsprop(
     param, grad, square_avg, grad_avg, buf, lr, alpha, eps, wd, momentum, centered, use_momentum, tiny
 ):  # type: ignore[no-untyped-def]
+    one = param.dtype.type(1)
+    zero = param.dtype.type(0)
     for i in prange(param.size):
-        p = np.float64(param[i])
+        p = param[i]
         g = grad[i] + wd * p
-        sq = flush(alpha * square_avg[i] + (1.0 - alpha) * (g * g), tiny)
+        sq = alpha * square_avg[i] + (one - alpha) * (g * g)
+        sq = zero if abs(sq) < tiny else sq
         square_avg[i] = sq
-        sq = np.float64(square_avg[i])
         if centered:
-            ga = flush(grad_avg[i] + (1.0 - alpha) * (g - grad_avg[i]), tiny)
+            ga = grad_avg[i] + (one - alpha) * (g - grad_avg[i])
+            ga = zero if abs(ga) < tiny else ga
             grad_avg[i] = ga
-            ga = np.float64(grad_avg[i])
-            avg = math.sqrt(sq - ga * ga) + eps
+            avg = np.sqrt(sq - ga * ga) + eps
         else:
-            avg = math.sqrt(sq) + eps
+            avg = np.sqrt(sq) + eps
         if use_momentum:
-            b = flush(momentum * buf[i] + g / avg, tiny)
+            b = momentum * buf[i] + g / avg
+            b = zero if abs(b) < tiny else b
             buf[i] = b
-            param[i] = p - lr * np.float64(buf[i])
+            param[i] = p - lr * b
         else:
             param[i] = p - lr * (g / avg)
 
 
 @kernel
-def adam(param, grad, m, v, vmax, lr, beta1, beta2, eps, wd, step_size, bc2_sqrt, decoupled, amsgrad, tiny):  # type: ignore[no-untyped-def]
-    for i in prange(param.size):
-        p = np.float64(param[i])
-        g = np.float64(grad[i])
-        if decoupled:
-            p = p * (1.0 - lr * wd)
-        else:
-            g = g + wd * p
-        mi = flush(m[i] + (1.0 - beta1) * (g - m[i]), tiny)
-        vi = flush(beta2 * v[i] + (1.0 - beta2) * (g * g), tiny)
-        m[i] = mi
-        v[i] = vi
-        mi = np.float64(m[i])
-        second = np.float64(v[i])
-        if amsgrad:
-            # max that propagates a NaN from either side, as numpy.maximum
-            vm = np.float64(vmax[i])
-            if vm > second or vm != vm:
-                second = vm
-            vmax[i] = second
-        denom = math.sqrt(second) / bc2_sqrt + eps
-        param[i] = p - step_size * (mi / denom)
+def adam(param, grad, m, v, vmax, shrink, l2, beta1, beta2, eps, step_size, bc2_sqrt, amsgrad, tiny):  # type: ignore[no-untyped-def]
+    # shrink = 1 - lr*wd for AdamW (else 1), l2 = wd for Adam (else 0), and
+    # one loop per AMSGrad setting: no branch inside a loop, so LLVM
+    # vectorises it.
+    one = param.dtype.type(1)
+    zero = param.dtype.type(0)
+    if amsgrad:
+        for i in prange(param.size):
+            p = param[i]
+            g = grad[i] + l2 * p
+            mi = m[i] + (one - beta1) * (g - m[i])
+            mi = zero if abs(mi) < tiny else mi
+            vi = beta2 * v[i] + (one - beta2) * (g * g)
+            vi = zero if abs(vi) < tiny else vi
+            m[i] = mi
+            v[i] = vi
+            vm = vmax[i]
+            vm = vm if (vm > vi or vm != vm) else vi  # numpy.maximum: a NaN on either side wins
+            vmax[i] = vm
+            param[i] = p * shrink - step_size * (mi / (np.sqrt(vm) / bc2_sqrt + eps))
+    else:
+        for i in prange(param.size):
+            p = param[i]
+            g = grad[i] + l2 * p
+            mi = m[i] + (one - beta1) * (g - m[i])
+            mi = zero if abs(mi) < tiny else mi
+            vi = beta2 * v[i] + (one - beta2) * (g * g)
+            vi = zero if abs(vi) < tiny else vi
+            m[i] = mi
+            v[i] = vi
+            param[i] = p * shrink - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
 
 
 @kernel
