@@ -1,7 +1,7 @@
 """Step time of the MNIST-shaped MLP on the CPU, fused kernels against the generic path.
 
-Measures, for ``BPCORE_KERNELS=fused`` and ``=generic`` (each in its own
-process, so that nothing is shared between the modes):
+Measures, for the fused kernels and the generic path (``BPCORE_KERNELS``),
+each with its own network and arrays in one process:
 
 * one training step of a 784-256-128-10 ReLU MLP: forward, softmax
   cross-entropy, backward, Adam step (float32, batch 128 by default);
@@ -10,8 +10,10 @@ process, so that nothing is shared between the modes):
 
 Method: every timed function runs ``--warmup`` times first (so kernel
 compilation, cached or not, stays out of the numbers), then ``--repeats``
-samples of ``--inner`` calls each are timed with ``time.perf_counter``; the
-median per-call time is reported, with the interquartile range.
+samples of ``--inner`` calls each (ten times as many for the small
+activation ops) are timed with ``time.perf_counter``, the two modes'
+samples interleaved so that background load hits both alike; the median
+per-call time is reported (the JSON adds the interquartile range).
 
     python benchmarks/kernels_step.py [--batch 128] [--repeats 30] [--json FILE]
 """
@@ -22,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,34 +35,24 @@ except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _time(function: Any, warmup: int, repeats: int, inner: int) -> dict[str, float]:
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            function()
-        samples.append((time.perf_counter() - start) / inner)
-    q = statistics.quantiles(samples, n=4)
-    return {"median_ms": statistics.median(samples) * 1e3, "q1_ms": q[0] * 1e3, "q3_ms": q[2] * 1e3}
-
-
-def measure(batch: int, warmup: int, repeats: int, inner: int) -> dict[str, Any]:
-    """Run in one process, in the kernel mode that ``BPCORE_KERNELS`` selects."""
+def _setup(mode: str, batch: int) -> tuple[dict[str, Any], int]:
+    """The timed functions for one kernel mode, each with its own network and arrays."""
     import numpy as np
 
     import bpcore
-    from bpcore.backends import get_backend
     from bpcore.layers import Dense, ReLU
     from bpcore.losses import CrossEntropy
     from bpcore.optim import Adam
 
-    backend = get_backend("cpu")
+    os.environ["BPCORE_KERNELS"] = mode  # read when the network picks its backend
+    from bpcore.backends import get_backend
+
+    backend = get_backend("cpu", kernels=mode)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, 784)).astype(np.float32)
     y = rng.integers(0, 10, size=batch)
     network = bpcore.Network([Dense(784, 256), ReLU(), Dense(256, 128), ReLU(), Dense(128, 10)], seed=0)
+    assert network.backend is backend
     optimizer = Adam(network.parameters(), lr=1e-3)
     loss = CrossEntropy()
 
@@ -74,8 +65,10 @@ def measure(batch: int, warmup: int, repeats: int, inner: int) -> dict[str, Any]
 
     n = sum(int(np.prod(p.data.shape)) for p in network.parameters())
     param = rng.normal(size=n).astype(np.float32)
-    grad = rng.normal(size=n).astype(np.float32)
-    m, v, vmax = np.zeros(n, np.float32), np.zeros(n, np.float32), np.empty(0, np.float32)
+    grad = rng.normal(size=n).astype(np.float32) * 1e-3
+    m = rng.normal(size=n).astype(np.float32) * 1e-3
+    v = np.abs(rng.normal(size=n)).astype(np.float32) * 1e-6
+    vmax = np.empty(0, np.float32)
     counter = iter(range(1, 10**9))
 
     def adam_only() -> None:
@@ -96,14 +89,46 @@ def measure(batch: int, warmup: int, repeats: int, inner: int) -> dict[str, Any]
         backend.ops.bias_relu_forward(z, b, out)
 
     return {
-        "mode": backend.kernels,
-        "parameters": n,
-        "batch": batch,
-        "training step": _time(step, warmup, repeats, inner),
-        "adam step": _time(adam_only, warmup, repeats, inner),
-        "relu backward": _time(relu_backward, warmup, repeats, inner * 10),
-        "bias+relu forward": _time(bias_relu_forward, warmup, repeats, inner * 10),
+        "training step": step,
+        "adam step": adam_only,
+        "relu backward": relu_backward,
+        "bias+relu forward": bias_relu_forward,
+    }, n
+
+
+def measure(batch: int, warmup: int, repeats: int, inner: int) -> dict[str, Any]:
+    """Both modes in one process, their samples interleaved so that machine noise hits both alike."""
+    modes = ("generic", "fused")
+    functions = {}
+    for mode in modes:
+        functions[mode], n = _setup(mode, batch)
+    for mode in modes:
+        for function in functions[mode].values():
+            for _ in range(warmup):
+                function()
+    samples: dict[str, dict[str, list[float]]] = {
+        mode: {key: [] for key in functions[mode]} for mode in modes
     }
+    for _ in range(repeats):
+        for key in functions["fused"]:
+            calls = inner if key in ("training step", "adam step") else inner * 10
+            for mode in modes:
+                function = functions[mode][key]
+                start = time.perf_counter()
+                for _ in range(calls):
+                    function()
+                samples[mode][key].append((time.perf_counter() - start) / calls)
+    report: dict[str, Any] = {"parameters": n, "batch": batch, "repeats": repeats, "warmup": warmup}
+    for mode in modes:
+        report[mode] = {}
+        for key, values in samples[mode].items():
+            q = statistics.quantiles(values, n=4)
+            report[mode][key] = {
+                "median_ms": statistics.median(values) * 1e3,
+                "q1_ms": q[0] * 1e3,
+                "q3_ms": q[2] * 1e3,
+            }
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,37 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--inner", type=int, default=20)
     parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(measure(args.batch, args.warmup, args.repeats, args.inner)))
-        return 0
-    results = []
-    for mode in ("generic", "fused"):
-        env = dict(os.environ, BPCORE_KERNELS=mode, BPCORE_DEVICE="cpu")
-        command = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--batch",
-            str(args.batch),
-            "--warmup",
-            str(args.warmup),
-            "--repeats",
-            str(args.repeats),
-            "--inner",
-            str(args.inner),
-        ]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    generic, fused = results
+    report = measure(args.batch, args.warmup, args.repeats, args.inner)
+    generic, fused = report["generic"], report["fused"]
+    print(
+        f"batch {args.batch}, {report['parameters']} parameters, median of {args.repeats} interleaved samples"
+    )
     print(f"{'measurement':<20} {'generic ms':>12} {'fused ms':>12} {'speed-up':>9}")
-    for key in ("training step", "adam step", "relu backward", "bias+relu forward"):
+    for key in generic:
         g, f = generic[key]["median_ms"], fused[key]["median_ms"]
         print(f"{key:<20} {g:>12.4f} {f:>12.4f} {g / f:>8.2f}x")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"generic": generic, "fused": fused}, handle, indent=2)
+            json.dump(report, handle, indent=2)
     return 0
 
 
