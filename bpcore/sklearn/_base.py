@@ -10,6 +10,7 @@ so that ``loss_curve_``, ``best_loss_``, ``n_iter_`` and
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import numbers
 import sys
@@ -44,8 +45,10 @@ def to_host(data: Any) -> Any:
     scikit-learn validates on the host; everything else passes through as is
     (pandas frames keep their column names, sparse matrices stay sparse).
     """
-    if is_cupy_array(data) or hasattr(data, "__cuda_array_interface__") or (
-        hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray)
+    if (
+        is_cupy_array(data)
+        or hasattr(data, "__cuda_array_interface__")
+        or (hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray))
     ):
         array = import_array(data, argument="X")
         return array.get() if is_cupy_array(array) else array
@@ -57,8 +60,16 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 
-def _check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
-                  high_open: bool = False, integer: bool = False) -> None:
+def _check_number(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> None:
     kind = numbers.Integral if integer else numbers.Real
     ok = isinstance(value, kind) and not isinstance(value, bool)
     if ok:
@@ -152,7 +163,9 @@ class BaseMLP(BaseEstimator):
         _check_number("alpha", self.alpha, 0.0, np.inf, high_open=True)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             _check_number("batch_size", self.batch_size, 1, np.inf, integer=True, high_open=True)
-        _check_number("learning_rate_init", self.learning_rate_init, 0.0, np.inf, low_open=True, high_open=True)
+        _check_number(
+            "learning_rate_init", self.learning_rate_init, 0.0, np.inf, low_open=True, high_open=True
+        )
         _check_number("power_t", self.power_t, 0.0, np.inf, high_open=True)
         _check_number("max_iter", self.max_iter, 1, np.inf, integer=True, high_open=True)
         _check_number("tol", self.tol, 0.0, np.inf, high_open=True)
@@ -170,12 +183,21 @@ class BaseMLP(BaseEstimator):
 
     # --- data ---------------------------------------------------------------------
     def _validate_X(self, X: Any, *, reset: bool) -> Any:
-        return validate_data(self, to_host(X), reset=reset, accept_sparse=["csr", "csc"],
-                             dtype=(np.float64, np.float32))
+        return validate_data(
+            self, to_host(X), reset=reset, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32)
+        )
 
     def _validate_Xy(self, X: Any, y: Any, *, reset: bool) -> tuple[Any, Any]:
-        X, y = validate_data(self, to_host(X), to_host(y), reset=reset, accept_sparse=["csr", "csc"],
-                             multi_output=True, dtype=(np.float64, np.float32), y_numeric=not is_classifier(self))
+        X, y = validate_data(
+            self,
+            to_host(X),
+            to_host(y),
+            reset=reset,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            dtype=(np.float64, np.float32),
+            y_numeric=not is_classifier(self),
+        )
         return X, y
 
     def _network_dtype(self, X: Any) -> np.dtype:
@@ -199,7 +221,7 @@ class BaseMLP(BaseEstimator):
     def _build_network(self, n_features: int, n_outputs: int, dtype: np.dtype) -> Network:
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         layers: list[Any] = []
-        for position, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for position, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
             layers.append(Dense(fan_in, fan_out))
             if position < len(sizes) - 2:
                 layers.append(ACTIVATIONS[self.activation]())
@@ -209,24 +231,35 @@ class BaseMLP(BaseEstimator):
     def _make_optimizer(self) -> Any:
         params = self.network_.parameters()
         if self.solver == "adam":
-            return optim.Adam(params, lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
-                              eps=self.epsilon)
-        return optim.SGD(params, lr=self.learning_rate_init, momentum=self.momentum,
-                         nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
+            return optim.Adam(
+                params, lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2), eps=self.epsilon
+            )
+        return optim.SGD(
+            params,
+            lr=self.learning_rate_init,
+            momentum=self.momentum,
+            nesterov=bool(self.nesterovs_momentum and self.momentum > 0),
+        )
 
     @property
     def coefs_(self) -> list[np.ndarray]:
         """The weight matrices, layer by layer, as NumPy copies (scikit-learn's ``coefs_``)."""
         network = self.network_
-        return [network.backend.to_numpy(layer.weight.data).copy() for layer in network.layers
-                if isinstance(layer, Dense)]
+        return [
+            network.backend.to_numpy(layer.weight.data).copy()
+            for layer in network.layers
+            if isinstance(layer, Dense)
+        ]
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
         """The bias vectors, layer by layer, as NumPy copies (scikit-learn's ``intercepts_``)."""
         network = self.network_
-        return [network.backend.to_numpy(layer.bias.data).copy() for layer in network.layers
-                if isinstance(layer, Dense)]
+        return [
+            network.backend.to_numpy(layer.bias.data).copy()
+            for layer in network.layers
+            if isinstance(layer, Dense)
+        ]
 
     # --- training -----------------------------------------------------------------
     def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> BaseMLP:
@@ -268,8 +301,9 @@ class BaseMLP(BaseEstimator):
         if early_stopping:
             stratify = y if is_classifier(self) and getattr(self, "_kind", "") != "multilabel" else None
             index = np.arange(X.shape[0])
-            train, val = train_test_split(index, random_state=self._random_state,
-                                          test_size=self.validation_fraction, stratify=stratify)
+            train, val = train_test_split(
+                index, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify
+            )
             X_val, y_val = X[val], y[val]
             X, Y = X[train], Y[train]
             if X_val.shape[0] < 2:
@@ -282,8 +316,10 @@ class BaseMLP(BaseEstimator):
             batch = min(200, n)
         else:
             if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be "
-                              "clipped", stacklevel=3)
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                    stacklevel=3,
+                )
             batch = int(np.clip(self.batch_size, 1, n))
         xp = network.xp
         sparse = sp.issparse(X)
@@ -330,8 +366,10 @@ class BaseMLP(BaseEstimator):
                     optimizer.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
                 if self._no_improvement_count > self.n_iter_no_change:
                     subject = "Validation score" if early_stopping else "Training loss"
-                    self._report(f"{subject} did not improve more than tol={self.tol:f} for "
-                                 f"{self.n_iter_no_change} consecutive epochs.")
+                    self._report(
+                        f"{subject} did not improve more than tol={self.tol:f} for "
+                        f"{self.n_iter_no_change} consecutive epochs."
+                    )
                     if self.solver == "sgd" and self.learning_rate == "adaptive" and optimizer.lr > 1e-6:
                         optimizer.lr = optimizer.lr / 5.0
                         self._report(f"Setting learning rate to {optimizer.lr:f}")
@@ -343,7 +381,9 @@ class BaseMLP(BaseEstimator):
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
                         f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                        "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3,
+                        "optimization hasn't converged yet.",
+                        ConvergenceWarning,
+                        stacklevel=3,
                     )
             if early_stopping and getattr(self, "_best_parameters", None) is not None:
                 network.store.load(self._best_parameters)
@@ -382,7 +422,9 @@ class BaseMLP(BaseEstimator):
         """The network's output (logits for classifiers) for validated ``X``, as NumPy."""
         network = self.network_
         if sp.issparse(X):
-            parts = [network.predict(X[start : start + 4096].toarray()) for start in range(0, X.shape[0], 4096)]
+            parts = [
+                network.predict(X[start : start + 4096].toarray()) for start in range(0, X.shape[0], 4096)
+            ]
             out = parts[0] if len(parts) == 1 else network.xp.concatenate(parts)
         else:
             out = network.predict(X)

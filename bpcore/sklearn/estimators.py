@@ -8,7 +8,11 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets, type_of_target
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    check_classification_targets,
+    type_of_target,
+)
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..losses import MSE, BinaryCrossEntropy, CrossEntropy
@@ -75,8 +79,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y if classes is None else classes)
             self.classes_ = self._label_binarizer.classes_
-            self._kind = "multilabel" if self._label_binarizer.y_type_.startswith("multilabel") else (
-                "multiclass" if self._label_binarizer.y_type_ == "multiclass" else "binary")
+            self._kind = (
+                "multilabel"
+                if self._label_binarizer.y_type_.startswith("multilabel")
+                else ("multiclass" if self._label_binarizer.y_type_ == "multiclass" else "binary")
+            )
             self._loss = self._make_loss()
         elif classes is None and type_of_target(y) != "multilabel-indicator":
             unseen = np.setdiff1d(np.unique(y), self.classes_)
