@@ -357,7 +357,8 @@ class BaseMLP(BaseEstimator):
                 if not np.isfinite(loss):
                     raise FloatingPointError(
                         f"{type(self).__name__}.fit: the training loss became {loss} in iteration "
-                        f"{self.n_iter_}; lower learning_rate_init or scale the features (e.g. StandardScaler)"
+                        f"{self.n_iter_}; lower learning_rate_init or scale the features "
+                        "(e.g. with StandardScaler)"
                     )
                 self.loss_curve_.append(loss)
                 self._report(f"Iteration {self.n_iter_}, loss = {loss:.8f}")

@@ -89,7 +89,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             unseen = np.setdiff1d(np.unique(y), self.classes_)
             if unseen.size:
                 raise ValueError(
-                    f"y: labels {unseen.tolist()} were not seen in the first fit (classes_ = {self.classes_.tolist()})"
+                    f"y: labels {unseen.tolist()} were not seen in the first fit "
+                    f"(classes_ = {self.classes_.tolist()})"
                 )
         return self._label_binarizer.transform(y).astype(np.float64)
 
