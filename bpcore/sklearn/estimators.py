@@ -113,10 +113,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
         """One epoch over ``(X, y)``; the first call needs ``classes``, every label that will be seen."""
-        if _check_partial_fit_first_call(self, classes):
-            if hasattr(self, "network_") and not self.warm_start:
-                del self.network_
-            self._partial_classes = self.classes_
+        if _check_partial_fit_first_call(self, classes):  # sets classes_ from ``classes``
             return self._fit(X, y, incremental=True, classes=self.classes_)
         return self._fit(X, y, incremental=True)
 

@@ -1,0 +1,286 @@
+"""bpcore.sklearn: scikit-learn's own estimator checks, sklearn's conventions, pickling, inputs."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("sklearn", reason="scikit-learn is an optional extra")
+
+from sklearn.base import clone
+from sklearn.datasets import load_iris, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import bpcore
+from bpcore.sklearn import MLPClassifier, MLPRegressor
+
+gpu = pytest.mark.gpu  # skipped by conftest.py where no GPU is usable
+
+
+# scikit-learn's whole check suite, at the default parameters (max_iter=200 as scikit-learn's).
+@parametrize_with_checks([MLPClassifier(), MLPRegressor()])
+def test_scikit_learn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def regression():
+    X, y = make_regression(n_samples=120, n_features=5, n_targets=2, noise=0.5, random_state=0)
+    return X, y / 100.0
+
+
+def fitted_classifier(iris, **options):
+    X, y = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        options = {"learning_rate_init": 0.01, **options}
+        return MLPClassifier(hidden_layer_sizes=(8,), random_state=0, max_iter=60, **options).fit(X, y)
+
+
+# --- the import is optional -------------------------------------------------------
+def test_importing_bpcore_does_not_import_sklearn():
+    code = "import sys, bpcore; assert 'sklearn' not in sys.modules, 'sklearn was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_missing_sklearn_gives_an_error_naming_the_extra():
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "try:\n    import bpcore.sklearn\nexcept ImportError as e:\n    print(e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'bpcore[sklearn]'" in result.stdout
+
+
+# --- scikit-learn's conventions ------------------------------------------------------
+def test_loss_curve_is_sklearns_loss_with_its_l2_term(regression):
+    """loss = sum((p - y)^2) / (2 n k) + alpha / (2 n) * sum ||W||^2 (full batch, tiny steps)."""
+    X, y = regression
+    alpha = 0.3
+    model = MLPRegressor(
+        hidden_layer_sizes=(6,),
+        activation="tanh",
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=1e-300,
+        batch_size=X.shape[0],
+        alpha=alpha,
+        max_iter=1,
+        random_state=0,
+        shuffle=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    (w1, w2), (b1, b2) = model.coefs_, model.intercepts_
+    prediction = np.tanh(X @ w1 + b1) @ w2 + b2
+    n = X.shape[0]
+    expected = ((prediction - y) ** 2).sum() / (2 * n * y.shape[1]) + alpha / (2 * n) * (
+        (w1**2).sum() + (w2**2).sum()
+    )
+    assert model.loss_curve_[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_l2_gradient_is_alpha_w_over_n(regression):
+    """One full-batch SGD step: W1 = W0 - lr * (X^T (p - y) / n + alpha * W0 / n) for a linear model."""
+    X, y = regression
+    y = y[:, 0]
+    n, lr, alpha = X.shape[0], 0.05, 2.0
+    options = dict(
+        hidden_layer_sizes=(),
+        solver="sgd",
+        momentum=0.0,
+        batch_size=n,
+        alpha=alpha,
+        max_iter=1,
+        random_state=1,
+        shuffle=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = MLPRegressor(learning_rate_init=1e-300, **options).fit(X, y)
+        stepped = MLPRegressor(learning_rate_init=lr, **options).fit(X, y)
+    w0, b0 = start.coefs_[0], start.intercepts_[0]
+    residual = X @ w0 + b0 - y[:, None]
+    assert np.allclose(stepped.coefs_[0], w0 - lr * (X.T @ residual / n + alpha * w0 / n), rtol=1e-12)
+    assert np.allclose(stepped.intercepts_[0], b0 - lr * residual.mean(axis=0), rtol=1e-12)
+
+
+def test_classifier_learns_and_reports_like_sklearn(iris):
+    X, y = iris
+    model = MLPClassifier(hidden_layer_sizes=(16,), random_state=0, max_iter=300, learning_rate_init=0.01)
+    model.fit(X, y)
+    assert model.score(X, y) > 0.95
+    assert model.n_iter_ == len(model.loss_curve_) < 300  # converged by the tol / n_iter_no_change rule
+    assert model.best_loss_ == min(model.loss_curve_) and model.validation_scores_ is None
+    assert model.n_features_in_ == 4 and model.n_layers_ == 3 and model.n_outputs_ == 3
+    proba = model.predict_proba(X)
+    assert proba.shape == (150, 3) and np.allclose(proba.sum(axis=1), 1)
+    assert np.array_equal(model.predict(X), model.classes_[proba.argmax(axis=1)])
+    assert [w.shape for w in model.coefs_] == [(4, 16), (16, 3)]
+
+
+def test_early_stopping_keeps_validation_scores(iris):
+    X, y = iris
+    model = MLPClassifier(
+        hidden_layer_sizes=(8,),
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=3,
+        random_state=0,
+        learning_rate_init=0.01,
+    )
+    model.fit(X, y)
+    assert model.best_loss_ is None and len(model.validation_scores_) == model.n_iter_
+    assert model.best_validation_score_ == max(model.validation_scores_)
+    assert model.n_iter_ < 200
+
+
+def test_warm_start_and_partial_fit_continue_training(iris):
+    X, y = iris
+    model = fitted_classifier(iris, warm_start=True)
+    curve = list(model.loss_curve_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    assert model.loss_curve_[: len(curve)] == curve and len(model.loss_curve_) > len(curve)
+    online = MLPClassifier(hidden_layer_sizes=(8,), random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit"):
+        online.partial_fit(X, y)
+    online.partial_fit(X[:20], y[:20], classes=[0, 1, 2])  # the first batch has only class 0
+    online.partial_fit(X, y)
+    assert online.n_iter_ == 2 and list(online.classes_) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"y: labels \[7\] were not seen"):
+        online.partial_fit(X[:2], [0, 7])
+
+
+def test_binary_multilabel_and_string_labels(iris):
+    X, y = iris
+    names = np.array(["setosa", "other"])[(y > 0).astype(int)]
+    binary = fitted_classifier((X, names))
+    assert binary.predict_proba(X).shape == (150, 2) and set(binary.predict(X)) <= {"setosa", "other"}
+    assert binary.score(X, names) > 0.95
+    multilabel = np.stack([y == 0, y == 2], axis=1).astype(int)
+    model = fitted_classifier((X, multilabel))
+    assert model.predict(X).shape == (150, 2) and model.predict_proba(X).shape == (150, 2)
+
+
+def test_regressor_one_and_many_outputs(regression):
+    X, y = regression
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        two = MLPRegressor(hidden_layer_sizes=(16,), learning_rate_init=0.01, random_state=0).fit(X, y)
+        one = MLPRegressor(hidden_layer_sizes=(16,), learning_rate_init=0.01, random_state=0).fit(X, y[:, 0])
+    assert two.predict(X).shape == (120, 2) and one.predict(X).shape == (120,)
+    assert two.score(X, y) > 0.9
+
+
+def test_dtype_follows_the_input_unless_given(iris):
+    X, y = iris
+    assert fitted_classifier((X.astype(np.float32), y)).network_.dtype == np.float32
+    assert fitted_classifier((X, y)).network_.dtype == np.float64
+    assert fitted_classifier((X, y), dtype="float32").network_.dtype == np.float32
+
+
+def test_pandas_inputs_record_feature_names(iris):
+    X, y = iris
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = fitted_classifier((frame, pd.Series(y)))
+    assert list(model.feature_names_in_) == ["a", "b", "c", "d"]
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        from_array = model.predict(X)
+    assert np.array_equal(model.predict(frame), from_array)
+
+
+def test_same_seed_same_model(iris):
+    first, second = fitted_classifier(iris), fitted_classifier(iris)
+    assert first.loss_curve_ == second.loss_curve_
+    assert np.array_equal(first.network_.store.data, second.network_.store.data)
+
+
+def test_pickle_and_clone(iris):
+    X, y = iris
+    model = fitted_classifier(iris, solver="sgd")
+    copy = pickle.loads(pickle.dumps(model))
+    assert np.array_equal(copy.predict_proba(X), model.predict_proba(X))
+    assert copy.network_ is not model.network_
+    copy.partial_fit(X, y)  # the optimiser state came along
+    assert copy._optimizer.step_count == model._optimizer.step_count + 1
+    fresh = clone(model)
+    assert fresh.get_params() == model.get_params() and not hasattr(fresh, "network_")
+
+
+def test_the_network_is_pickled_in_bpcores_own_format(iris):
+    state = fitted_classifier(iris).__getstate__()
+    assert "network_" not in state and state["_network_file"][:2] == b"PK"  # a ZIP: bpcore's model file
+
+
+def test_the_network_can_be_saved_with_bpcore(tmp_path, iris):
+    X, _ = iris
+    model = fitted_classifier(iris)
+    bpcore.save(model.network_, tmp_path / "net.bpcore")
+    logits = bpcore.load(tmp_path / "net.bpcore", device="cpu").predict(X)
+    assert np.array_equal(model.classes_[np.argmax(logits, axis=1)], model.predict(X))
+
+
+def test_verbose_prints_only_when_asked(iris, capsys):
+    fitted_classifier(iris)
+    assert capsys.readouterr().out == ""
+    fitted_classifier(iris, verbose=True)
+    assert "Iteration 1, loss = " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"activation": "softsign"}, "activation: expected one of"),
+        ({"solver": "lbfgs"}, "solver: 'lbfgs' is not supported"),
+        ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes: expected positive integers"),
+        ({"alpha": -1.0}, r"alpha: expected a number in \[0.0, inf\)"),
+        ({"batch_size": 0}, "batch_size: expected an integer"),
+        ({"learning_rate": "fast"}, "learning_rate: expected one of"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"dtype": "float16"}, "dtype: expected None, 'float32' or 'float64'"),
+    ],
+)
+def test_bad_parameters_give_one_clear_error(iris, options, message):
+    X, y = iris
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(**options).fit(X, y)
+
+
+def test_a_bad_device_is_reported(iris):
+    X, y = iris
+    with pytest.raises(bpcore.DeviceError, match="tpu"):
+        MLPClassifier(device="tpu").fit(X, y)
+
+
+@gpu
+def test_cupy_inputs_and_gpu_training(iris):
+    import cupy
+
+    X, y = iris
+    model = fitted_classifier((cupy.asarray(X), cupy.asarray(y)), device="cuda")
+    assert model.network_.device.is_cuda
+    assert np.array_equal(model.predict(cupy.asarray(X)), model.predict(X))
+    cpu_copy = pickle.loads(pickle.dumps(model.set_params(device="cpu")))
+    assert isinstance(cpu_copy.network_.store.data, np.ndarray)
+    assert np.allclose(cpu_copy.predict_proba(X), model.predict_proba(X), atol=1e-6)
