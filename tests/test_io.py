@@ -443,3 +443,59 @@ def test_saved_on_gpu_loads_on_cpu_and_back(tmp_path, dtype):
     assert np.array_equal(back.store.data.get(), on_cpu.store.data)
     for before, after in zip(buffers_of(on_cpu), buffers_of(back), strict=True):
         assert np.array_equal(before, after.get())
+
+
+# --- optimisers and losses ----------------------------------------------------------
+OPTIMIZERS = {
+    "SGD": lambda params: bpcore.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "AdaGrad": lambda params: bpcore.optim.AdaGrad(params, lr=0.05, lr_decay=0.01),
+    "RMSProp": lambda params: bpcore.optim.RMSProp(params, lr=0.01, momentum=0.5, centered=True),
+    "Adam": lambda params: bpcore.optim.Adam(params, lr=0.01, betas=(0.8, 0.99), amsgrad=True),
+    "AdamW": lambda params: bpcore.optim.AdamW(params, lr=0.01, weight_decay=0.1),
+}
+
+
+def _train_steps(network, optimizer, loss, steps: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        x, y = rng.normal(size=(8, 4)), rng.integers(0, 3, size=8)
+        network.zero_grad()
+        loss(network.forward(x, training=True), y)
+        network.backward(loss.backward())
+        optimizer.step()
+
+
+def test_every_optimiser_has_a_round_trip_case():
+    assert set(OPTIMIZERS) == set(bpcore.optim.OPTIMIZERS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_resuming_from_a_file_continues_bit_identically(tmp_path, name, dtype):
+    network = bpcore.Network(NETWORKS["BatchNorm"](), dtype=dtype, seed=0)
+    optimizer = OPTIMIZERS[name](network.parameters())
+    loss = bpcore.losses.CrossEntropy()
+    _train_steps(network, optimizer, loss, 3, seed=1)
+    save(network, tmp_path / "m", optimizer=optimizer, loss=loss)
+    resumed = load_checkpoint(tmp_path / "m")
+    assert type(resumed.optimizer) is type(optimizer) and resumed.optimizer.config() == optimizer.config()
+    assert resumed.optimizer.step_count == optimizer.step_count == 3
+    assert type(resumed.loss) is bpcore.losses.CrossEntropy and resumed.loss.config() == loss.config()
+    _train_steps(network, optimizer, loss, 3, seed=2)
+    _train_steps(resumed.network, resumed.optimizer, resumed.loss, 3, seed=2)
+    assert np.array_equal(resumed.network.store.data, network.store.data)
+    x = np.random.default_rng(3).normal(size=(5, 4))
+    assert np.array_equal(resumed.network.forward(x), network.forward(x))
+
+
+def test_an_unknown_optimiser_type_is_rejected(tmp_path):
+    network = trained_network("Dense", "float32")
+    save(network, tmp_path / "m", optimizer=bpcore.optim.SGD(network.parameters(), lr=0.1))
+
+    def foreign(document):
+        document["optimizer"]["type"] = "subprocess.Popen"
+
+    path = _rewrite_document(tmp_path / "m", tmp_path / "x", foreign)
+    with pytest.raises(ModelFileError, match=r"unknown optimizer type 'subprocess\.Popen' in bpcore\.optim"):
+        load_checkpoint(path)
+    assert np.array_equal(load(path).store.data, network.store.data)  # the network alone still loads
