@@ -153,6 +153,7 @@ def fit(
     scheduler: Any = None,
     verbose: bool | None = None,
     seed: int | None = None,
+    resume_from: Any = None,
 ) -> History:
     """Train ``network`` on ``(x, y)`` by backpropagation and return its :class:`History`.
 
@@ -174,6 +175,12 @@ def fit(
     * ``scheduler``: stepped once after every epoch; a scheduler whose
       ``step`` takes a value (ReduceLROnPlateau) gets ``val_loss``, or ``loss``
       without validation data.
+    * ``resume_from``: a checkpoint written by
+      :class:`bpcore.checkpoint.ModelCheckpoint`; training continues after its
+      epoch up to ``epochs`` (the total), with its parameters, optimiser state,
+      random generators, schedule and history, so that with the same ``seed``
+      the result equals an uninterrupted run.  Callbacks with an
+      ``attach(run)`` method receive the :class:`bpcore.checkpoint.TrainingRun`.
     * ``verbose``: True draws a progress bar on stderr, False never, None
       (default) only when stderr is a terminal.  Epochs are always logged
       under the ``bpcore`` logger (DEBUG per epoch, INFO at start and end).
@@ -247,13 +254,24 @@ def fit(
                 f"validation samples, device {network.device}"
             ),
         )
+        from ..checkpoint import TrainingRun
+
+        run = TrainingRun(
+            network, optimizer, loss=loss, history=history, batches=batches, scheduler=scheduler,
+            scheduler_takes_value=scheduler_takes_value, early_stopping=early_stopping,
+        )
+        first_epoch = 1 if resume_from is None else run.restore(resume_from)
         started = time.perf_counter()
         try:
             for callback in all_callbacks:
+                attach = getattr(callback, "attach", None)
+                if attach is not None:
+                    attach(run)
                 hook = getattr(callback, "on_train_begin", None)
                 if hook is not None:
                     hook(network)
-            for epoch in range(1, epochs + 1):
+            run.restore_early_stopping()
+            for epoch in range(first_epoch, epochs + 1):
                 tick = time.perf_counter()
                 lr = getattr(optimizer, "lr", None)
                 logs = trainer.epoch(epoch)
