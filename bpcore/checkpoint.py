@@ -140,7 +140,7 @@ class TrainingRun:
         if order is not None and len(order) == len(self.batches._order):
             self.batches._order[...] = order
         dropout = getattr(network, "_random", None)
-        if training.get("dropout_rng") is not None and _generator_state(dropout) is not None:
+        if training.get("dropout_rng") is not None and isinstance(dropout, np.random.Generator):
             dropout.bit_generator.state = training["dropout_rng"]
         elif any(type(layer).__name__ == "Dropout" for layer in network.walk()):
             logger.warning(

@@ -211,7 +211,7 @@ def _build_network(
     backend = get_backend(device)  # a bad device is the caller's error, not the file's: raised as is
     try:
         layers = [build(layer, str(index), types) for index, layer in enumerate(spec["layers"])]
-        network = Network(layers, dtype=dtype, seed=seed, device=backend.device)
+        network = Network(layers, dtype=str(dtype), seed=seed, device=backend.device)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(label, f"invalid architecture: {exc}") from None
 
@@ -244,7 +244,7 @@ def _build_network(
     layers_by_path = dict(walk_with_paths(network.layers))
     for entry in spec.get("buffers", []):
         path, name = (entry.get("layer"), entry.get("name")) if isinstance(entry, dict) else (None, None)
-        layer = layers_by_path.get(path)
+        layer = layers_by_path.get(path) if isinstance(path, str) else None
         current = layer.buffers() if layer is not None else {}
         if name not in current:
             raise ModelFileError(

@@ -258,7 +258,7 @@ class BaseMLP(BaseEstimator):
         return [
             network.backend.to_numpy(layer.bias.data).copy()
             for layer in network.layers
-            if isinstance(layer, Dense)
+            if isinstance(layer, Dense) and layer.bias is not None
         ]
 
     # --- training -----------------------------------------------------------------
@@ -386,8 +386,9 @@ class BaseMLP(BaseEstimator):
                         ConvergenceWarning,
                         stacklevel=3,
                     )
-            if early_stopping and getattr(self, "_best_parameters", None) is not None:
-                network.store.load(self._best_parameters)
+            best: np.ndarray | None = getattr(self, "_best_parameters", None)
+            if early_stopping and best is not None:
+                network.store.load(best)
                 self._best_parameters = None
 
     def _update_no_improvement_count(self, early_stopping: bool, X_val: Any, y_val: Any) -> None:
