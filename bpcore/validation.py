@@ -63,7 +63,8 @@ def as_features(
         raise TypeError(f"{argument}: expected floating-point features, got dtype {array.dtype}")
     if array.ndim != 2:
         raise ValueError(
-            f"{argument}: expected a 2-D array of shape (n_samples, n_features), got shape {tuple(array.shape)}"
+            f"{argument}: expected a 2-D array of shape (n_samples, n_features), "
+            f"got shape {tuple(array.shape)}"
         )
     if array.shape[0] == 0:
         raise ValueError(f"{argument}: expected at least one sample, got shape {tuple(array.shape)}")
