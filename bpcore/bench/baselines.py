@@ -88,8 +88,8 @@ class NaiveMLP:
         loss = -np.sum(one_hot * np.log(probs + 1e-12)) / n
         # backward
         delta = (probs - one_hot) / n
-        grad_w = [None] * len(self.weights)
-        grad_b = [None] * len(self.weights)
+        grad_w: list[np.ndarray] = [np.empty(0)] * len(self.weights)
+        grad_b: list[np.ndarray] = [np.empty(0)] * len(self.weights)
         for layer in reversed(range(len(self.weights))):
             grad_w[layer] = np.dot(activations[layer].T, delta)
             grad_b[layer] = np.sum(delta, axis=0)
@@ -195,11 +195,10 @@ def sklearn_step(spec: ModelSpec, data: SyntheticData, dtype: str) -> Contender:
             state["position"] = (state["position"] + take) % (rows // data.batch)
             steps -= take
 
-    output = "a logistic output unit" if spec.classes == 2 else "softmax output"
     import sklearn
 
+    output = "one logistic output unit for 2 classes" if spec.classes == 2 else "softmax output"
     return Contender(
-        "sklearn", f"scikit-learn {sklearn.__version__} MLPClassifier, Adam, partial_fit, {output}",
-        "baseline", "cpu", str(np.dtype(dtype)), run, HostClock(),
-        notes="one partial_fit call per sample, over all of its batches",
+        "sklearn", f"scikit-learn {sklearn.__version__} MLPClassifier, Adam, partial_fit over the batches",
+        "baseline", "cpu", str(np.dtype(dtype)), run, HostClock(), notes=output,
     )

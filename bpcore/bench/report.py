@@ -79,7 +79,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"(n={device['gemm_size']}), copy {device['copy_gbps']:.1f} GB/s"
         )
     lines += ["", bpcore_table(report), "", all_rows_table(report), ""]
-    labels = {}
+    labels: dict[str, str] = {}
     for r in report["results"]:
         labels.setdefault(r["implementation"], r["label"])
     lines += [f"{key}: {label}" for key, label in labels.items()]

@@ -1,0 +1,198 @@
+"""``bpcore bench``: a tiny matrix end to end, the JSON report's schema, the plot, and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpcore.bench import baselines
+from bpcore.bench.models import MODELS, get_model, synthetic_data
+from bpcore.bench.runner import BenchConfig
+from bpcore.bench.timing import Budget, Timed, measure_interleaved
+from bpcore.cli import build_parser, main
+
+TINY_RUN = ["bench", "--models", "tiny", "--batch-sizes", "8", "--repeats", "2", "--max-seconds", "0.2",
+            "--baselines", "numpy-naive", "--devices", "cpu"]
+
+ROW_TYPES = {
+    "implementation": str, "label": str, "role": str, "device": str, "dtype": str, "model": str,
+    "sizes": list, "batch": int, "ms_per_step": float, "ms_min": float, "ms_max": float, "samples": int,
+    "steps_per_sample": int, "samples_per_s": float, "flops_per_step": int, "gflops": float,
+    "pct_gemm": float, "notes": str,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
+    folder = tmp_path_factory.mktemp("bench")
+    out, png = folder / "report.json", folder / "plot.png"
+    capture = pytest.MonkeyPatch()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    capture.setattr(sys, "stdout", stdout)
+    capture.setattr(sys, "stderr", stderr)
+    try:
+        status = main([*TINY_RUN, "--json", str(out), "--plot", str(png)])
+    finally:
+        capture.undo()
+    assert status == 0
+    return json.loads(out.read_text()), stdout.getvalue() + "\n--stderr--\n" + stderr.getvalue(), png
+
+
+def test_bench_is_a_subcommand() -> None:
+    args = build_parser().parse_args(["bench", "--models", "tiny,mnist", "--batch-sizes", "16,32"])
+    assert args.models == ("tiny", "mnist")
+    assert args.batch_sizes == (16, 32)
+
+
+def test_report_schema(tiny_report: tuple[dict, str, Path]) -> None:
+    report, _, _ = tiny_report
+    assert report["schema"] == "bpcore-bench/1"
+    assert {"created", "machine", "settings", "devices", "results", "skipped"} <= set(report)
+    assert report["machine"]["cores"] >= 1 and report["machine"]["numpy"]
+    (device,) = report["devices"]
+    assert device["device"] == "cpu" and device["gemm_gflops"] > 0 and device["copy_gbps"] > 0
+    assert {r["implementation"] for r in report["results"]} == {"bpcore", "matmuls", "numpy-naive"}
+    for row in report["results"]:
+        for key, kind in ROW_TYPES.items():
+            assert isinstance(row[key], kind), (key, row[key])
+        assert row["model"] == "tiny" and row["batch"] == 8 and row["sizes"] == [32, 64, 64, 2]
+        assert row["ms_min"] <= row["ms_per_step"] <= row["ms_max"]
+        assert row["samples_per_s"] == pytest.approx(8 / (row["ms_per_step"] / 1e3))
+        assert row["flops_per_step"] == get_model("tiny").flops_per_step(8)
+    bpcore_row = next(r for r in report["results"] if r["implementation"] == "bpcore")
+    naive = next(r for r in report["results"] if r["implementation"] == "numpy-naive")
+    assert naive["dtype"] == "float64" and bpcore_row["dtype"] == "float32"
+    expected = bpcore_row["samples_per_s"] / naive["samples_per_s"]
+    assert bpcore_row["ratios"]["numpy-naive"] == pytest.approx(expected)
+    matmuls = next(r for r in report["results"] if r["implementation"] == "matmuls")
+    assert bpcore_row["over_matmuls"] == pytest.approx(bpcore_row["ms_per_step"] / matmuls["ms_per_step"])
+
+
+def test_table_and_progress(tiny_report: tuple[dict, str, Path]) -> None:
+    _, output, _ = tiny_report
+    table, _, progress = output.partition("--stderr--")
+    for header in ("device", "samples/s", "ms/step", "GFLOP/s", "% GEMM", "x matmuls", "x numpy-naive"):
+        assert header in table
+    assert "cpu: GEMM" in progress and "tiny batch 8: bpcore" in progress
+
+
+def test_plot_is_a_png(tiny_report: tuple[dict, str, Path]) -> None:
+    _, _, png = tiny_report
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_fails_before_measuring(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"--plot needs matplotlib.*pip install"):
+        main([*TINY_RUN, "--plot", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_missing_baseline_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpcore.bench import runner
+
+    missing = {name: "not installed here" for name in baselines.BASELINES}
+    monkeypatch.setattr(baselines, "availability", lambda: missing)
+    budget = Budget(repeats=1, min_repeats=1, max_seconds=0.05)
+    config = BenchConfig(models=("tiny",), batch_sizes=(4,), devices=("cpu",), baselines=("sklearn",),
+                         budget=budget)
+    report = runner.run_benchmark(config)
+    assert report["skipped"] == [{"implementation": "sklearn", "device": "*", "reason": "not installed here"}]
+    assert {r["implementation"] for r in report["results"]} == {"bpcore", "matmuls"}
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"models": ("huge",)}, r"models: expected names from .*'huge'"),
+    ({"models": ()}, r"models: expected at least one"),
+    ({"batch_sizes": (0,)}, r"batch_sizes: expected positive integers, got 0"),
+    ({"dtype": "float16"}, r"dtype: expected 'float32' or 'float64'"),
+    ({"kernels": ("fast",)}, r"kernels: expected 'fused' and/or 'generic', got 'fast'"),
+    ({"baselines": ("jax",)}, r"baselines: expected names from .*'jax'"),
+])
+def test_bad_config(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BenchConfig(**config)
+
+
+def test_unusable_device_is_one_clear_error() -> None:
+    from bpcore.backends import DeviceError
+
+    with pytest.raises(DeviceError, match=r"devices: 'cuda:99' was asked for"):
+        BenchConfig(models=("tiny",), devices=("cuda:99",)).resolved_devices()
+
+
+@pytest.mark.parametrize("argv", [["--batch-sizes", "0"], ["--batch-sizes", "x"], ["--repeats", "1,2"],
+                                  ["--max-seconds", "-1"], ["--dtype", "float16"]])
+def test_bad_command_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["bench", *argv])
+    assert exit_info.value.code == 2
+    assert "bench: error: argument" in capsys.readouterr().err
+
+
+def test_bad_budget() -> None:
+    with pytest.raises(ValueError, match="repeats: expected a positive integer, got 0"):
+        Budget(repeats=0)
+    with pytest.raises(ValueError, match="max_seconds: expected a non-negative number of seconds"):
+        Budget(max_seconds=-1.0)
+
+
+def test_flops_per_step() -> None:
+    mnist = MODELS["mnist"]
+    assert mnist.flops_per_step(128) == 3 * 2 * 128 * (784 * 256 + 256 * 128 + 128 * 10)
+    assert mnist.parameter_count == 235_146
+    assert MODELS["wide"].sizes == (784, 4096, 4096, 10) and MODELS["tiny"].sizes == (32, 64, 64, 2)
+
+
+def test_synthetic_data_shapes_and_errors() -> None:
+    data = synthetic_data(MODELS["tiny"], 1000, "float32")
+    assert data.x.shape == (9000, 32) and data.x.dtype.name == "float32" and data.batches == 9
+    assert data.labels.min() >= 0 and data.labels.max() == 1
+    with pytest.raises(ValueError, match="batch: expected a positive integer, got 0"):
+        synthetic_data(MODELS["tiny"], 0, "float32")
+
+
+class FakeClock:
+    """A clock advanced by the measured function: each step costs ``cost`` seconds, the first call more."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = self.now
+
+    def stop(self) -> float:
+        return self.now - self.started
+
+
+def test_warm_up_is_excluded_and_median_taken() -> None:
+    clock = FakeClock()
+    costs = iter([1.0] + [0.001] * 10_000)  # the first step pays a compilation
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            clock.now += next(costs)
+
+    budget = Budget(repeats=5, min_repeats=3, sample_seconds=0.01, warmup_seconds=0.004, max_seconds=10.0)
+    result = measure_interleaved([Timed("x", run, clock)], budget)["x"]
+    assert result.median == pytest.approx(0.001)
+    assert result.samples == 5 and result.steps_per_sample == 10
+
+
+def test_repeats_shrink_to_the_time_budget_but_not_below_the_minimum() -> None:
+    clock = FakeClock()
+
+    def run(steps: int) -> None:
+        clock.now += 0.5 * steps
+
+    budget = Budget(repeats=7, min_repeats=3, sample_seconds=0.01, warmup_seconds=0.0, max_seconds=1.0)
+    result = measure_interleaved([Timed("slow", run, clock)], budget)["slow"]
+    assert result.samples == 3 and result.steps_per_sample == 1
+    with pytest.raises(ValueError, match="names must be unique"):
+        measure_interleaved([Timed("a", run, clock), Timed("a", run, clock)], budget)
