@@ -75,7 +75,7 @@ def profile(model: str, batch: int, steps: int, kernels: str) -> list[tuple[str,
         optimizer.step()
 
     with np.errstate(all="ignore"):
-        for _ in range(20):
+        for _ in range(max(2, min(20, steps // 5))):
             step()
         whole = []
         for _ in range(steps):

@@ -53,6 +53,8 @@ def test_report_schema(tiny_report: tuple[dict, str, Path]) -> None:
     assert report["schema"] == "bpcore-bench/1"
     assert {"created", "machine", "settings", "devices", "results", "skipped"} <= set(report)
     assert report["machine"]["cores"] >= 1 and report["machine"]["numpy"]
+    during = report["machine"]["during_run"]
+    assert during["wall_seconds"] > 0 and set(during) == {"wall_seconds", "other_processes_cpu_seconds"}
     (device,) = report["devices"]
     assert device["device"] == "cpu" and device["gemm_gflops"] > 0 and device["copy_gbps"] > 0
     assert {r["implementation"] for r in report["results"]} == {"bpcore", "matmuls", "numpy-naive"}

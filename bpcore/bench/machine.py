@@ -6,6 +6,7 @@ import importlib
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,41 @@ def gpu_names(devices: list[str]) -> dict[str, str]:
         name = properties["name"]
         names[device] = name.decode() if isinstance(name, bytes) else str(name)
     return names
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have spent so far (Linux), or None where unknown."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    if fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / ticks
+
+
+class OtherLoad:
+    """How much CPU time other processes took while a benchmark ran: a measure of how disturbed it was."""
+
+    def __init__(self) -> None:
+        self._busy = busy_cpu_seconds()
+        self._own = self._own_seconds()
+        self._wall = time.perf_counter()
+
+    @staticmethod
+    def _own_seconds() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def result(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self._wall
+        busy = busy_cpu_seconds()
+        other = None
+        if busy is not None and self._busy is not None:
+            other = max(0.0, (busy - self._busy) - (self._own_seconds() - self._own))
+        return {"wall_seconds": wall, "other_processes_cpu_seconds": other}
 
 
 def describe_machine(devices: list[str], baselines: list[str]) -> dict[str, Any]:

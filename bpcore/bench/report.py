@@ -78,6 +78,13 @@ def format_report(report: dict[str, Any]) -> str:
             f"{device['device']}{f' ({gpu})' if gpu else ''}: GEMM {device['gemm_gflops']:.0f} GFLOP/s "
             f"(n={device['gemm_size']}), copy {device['copy_gbps']:.1f} GB/s"
         )
+    during = machine.get("during_run", {})
+    other = during.get("other_processes_cpu_seconds")
+    if other is not None:
+        share = other / max(during["wall_seconds"] * machine["cores"], 1e-9)
+        warning = ": figures disturbed, run again" if share > 0.05 else ""
+        lines.append(f"other processes used {other:.1f} CPU s during the {during['wall_seconds']:.0f} s run "
+                     f"({100 * share:.0f}% of the cores){warning}")
     lines += ["", bpcore_table(report), "", all_rows_table(report), ""]
     labels: dict[str, str] = {}
     for r in report["results"]:

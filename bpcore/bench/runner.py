@@ -19,7 +19,7 @@ from ..backends import available_devices, resolve_device
 from ..validation import check_dtype
 from . import baselines
 from .contenders import LEARNING_RATE
-from .machine import describe_machine
+from .machine import OtherLoad, describe_machine
 from .models import MODELS, get_model
 from .timing import Budget
 
@@ -86,6 +86,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
     devices' ceilings.
     """
     say = progress or (lambda message: logger.info("%s", message))
+    other_load = OtherLoad()
     devices = config.resolved_devices()
     dtype = str(check_dtype(config.dtype))
     installed = baselines.availability()
@@ -146,6 +147,7 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict
                 say(f"skipping {message['skipped']['implementation']} on {message['skipped']['device']}: "
                     f"{message['skipped']['reason']}")
     _derive(report)
+    report["machine"]["during_run"] = other_load.result()
     return report
 
 
