@@ -198,3 +198,17 @@ def test_repeats_shrink_to_the_time_budget_but_not_below_the_minimum() -> None:
     assert result.samples == 3 and result.steps_per_sample == 1
     with pytest.raises(ValueError, match="names must be unique"):
         measure_interleaved([Timed("a", run, clock), Timed("a", run, clock)], budget)
+
+
+def test_samples_run_whole_multiples_of_min_steps() -> None:
+    clock = FakeClock()
+    calls: list[int] = []
+
+    def run(steps: int) -> None:
+        calls.append(steps)
+        clock.now += 0.001 * steps
+
+    budget = Budget(repeats=3, min_repeats=3, sample_seconds=0.05, warmup_seconds=0.0, max_seconds=10.0)
+    result = measure_interleaved([Timed("pass", run, clock, min_steps=8)], budget)["pass"]
+    assert all(steps % 8 == 0 for steps in calls)
+    assert result.steps_per_sample == 48 and result.median == pytest.approx(0.001)

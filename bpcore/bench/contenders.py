@@ -36,6 +36,7 @@ class Contender:
     run: Callable[[int], Any]
     clock: Clock
     notes: str = ""
+    min_steps: int = 1  # steps of one timed call at least (e.g. a whole pass for per-call overheads)
 
 
 class BatchCycle:

@@ -144,11 +144,16 @@ class Measurement:
 
 @dataclasses.dataclass
 class Timed:
-    """Something to time: ``run(steps)`` and the clock that fits its device."""
+    """Something to time: ``run(steps)`` and the clock that fits its device.
+
+    A timed call runs a whole multiple of ``min_steps`` steps (for a library
+    whose per-call overhead is paid once per pass over the data).
+    """
 
     name: str
     run: Callable[[int], Any]
     clock: Clock
+    min_steps: int = 1
     steps: int = 1
     per_step: list[float] = dataclasses.field(default_factory=list)
 
@@ -163,9 +168,9 @@ class Timed:
     def warm_up(self, budget: Budget) -> float:
         """Run until warm, then choose the steps per sample; returns the estimated step time."""
         self.clock.start()
-        self.run(1)  # first call: allocation, compilation, caches
+        self.run(self.min_steps)  # first call: allocation, compilation, caches
         self.clock.stop()
-        spent, steps, estimate = 0.0, 1, float("inf")
+        spent, steps, estimate = 0.0, self.min_steps, float("inf")
         while True:
             self.clock.start()
             self.run(steps)
@@ -175,7 +180,8 @@ class Timed:
             if spent >= budget.warmup_seconds:
                 break
             steps = min(steps * 2, 1 << 20)
-        self.steps = max(1, round(budget.sample_seconds / estimate)) if estimate > 0 else 1
+        wanted = budget.sample_seconds / estimate if estimate > 0 else 1
+        self.steps = self.min_steps * max(1, round(wanted / self.min_steps))  # whole multiples of min_steps
         return estimate
 
     def result(self) -> Measurement:

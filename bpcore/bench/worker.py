@@ -73,7 +73,8 @@ def run_job(job: dict[str, Any], out: Any) -> None:
                                         "reason": f"{type(exc).__name__}: {exc}"})
             if not contenders:
                 continue
-            measured = measure_interleaved([Timed(c.key, c.run, c.clock) for c in contenders], budget)
+            timed = [Timed(c.key, c.run, c.clock, c.min_steps) for c in contenders]
+            measured = measure_interleaved(timed, budget)
             for contender in contenders:
                 m = measured[contender.key]
                 row = {
