@@ -114,6 +114,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> None:
     """Throughput against batch size: one panel per model, one line per device and implementation."""
     require_matplotlib()
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     models = list(dict.fromkeys(r["model"] for r in report["results"] if r["role"] != "ceiling"))
     figure = Figure(figsize=(5 * max(1, len(models)), 4), layout="constrained")
@@ -132,6 +133,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> None:
         ax.set_title(f"{model}: {'-'.join(map(str, sizes))}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())  # a narrow range would crowd the axis with labels
         ax.set_xlabel("batch size")
         ax.set_ylabel("samples per second")
         ax.grid(True, which="both", alpha=0.3)
