@@ -12,7 +12,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-SUBCOMMANDS: tuple[str, ...] = ("bpcore.info", "bpcore.bench.cli")
+SUBCOMMANDS: tuple[str, ...] = ("bpcore.info", "bpcore.bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
