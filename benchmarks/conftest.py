@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,16 @@ def device_params() -> list[Any]:
 
 
 @pytest.fixture(params=device_params())
-def device(request: pytest.FixtureRequest) -> str:
-    return request.param
+def device(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The device name, with that GPU made current for the whole benchmark (so cuda:N works for N > 0)."""
+    name = request.param
+    if name == "cpu":
+        yield name
+        return
+    from bpcore.backends import device_scope, get_backend
+
+    with device_scope(get_backend(name)):
+        yield name
 
 
 def synchronizer(device: str) -> Callable[[], None]:

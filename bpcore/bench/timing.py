@@ -95,10 +95,10 @@ class TorchEventClock:
 
     def start(self) -> None:
         self._torch.cuda.synchronize(self._device)
-        self._begin.record()
+        self._begin.record(self._torch.cuda.current_stream(self._device))
 
     def stop(self) -> float:
-        self._end.record()
+        self._end.record(self._torch.cuda.current_stream(self._device))
         self._end.synchronize()
         return float(self._begin.elapsed_time(self._end)) / 1e3
 
