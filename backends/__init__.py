@@ -32,8 +32,8 @@ from .numpy_backend import NumpyBackend
 __all__ = [
     "CPU",
     "ENV_VAR",
-    "KERNEL_MODES",
     "KERNELS_ENV_VAR",
+    "KERNEL_MODES",
     "Backend",
     "Device",
     "DeviceError",

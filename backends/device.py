@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from typing import Union
 
 logger = logging.getLogger("bpcore")
 
@@ -52,7 +51,7 @@ class Device:
         return self.kind == "cuda"
 
 
-DeviceLike = Union[str, Device]
+DeviceLike = str | Device
 CPU = Device("cpu")
 
 

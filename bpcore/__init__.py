@@ -24,6 +24,7 @@ from .backends import (
     set_device,
     use_device,
 )
+from .checkpoint import ModelCheckpoint, latest_checkpoint
 from .gradcheck import gradcheck
 from .interop import asarray
 from .network import Network
@@ -42,6 +43,7 @@ __all__ = [
     "DeviceError",
     "EarlyStopping",
     "History",
+    "ModelCheckpoint",
     "ModelFileError",
     "Network",
     "Parameter",
@@ -53,6 +55,7 @@ __all__ = [
     "get_backend",
     "gradcheck",
     "init",
+    "latest_checkpoint",
     "layers",
     "load",
     "load_checkpoint",

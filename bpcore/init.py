@@ -38,7 +38,9 @@ def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan
     return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
 
 
-def normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int, std: float = 0.01) -> np.ndarray:
+def normal(
+    rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int, std: float = 0.01
+) -> np.ndarray:
     """N(0, 0.01^2), the classic tutorials' small random start."""
     return rng.normal(0.0, std, size=shape)
 

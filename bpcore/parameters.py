@@ -26,7 +26,7 @@ class Parameter:
     regularisation and weight decay apply (weights yes, biases by choice).
     """
 
-    __slots__ = ("name", "shape", "init", "fan_in", "fan_out", "decay", "data", "grad", "store", "offset")
+    __slots__ = ("data", "decay", "fan_in", "fan_out", "grad", "init", "name", "offset", "shape", "store")
 
     def __init__(
         self,
