@@ -25,18 +25,19 @@ import numpy as np
 
 from ..ops.registry import KernelBuilder
 
-# Sizes (elements) from which the parallel build runs, by kind of work.  A
-# parallel region costs about 10 µs, so cheap arithmetic needs more elements
-# than exp/tanh-heavy work.  Optimiser kernels vectorise: one thread updates
-# 235k float32 parameters of Adam in about 0.14 ms, and right after a matrix
-# product the BLAS threads are still spinning, so extra threads pay off only
-# for much larger buffers.
+# Sizes (elements) from which the parallel build runs, by kind of work.
+# Right after a matrix product the BLAS threads are still spinning; a Numba
+# parallel region started then fights them for the cores (measured on 2
+# cores: bias+ReLU over 262k elements 3.9 ms instead of 0.17 ms, and the
+# next matrix product 2.5-10x slower).  Serial one-pass kernels run at
+# memory speed for every layer size of the networks we benchmark, so the
+# threads are kept for buffers of several million elements.
 PARALLEL_MIN = {
-    "cheap": 1 << 18,
-    "transcendental": 1 << 14,
+    "cheap": 1 << 22,
+    "transcendental": 1 << 22,
     "optimiser": 1 << 21,
-    "rows": 1 << 15,
-    "columns": 1 << 16,
+    "rows": 1 << 22,
+    "columns": 1 << 22,
 }
 
 _CHEAP_ACTIVATIONS = frozenset({"identity", "relu", "leaky_relu", "sigmoid", "tanh"})
