@@ -206,20 +206,6 @@ def fwd_identity(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def fwd_sigmoid(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = act_sigmoid(np.float64(v), p)
-    else:
-        for i in prange(z.size):
-            out[i] = act_sigmoid(np.float64(z[i]), p)
-
-
-@kernel
 def fwd_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
     zero = z.dtype.type(0)
     if has_bias:
@@ -233,76 +219,6 @@ def fwd_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
         for i in prange(z.size):
             v = z[i]
             out[i] = zero if v < zero else v
-
-
-@kernel
-def fwd_leaky_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = act_leaky_relu(np.float64(v), p)
-    else:
-        for i in prange(z.size):
-            out[i] = act_leaky_relu(np.float64(z[i]), p)
-
-
-@kernel
-def fwd_elu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = act_elu(np.float64(v), p)
-    else:
-        for i in prange(z.size):
-            out[i] = act_elu(np.float64(z[i]), p)
-
-
-@kernel
-def fwd_gelu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = act_gelu(np.float64(v), p)
-    else:
-        for i in prange(z.size):
-            out[i] = act_gelu(np.float64(z[i]), p)
-
-
-@kernel
-def fwd_silu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = act_silu(np.float64(v), p)
-    else:
-        for i in prange(z.size):
-            out[i] = act_silu(np.float64(z[i]), p)
-
-
-@kernel
-def fwd_softplus(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = act_softplus(np.float64(v), p)
-    else:
-        for i in prange(z.size):
-            out[i] = act_softplus(np.float64(z[i]), p)
 
 
 @kernel
@@ -326,34 +242,44 @@ def bwd_relu(gy, s, out, p):  # type: ignore[no-untyped-def]
         out[i] = gy[i] * (one if s[i] > zero else zero)  # gy * (y > 0): a NaN gradient stays NaN
 
 
-@kernel
-def bwd_leaky_relu(gy, s, out, p):  # type: ignore[no-untyped-def]
+# The activations whose math is a libm call compute in float64 registers
+# through their per-element function; each kernel is one template compiled
+# once per activation (``ACT``/``GRAD`` bound per copy, see _specialise).
+ACT = act_identity
+GRAD = grad_relu
+
+
+def _specialise(template: Callable[..., Any], name: str, **bindings: Any) -> Callable[..., Any]:
+    """A copy of ``template`` named ``name`` whose globals bind ``bindings``."""
+    namespace = {**template.__globals__, **bindings}
+    copy = types.FunctionType(template.__code__, namespace, name, template.__defaults__)
+    copy.__qualname__ = name
+    copy.__module__ = template.__module__
+    return copy
+
+
+def _forward_template(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+    if has_bias:
+        for r in prange(z.size // cols):
+            base = r * cols
+            for c in range(cols):
+                v = z[base + c] + b[c]
+                z[base + c] = v
+                out[base + c] = ACT(np.float64(v), p)
+    else:
+        for i in prange(z.size):
+            out[i] = ACT(np.float64(z[i]), p)
+
+
+def _backward_template(gy, s, out, p):  # type: ignore[no-untyped-def]
     for i in prange(s.size):
-        out[i] = grad_leaky_relu(np.float64(gy[i]), np.float64(s[i]), p)
+        out[i] = GRAD(np.float64(gy[i]), np.float64(s[i]), p)
 
 
-@kernel
-def bwd_elu(gy, s, out, p):  # type: ignore[no-untyped-def]
-    for i in prange(s.size):
-        out[i] = grad_elu(np.float64(gy[i]), np.float64(s[i]), p)
-
-
-@kernel
-def bwd_gelu(gy, s, out, p):  # type: ignore[no-untyped-def]
-    for i in prange(s.size):
-        out[i] = grad_gelu(np.float64(gy[i]), np.float64(s[i]), p)
-
-
-@kernel
-def bwd_silu(gy, s, out, p):  # type: ignore[no-untyped-def]
-    for i in prange(s.size):
-        out[i] = grad_silu(np.float64(gy[i]), np.float64(s[i]), p)
-
-
-@kernel
-def bwd_softplus(gy, s, out, p):  # type: ignore[no-untyped-def]
-    for i in prange(s.size):
-        out[i] = grad_softplus(np.float64(gy[i]), np.float64(s[i]), p)
+for _name in ("sigmoid", "leaky_relu", "elu", "gelu", "silu", "softplus"):
+    kernel(_specialise(_forward_template, f"fwd_{_name}", ACT=globals()[f"act_{_name}"]))
+for _name in ("leaky_relu", "elu", "gelu", "silu", "softplus"):
+    kernel(_specialise(_backward_template, f"bwd_{_name}", GRAD=globals()[f"grad_{_name}"]))
 
 
 # --- optimiser updates (torch.optim's rules; state flushed) ---------------------
