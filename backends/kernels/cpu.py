@@ -17,13 +17,12 @@ returns a wrapper with the operation's signature.  Each wrapper
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ..ops.registry import KernelBuilder
+from .built_once import BuiltOnce
 
 # Sizes (elements) from which the parallel build runs, by kind of work.
 # Right after a matrix product the BLAS threads are still spinning; a Numba
@@ -42,24 +41,14 @@ PARALLEL_MIN = {
 
 _CHEAP_ACTIVATIONS = frozenset({"identity", "relu", "leaky_relu", "sigmoid", "tanh"})
 
-_built: dict[str, Callable[..., Any]] = {}
-_lock = threading.Lock()
+def _make_compiled(name: str) -> Callable[..., Any]:
+    from . import numba_kernels  # ImportError here means: use the generic version
+
+    return _make(name, numba_kernels)
 
 
-def cpu_kernel(name: str) -> KernelBuilder:
-    """The ``cpu=`` builder for operation ``name``."""
-    return functools.partial(build, name)
-
-
-def build(name: str) -> Callable[..., Any]:
-    """The compiled implementation of operation ``name`` (built once, then shared)."""
-    with _lock:
-        implementation = _built.get(name)
-        if implementation is None:
-            from . import numba_kernels  # ImportError here means: use the generic version
-
-            implementation = _built[name] = _make(name, numba_kernels)
-    return implementation
+build = BuiltOnce(_make_compiled)
+cpu_kernel = build.builder
 
 
 def _generic(name: str) -> Callable[..., Any]:

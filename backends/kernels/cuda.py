@@ -9,37 +9,27 @@ caches the binary.  No wrapper here synchronises the device.
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..ops.registry import KernelBuilder
+from .built_once import BuiltOnce
 
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 65535
 
 _kernels: dict[str, Any] = {}
-_built: dict[str, Callable[..., Any]] = {}
-_lock = threading.Lock()
 
 
-def cuda_kernel(name: str) -> KernelBuilder:
-    """The ``cuda=`` builder for operation ``name``."""
-    return functools.partial(build, name)
+def _make_cupy(name: str) -> Callable[..., Any]:
+    return make_implementation(name, _kernel)
 
 
-def build(name: str) -> Callable[..., Any]:
-    """The CuPy implementation of operation ``name`` (built once, then shared)."""
-    with _lock:
-        implementation = _built.get(name)
-        if implementation is None:
-            implementation = _built[name] = make_implementation(name, _kernel)
-    return implementation
+build = BuiltOnce(_make_cupy)
+cuda_kernel = build.builder
 
 
 def _kernel(kernel_name: str) -> Any:
-    """The CuPy kernel object for ``kernel_name`` (caller holds the lock).
+    """The CuPy kernel object for ``kernel_name`` (called while BuiltOnce holds its lock).
 
     ``"raw"`` names the ``RawModule`` of the row and column kernels.
     """
