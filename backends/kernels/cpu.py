@@ -220,6 +220,8 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
 
         return rmsprop_step
     if name == "adam_step":
+        from ..ops.optimizers import adam_scalars
+
         pair = nk.KERNELS["adam"]
 
         def adam_step(
@@ -255,8 +257,7 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
                 )
             t = param.dtype.type
             # torch's scalars, computed on the host in double as torch does.
-            step_size = lr / (1.0 - beta1**step)
-            bc2_sqrt = (1.0 - beta2**step) ** 0.5
+            step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
             shrink, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
             _pick(pair, param.size, kind)(
                 param.reshape(-1),

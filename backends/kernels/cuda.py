@@ -174,6 +174,8 @@ def make_implementation(name: str, kernels: Callable[[str], Any]) -> Callable[..
 
         return rmsprop_step
     if name == "adam_step":
+        from ..ops.optimizers import adam_scalars
+
         adam = kernels("bp_adam")
 
         def adam_step(
@@ -191,8 +193,7 @@ def make_implementation(name: str, kernels: Callable[[str], Any]) -> Callable[..
             decoupled,
             amsgrad,
         ):  # type: ignore[no-untyped-def]
-            step_size = lr / (1.0 - beta1**step)
-            bc2_sqrt = (1.0 - beta2**step) ** 0.5
+            step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
             adam(
                 grad,
                 lr,

@@ -140,6 +140,15 @@ def rmsprop_step(
     return param
 
 
+def adam_scalars(lr: float, beta1: float, beta2: float, step: int) -> tuple[float, float]:
+    """Adam's per-step host scalars: ``lr / (1 - beta1**step)`` and ``sqrt(1 - beta2**step)``.
+
+    Computed in double on the host, as torch does, and shared by the generic,
+    CPU and CUDA versions so that their bias corrections cannot differ.
+    """
+    return lr / (1.0 - beta1**step), (1.0 - beta2**step) ** 0.5
+
+
 @declare(
     "adam_step",
     "Adam / AdamW (decoupled) with bias correction and optional AMSGrad",
@@ -171,8 +180,7 @@ def adam_step(
     exp_avg += (1.0 - beta1) * (g - exp_avg)
     exp_avg_sq *= beta2
     exp_avg_sq += (1.0 - beta2) * (g * g)
-    bias_correction1 = 1.0 - beta1**step
-    bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
+    step_size, bias_correction2_sqrt = adam_scalars(lr, beta1, beta2, step)
     if amsgrad:
         xp.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         second = max_exp_avg_sq
@@ -181,7 +189,7 @@ def adam_step(
     denom = xp.sqrt(second)
     denom /= bias_correction2_sqrt
     denom += eps
-    param -= (lr / bias_correction1) * (exp_avg / denom)
+    param -= step_size * (exp_avg / denom)
     return param
 
 
