@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend
+from .backends import Backend, device_scope
 from .interop import import_array, to_backend
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -25,11 +25,6 @@ def check_dtype(dtype: Any, *, argument: str = "dtype") -> np.dtype:
     if resolved not in FLOAT_DTYPES:
         raise ValueError(f"{argument}: expected 'float32' or 'float64', got {dtype!r}")
     return resolved
-
-
-def is_device_array(data: Any) -> bool:
-    """Whether ``data`` is a CuPy array (checked without importing CuPy)."""
-    return type(data).__module__.split(".")[0] == "cupy"
 
 
 def as_features(
@@ -72,10 +67,19 @@ def as_features(
         raise ValueError(
             f"{argument}: expected {in_features} features per sample, got shape {tuple(array.shape)}"
         )
-    if check_finite:
-        finite = bool(array.__array_namespace__().isfinite(array).all()) if is_device_array(array) else bool(
-            np.isfinite(array).all()
-        )
-        if not finite:
-            raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")
-    return to_backend(array, backend, dtype)
+    if not check_finite:
+        return to_backend(array, backend, dtype)
+    if isinstance(array, np.ndarray):  # host data: checked on the host, before it moves
+        _check_finite(np, array, argument)
+        return to_backend(array, backend, dtype)
+    # Device data is checked where it will be used, with that backend's own array
+    # module: CuPy arrays have no ``__array_namespace__`` to ask.
+    moved = to_backend(array, backend)
+    with device_scope(backend):
+        _check_finite(backend.xp, moved, argument)
+    return moved if moved.dtype == dtype else backend.asarray(moved, dtype=dtype)
+
+
+def _check_finite(xp: Any, array: Any, argument: str) -> None:
+    if not bool(xp.isfinite(array).all()):
+        raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend
+from ..backends import Backend, device_scope
 from .base import Layer
 
 
@@ -29,6 +29,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout(p): expected a drop probability in [0, 1), got {p!r}")
         self.p = float(p)
         self._random: Any = None
+        self._own_random = False  # True when the layer made its generator itself (no network)
         self._mask: Any = None
         self._ran = False
 
@@ -37,6 +38,7 @@ class Dropout(Layer):
 
     def bind_random(self, generator: Any) -> Any:
         previous, self._random = self._random, generator
+        self._own_random = False
         return previous
 
     def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
@@ -46,6 +48,8 @@ class Dropout(Layer):
     def to(self, backend: Backend) -> None:
         super().to(backend)
         self._mask, self._ran = None, False
+        if self._own_random:  # a CuPy generator's state lives on the device it was made on
+            self._random, self._own_random = None, False
 
     def forward(self, x: Any, training: bool) -> Any:
         self._ran = True
@@ -53,9 +57,13 @@ class Dropout(Layer):
             self._mask = None
             return x
         if self._random is None:  # used outside a network: an unseeded generator on this device
-            self._random = self.backend.random(None)
+            self._random, self._own_random = self.backend.random(None), True
         uniform = self.workspace("uniform", x.shape)
-        self._random.random(dtype=uniform.dtype, out=uniform)
+        # ``size`` is required: CuPy's Generator.random(out=...) without it draws ONE
+        # value and broadcasts it over ``out``.  A CuPy generator draws only while
+        # the device it was created on is current.
+        with device_scope(self.backend):
+            self._random.random(size=uniform.shape, dtype=uniform.dtype, out=uniform)
         mask = self._mask = self.workspace("mask", x.shape)
         out = self.workspace("out", x.shape)
         return self.backend.ops.dropout_forward(x, uniform, self.p, out, mask)

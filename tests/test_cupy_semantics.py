@@ -1,0 +1,147 @@
+"""CuPy's behaviour where it differs from NumPy's, met on the CPU through the doubles of cupy_doubles.py.
+
+Each test here failed before its fix: device input validated through
+``__array_namespace__`` (which ``cupy.ndarray`` lacks), and dropout drawing
+its uniforms with ``random(out=...)`` and no ``size`` (one value, broadcast).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cupy_doubles import CupyLikeArray, CupyLikeBackend, CupyLikeGenerator
+
+import bpcore
+from bpcore.backends import get_backend
+from bpcore.layers import Dense, Dropout, Tanh
+from bpcore.losses import MSE
+from bpcore.optim import SGD
+from bpcore.validation import as_features
+
+
+def _data(rows: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(rows, 3)), rng.normal(size=(rows, 2))
+
+
+def _network() -> bpcore.Network:
+    return bpcore.Network([Dense(3, 4), Tanh(), Dense(4, 2)], dtype="float64", seed=0, device="cpu")
+
+
+# --- input validation: the backend's own array module, never __array_namespace__ ----------
+def test_the_double_is_cupy_like() -> None:
+    array = CupyLikeArray(np.ones((2, 3)))
+    assert not hasattr(array, "__array_namespace__")
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(array)
+
+
+def test_device_arrays_are_accepted_by_forward_predict_evaluate_and_fit() -> None:
+    x, y = _data()
+    net, reference = _network(), _network()
+    expected = reference.forward(x)
+    np.testing.assert_allclose(net.forward(CupyLikeArray(x)), expected)
+    np.testing.assert_allclose(net.predict(CupyLikeArray(x)), expected)
+    np.testing.assert_allclose(net.predict(CupyLikeArray(x), batch_size=5), expected)
+    scores = net.evaluate(CupyLikeArray(x), y, loss=MSE())
+    assert scores["loss"] == pytest.approx(reference.evaluate(x, y, loss=MSE())["loss"])
+    history = net.fit(CupyLikeArray(x), y, loss=MSE(), optimizer=SGD(net.parameters(), lr=0.1),
+                      epochs=2, batch_size=4, seed=0, verbose=False)
+    expected_history = reference.fit(x, y, loss=MSE(), optimizer=SGD(reference.parameters(), lr=0.1),
+                                     epochs=2, batch_size=4, seed=0, verbose=False)
+    assert history.loss == expected_history.loss and len(history.loss) == 2
+    np.testing.assert_array_equal(net.store.data, reference.store.data)
+
+
+def test_device_arrays_with_nan_give_the_usual_error() -> None:
+    x, y = _data()
+    x[3, 1] = np.nan
+    net = _network()
+    with pytest.raises(ValueError, match="x: contains NaN or Inf values"):
+        net.forward(CupyLikeArray(x))
+    with pytest.raises(ValueError, match="x: contains NaN or Inf values"):
+        net.fit(CupyLikeArray(x), y, loss=MSE(), optimizer=SGD(net.parameters(), lr=0.1), epochs=1,
+                verbose=False)
+
+
+def test_bpcore_asarray_moves_device_arrays_to_the_host() -> None:
+    x, _ = _data()
+    moved = bpcore.asarray(CupyLikeArray(x), device="cpu", dtype="float32")
+    assert isinstance(moved, np.ndarray) and moved.dtype == np.float32
+    np.testing.assert_array_equal(moved, x.astype(np.float32))
+
+
+def test_arrays_on_the_device_are_checked_with_the_backends_array_module() -> None:
+    backend = CupyLikeBackend()
+    x, _ = _data()
+    result = as_features(CupyLikeArray(x), backend, np.dtype(np.float32), in_features=3)
+    assert isinstance(result, CupyLikeArray) and result.dtype == np.float32
+    np.testing.assert_array_equal(result.get(), x.astype(np.float32))
+    assert "isfinite" in backend.xp.calls
+    x[0, 0] = np.inf
+    with pytest.raises(ValueError, match="features: contains NaN or Inf"):
+        as_features(CupyLikeArray(x), backend, np.dtype(np.float64), in_features=3, argument="features")
+
+
+# --- dropout: one draw per unit, on every backend -------------------------------------------
+def _masks(network: bpcore.Network, shape: tuple[int, int], draws: int = 2) -> list[np.ndarray]:
+    x = np.ones(shape, dtype=network.dtype)
+    return [network.backend.to_numpy(network.forward(x, training=True)) for _ in range(draws)]
+
+
+def _check_mask_statistics(masks: list[np.ndarray], p: float) -> None:
+    keep = 1.0 - p
+    for out in masks:
+        kept = out != 0
+        np.testing.assert_allclose(out[kept], 1.0 / keep, rtol=1e-6)
+        n = kept.size
+        bound = 6.0 * np.sqrt(n * p * keep)  # six standard deviations of Binomial(n, 1 - p)
+        assert abs(kept.sum() - n * keep) <= bound, (kept.mean(), keep)
+        rows = kept.shape[0]
+        column_bound = 6.0 * np.sqrt(rows * p * keep)
+        assert np.all(np.abs(kept.sum(axis=0) - rows * keep) <= column_bound)  # every unit, not one coin
+        assert len({row.tobytes() for row in kept}) > rows // 2  # rows differ from one another
+        # neighbouring units independent: P(both kept) = keep^2
+        both = (kept[:, :-1] & kept[:, 1:]).sum()
+        pairs = kept[:, :-1].size
+        assert abs(both - pairs * keep**2) <= 6.0 * np.sqrt(pairs * keep**2 * (1 - keep**2))
+    assert not np.array_equal(masks[0], masks[1])  # a fresh mask every step
+
+
+@pytest.mark.parametrize("kernels", ["fused", "generic"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_masks_are_drawn_per_unit_on_every_backend(
+    device_name: str, kernels: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BPCORE_KERNELS", kernels)
+    net = bpcore.Network([Dropout(0.3)], dtype=dtype, seed=1, device=device_name)
+    assert net.backend.kernels == kernels
+    _check_mask_statistics(_masks(net, (400, 250)), 0.3)
+
+
+def test_dropout_with_cupys_generator_semantics_draws_a_value_per_unit() -> None:
+    # CuPy's Generator.random(out=buf) without size broadcasts ONE value: all units or none.
+    net = bpcore.Network([Dropout(0.3)], dtype="float32", seed=1, device="cpu")
+    for layer in net.walk():
+        layer.bind_random(CupyLikeGenerator(7))
+    _check_mask_statistics(_masks(net, (400, 250)), 0.3)
+
+
+def test_a_standalone_dropout_makes_a_new_generator_on_its_new_device() -> None:
+    fused, generic = get_backend("cpu", kernels="fused"), get_backend("cpu", kernels="generic")
+    made: list[str] = []
+    layer = Dropout(0.5)
+    layer.build(4, np.dtype(np.float32), fused)
+    original = fused.random
+    try:
+        fused.random = lambda seed=None: made.append("fused") or original(seed)  # type: ignore[method-assign]
+        layer.forward(np.ones((3, 4), np.float32), True)
+    finally:
+        del fused.random
+    layer.to(generic)
+    try:
+        generic.random = lambda seed=None: made.append("generic") or original(seed)  # type: ignore[method-assign]
+        layer.forward(np.ones((3, 4), np.float32), True)
+    finally:
+        del generic.random
+    assert made == ["fused", "generic"]
