@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .backends import CPU, get_backend
+from .interop import import_array, to_backend
 from .layers.base import Layer
 from .network import Network
 from .parameters import ParameterStore
@@ -64,13 +65,19 @@ def _host(array: Any) -> np.ndarray:
     return np.array(array, dtype=np.float64)
 
 
+def _target(y: Any, backend: Any) -> Any:
+    """``y`` on ``backend`` (from NumPy, CuPy or DLPack; never ``np.asarray`` on a CuPy array).
+
+    Integer labels keep their dtype; anything else becomes float64.
+    """
+    if y is None:
+        return None
+    moved = to_backend(import_array(y, argument="y"), backend)
+    return moved if moved.dtype.kind in "iub" else backend.asarray(moved, dtype=np.float64)
+
+
 def _as_float64_input(x: Any, argument: str = "x") -> np.ndarray:
-    try:
-        array = np.asarray(x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"gradcheck({argument}): expected a numeric array, got {type(x).__name__} ({exc})"
-        ) from None
+    array = to_backend(import_array(x, argument=f"gradcheck({argument})"), get_backend(CPU))
     if array.dtype.kind != "f":
         raise TypeError(f"gradcheck({argument}): expected a floating-point array, got dtype {array.dtype}")
     if array.size == 0:
@@ -142,8 +149,7 @@ def _layer_problem(
     previous = [m.bind_random(_ReplayRandom(generator)) for m in members]
     xin = backend.asarray(x, dtype=np.float64).copy()
     weights: dict[str, Any] = {"rng": rng}
-    target = None if y is None else (backend.asarray(y) if np.asarray(y).dtype.kind in "iu" else
-                                      backend.asarray(y, dtype=np.float64))
+    target = _target(y, backend)
 
     def value_and_seed() -> tuple[float, Any]:
         out = layer.forward(xin, training)
@@ -199,8 +205,7 @@ def _network_problem(
     for member in members:
         member.bind_random(_ReplayRandom(generator))
     weights: dict[str, Any] = {"rng": rng}
-    target = None if y is None else (backend.asarray(y) if np.asarray(y).dtype.kind in "iu" else
-                                      backend.asarray(y, dtype=np.float64))
+    target = _target(y, backend)
 
     def value_and_seed() -> tuple[float, Any]:
         out = network._forward(xin, training)
@@ -241,9 +246,7 @@ def _loss_problem(loss: Any, x: np.ndarray, y: Any) -> tuple[_Problem, Callable[
             "gradcheck(y): checking a loss needs its target y (the second argument of loss(pred, y))"
         )
     prediction = x.copy()
-    target = np.asarray(y)
-    if target.dtype.kind == "f":
-        target = target.astype(np.float64)
+    target = _target(y, get_backend(CPU))
 
     def evaluate() -> float:
         return float(_host(loss(prediction, target)))
@@ -334,7 +337,8 @@ def _to_like(variable: Any, values: np.ndarray) -> Any:
         return values
     import cupy  # only reached for a network on a GPU
 
-    return cupy.asarray(values)
+    with variable.device:  # the variable's GPU, whichever is current
+        return cupy.asarray(values)
 
 
 def gradcheck(

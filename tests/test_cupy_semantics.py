@@ -145,3 +145,18 @@ def test_a_standalone_dropout_makes_a_new_generator_on_its_new_device() -> None:
     finally:
         del generic.random
     assert made == ["fused", "generic"]
+
+
+# --- gradcheck: device arrays reach the host through the backend, never np.asarray ---------
+def test_gradcheck_takes_device_arrays_for_inputs_and_targets() -> None:
+    from bpcore.losses import CrossEntropy
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 3))
+    labels = rng.integers(0, 2, size=6)
+    soft = rng.dirichlet(np.ones(2), size=6)
+    net = _network()
+    assert bpcore.gradcheck(net, CupyLikeArray(x), y=CupyLikeArray(labels), loss=CrossEntropy(), seed=0) < 1e-6
+    assert bpcore.gradcheck(Dense(3, 2), CupyLikeArray(x), y=CupyLikeArray(soft), loss=CrossEntropy(),
+                            seed=0) < 1e-6
+    assert bpcore.gradcheck(MSE(), CupyLikeArray(x), y=CupyLikeArray(x[::-1].copy()), seed=0) < 1e-6
