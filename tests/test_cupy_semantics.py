@@ -156,7 +156,8 @@ def test_gradcheck_takes_device_arrays_for_inputs_and_targets() -> None:
     labels = rng.integers(0, 2, size=6)
     soft = rng.dirichlet(np.ones(2), size=6)
     net = _network()
-    assert bpcore.gradcheck(net, CupyLikeArray(x), y=CupyLikeArray(labels), loss=CrossEntropy(), seed=0) < 1e-6
+    assert bpcore.gradcheck(net, CupyLikeArray(x), y=CupyLikeArray(labels), loss=CrossEntropy(),
+                            seed=0) < 1e-6
     assert bpcore.gradcheck(Dense(3, 2), CupyLikeArray(x), y=CupyLikeArray(soft), loss=CrossEntropy(),
                             seed=0) < 1e-6
     assert bpcore.gradcheck(MSE(), CupyLikeArray(x), y=CupyLikeArray(x[::-1].copy()), seed=0) < 1e-6
