@@ -320,3 +320,46 @@ def compare(
             equal_nan=True,
             err_msg=f"{name}: argument {position} differs from the generic version",
         )
+
+
+LAYOUTS = ("fortran", "strided")
+
+
+def relayout(args: list[Any], layout: str) -> list[Any]:
+    """``args`` with every array in a layout a flat-memory kernel would misread, values unchanged.
+
+    ``fortran``: 2-D arrays in column-major order (what ``DataFrame.to_numpy()``
+    gives); ``strided``: every array a view of every other element of a
+    larger buffer along its last axis (a sliced or transposed prediction).
+    """
+    out: list[Any] = []
+    for arg in args:
+        if not isinstance(arg, np.ndarray) or arg.ndim == 0:
+            out.append(arg)
+        elif layout == "fortran":
+            out.append(np.asfortranarray(arg) if arg.ndim == 2 else arg.copy())
+        else:
+            buffer = np.zeros((*arg.shape[:-1], 2 * arg.shape[-1]), arg.dtype)
+            view = buffer[..., ::2]
+            view[...] = arg
+            out.append(view)
+    return out
+
+
+def compare_layout(name: str, implementation: Callable[..., Any], args: list[Any], layout: str) -> None:
+    """``implementation`` on ``args`` in ``layout`` against the generic version on C-ordered copies."""
+    expected = copy.deepcopy(args)
+    got = relayout(args, layout)
+    assert layout == "fortran" or not all(
+        a.flags.c_contiguous for a in got if isinstance(a, np.ndarray) and a.ndim
+    )
+    with np.errstate(all="ignore"):
+        OPERATIONS[name].generic(np, *expected)
+        implementation(*got)
+    for position, (e, g) in enumerate(zip(expected, got, strict=True)):
+        if isinstance(e, np.ndarray) and e.dtype.kind == "f":
+            rtol, atol = TOLERANCE[e.dtype]
+            np.testing.assert_allclose(
+                g, e, rtol=rtol * 50, atol=atol * 50, equal_nan=True,
+                err_msg=f"{name} ({layout}): argument {position} differs from the generic version",
+            )

@@ -13,7 +13,7 @@ from bpcore.backends.ops import OPERATIONS
 
 pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the generic versions")
 
-from kernel_cases import CASES, compare
+from kernel_cases import CASES, LAYOUTS, compare, compare_layout
 
 from bpcore.backends.kernels import cpu, numba_kernels
 
@@ -158,3 +158,12 @@ def test_without_numba_everything_runs_the_generic_version() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "generic-ok" in result.stdout
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", CPU_OPS)
+def test_cpu_kernel_wrappers_take_any_memory_layout(name: str, layout: str) -> None:
+    implementation = cpu.build(name)
+    rng = np.random.default_rng(7)
+    for _label, make in CASES[name]:
+        compare_layout(name, implementation, make(rng, np.float32, 9, False), layout)

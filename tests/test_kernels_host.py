@@ -20,7 +20,7 @@ from typing import Any
 import kernel_codegen
 import numpy as np
 import pytest
-from kernel_cases import CASES, compare
+from kernel_cases import CASES, LAYOUTS, compare, compare_layout
 
 from bpcore.backends.kernels import cuda
 from bpcore.backends.kernels import cuda_sources as src
@@ -189,3 +189,74 @@ def test_cuda_optimiser_state_subnormals_are_flushed(dtype: type, host_kernels: 
     )
     assert np.all(m == 0) and np.all(v == 0)
     np.testing.assert_array_equal(param, np.ones(n, dtype))
+
+
+def _uses_raw_module(name: str) -> bool:
+    asked: list[str] = []
+
+    def record(kernel_name: str) -> Any:
+        asked.append(kernel_name)
+        return HostRawModule(None)  # type: ignore[arg-type]
+
+    cuda.make_implementation(name, record)
+    return "raw" in asked
+
+
+RAW_OPS = [name for name in CUDA_OPS if _uses_raw_module(name)]
+
+
+def test_the_row_and_column_operations_are_found() -> None:
+    assert set(RAW_OPS) == {
+        "softmax_cross_entropy_forward",
+        "softmax_cross_entropy_index_forward",
+        "batchnorm_forward_train",
+        "batchnorm_backward",
+    }
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", RAW_OPS)
+def test_raw_kernel_wrappers_take_any_memory_layout(
+    name: str, dtype: type, layout: str, host_kernels: Any
+) -> None:
+    # The raw kernels index flat C-order memory (the host launcher asserts it):
+    # other layouts must go through the shared guard, never reach the kernel.
+    implementation = cuda.make_implementation(name, host_kernels)
+    rng = np.random.default_rng(11)
+    for _label, make in CASES[name]:
+        compare_layout(name, implementation, make(rng, dtype, 23, False), layout)
+
+
+@pytest.mark.parametrize("name", RAW_OPS)
+def test_raw_kernels_refuse_other_dtypes_with_a_clear_error(name: str, host_kernels: Any) -> None:
+    implementation = cuda.make_implementation(name, host_kernels)
+    args = CASES[name][0][1](np.random.default_rng(0), np.float32, 8, False)
+    with np.errstate(over="ignore"):  # the outputs hold uninitialised memory
+        half = [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+                for a in args]
+    with pytest.raises(TypeError, match="expected float32 or float64 arrays, got dtype float16"):
+        implementation(*half)
+    mixed = list(args)
+    position = next(i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim == 2 and i > 0)
+    mixed[position] = args[position].astype(np.float64)
+    with pytest.raises(TypeError, match="must have the dtype of the first"):
+        implementation(*mixed)
+
+
+def test_raw_kernel_functions_are_fetched_once_per_dtype(host_kernels: Any) -> None:
+    fetched: list[str] = []
+
+    class Counting(HostRawModule):
+        def get_function(self, expression: str) -> Any:
+            fetched.append(expression)
+            return super().get_function(expression)
+
+    module = Counting(host_kernels("raw").library)
+    implementation = cuda.make_implementation(
+        "batchnorm_forward_train", lambda name: module if name == "raw" else host_kernels(name)
+    )
+    rng = np.random.default_rng(2)
+    for dtype in (np.float32, np.float32, np.float64, np.float32, np.float64):
+        implementation(*CASES["batchnorm_forward_train"][0][1](rng, dtype, 8, False))
+    assert fetched == ["bp_batchnorm_fwd<float>", "bp_batchnorm_fwd<double>"]

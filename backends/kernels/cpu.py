@@ -9,7 +9,9 @@ returns a wrapper with the operation's signature.  Each wrapper
 * picks the serial build of its kernel for small arrays and the parallel one
   from a size where the threads pay off (:data:`PARALLEL_MIN`);
 * runs the generic version instead when an array is not C-contiguous (the
-  kernels walk flat memory), so an unusual caller still gets a right answer;
+  kernels walk flat memory; one guard for every wrapper, CPU and CUDA:
+  :func:`.layout.flat_or_generic`), so an unusual caller still gets a right
+  answer;
 * passes the dtype's smallest normal number to the optimiser kernels, which
   flush subnormal state values to zero.
 """
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .built_once import BuiltOnce
+from .layout import flat_or_generic
 
 # Sizes (elements) from which the parallel build runs, by kind of work.
 # Right after a matrix product the BLAS threads are still spinning; a Numba
@@ -57,10 +60,6 @@ def _generic(name: str) -> Callable[..., Any]:
     return functools.partial(OPERATIONS[name].generic, np)
 
 
-def _contiguous(*arrays: Any) -> bool:
-    return all(a.flags.c_contiguous for a in arrays)
-
-
 def _pick(pair: Any, size: int, kind: str) -> Any:
     return pair.parallel if size >= PARALLEL_MIN[kind] else pair.serial
 
@@ -72,7 +71,8 @@ def _tiny(array: Any) -> float:
 def _make(name: str, nk: Any) -> Callable[..., Any]:
     for prefix, factory in _FACTORIES:
         if name.startswith(prefix) or name == prefix:
-            return factory(name, nk)
+            # The kernels walk flat memory: any other layout runs the generic version.
+            return flat_or_generic(factory(name, nk), _generic(name))
     raise ImportError(f"no CPU kernel for operation {name!r}")
 
 
@@ -99,8 +99,6 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS[f"bwd_{activation}"]
 
         def backward(gy: Any, saved: Any, out: Any, *params: float) -> Any:
-            if not _contiguous(gy, saved, out):
-                return generic(gy, saved, out, *params)
             p = _param(out, params)
             _pick(pair, out.size, kind)(gy.reshape(-1), saved.reshape(-1), out.reshape(-1), p)
             return out
@@ -111,7 +109,7 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
     if name.startswith("bias_"):
 
         def bias_forward(z: Any, b: Any, out: Any, *params: float) -> Any:
-            if z.ndim != 2 or b.shape != z.shape[1:] or not _contiguous(z, b, out):
+            if z.ndim != 2 or b.shape != z.shape[1:]:
                 return generic(z, b, out, *params)
             p = _param(out, params)
             cols = max(z.shape[1], 1)
@@ -121,8 +119,6 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
         return bias_forward
 
     def forward(x: Any, out: Any, *params: float) -> Any:
-        if not _contiguous(x, out):
-            return generic(x, out, *params)
         p = _param(out, params)
         flat = x.reshape(-1)
         _pick(pair, x.size, kind)(flat, flat[:0], out.reshape(-1), p, 1, False)
@@ -139,10 +135,6 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["sgd"]
 
         def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
-            if not _contiguous(param, grad, momentum_buf):
-                return generic(
-                    param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step
-                )
             t = param.dtype.type
             buf = momentum_buf.reshape(-1) if momentum != 0 else param.reshape(-1)[:0]
             _pick(pair, param.size, kind)(
@@ -165,8 +157,6 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["adagrad"]
 
         def adagrad_step(param, grad, state_sum, clr, weight_decay, eps):  # type: ignore[no-untyped-def]
-            if not _contiguous(param, grad, state_sum):
-                return generic(param, grad, state_sum, clr, weight_decay, eps)
             t = param.dtype.type
             _pick(pair, param.size, kind)(
                 param.reshape(-1),
@@ -186,20 +176,6 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         def rmsprop_step(
             param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered
         ):  # type: ignore[no-untyped-def]
-            if not _contiguous(param, grad, square_avg, grad_avg, momentum_buf):
-                return generic(
-                    param,
-                    grad,
-                    square_avg,
-                    grad_avg,
-                    momentum_buf,
-                    lr,
-                    alpha,
-                    eps,
-                    weight_decay,
-                    momentum,
-                    centered,
-                )
             t = param.dtype.type
             _pick(pair, param.size, kind)(
                 param.reshape(-1),
@@ -239,22 +215,6 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
             decoupled,
             amsgrad,
         ):  # type: ignore[no-untyped-def]
-            if not _contiguous(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq):
-                return generic(
-                    param,
-                    grad,
-                    exp_avg,
-                    exp_avg_sq,
-                    max_exp_avg_sq,
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                    step,
-                    decoupled,
-                    amsgrad,
-                )
             t = param.dtype.type
             # torch's scalars, computed on the host in double as torch does.
             step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
@@ -282,7 +242,7 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["l1_l2"]
 
         def l1_l2_grad(grad, param, l1, l2, mask, out):  # type: ignore[no-untyped-def]
-            if not _contiguous(grad, param, mask, out) or mask.shape != grad.shape:
+            if mask.shape != grad.shape:
                 return generic(grad, param, l1, l2, mask, out)
             _pick(pair, grad.size, kind)(
                 grad.reshape(-1), param.reshape(-1), mask.reshape(-1), out.reshape(-1), float(l1), float(l2)
@@ -294,8 +254,6 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["sum_squares"]
 
         def grad_norm_sq(grad, out):  # type: ignore[no-untyped-def]
-            if not _contiguous(grad):
-                return generic(grad, out)
             flat = grad.reshape(-1)
             kernel = _pick(pair, flat.size, kind)
             partial = np.empty(64 if kernel is pair.parallel else 1)
@@ -308,8 +266,6 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["scale"]
 
         def scale_inplace(x, factor):  # type: ignore[no-untyped-def]
-            if not _contiguous(x):
-                return generic(x, factor)
             # The product is formed in float64 and rounded once, as the generic
             # ``x *= factor`` with a float64 0-d factor does.
             _pick(pair, x.size, "cheap")(x.reshape(-1), float(factor.reshape(-1)[0]))
@@ -327,7 +283,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         use_labels = name == "softmax_cross_entropy_index_forward"
 
         def forward(logits, target, probs, losses):  # type: ignore[no-untyped-def]
-            if logits.ndim != 2 or not _contiguous(logits, target, probs, losses):
+            if logits.ndim != 2:
                 return generic(logits, target, probs, losses)
             k = logits.shape[1]
             flat = logits.reshape(-1)
@@ -343,7 +299,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["softmax_xent_backward"]
 
         def backward(probs, target, scale, out):  # type: ignore[no-untyped-def]
-            if not _contiguous(probs, target, out) or target.shape != probs.shape:
+            if target.shape != probs.shape:
                 return generic(probs, target, scale, out)
             _pick(pair, out.size, "cheap")(
                 probs.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
@@ -355,7 +311,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["softmax_xent_index_backward"]
 
         def index_backward(probs, labels, scale, out):  # type: ignore[no-untyped-def]
-            if probs.ndim != 2 or not _contiguous(probs, labels, out):
+            if probs.ndim != 2:
                 return generic(probs, labels, scale, out)
             _pick(pair, out.size, "cheap")(
                 probs.reshape(-1), labels, out.reshape(-1), float(scale), probs.shape[1]
@@ -367,7 +323,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["bce_logits"]
 
         def bce_logits_forward(z, target, losses):  # type: ignore[no-untyped-def]
-            if not _contiguous(z, target, losses) or target.shape != z.shape:
+            if target.shape != z.shape:
                 return generic(z, target, losses)
             _pick(pair, z.size, "transcendental")(z.reshape(-1), target.reshape(-1), losses.reshape(-1))
             return losses
@@ -377,7 +333,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["bce_logits_backward"]
 
         def bce_logits_backward(z, target, scale, out):  # type: ignore[no-untyped-def]
-            if not _contiguous(z, target, out) or target.shape != z.shape:
+            if target.shape != z.shape:
                 return generic(z, target, scale, out)
             _pick(pair, z.size, "transcendental")(
                 z.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
@@ -389,7 +345,7 @@ def _make_loss(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["bce_backward"]
 
         def bce_backward(p, target, scale, eps, out):  # type: ignore[no-untyped-def]
-            if not _contiguous(p, target, out) or target.shape != p.shape:
+            if target.shape != p.shape:
                 return generic(p, target, scale, eps, out)
             _pick(pair, p.size, "cheap")(
                 p.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale), float(eps)
@@ -407,7 +363,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["dropout"]
 
         def dropout_forward(x, uniform, p, out, mask):  # type: ignore[no-untyped-def]
-            if not _contiguous(x, uniform, out, mask) or uniform.shape != x.shape:
+            if uniform.shape != x.shape:
                 return generic(x, uniform, p, out, mask)
             dtype = x.dtype.type
             _pick(pair, x.size, "cheap")(
@@ -425,7 +381,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["multiply"]
 
         def dropout_backward(gy, mask, out):  # type: ignore[no-untyped-def]
-            if not _contiguous(gy, mask, out) or mask.shape != gy.shape:
+            if mask.shape != gy.shape:
                 return generic(gy, mask, out)
             _pick(pair, out.size, "cheap")(gy.reshape(-1), mask.reshape(-1), out.reshape(-1))
             return out
@@ -437,8 +393,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
         def batchnorm_forward_train(
             x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std
         ):  # type: ignore[no-untyped-def]
-            arrays = (x, gamma, beta, running_mean, running_var, out, xhat, inv_std)
-            if x.ndim != 2 or not _contiguous(*arrays):
+            if x.ndim != 2:
                 return generic(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std)
             n, f = x.shape
             _pick(pair, x.size, "columns")(
@@ -462,8 +417,7 @@ def _make_normalization(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["batchnorm_backward"]
 
         def batchnorm_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate):  # type: ignore[no-untyped-def]
-            arrays = (gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out)
-            if gy.ndim != 2 or not _contiguous(*arrays):
+            if gy.ndim != 2:
                 return generic(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate)
             n, f = gy.shape
             _pick(pair, gy.size, "columns")(

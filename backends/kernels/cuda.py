@@ -5,6 +5,12 @@ CuPy is imported, and the kernels are created, only when a CUDA backend first
 resolves an operation; each kernel object is made once per process (under a
 lock) and reused, and CuPy compiles it per dtype on its first launch and
 caches the binary.  No wrapper here synchronises the device.
+
+CuPy's elementwise and reduction kernels index through the arrays' strides;
+the ``RawModule`` row and column kernels walk flat C-order memory, so their
+wrappers sit behind the layout guard shared with the CPU kernels
+(:func:`.layout.flat_or_generic`: any other layout runs the generic version),
+take float32 or float64 only, and fetch each kernel once per dtype.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .built_once import BuiltOnce
+from .layout import flat_or_generic
 
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 65535
@@ -72,9 +79,66 @@ def _kernel(kernel_name: str) -> Any:
     return kernel
 
 
+_RAW_CTYPES = {"float32": "float", "float64": "double"}
+
+
 def _raw(module: Any, kernel_name: str, dtype: Any) -> Any:
-    ctype = "float" if dtype.itemsize == 4 else "double"
+    """The ``RawModule`` kernel ``kernel_name`` instantiated for ``dtype`` (float32 or float64 only)."""
+    ctype = _RAW_CTYPES.get(getattr(dtype, "name", str(dtype)))
+    if ctype is None:
+        raise TypeError(
+            f"{kernel_name}: expected float32 or float64 arrays, got dtype {dtype}; "
+            "the row and column kernels are instantiated for those two only"
+        )
     return module.get_function(f"{kernel_name}<{ctype}>")
+
+
+class _RawKernel:
+    """One ``RawModule`` kernel, fetched once per dtype (``get_function`` builds a new object per call).
+
+    A CuPy ``RawKernel`` resolves its compiled function per device at launch,
+    so one cached object per dtype serves every GPU.  Calling this with the
+    kernel's element-type arrays checks that they share one dtype (the kernel
+    reads them all as ``T*``) and returns the launcher.
+    """
+
+    def __init__(self, module: Any, kernel_name: str) -> None:
+        self._module = module
+        self._name = kernel_name
+        self._functions: dict[Any, Any] = {}
+
+    def __call__(self, *arrays: Any) -> Any:
+        dtype = arrays[0].dtype
+        function = self._functions.get(dtype)
+        if function is None:
+            function = self._functions[dtype] = _raw(self._module, self._name, dtype)
+        for position, array in enumerate(arrays[1:], start=1):
+            if array.dtype != dtype:
+                raise TypeError(
+                    f"{self._name}: every array must have the dtype of the first ({dtype}), "
+                    f"got {array.dtype} for array {position}"
+                )
+        return function
+
+
+def _array_module(args: tuple[Any, ...]) -> Any:
+    """NumPy for host arrays (the tests' emulation), CuPy for device arrays."""
+    import numpy as np
+
+    for arg in args:
+        if type(arg).__module__.split(".")[0] == "cupy":
+            import cupy
+
+            return cupy
+    return np
+
+
+def _flat_or_generic(name: str, kernel: Callable[..., Any]) -> Callable[..., Any]:
+    """``kernel`` (a wrapper of flat-memory raw kernels) behind the shared layout guard."""
+    from ..ops.registry import OPERATIONS
+
+    generic = OPERATIONS[name].generic
+    return flat_or_generic(kernel, lambda *args: generic(_array_module(args), *args))
 
 
 def _grid(work: int) -> tuple[tuple[int], tuple[int]]:
@@ -238,20 +302,25 @@ def make_implementation(name: str, kernels: Callable[[str], Any]) -> Callable[..
 
         return scale_inplace
     if name in ("softmax_cross_entropy_forward", "softmax_cross_entropy_index_forward"):
-        module = kernels("raw")
+        softmax_rows = _RawKernel(kernels("raw"), "bp_softmax_xent_fwd")
         use_labels = name == "softmax_cross_entropy_index_forward"
 
         def softmax_xent_forward(logits, target, probs, losses):  # type: ignore[no-untyped-def]
             n, k = logits.shape
             null = np.uint64(0)  # a null pointer argument: "not given"
-            labels, soft = (target, null) if use_labels else (null, target)
+            if use_labels:
+                if target.dtype != np.int64:
+                    raise TypeError(f"{name}: expected int64 labels, got dtype {target.dtype}")
+                labels, soft = target, null
+                launch = softmax_rows(logits, probs, losses)
+            else:
+                labels, soft = null, target
+                launch = softmax_rows(logits, target, probs, losses)
             grid, block = _grid(n)
-            _raw(module, "bp_softmax_xent_fwd", logits.dtype)(
-                grid, block, (logits, soft, labels, probs, losses, np.int64(n), np.int64(k))
-            )
+            launch(grid, block, (logits, soft, labels, probs, losses, np.int64(n), np.int64(k)))
             return losses
 
-        return softmax_xent_forward
+        return _flat_or_generic(name, softmax_xent_forward)
     if name == "softmax_cross_entropy_backward":
         kernel = kernels("bp_softmax_xent_bwd")
 
@@ -309,14 +378,15 @@ def make_implementation(name: str, kernels: Callable[[str], Any]) -> Callable[..
 
         return dropout_backward
     if name == "batchnorm_forward_train":
-        module = kernels("raw")
+        columns_forward = _RawKernel(kernels("raw"), "bp_batchnorm_fwd")
 
         def batchnorm_forward_train(
             x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std
         ):  # type: ignore[no-untyped-def]
             n, f = x.shape
+            launch = columns_forward(x, gamma, beta, running_mean, running_var, out, xhat, inv_std)
             grid, block = _grid(f)
-            _raw(module, "bp_batchnorm_fwd", x.dtype)(
+            launch(
                 grid,
                 block,
                 (
@@ -336,14 +406,15 @@ def make_implementation(name: str, kernels: Callable[[str], Any]) -> Callable[..
             )
             return out
 
-        return batchnorm_forward_train
+        return _flat_or_generic(name, batchnorm_forward_train)
     if name == "batchnorm_backward":
-        module = kernels("raw")
+        columns_backward = _RawKernel(kernels("raw"), "bp_batchnorm_bwd")
 
         def batchnorm_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate):  # type: ignore[no-untyped-def]
             n, f = gy.shape
+            launch = columns_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out)
             grid, block = _grid(f)
-            _raw(module, "bp_batchnorm_bwd", gy.dtype)(
+            launch(
                 grid,
                 block,
                 (
@@ -361,5 +432,5 @@ def make_implementation(name: str, kernels: Callable[[str], Any]) -> Callable[..
             )
             return out
 
-        return batchnorm_backward
+        return _flat_or_generic(name, batchnorm_backward)
     return _activation(name, kernels)

@@ -1,0 +1,47 @@
+"""The one memory-layout guard of the kernels that walk flat C-order memory.
+
+Every Numba kernel, and every CUDA ``RawModule`` kernel (softmax
+cross-entropy rows, batch-norm columns), reads and writes its arrays as one
+flat C-order block: an F-ordered array (``pandas.DataFrame.to_numpy()``,
+``cupy.asarray`` of Fortran data), a transposed prediction or a strided
+slice would be read in the wrong order and give wrong numbers without any
+error.  :func:`flat_or_generic` wraps such a kernel so that it runs only
+when every array argument is C-contiguous and hands the call to the
+operation's generic ``xp`` version (which takes any strides) otherwise.
+CuPy's ``ElementwiseKernel`` and ``ReductionKernel`` index through the
+arrays' strides themselves and need no guard.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+
+_PYTHON_SCALARS = frozenset({float, int, bool, type(None)})
+
+
+def c_contiguous(*arrays: Any) -> bool:
+    """Whether every argument that is an array (has ``flags``) is C-contiguous; scalars pass."""
+    for array in arrays:
+        if type(array) in _PYTHON_SCALARS:  # the common case, skipped without an attribute miss
+            continue
+        flags = getattr(array, "flags", None)
+        if flags is not None and not flags.c_contiguous:
+            return False
+    return True
+
+
+def flat_or_generic(kernel: Callable[..., Any], generic: Callable[..., Any]) -> Callable[..., Any]:
+    """``kernel`` when all array arguments are C-contiguous, else ``generic`` (same signature)."""
+
+    @functools.wraps(kernel)
+    def guarded(*args: Any) -> Any:
+        if c_contiguous(*args):
+            return kernel(*args)
+        return generic(*args)
+
+    guarded.kernel = kernel  # type: ignore[attr-defined]
+    guarded.generic = generic  # type: ignore[attr-defined]
+    return guarded
