@@ -18,7 +18,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-
 _PYTHON_SCALARS = frozenset({float, int, bool, type(None)})
 
 
