@@ -51,15 +51,34 @@ RAW_SIGNATURES = {
         "long long n, long long k",
         "logits, target, labels, probs, losses, n, k",
     ),
-    "bp_batchnorm_fwd": (
-        "const T* x, const T* gamma, const T* beta, T* running_mean, T* running_var, double momentum, "
-        "double eps, T* out, T* xhat, T* inv_std, long long n, long long f",
-        "x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std, n, f",
+    "bp_batchnorm_fwd_partial": (
+        "const T* x, double* partial, long long n, long long f, long long chunk, long long chunks",
+        "x, partial, n, f, chunk, chunks",
     ),
-    "bp_batchnorm_bwd": (
-        "const T* gy, const T* xhat, const T* gamma, const T* inv_std, T* grad_gamma, T* grad_beta, T* out, "
-        "bool accumulate, long long n, long long f",
-        "gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate, n, f",
+    "bp_batchnorm_fwd_stats": (
+        "const T* x, const double* partial, T* running_mean, T* running_var, double momentum, double eps, "
+        "T* inv_std, double* mean, long long n, long long f, long long chunks",
+        "x, partial, running_mean, running_var, momentum, eps, inv_std, mean, n, f, chunks",
+    ),
+    "bp_batchnorm_fwd_apply": (
+        "const T* x, const T* gamma, const T* beta, const double* mean, const T* inv_std, T* out, T* xhat, "
+        "long long n, long long f",
+        "x, gamma, beta, mean, inv_std, out, xhat, n, f",
+    ),
+    "bp_batchnorm_bwd_partial": (
+        "const T* gy, const T* xhat, double* partial, long long n, long long f, long long chunk, "
+        "long long chunks",
+        "gy, xhat, partial, n, f, chunk, chunks",
+    ),
+    "bp_batchnorm_bwd_stats": (
+        "const double* partial, T* grad_gamma, T* grad_beta, double* sums, bool accumulate, long long f, "
+        "long long chunks",
+        "partial, grad_gamma, grad_beta, sums, accumulate, f, chunks",
+    ),
+    "bp_batchnorm_bwd_apply": (
+        "const T* gy, const T* xhat, const T* gamma, const T* inv_std, const double* sums, T* out, "
+        "long long n, long long f",
+        "gy, xhat, gamma, inv_std, sums, out, n, f",
     ),
 }
 

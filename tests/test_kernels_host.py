@@ -259,4 +259,38 @@ def test_raw_kernel_functions_are_fetched_once_per_dtype(host_kernels: Any) -> N
     rng = np.random.default_rng(2)
     for dtype in (np.float32, np.float32, np.float64, np.float32, np.float64):
         implementation(*CASES["batchnorm_forward_train"][0][1](rng, dtype, 8, False))
-    assert fetched == ["bp_batchnorm_fwd<float>", "bp_batchnorm_fwd<double>"]
+    passes = ("bp_batchnorm_fwd_partial", "bp_batchnorm_fwd_stats", "bp_batchnorm_fwd_apply")
+    expected = [f"{kernel}<{ctype}>" for kernel in passes for ctype in ("float", "double")]
+    assert sorted(fetched) == sorted(expected)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 8, 9, 41, 1000, 1024, 100_000])
+@pytest.mark.parametrize("f", [1, 16, 256, 4096])
+def test_batchnorm_row_chunks_cover_every_row_once(n: int, f: int) -> None:
+    chunk, chunks = cuda._row_chunks(n, f)
+    assert chunk >= 1 and chunks >= 1 and (chunks - 1) * chunk < n <= chunks * chunk
+    assert chunks * f <= max(cuda.COLUMN_SUM_THREADS, f)
+
+
+def test_batchnorm_launches_spread_the_column_sums_over_many_threads(host_kernels: Any) -> None:
+    grids: dict[str, int] = {}
+
+    class Recording(HostRawModule):
+        def get_function(self, expression: str) -> Any:
+            launch = super().get_function(expression)
+
+            def recorded(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+                grids[expression.split("<")[0]] = grid[0] * block[0]
+                launch(grid, block, args)
+
+            return recorded
+
+    module = Recording(host_kernels("raw").library)
+    for name in ("batchnorm_forward_train", "batchnorm_backward"):
+        args = CASES[name][0][1](np.random.default_rng(0), np.float32, 1024, False)
+        f = args[0].shape[1]
+        kernels = lambda k: module if k == "raw" else host_kernels(k)  # noqa: E731
+        compare(name, cuda.make_implementation(name, kernels), args)
+    # f = 16 features: one thread per column would be 16 threads.
+    assert grids["bp_batchnorm_fwd_partial"] >= 32 * f and grids["bp_batchnorm_bwd_partial"] >= 32 * f
+    assert grids["bp_batchnorm_fwd_apply"] >= 1024 * f and grids["bp_batchnorm_bwd_apply"] >= 1024 * f

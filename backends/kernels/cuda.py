@@ -15,6 +15,7 @@ take float32 or float64 only, and fetch each kernel once per dtype.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +140,23 @@ def _flat_or_generic(name: str, kernel: Callable[..., Any]) -> Callable[..., Any
 
     generic = OPERATIONS[name].generic
     return flat_or_generic(kernel, lambda *args: generic(_array_module(args), *args))
+
+
+# Batch normalisation sums each column in row chunks, one thread per (chunk,
+# column), and then adds a column's chunks in one thread: about sqrt(n) rows
+# per chunk balances the two (n = 1024, f = 256: 8192 threads of 32 rows, then
+# 32 partial sums per column, where one thread per column ran 256 threads of
+# 1024 rows), capped at COLUMN_SUM_THREADS threads in all.
+COLUMN_SUM_THREADS = 1 << 16
+MIN_CHUNK_ROWS = 8
+
+
+def _row_chunks(n: int, f: int) -> tuple[int, int]:
+    """(rows per chunk, number of chunks) for the column sums of an (n, f) batch."""
+    most = max(1, COLUMN_SUM_THREADS // max(f, 1))
+    chunks = min(most, max(1, -(-n // max(MIN_CHUNK_ROWS, math.isqrt(n)))))
+    chunk = max(1, -(-n // chunks))
+    return chunk, max(1, -(-n // chunk))
 
 
 def _grid(work: int) -> tuple[tuple[int], tuple[int]]:
@@ -378,58 +396,57 @@ def make_implementation(name: str, kernels: Callable[[str], Any]) -> Callable[..
 
         return dropout_backward
     if name == "batchnorm_forward_train":
-        columns_forward = _RawKernel(kernels("raw"), "bp_batchnorm_fwd")
+        module = kernels("raw")
+        column_sums = _RawKernel(module, "bp_batchnorm_fwd_partial")
+        statistics = _RawKernel(module, "bp_batchnorm_fwd_stats")
+        normalise = _RawKernel(module, "bp_batchnorm_fwd_apply")
 
         def batchnorm_forward_train(
             x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std
         ):  # type: ignore[no-untyped-def]
             n, f = x.shape
-            launch = columns_forward(x, gamma, beta, running_mean, running_var, out, xhat, inv_std)
-            grid, block = _grid(f)
-            launch(
-                grid,
-                block,
-                (
-                    x,
-                    gamma,
-                    beta,
-                    running_mean,
-                    running_var,
-                    np.float64(momentum),
-                    np.float64(eps),
-                    out,
-                    xhat,
-                    inv_std,
-                    np.int64(n),
-                    np.int64(f),
-                ),
+            launches = (
+                column_sums(x),
+                statistics(x, running_mean, running_var, inv_std),
+                normalise(x, gamma, beta, inv_std, out, xhat),
             )
+            chunk, chunks = _row_chunks(n, f)
+            work = _array_module((x,)).empty((2 * chunks + 1) * f, dtype=np.float64)
+            partial, mean = work[: 2 * chunks * f], work[2 * chunks * f :]
+            sizes = (np.int64(n), np.int64(f))
+            launches[0](*_grid(chunks * f), (x, partial, *sizes, np.int64(chunk), np.int64(chunks)))
+            launches[1](
+                *_grid(f),
+                (x, partial, running_mean, running_var, np.float64(momentum), np.float64(eps), inv_std, mean,
+                 *sizes, np.int64(chunks)),
+            )
+            launches[2](*_grid(n * f), (x, gamma, beta, mean, inv_std, out, xhat, *sizes))
             return out
 
         return _flat_or_generic(name, batchnorm_forward_train)
     if name == "batchnorm_backward":
-        columns_backward = _RawKernel(kernels("raw"), "bp_batchnorm_bwd")
+        module = kernels("raw")
+        column_sums = _RawKernel(module, "bp_batchnorm_bwd_partial")
+        statistics = _RawKernel(module, "bp_batchnorm_bwd_stats")
+        input_gradient = _RawKernel(module, "bp_batchnorm_bwd_apply")
 
         def batchnorm_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate):  # type: ignore[no-untyped-def]
             n, f = gy.shape
-            launch = columns_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out)
-            grid, block = _grid(f)
-            launch(
-                grid,
-                block,
-                (
-                    gy,
-                    xhat,
-                    gamma,
-                    inv_std,
-                    grad_gamma,
-                    grad_beta,
-                    out,
-                    np.bool_(accumulate),
-                    np.int64(n),
-                    np.int64(f),
-                ),
+            launches = (
+                column_sums(gy, xhat),
+                statistics(grad_gamma, grad_beta),
+                input_gradient(gy, xhat, gamma, inv_std, out),
             )
+            chunk, chunks = _row_chunks(n, f)
+            work = _array_module((gy,)).empty((2 * chunks + 2) * f, dtype=np.float64)
+            partial, sums = work[: 2 * chunks * f], work[2 * chunks * f :]
+            sizes = (np.int64(n), np.int64(f))
+            launches[0](*_grid(chunks * f), (gy, xhat, partial, *sizes, np.int64(chunk), np.int64(chunks)))
+            launches[1](
+                *_grid(f),
+                (partial, grad_gamma, grad_beta, sums, np.bool_(accumulate), np.int64(f), np.int64(chunks)),
+            )
+            launches[2](*_grid(n * f), (gy, xhat, gamma, inv_std, sums, out, *sizes))
             return out
 
         return _flat_or_generic(name, batchnorm_backward)

@@ -13,8 +13,9 @@ compile exactly the same text with NVRTC and with the host C++ compiler):
   column-wise work (softmax cross-entropy rows, batch-norm columns), built with
   ``cupy.RawModule`` and instantiated by :data:`RAW_NAME_EXPRESSIONS` for
   float and double.  They use 64-bit grid-stride loops and no shared memory
-  or synchronisation, so one thread per row (or column) is the whole story,
-  and a sequential emulation of the launch on the host is exact.
+  or synchronisation inside a launch (batch normalisation is split into three
+  launches for that), so a sequential emulation of each launch on the host
+  is exact.
 """
 
 from __future__ import annotations
@@ -240,31 +241,132 @@ __global__ void bp_softmax_xent_fwd(const T* logits, const T* target, const long
     }
 }
 
-// Batch-norm training forward, one thread per feature column (adjacent
-// threads read adjacent columns: coalesced).  Two passes over x.
+// Batch normalisation over the rows of x (n, f), in three launches that each
+// fill the GPU (one thread per feature column would run f threads: a single
+// block for f = 256).  Pass 1: thread (c, j) sums rows [c*chunk, (c+1)*chunk)
+// of column j in float64 into partial[c*f + j] (first sum) and
+// partial[(chunks + c)*f + j] (second sum); adjacent threads read adjacent
+// columns, so every read is coalesced.  Pass 2: one thread per column adds its
+// chunks in order (the result does not depend on the launch) and derives the
+// column's statistics.  Pass 3: one thread per element.  No shared memory, no
+// synchronisation inside a launch.
 template <typename T>
-__global__ void bp_batchnorm_fwd(const T* x, const T* gamma, const T* beta, T* running_mean,
-                                 T* running_var, double momentum, double eps, T* out, T* xhat,
-                                 T* inv_std, long long n, long long f) {
+__global__ void bp_batchnorm_fwd_partial(const T* x, double* partial, long long n, long long f,
+                                         long long chunk, long long chunks) {
     const long long stride = (long long)blockDim.x * gridDim.x;
-    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < f; j += stride) {
-        bp_batchnorm_forward_column(x + j, gamma[j], beta[j], running_mean[j], running_var[j],
-                                    momentum, eps, out + j, xhat + j, inv_std[j], n, f);
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < chunks * f; t += stride) {
+        const long long j = t % f, c = t / f;
+        const long long end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        // Shifted by the column's first value, so that a large common offset does not cancel.
+        const double shift = (double)x[j];
+        double s1 = 0.0, s2 = 0.0;
+        for (long long r = c * chunk; r < end; ++r) {
+            const double d = (double)x[r * f + j] - shift;
+            s1 += d;
+            s2 += d * d;
+        }
+        partial[c * f + j] = s1;
+        partial[(chunks + c) * f + j] = s2;
     }
 }
 
-// Batch-norm backward, one thread per feature column.  Two passes.
+// Biased variance to normalise, unbiased for running_var (PyTorch's rules).
+// mean[j] keeps the batch mean in float64 for pass 3.
 template <typename T>
-__global__ void bp_batchnorm_bwd(const T* gy, const T* xhat, const T* gamma, const T* inv_std,
-                                 T* grad_gamma, T* grad_beta, T* out, bool accumulate,
-                                 long long n, long long f) {
+__global__ void bp_batchnorm_fwd_stats(const T* x, const double* partial, T* running_mean,
+                                       T* running_var, double momentum, double eps, T* inv_std,
+                                       double* mean, long long n, long long f, long long chunks) {
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < f; j += stride) {
-        bp_batchnorm_backward_column(gy + j, xhat + j, gamma[j], inv_std[j], grad_gamma[j],
-                                     grad_beta[j], out + j, accumulate, n, f);
+        double s1 = 0.0, s2 = 0.0;
+        for (long long c = 0; c < chunks; ++c) {
+            s1 += partial[c * f + j];
+            s2 += partial[(chunks + c) * f + j];
+        }
+        const double mean_shift = s1 / (double)n;
+        double var = s2 / (double)n - mean_shift * mean_shift;
+        if (var < 0.0) var = 0.0;
+        const double m = (double)x[j] + mean_shift;
+        mean[j] = m;
+        inv_std[j] = (T)(1.0 / bp_sqrt(var + eps));
+        running_mean[j] = (T)((1.0 - momentum) * (double)running_mean[j] + momentum * m);
+        running_var[j] = (T)((1.0 - momentum) * (double)running_var[j]
+                             + momentum * var * (double)n / (double)(n - 1));
+    }
+}
+
+template <typename T>
+__global__ void bp_batchnorm_fwd_apply(const T* x, const T* gamma, const T* beta, const double* mean,
+                                       const T* inv_std, T* out, T* xhat, long long n, long long f) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n * f; i += stride) {
+        const long long j = i % f;
+        const T h = (x[i] - (T)mean[j]) * inv_std[j];
+        xhat[i] = h;
+        out[i] = h * gamma[j] + beta[j];
+    }
+}
+
+// Backward, the same three passes: sums of gy and gy * xhat per column in
+// float64; grad_beta / grad_gamma (added when accumulating), with this call's
+// sums kept, rounded to T, in sums[j] and sums[f + j]; then the three-term
+// input gradient per element.
+template <typename T>
+__global__ void bp_batchnorm_bwd_partial(const T* gy, const T* xhat, double* partial, long long n,
+                                         long long f, long long chunk, long long chunks) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < chunks * f; t += stride) {
+        const long long j = t % f, c = t / f;
+        const long long end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        double sb = 0.0, sg = 0.0;
+        for (long long r = c * chunk; r < end; ++r) {
+            const double g = (double)gy[r * f + j];
+            sb += g;
+            sg += g * (double)xhat[r * f + j];
+        }
+        partial[c * f + j] = sb;
+        partial[(chunks + c) * f + j] = sg;
+    }
+}
+
+template <typename T>
+__global__ void bp_batchnorm_bwd_stats(const double* partial, T* grad_gamma, T* grad_beta,
+                                       double* sums, bool accumulate, long long f, long long chunks) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < f; j += stride) {
+        double sb = 0.0, sg = 0.0;
+        for (long long c = 0; c < chunks; ++c) {
+            sb += partial[c * f + j];
+            sg += partial[(chunks + c) * f + j];
+        }
+        const T db = (T)sb, dg = (T)sg;
+        grad_beta[j] = accumulate ? grad_beta[j] + db : db;
+        grad_gamma[j] = accumulate ? grad_gamma[j] + dg : dg;
+        sums[j] = (double)db;
+        sums[f + j] = (double)dg;
+    }
+}
+
+template <typename T>
+__global__ void bp_batchnorm_bwd_apply(const T* gy, const T* xhat, const T* gamma, const T* inv_std,
+                                       const double* sums, T* out, long long n, long long f) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    const T inv_n = T(1.0 / (double)n);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n * f; i += stride) {
+        const long long j = i % f;
+        const T db = (T)sums[j], dg = (T)sums[f + j];
+        out[i] = (gy[i] - (db + xhat[i] * dg) * inv_n) * (gamma[j] * inv_std[j]);
     }
 }
 """
 
-RAW_KERNELS = ("bp_softmax_xent_fwd", "bp_batchnorm_fwd", "bp_batchnorm_bwd")
+RAW_KERNELS = (
+    "bp_softmax_xent_fwd",
+    "bp_batchnorm_fwd_partial",
+    "bp_batchnorm_fwd_stats",
+    "bp_batchnorm_fwd_apply",
+    "bp_batchnorm_bwd_partial",
+    "bp_batchnorm_bwd_stats",
+    "bp_batchnorm_bwd_apply",
+)
 RAW_NAME_EXPRESSIONS = tuple(f"{kernel}<{ctype}>" for kernel in RAW_KERNELS for ctype in ("float", "double"))
