@@ -325,21 +325,22 @@ def compare(
 LAYOUTS = ("fortran", "strided")
 
 
-def relayout(args: list[Any], layout: str) -> list[Any]:
+def relayout(args: list[Any], layout: str, xp: Any = np) -> list[Any]:
     """``args`` with every array in a layout a flat-memory kernel would misread, values unchanged.
 
     ``fortran``: 2-D arrays in column-major order (what ``DataFrame.to_numpy()``
     gives); ``strided``: every array a view of every other element of a
     larger buffer along its last axis (a sliced or transposed prediction).
+    ``xp`` is the arrays' module (CuPy for device arrays).
     """
     out: list[Any] = []
     for arg in args:
-        if not isinstance(arg, np.ndarray) or arg.ndim == 0:
+        if not isinstance(arg, xp.ndarray) or arg.ndim == 0:
             out.append(arg)
         elif layout == "fortran":
-            out.append(np.asfortranarray(arg) if arg.ndim == 2 else arg.copy())
+            out.append(xp.asfortranarray(arg) if arg.ndim == 2 else arg.copy())
         else:
-            buffer = np.zeros((*arg.shape[:-1], 2 * arg.shape[-1]), arg.dtype)
+            buffer = xp.zeros((*arg.shape[:-1], 2 * arg.shape[-1]), arg.dtype)
             view = buffer[..., ::2]
             view[...] = arg
             out.append(view)

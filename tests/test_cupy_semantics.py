@@ -51,6 +51,10 @@ def test_device_arrays_are_accepted_by_forward_predict_evaluate_and_fit() -> Non
                                      epochs=2, batch_size=4, seed=0, verbose=False)
     assert history.loss == expected_history.loss and len(history.loss) == 2
     np.testing.assert_array_equal(net.store.data, reference.store.data)
+    # device targets too, for a network whose data is kept on the host
+    device_targets = net.evaluate(CupyLikeArray(x), CupyLikeArray(y), loss=MSE())
+    assert device_targets["loss"] == pytest.approx(net.evaluate(x, y, loss=MSE())["loss"])
+    net.fit(x, CupyLikeArray(y), loss=MSE(), optimizer=SGD(net.parameters(), lr=0.1), epochs=1, verbose=False)
 
 
 def test_device_arrays_with_nan_give_the_usual_error() -> None:

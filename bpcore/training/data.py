@@ -96,6 +96,8 @@ def prepare_targets(
     if y is None:
         raise TypeError(f"{argument}: expected an array of targets, got None")
     array = import_array(y, argument=argument)
+    if is_cupy_array(array) and not backend.owns(array):  # checked where it is kept (np refuses CuPy)
+        array = _to(array, backend, None)
     xp = backend.xp if is_cupy_array(array) else np
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{argument}: expected numeric targets, got dtype {array.dtype}")
