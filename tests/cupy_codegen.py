@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import re
 import shutil
@@ -445,26 +446,12 @@ class ReductionCall:
                 _scalar_info(size_scalar(segment)),
             )
             name = f"{kernel.name}_{label}"
+            generator_args = (
+                pre_map, kernel.reduce_expr, post_map_expr, kernel.reduce_type, params, arginfos, type_map,
+                name, block_size, kernel.identity, kernel.preamble, (option,), items_per_thread,
+            )  # fmt: skip
             self.recorder.add(
-                _capture_compile(
-                    name,
-                    f"cub-{label}",
-                    lambda name=name, pre_map=pre_map, arginfos=arginfos, option=option: generate(
-                        pre_map,
-                        kernel.reduce_expr,
-                        post_map_expr,
-                        kernel.reduce_type,
-                        params,
-                        arginfos,
-                        type_map,
-                        name,
-                        block_size,
-                        kernel.identity,
-                        kernel.preamble,
-                        (option,),
-                        items_per_thread,
-                    ),
-                )
+                _capture_compile(name, f"cub-{label}", functools.partial(generate, *generator_args))
             )
 
 
