@@ -13,15 +13,18 @@ the next):
    on the GPU (one random value broadcast over the mask drops all units or
    none), F-ordered input to the softmax cross-entropy and batch-norm fused
    wrappers against the generic versions;
-3. ``fused-ops``: every fused operation against its generic version on the
+3. ``codegen``: the source CuPy really generates on the GPU for every
+   operation must equal what the test suite's no-GPU emulation of CuPy's
+   call path generates (and compiles in CI);
+4. ``fused-ops``: every fused operation against its generic version on the
    GPU: worst error, first-call time (compilation included), steady time;
-4. ``mnist-step``: the 784-256-128-10 training step (Adam, float32, batch 128
+5. ``mnist-step``: the 784-256-128-10 training step (Adam, float32, batch 128
    and 1024) through the code path ``fit`` runs, fused against generic, timed
    with CUDA events, next to PyTorch eager CUDA when it is installed;
-5. ``launches``: kernel launches per step (Nsight Systems when ``nsys`` is
+6. ``launches``: kernel launches per step (Nsight Systems when ``nsys`` is
    installed, otherwise bpcore's own count of fused-operation calls);
-6. ``digits``: ``examples/digits.py`` on the GPU must reach 97 % test accuracy;
-7. ``pytest-gpu``: ``pytest -m gpu`` in whatever time remains, with a per-test
+7. ``digits``: ``examples/digits.py`` on the GPU must reach 97 % test accuracy;
+8. ``pytest-gpu``: ``pytest -m gpu`` in whatever time remains, with a per-test
    timeout; junit XML and the full log go to the output folder.
 
 ``--seconds`` is one deadline for the whole run: a section gets at most its own
@@ -556,6 +559,53 @@ def section_bugs(ctx: Context) -> Verdict:
     return Verdict(not failed, summary, markdown)
 
 
+def section_codegen(ctx: Context) -> Verdict:
+    """CuPy's real generated source on the GPU against what the no-GPU test suite generates.
+
+    ``tests/test_cuda_codegen.py`` compiles source that ``tests/cupy_codegen``
+    generates by driving CuPy's private generators without a device; here the
+    same operations run for real, and every source CuPy generated and cached
+    (``_cached_codes`` of each ElementwiseKernel and ReductionKernel) must be
+    one that the emulation produced.
+    """
+    import cupy_codegen
+    import numpy as np
+    from kernel_cases import CASES
+
+    from bpcore.backends.kernels import cuda as cuda_kernels
+    from bpcore.backends.ops import OPERATIONS
+
+    reason = cupy_codegen.unavailable()
+    if reason:
+        return Verdict(False, f"not comparable: {reason}")
+    backend = _backend(ctx.device)
+    recorder = cupy_codegen.Recorder()
+    provider = cupy_codegen.provider(recorder)
+    for name in sorted(n for n, op in OPERATIONS.items() if op.cuda is not None):
+        emulated = cuda_kernels.make_implementation(name, provider)
+        for dtype in (np.float32, np.float64):
+            for _label, make in CASES[name]:
+                for rows in (41, 2):
+                    args = make(np.random.default_rng(0), dtype, rows, False)
+                    emulated(*copy.deepcopy(args))
+                    getattr(backend.ops, name)(
+                        *[backend.xp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+                    )
+    backend.synchronize()
+    generated = [program.source for program in recorder.programs.values()]
+    rows_out = []
+    for kernel_name, kernel in sorted(cuda_kernels._kernels.items()):
+        for code in (getattr(kernel, "_cached_codes", None) or {}).values():
+            matched = any(source.endswith(code) for source in generated)
+            rows_out.append(ctx.emit(kind="codegen", kernel=kernel_name, matched=matched))
+    missing = sorted({r["kernel"] for r in rows_out if not r["matched"]})
+    summary = (
+        f"{len(rows_out) - len(missing)} of {len(rows_out)} sources CuPy generated on the GPU were generated "
+        "identically without a GPU" + (f"; different: {missing}" if missing else "")
+    )
+    return Verdict(bool(rows_out) and not missing, summary)
+
+
 def section_fused_ops(ctx: Context) -> Verdict:
     import numpy as np
     from kernel_cases import CASES
@@ -889,6 +939,7 @@ def section_pytest_gpu(ctx: Context) -> Verdict:
 SECTIONS: dict[str, tuple[str, Callable[[Context], Verdict], float]] = {
     "versions": ("Versions and devices", section_versions, 60),
     "bugs": ("The three GPU-only bugs, probed directly", section_bugs, 120),
+    "codegen": ("CuPy's generated source on the GPU against the no-GPU emulation", section_codegen, 90),
     "fused-ops": ("Every fused operation against its generic version", section_fused_ops, 180),
     "mnist-step": (
         "MNIST-shaped training step, fused against generic (and PyTorch)",
