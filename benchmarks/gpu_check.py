@@ -242,6 +242,7 @@ def run_sections(
     *,
     header: str = "# GPU check\n",
     echo: Callable[[str], None] = print,
+    start_margin: float = START_MARGIN,
 ) -> list[Outcome]:
     """Run ``sections`` in order under one deadline, writing each outcome as soon as it is known."""
     deadline = time.monotonic() + seconds
@@ -249,7 +250,7 @@ def run_sections(
     outcomes = []
     for index, section in enumerate(sections, 1):
         remaining = deadline - time.monotonic()
-        if remaining < START_MARGIN:
+        if remaining < start_margin:
             outcome = Outcome(
                 section.name,
                 section.title,
