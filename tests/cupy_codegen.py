@@ -535,18 +535,10 @@ def provider(recorder: Recorder) -> Callable[[str], Any]:
 
 
 def elementwise_call(spec: src.Elementwise, recorder: Recorder) -> ElementwiseCall:
-    """An interceptor around a NEW ElementwiseKernel built from ``spec`` as bpcore builds its kernels."""
-    import cupy
+    """An interceptor around a NEW ElementwiseKernel built from ``spec`` exactly as bpcore builds its own."""
+    from bpcore.backends.kernels import cuda
 
-    kernel = cupy.ElementwiseKernel(
-        spec.in_params,
-        spec.out_params,
-        spec.body,
-        spec.name,
-        preamble=src.header_source(),
-        options=src.NVRTC_OPTIONS,
-    )
-    return ElementwiseCall(kernel, recorder)
+    return ElementwiseCall(cuda.elementwise_kernel(spec), recorder)
 
 
 # --- compiling -------------------------------------------------------------------------------------
