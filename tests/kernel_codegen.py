@@ -1,14 +1,13 @@
-"""Wrap bpcore's CUDA kernel sources into compilable translation units.
+"""Wrap bpcore's CUDA kernel sources into one host C++ translation unit.
 
-CuPy turns an ``ElementwiseKernel`` into a ``__global__`` function whose loop
-binds each parameter name to the current element (``const T &x = _raw_x[i]``
-for inputs, ``T &y = _raw_y[i]`` for outputs, ``raw`` parameters as whole
-arrays, ``i`` the element index) and then runs the body.  Here the same body
-strings and preamble are wrapped the same way, so that
-
-* NVRTC compiles every kernel body without a GPU (``test_kernels_nvrtc``), and
-* the host C++ compiler builds the same text into a shared library whose
-  element loop runs sequentially (``test_kernels_host``).
+The host C++ compiler builds the same header and kernel bodies that the GPU
+runs into a shared library whose element loop runs sequentially
+(``test_kernels_host``), so the kernels' arithmetic is checked on the CPU.
+The loop binds each parameter name to the current element as CuPy's
+generated code does (``const T &x = _raw_x[i]`` for inputs, ``T &y`` for
+outputs, ``raw`` parameters as whole arrays, ``i`` the element index).  What
+CuPy itself generates around the bodies, and NVRTC's verdict on it, is
+checked with CuPy's real generator in ``test_cuda_codegen``.
 
 The templated raw kernels get host launchers that run every (block, thread)
 of a launch in turn; they use no shared memory or synchronisation, so the
@@ -29,13 +28,7 @@ SCALAR_CTYPES = {
 }
 
 LOOP_MACROS = r"""
-#ifdef BP_HOST_EMULATION
 #define BP_ELEMENT_LOOP(i, n) for (long long i = 0; i < (n); ++i)
-#else
-#define BP_ELEMENT_LOOP(i, n) \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (long long)blockDim.x * gridDim.x)
-#endif
 """
 
 HOST_EMULATION = r"""
@@ -151,15 +144,6 @@ def reduction_unit(spec: src.Reduction, dtype: str) -> str:
         f"  U &{out.name} = _raw_{out.name}[0];\n"
         f"  const _type_reduce a = _acc;\n  {spec.post_map_expr};\n}}\n}}\n"
     )
-
-
-def device_program() -> tuple[str, tuple[str, ...]]:
-    """All kernels in one NVRTC program, and the name expressions to instantiate."""
-    parts = [src.header_source(), LOOP_MACROS, src.RAW_SOURCE]
-    for dtype in CTYPES:
-        parts += [elementwise_unit(spec, dtype) for spec in src.ELEMENTWISE.values()]
-        parts += [reduction_unit(spec, dtype) for spec in src.REDUCTIONS.values()]
-    return "\n".join(parts), src.RAW_NAME_EXPRESSIONS
 
 
 def host_program() -> str:

@@ -48,15 +48,7 @@ def _kernel(kernel_name: str) -> Any:
         from . import cuda_sources as src
 
         if kernel_name in src.ELEMENTWISE:
-            spec = src.ELEMENTWISE[kernel_name]
-            kernel = cupy.ElementwiseKernel(
-                spec.in_params,
-                spec.out_params,
-                spec.body,
-                spec.name,
-                preamble=src.header_source(),
-                options=src.NVRTC_OPTIONS,
-            )
+            kernel = elementwise_kernel(src.ELEMENTWISE[kernel_name])
         elif kernel_name in src.REDUCTIONS:
             r = src.REDUCTIONS[kernel_name]
             kernel = cupy.ReductionKernel(
@@ -78,6 +70,22 @@ def _kernel(kernel_name: str) -> Any:
             )
         _kernels[kernel_name] = kernel
     return kernel
+
+
+def elementwise_kernel(spec: Any) -> Any:
+    """The ``cupy.ElementwiseKernel`` of one :class:`.cuda_sources.Elementwise` (also used by the tests)."""
+    import cupy
+
+    from . import cuda_sources as src
+
+    return cupy.ElementwiseKernel(
+        spec.in_params,
+        spec.out_params,
+        spec.body,
+        spec.name,
+        preamble=src.header_source(),
+        options=src.NVRTC_OPTIONS,
+    )
 
 
 _RAW_CTYPES = {"float32": "float", "float64": "double"}
