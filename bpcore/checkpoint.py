@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .serialization import load_checkpoint, write_model
+from . import checks
+from .serialization import ModelFileError, load_checkpoint, write_model
 from .serialization.registry import describe, walk_with_paths
 from .training.callbacks import Callback
 from .training.history import monitor_mode
@@ -112,7 +113,16 @@ class TrainingRun:
         before changing anything.
         """
         network = self.network
-        saved = load_checkpoint(path, device=network.device)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"resume_from: expected the path of a checkpoint file, got {type(path).__name__} {path!r:.80}"
+            )
+        try:
+            saved = load_checkpoint(path, device=network.device)
+        except ModelFileError as exc:
+            raise ModelFileError(exc.path, f"resume_from: {exc.problem}") from None
+        except OSError as exc:  # missing file, a directory, unreadable
+            raise type(exc)(f"resume_from: cannot read the checkpoint {os.fspath(path)!r} ({exc})") from None
         training = saved.training
         if not isinstance(training, dict) or "epoch" not in training:
             raise ValueError(
@@ -207,17 +217,14 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
         keep_last: int | None = None,
     ) -> None:
-        for argument, value in (("every", every), ("keep_last", keep_last)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
-            ):
-                raise ValueError(
-                    f"ModelCheckpoint({argument}): expected None or a positive integer, got {value!r}"
-                )
+        every = checks.optional(checks.integer, every, "ModelCheckpoint(every)", minimum=1,
+                                expected="None or a positive integer")
+        keep_last = checks.optional(checks.integer, keep_last, "ModelCheckpoint(keep_last)", minimum=1,
+                                    expected="None or a positive integer")
+        save_best = checks.flag(save_best, "ModelCheckpoint(save_best)")
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"ModelCheckpoint(monitor): expected a name such as 'val_loss', got {monitor!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"ModelCheckpoint(mode): expected 'auto', 'min' or 'max', got {mode!r}")
+        mode = checks.choice(mode, "ModelCheckpoint(mode)", ("auto", "min", "max"))
         self.directory = os.fspath(directory)
         self.every = None if every is None else int(every)
         self.save_best = bool(save_best)

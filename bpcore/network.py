@@ -9,15 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from . import checks
 from .backends import Backend, DeviceLike, device_scope, get_backend
 from .layers.base import Layer
 from .layers.fusion import build_sequence, check_distinct, fusion_plan, input_width
 from .parameters import Parameter, ParameterStore
-from .validation import as_features, check_dtype
-
-
-def _natural(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and bool(value >= 0)
+from .validation import as_features, as_gradient, check_dtype
 
 
 class Network:
@@ -50,8 +47,8 @@ class Network:
                     f"layers: {layer!r} already belongs to another Network; create new layer objects "
                     "for each network"
                 )
-        if seed is not None and not _natural(seed):
-            raise ValueError(f"seed: expected None or a non-negative integer, got {seed!r}")
+        seed = checks.optional(checks.integer, seed, "seed", minimum=0,
+                               expected="None or a non-negative integer")
         self.layers = layers
         self.dtype = check_dtype(dtype)
         self.seed = seed
@@ -173,12 +170,7 @@ class Network:
         with self.exclusive():
             if self._output_shape is None:
                 raise RuntimeError("Network.backward(): called before forward(); run forward(x) first")
-            grad = self.backend.asarray(grad_out, dtype=self.dtype)
-            if tuple(grad.shape) != self._output_shape:
-                raise ValueError(
-                    f"grad_out: expected the shape of the last forward() output {self._output_shape}, "
-                    f"got {tuple(grad.shape)}"
-                )
+            grad = as_gradient(grad_out, self.backend, self.dtype, self._output_shape, argument="grad_out")
             return self._backward(grad, accumulate=True, need_input_grad=True).copy()
 
     def zero_grad(self) -> None:
