@@ -215,7 +215,8 @@ def fit(
         history = History(monitor=monitor)
         batches = Batches(data, network.backend, batch_size=batch_size, shuffle=shuffle,
                           rng=np.random.default_rng(seed), merge_single=needs_batch)
-        all_callbacks = [*user_callbacks, *([early_stopping] if early_stopping is not None else [])]
+        # Early stopping first, so that a checkpoint written after an epoch holds that epoch's counters.
+        all_callbacks = [*([early_stopping] if early_stopping is not None else []), *user_callbacks]
         trainer = _Trainer(network, loss, optimizer, batches, train_metrics, validation, val_metrics)
         progress = Progress(
             epochs=epochs, verbose=verbose,
