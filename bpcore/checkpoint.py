@@ -192,8 +192,11 @@ class TrainingRun:
         for key, generator in (("shuffle_rng", self.batches._rng), ("dropout_rng", self.network._random)):
             state = training.get(key)
             if state is not None and isinstance(generator, np.random.Generator):
-                scratch = type(generator.bit_generator)()
-                scratch.state = state  # raises on a malformed state
+                try:
+                    type(generator.bit_generator)().state = state  # a scratch generator
+                except (TypeError, ValueError, KeyError) as exc:
+                    kind = type(generator.bit_generator).__name__
+                    raise ValueError(f"{key}: not a {kind} state ({exc})") from None
         order = training.get("sample_order")
         if order is not None:
             n = len(order) if isinstance(order, np.ndarray) else -1
