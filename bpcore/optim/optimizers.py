@@ -24,6 +24,7 @@ Each optimiser notices when the network has been moved with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -141,8 +142,24 @@ class Optimizer:
                 self._backends[index] = backend
 
     # --- the update ---------------------------------------------------------
+    def _holding(self) -> contextlib.ExitStack:
+        """The locks of the parameter stores (networks) this optimiser updates, taken in a fixed order.
+
+        A step holds them, so that a ``save`` (which holds the network's lock
+        while it copies parameters and optimiser state) never sees half a step.
+        """
+        stack = contextlib.ExitStack()
+        stores = [self._store] if self._store is not None else [p.store for p in self.parameters.params]
+        for store in sorted({id(s): s for s in stores if s is not None}.values(), key=id):
+            stack.enter_context(store.lock)
+        return stack
+
     def step(self) -> None:
-        """One update of every parameter from its current gradient."""
+        """One update of every parameter from its current gradient (holding the network's lock)."""
+        with self._holding():
+            self._step_unlocked()
+
+    def _step_unlocked(self) -> None:
         store = self._store
         if store is not None:  # the whole network: one operation over the flat buffers
             backend = store.backend
@@ -174,6 +191,10 @@ class Optimizer:
     # --- saving and resuming -------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: hyperparameters, step count and state as NumPy arrays."""
+        with self._holding():
+            return self._state_dict()
+
+    def _state_dict(self) -> dict[str, Any]:
         state: dict[str, np.ndarray] = {}
         for position, name in enumerate(self.state_names):
             if self._needs(name):

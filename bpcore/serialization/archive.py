@@ -60,7 +60,9 @@ class ArrayTable:
                 f"{name}: only boolean, integer and float arrays can be saved (no pickle, no strings, "
                 f"complex or structured values), got dtype {array.dtype}"
             )
-        self.arrays[member] = np.ascontiguousarray(array)
+        # A copy, taken now: the file is written after the network's lock is released, while
+        # training may go on changing the live buffers.
+        self.arrays[member] = np.array(array, copy=True, order="C")
         return member
 
 
