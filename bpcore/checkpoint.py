@@ -267,8 +267,11 @@ class TrainingRun:
         else:
             scheduler.step()
 
-    def restore_early_stopping(self) -> None:
-        """Early stopping's counters from the resumed file (called after its ``on_train_begin``)."""
+    def restore_early_stopping(self) -> bool:
+        """Early stopping's counters from the resumed file (called after its ``on_train_begin``).
+
+        Returns whether early stopping had already ended the run at the saved epoch.
+        """
         saved = (self.resumed or {}).get("early_stopping")
         stopping = self.early_stopping
         if stopping is not None and saved:
@@ -279,6 +282,8 @@ class TrainingRun:
             best_state = saved.get("best_state")
             if best_state is not None and stopping._snapshot is not None:
                 stopping._snapshot.load_state(best_state)
+            return stopping.wait >= max(stopping.patience, 1)
+        return False
 
 
 class ModelCheckpoint(Callback):

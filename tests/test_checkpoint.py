@@ -190,7 +190,7 @@ def test_outside_fit_the_callback_says_how_to_use_it(tmp_path):
         ModelCheckpoint(tmp_path).on_epoch_end(1, {"val_loss": 1.0})
 
 
-@pytest.mark.parametrize("resume_after", [4, 7, 8])
+@pytest.mark.parametrize("resume_after", [4, 7, 8, 9])
 def test_resuming_with_early_stopping_gives_the_uninterrupted_result(tmp_path, resume_after):
     # lr 0.5: the validation loss is best at epoch 6 and training stops after epoch 9
     from bpcore.training import EarlyStopping
@@ -209,3 +209,4 @@ def test_resuming_with_early_stopping_gives_the_uninterrupted_result(tmp_path, r
     assert np.array_equal(resumed.store.data, network.store.data)  # the best epoch's weights, restored
     assert history.epochs == full.epochs and history.history == full.history
     assert history.best_epoch == full.best_epoch and opt_b.step_count == opt.step_count
+    assert history.stopped_early and history.stop_reason == full.stop_reason

@@ -242,7 +242,10 @@ def fit(
                 hook = getattr(callback, "on_train_begin", None)
                 if hook is not None:
                     hook(network)
-            run.restore_early_stopping()
+            if run.restore_early_stopping() and first_epoch <= epochs:
+                # the checkpoint was written after the epoch at which early stopping ended the run
+                history.stop(f"stopped after epoch {first_epoch - 1} by EarlyStopping")
+                first_epoch = epochs + 1
             for epoch in range(first_epoch, epochs + 1):
                 tick = time.perf_counter()
                 lr = getattr(optimizer, "lr", None)
