@@ -372,6 +372,7 @@ def gradcheck(
     backward pass typically scores below 1e-6.  With ``return_location`` the
     result is ``(error, where)``, naming the worst entry.
     """
+    training = checks.flag(training, "gradcheck(training)")
     eps = checks.real(eps, "gradcheck(eps)", above=0.0, expected="a small positive step such as 1e-6")
     max_elements = checks.non_negative_int(max_elements, "gradcheck(max_elements)")
     directions = checks.non_negative_int(directions, "gradcheck(directions)")

@@ -36,9 +36,7 @@ LOG_FLOOR = -100.0  # PyTorch clamps log(p) and log(1 - p) here, so p = 0 or 1 g
 
 
 def _check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
-    return str(reduction)
+    return checks.choice(reduction, "reduction", REDUCTIONS)
 
 
 def _namespace(array: Any) -> Any:

@@ -172,6 +172,7 @@ class Network:
         :meth:`backward`.  ``training=True`` draws dropout masks and uses
         (and updates) batch statistics.
         """
+        training = checks.flag(training, "training")  # a string such as "False" would be true
         with self.exclusive():
             x = self.as_input(x)
             if training and self._needs_batch and x.shape[0] < 2:

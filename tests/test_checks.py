@@ -190,3 +190,11 @@ def test_resume_from_errors_name_resume_from(tmp_path) -> None:
         fit(garbage)
     with pytest.raises(TypeError, match="resume_from: expected the path of a checkpoint file, got int"):
         fit(5)
+
+
+def test_the_training_flag_refuses_strings() -> None:
+    net = bpcore.Network([Dense(2, 2), Dropout(0.5)], seed=0)
+    with pytest.raises(TypeError, match="training: expected True or False, got 'False'"):
+        net.forward(np.ones((4, 2), np.float32), training="False")  # would have drawn dropout masks
+    with pytest.raises(TypeError, match=r"gradcheck\(training\): expected True or False"):
+        bpcore.gradcheck(Dense(2, 2), np.ones((3, 2)), training="no")
