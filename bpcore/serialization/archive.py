@@ -275,8 +275,8 @@ class Archive:
                     wanted = np.dtype(dtype).name if dtype is not None else "any dtype"
                     raise ModelFileError(
                         label,
-                        f"{what}: expected shape {shape} of {wanted} in {member!r}, "
-                        f"got shape {found_shape} of {found_dtype}",
+                        f"{what}: expected shape {tuple(shape) if shape is not None else 'any'} of {wanted} "
+                        f"in {member!r}, got shape {found_shape} of {found_dtype}",
                     )
                 nbytes = math.prod(found_shape) * found_dtype.itemsize
                 if handle.tell() + nbytes != info.file_size:

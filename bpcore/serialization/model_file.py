@@ -275,11 +275,8 @@ def _build_network(
     types = layer_types(custom_layers)
     backend = get_backend(device)  # a bad device is the caller's error, not the file's: raised as is
     member, size, found = _parameter_table(label, spec)
-    flat = archive.array(member, "parameters")
-    if flat.dtype != np.dtype(dtype) or flat.shape != (size,):
-        raise ModelFileError(
-            label, f"parameters: expected {size} values of {dtype}, got shape {flat.shape} of {flat.dtype}"
-        )
+    # the table's size caps what is read: a larger array is refused from its header, unallocated
+    flat = archive.array(member, "parameters", shape=(size,), dtype=dtype)
     if not np.isfinite(flat).all():
         raise ModelFileError(label, "parameters contain NaN or Inf values")
     try:
@@ -308,11 +305,7 @@ def _build_network(
                 label, f"buffer {name!r:.40} of layer {path!r:.40} does not exist in this architecture"
             )
         what = f"buffer {name!r} of layer {path}"
-        value = archive.array(entry.get("array"), what, floating=True)
-        if tuple(value.shape) != tuple(current[name].shape):
-            raise ModelFileError(
-                label, f"{what}: expected shape {tuple(current[name].shape)}, got {tuple(value.shape)}"
-            )
+        value = archive.array(entry.get("array"), what, shape=tuple(current[name].shape), floating=True)
         if not np.isfinite(value).all() or (name == "running_var" and bool((value < 0).any())):
             kind = "non-negative finite" if name == "running_var" else "finite"
             raise ModelFileError(label, f"{what}: expected {kind} values, got NaN, Inf or negative values")
