@@ -80,26 +80,26 @@ def test_steps_written_by_hand_in_several_threads_compute_their_own_gradients():
 
 def test_a_save_during_a_training_loop_writes_parameters_and_optimiser_state_of_one_step(tmp_path):
     def make():
-        network = bpcore.Network([Dense(300, 300), Dense(300, 300)], dtype="float64", seed=0)
+        network = bpcore.Network([Dense(200, 200), Dense(200, 200)], dtype="float64", seed=0)
         optimizer = bpcore.optim.SGD(network.parameters(), lr=1e-4, momentum=0.9)
         network.store.grad[...] = 1.0  # a constant gradient: step t is reproducible by replaying t steps
         return network, optimizer
 
     network, optimizer = make()
-    steps, done = 4000, threading.Event()
+    stop = threading.Event()
 
     def train():
-        for _ in range(steps):
+        while not stop.is_set() and optimizer.step_count < 20_000:
             optimizer.step()
-        done.set()
 
     thread = threading.Thread(target=train)
     thread.start()
     paths = []
-    while not done.is_set() and len(paths) < 20:
-        path = tmp_path / f"save-{len(paths)}.bpcore"
+    for index in range(20):
+        path = tmp_path / f"save-{index}.bpcore"
         bpcore.save(network, path, optimizer=optimizer)
         paths.append(path)
+    stop.set()
     thread.join(60)
     saved = sorted(
         ((ckpt.optimizer.step_count, ckpt) for ckpt in map(load_checkpoint, paths)), key=lambda item: item[0]
