@@ -198,3 +198,11 @@ def test_the_training_flag_refuses_strings() -> None:
         net.forward(np.ones((4, 2), np.float32), training="False")  # would have drawn dropout masks
     with pytest.raises(TypeError, match=r"gradcheck\(training\): expected True or False"):
         bpcore.gradcheck(Dense(2, 2), np.ones((3, 2)), training="no")
+
+
+def test_fit_with_probabilities_outside_0_1_says_what_binary_cross_entropy_expects() -> None:
+    net = bpcore.Network([Dense(2, 1)], dtype="float64", seed=0)  # no Sigmoid: outputs are not probabilities
+    x = np.array([[1.0, 2.0], [-3.0, 1.0], [2.0, -2.0], [0.5, 0.5]])
+    with pytest.raises(bpcore.TrainingDivergedError, match=r"end the network with Sigmoid\(\)"):
+        net.fit(x, np.array([1.0, 0.0, 1.0, 0.0]), loss=BinaryCrossEntropy(),
+                optimizer=SGD(net.parameters(), lr=0.1), epochs=1)

@@ -357,5 +357,10 @@ class _Trainer:
             f"optimiser state were restored to their values at the start of epoch {epoch}. "
             "Lower the learning rate, clip gradients (bpcore.optim.clip_grad_norm), or standardise the data."
         )
+        if type(self.loss).__name__ == "BinaryCrossEntropy" and not getattr(self.loss, "from_logits", True):
+            message += (
+                " BinaryCrossEntropy() takes probabilities in [0, 1]: end the network with Sigmoid(), "
+                "or pass logits with BinaryCrossEntropy(from_logits=True)."
+            )
         logger.info(message)
         raise TrainingDivergedError(message, epoch=epoch, step=step)
