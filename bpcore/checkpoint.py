@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .serialization import load_checkpoint, write_model
+from . import checks
+from .serialization import ModelFileError, load_checkpoint, write_model
 from .serialization.registry import describe, walk_with_paths
 from .training.callbacks import Callback
 from .training.history import monitor_mode
+from .training.snapshot import Snapshot
 
 logger = logging.getLogger("bpcore")
 
@@ -89,7 +91,13 @@ class TrainingRun:
             "scheduler": scheduler_state,
             "early_stopping": None
             if stopping is None
-            else {"best": stopping.best, "best_epoch": stopping.best_epoch, "wait": stopping.wait},
+            else {
+                "best": stopping.best,
+                "best_epoch": stopping.best_epoch,
+                "wait": stopping.wait,
+                # the weights restore_best will put back at the end (None before the first improvement)
+                "best_state": stopping._snapshot.state() if stopping._snapshot is not None else None,
+            },
             "history": {"epochs": list(self.history.epochs), "values": dict(self.history.history)},
             "callbacks": callbacks or {},
         }
@@ -112,7 +120,16 @@ class TrainingRun:
         before changing anything.
         """
         network = self.network
-        saved = load_checkpoint(path, device=network.device)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"resume_from: expected the path of a checkpoint file, got {type(path).__name__} {path!r:.80}"
+            )
+        try:
+            saved = load_checkpoint(path, device=network.device)
+        except ModelFileError as exc:
+            raise ModelFileError(exc.path, f"resume_from: {exc.problem}") from None
+        except OSError as exc:  # missing file, a directory, unreadable
+            raise type(exc)(f"resume_from: cannot read the checkpoint {os.fspath(path)!r} ({exc})") from None
         training = saved.training
         if not isinstance(training, dict) or "epoch" not in training:
             raise ValueError(
@@ -128,6 +145,12 @@ class TrainingRun:
             )
         if saved.optimizer is None:
             raise ValueError(f"resume_from: {os.fspath(path)!r} holds no optimiser state")
+        try:
+            self._check_training(training)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ModelFileError(
+                os.fspath(path), f"resume_from: the training section is damaged ({exc})"
+            ) from None
         self.optimizer.load_state_dict(saved.optimizer.state_dict())  # checks the settings first
         network.store.load(saved.network.store.data)
         theirs_layers = dict(walk_with_paths(saved.network.layers))
@@ -159,6 +182,76 @@ class TrainingRun:
         logger.info("resumed training from %s after epoch %d", os.fspath(path), epoch)
         return epoch + 1
 
+    def _check_training(self, training: dict[str, Any]) -> None:
+        """Raise unless every part of ``training`` can be restored; changes nothing.
+
+        Called before the network or the optimiser is touched, so that a
+        damaged section leaves this run exactly as it was.
+        """
+        checks.non_negative_int(training["epoch"], "epoch")
+        for key, generator in (("shuffle_rng", self.batches._rng), ("dropout_rng", self.network._random)):
+            state = training.get(key)
+            if state is not None and isinstance(generator, np.random.Generator):
+                try:
+                    type(generator.bit_generator)().state = state  # a scratch generator
+                except (TypeError, ValueError, KeyError) as exc:
+                    kind = type(generator.bit_generator).__name__
+                    raise ValueError(f"{key}: not a {kind} state ({exc})") from None
+        order = training.get("sample_order")
+        if order is not None:
+            n = len(order) if isinstance(order, np.ndarray) else -1
+            if not (isinstance(order, np.ndarray) and order.dtype.kind in "iu" and order.ndim == 1):
+                raise ValueError("sample_order: expected a 1-D array of integers")
+            if n == len(self.batches._order) and not np.array_equal(np.sort(order), np.arange(n)):
+                raise ValueError(f"sample_order: expected a permutation of 0..{n - 1}")
+        history = training.get("history") or {}
+        if not isinstance(history, dict):
+            raise ValueError("history: expected an object")
+        epochs, values = history.get("epochs", []), history.get("values", {})
+        if not isinstance(epochs, list) or not all(type(e) is int for e in epochs):
+            raise ValueError("history: 'epochs' must be a list of integers")
+        if not isinstance(values, dict) or not all(
+            isinstance(column, list) and len(column) == len(epochs)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in column)
+            for column in values.values()
+        ):
+            raise ValueError("history: 'values' must map names to one number per epoch")
+        if self.scheduler is not None and training.get("scheduler") is not None:
+            self._check_scheduler_state(training["scheduler"])
+        stopping, saved = self.early_stopping, training.get("early_stopping")
+        if stopping is not None and saved:
+            if not isinstance(saved, dict):
+                raise ValueError("early_stopping: expected an object")
+            checks.optional(checks.real, saved.get("best"), "early_stopping best", finite=False)
+            checks.optional(checks.non_negative_int, saved.get("best_epoch"), "early_stopping best_epoch")
+            checks.non_negative_int(saved.get("wait"), "early_stopping wait")
+            if saved.get("best_state") is not None and stopping.restore_best:
+                Snapshot(self.network).check_state(saved["best_state"])
+        callbacks = training.get("callbacks", {})
+        if not isinstance(callbacks, dict):
+            raise ValueError("callbacks: expected an object")
+
+    def _check_scheduler_state(self, state: Any) -> None:
+        mine = (
+            self.scheduler.state_dict()
+            if callable(getattr(self.scheduler, "state_dict", None))
+            else {k: v for k, v in vars(self.scheduler).items() if k != "optimizer"}
+        )
+        if not isinstance(state, dict) or set(state) != set(mine):
+            raise ValueError(f"scheduler: expected the keys {sorted(mine)}")
+        for key, value in state.items():
+            current = mine[key]
+            numbers = (int, float)
+            same = (
+                isinstance(value, bool) == isinstance(current, bool)
+                and (
+                    (isinstance(value, numbers) and isinstance(current, numbers))
+                    or value is None or current is None or type(value) is type(current)
+                )
+            )
+            if not same:
+                raise ValueError(f"scheduler: {key} must be like {current!r:.40}, got {value!r:.40}")
+
     def _restore_scheduler(self, state: Any) -> None:
         scheduler = self.scheduler
         if scheduler is None or state is None:
@@ -174,13 +267,23 @@ class TrainingRun:
         else:
             scheduler.step()
 
-    def restore_early_stopping(self) -> None:
-        """Early stopping's counters from the resumed file (called after its ``on_train_begin``)."""
+    def restore_early_stopping(self) -> bool:
+        """Early stopping's counters from the resumed file (called after its ``on_train_begin``).
+
+        Returns whether early stopping had already ended the run at the saved epoch.
+        """
         saved = (self.resumed or {}).get("early_stopping")
-        if self.early_stopping is not None and saved:
-            self.early_stopping.best = saved["best"]
-            self.early_stopping.best_epoch = saved["best_epoch"]
-            self.early_stopping.wait = int(saved["wait"])
+        stopping = self.early_stopping
+        if stopping is not None and saved:
+            stopping.best = saved["best"]
+            stopping.best_epoch = saved["best_epoch"]
+            stopping.wait = int(saved["wait"])
+            stopping._last_epoch = int(self.resumed["epoch"])  # type: ignore[index]
+            best_state = saved.get("best_state")
+            if best_state is not None and stopping._snapshot is not None:
+                stopping._snapshot.load_state(best_state)
+            return stopping.wait >= max(stopping.patience, 1)
+        return False
 
 
 class ModelCheckpoint(Callback):
@@ -207,17 +310,14 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
         keep_last: int | None = None,
     ) -> None:
-        for argument, value in (("every", every), ("keep_last", keep_last)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
-            ):
-                raise ValueError(
-                    f"ModelCheckpoint({argument}): expected None or a positive integer, got {value!r}"
-                )
+        every = checks.optional(checks.integer, every, "ModelCheckpoint(every)", minimum=1,
+                                expected="None or a positive integer")
+        keep_last = checks.optional(checks.integer, keep_last, "ModelCheckpoint(keep_last)", minimum=1,
+                                    expected="None or a positive integer")
+        save_best = checks.flag(save_best, "ModelCheckpoint(save_best)")
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"ModelCheckpoint(monitor): expected a name such as 'val_loss', got {monitor!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"ModelCheckpoint(mode): expected 'auto', 'min' or 'max', got {mode!r}")
+        mode = checks.choice(mode, "ModelCheckpoint(mode)", ("auto", "min", "max"))
         self.directory = os.fspath(directory)
         self.every = None if every is None else int(every)
         self.save_best = bool(save_best)

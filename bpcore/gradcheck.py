@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import checks
 from .backends import CPU, get_backend
 from .interop import import_array, to_backend
 from .layers.base import Layer
@@ -375,15 +376,13 @@ def gradcheck(
     backward pass typically scores below 1e-6.  With ``return_location`` the
     result is ``(error, where)``, naming the worst entry.
     """
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and math.isfinite(eps) and eps > 0):
-        raise ValueError(f"gradcheck(eps): expected a small positive step such as 1e-6, got {eps!r}")
-    for argument, value in (("max_elements", max_elements), ("directions", directions)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"gradcheck({argument}): expected a non-negative integer, got {value!r}")
+    training = checks.flag(training, "gradcheck(training)")
+    eps = checks.real(eps, "gradcheck(eps)", above=0.0, expected="a small positive step such as 1e-6")
+    max_elements = checks.non_negative_int(max_elements, "gradcheck(max_elements)")
+    directions = checks.non_negative_int(directions, "gradcheck(directions)")
     if max_elements == 0 and directions == 0:
         raise ValueError("gradcheck: max_elements and directions are both 0, so nothing would be checked")
-    if floor is not None and not (isinstance(floor, (int, float)) and floor > 0):
-        raise ValueError(f"gradcheck(floor): expected a positive number or None, got {floor!r}")
+    floor = checks.optional(checks.positive, floor, "gradcheck(floor)")
     if loss is not None and not _is_loss(loss):
         raise TypeError(
             "gradcheck(loss): expected a loss object (callable, with a backward() method), "

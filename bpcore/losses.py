@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import checks
 from .backends import Backend, backend_of
 from .interop import import_array, is_cupy_array, to_backend
 from .validation import FLOAT_DTYPES
@@ -35,9 +36,7 @@ LOG_FLOOR = -100.0  # PyTorch clamps log(p) and log(1 - p) here, so p = 0 or 1 g
 
 
 def _check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
-    return str(reduction)
+    return checks.choice(reduction, "reduction", REDUCTIONS)
 
 
 def _namespace(array: Any) -> Any:
@@ -137,7 +136,11 @@ class Loss:
         self._check_shape(target, tuple(pred.shape))
         if check:
             self._check_values(target, tuple(pred.shape))
+            self._check_prediction(pred)
         return to_backend(target, backend, pred.dtype).reshape(pred.shape)
+
+    def _check_prediction(self, pred: Any) -> None:
+        """Value checks on the prediction (only where the formula needs a range); none by default."""
 
     def _buffer(self, key: str, backend: Backend, shape: tuple[int, ...], dtype: Any) -> Any:
         """A work array owned by this loss, reused while shape, dtype and device stay the same."""
@@ -194,10 +197,8 @@ class Huber(Loss):
     name = "huber"
 
     def __init__(self, delta: float = 1.0, *, reduction: str = "mean") -> None:
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < float("inf"):
-            raise ValueError(f"Huber(delta): expected a positive finite number, got {delta!r}")
+        self.delta = checks.positive(delta, "Huber(delta)")
         super().__init__(reduction=reduction)
-        self.delta = float(delta)
 
     def config(self) -> dict[str, Any]:
         return {"delta": self.delta, "reduction": self.reduction}
@@ -238,10 +239,8 @@ class BinaryCrossEntropy(Loss):
     name = "binary_cross_entropy"
 
     def __init__(self, from_logits: bool = False, *, reduction: str = "mean") -> None:
-        if not isinstance(from_logits, (bool, np.bool_)):
-            raise TypeError(f"BinaryCrossEntropy(from_logits): expected True or False, got {from_logits!r}")
+        self.from_logits = checks.flag(from_logits, "BinaryCrossEntropy(from_logits)")
         super().__init__(reduction=reduction)
-        self.from_logits = bool(from_logits)
 
     def config(self) -> dict[str, Any]:
         return {"from_logits": self.from_logits, "reduction": self.reduction}
@@ -252,6 +251,15 @@ class BinaryCrossEntropy(Loss):
             raise ValueError(
                 f"BinaryCrossEntropy(target): expected probabilities in [0, 1], got values from "
                 f"{float(target.min())} to {float(target.max())}"
+            )
+
+    def _check_prediction(self, pred: Any) -> None:
+        if self.from_logits:
+            return
+        if not _all((pred >= 0) & (pred <= 1)):  # NaN fails both comparisons
+            raise ValueError(
+                "BinaryCrossEntropy(pred): expected probabilities in [0, 1] (a Sigmoid output), got values "
+                f"from {float(pred.min())} to {float(pred.max())}; pass logits with from_logits=True"
             )
 
     def _forward(self, backend: Backend, pred: Any, target: Any) -> Any:

@@ -9,15 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from . import checks
 from .backends import Backend, DeviceLike, device_scope, get_backend
 from .layers.base import Layer
 from .layers.fusion import build_sequence, check_distinct, fusion_plan, input_width
 from .parameters import Parameter, ParameterStore
-from .validation import as_features, check_dtype
-
-
-def _natural(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and bool(value >= 0)
+from .validation import as_features, as_gradient, check_dtype
 
 
 class Network:
@@ -50,8 +47,8 @@ class Network:
                     f"layers: {layer!r} already belongs to another Network; create new layer objects "
                     "for each network"
                 )
-        if seed is not None and not _natural(seed):
-            raise ValueError(f"seed: expected None or a non-negative integer, got {seed!r}")
+        seed = checks.optional(checks.integer, seed, "seed", minimum=0,
+                               expected="None or a non-negative integer")
         self.layers = layers
         self.dtype = check_dtype(dtype)
         self.seed = seed
@@ -60,6 +57,7 @@ class Network:
         self.out_features = build_sequence(self.layers, None, self.dtype, self.backend, owner="layers")
         self.in_features = input_width(self.layers)
         self.store = ParameterStore(self.parameters(), self.backend, self.dtype)
+        self.store.lock = self._lock  # an optimiser's step holds the network's lock
         self.store.initialize(np.random.default_rng(seed))
         # Dropout masks come from a device-local generator seeded from ``seed``,
         # on a stream independent of the initial weights.
@@ -70,6 +68,7 @@ class Network:
         self._plan = fusion_plan(self.layers)
         self._needs_batch = any(getattr(layer, "needs_batch_statistics", False) for layer in self.walk())
         self._output_shape: tuple[int, ...] | None = None
+        self._forward_thread: int | None = None  # the thread whose activations the layers hold
 
     # --- structure ----------------------------------------------------------
     def _bind_random(self) -> None:
@@ -132,7 +131,28 @@ class Network:
         with self._lock, device_scope(self.backend):
             yield
 
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """Hold this network for a whole training step written by hand.
+
+        ``forward``, ``backward`` and ``optimizer.step()`` each hold the
+        network's lock only for their own call; between a ``forward`` and its
+        ``backward`` another thread's ``forward`` (or ``predict``) would replace
+        the activations the gradients are computed from.  Inside ``with
+        network.step():`` the lock is held throughout, so other threads wait::
+
+            with network.step():
+                loss(network.forward(x, training=True), y)
+                network.zero_grad(); network.backward(loss.backward()); optimizer.step()
+
+        Without it, such an interleaving is detected: ``backward`` raises
+        RuntimeError instead of computing wrong gradients.
+        """
+        with self.exclusive():
+            yield
+
     def _forward(self, x: Any, training: bool) -> Any:
+        self._forward_thread = threading.get_ident()
         for layer in self._plan:
             x = layer.forward(x, training)
         return x
@@ -152,6 +172,7 @@ class Network:
         :meth:`backward`.  ``training=True`` draws dropout masks and uses
         (and updates) batch statistics.
         """
+        training = checks.flag(training, "training")  # a string such as "False" would be true
         with self.exclusive():
             x = self.as_input(x)
             if training and self._needs_batch and x.shape[0] < 2:
@@ -173,12 +194,13 @@ class Network:
         with self.exclusive():
             if self._output_shape is None:
                 raise RuntimeError("Network.backward(): called before forward(); run forward(x) first")
-            grad = self.backend.asarray(grad_out, dtype=self.dtype)
-            if tuple(grad.shape) != self._output_shape:
-                raise ValueError(
-                    f"grad_out: expected the shape of the last forward() output {self._output_shape}, "
-                    f"got {tuple(grad.shape)}"
+            if self._forward_thread != threading.get_ident():
+                raise RuntimeError(
+                    "Network.backward(): another thread ran this network (forward, predict or fit) after "
+                    "this thread's forward(), so its activations are gone; hold the network for the whole "
+                    "step with `with network.step(): ...`"
                 )
+            grad = as_gradient(grad_out, self.backend, self.dtype, self._output_shape, argument="grad_out")
             return self._backward(grad, accumulate=True, need_input_grad=True).copy()
 
     def zero_grad(self) -> None:

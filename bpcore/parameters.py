@@ -9,6 +9,8 @@ instead of one per parameter array.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +28,10 @@ class Parameter:
     regularisation and weight decay apply (weights yes, biases by choice).
     """
 
-    __slots__ = ("data", "decay", "fan_in", "fan_out", "grad", "init", "name", "offset", "shape", "store")
+    __slots__ = (
+        "__weakref__", "data", "decay", "fan_in", "fan_out", "grad", "init", "name", "offset", "shape",
+        "store",
+    )
 
     def __init__(
         self,
@@ -61,18 +66,31 @@ class ParameterStore:
     """The two flat buffers (data and gradients) behind a set of parameters."""
 
     def __init__(self, parameters: Sequence[Parameter], backend: Backend, dtype: np.dtype) -> None:
-        self.parameters = list(parameters)
+        parameters = list(parameters)
+        # Weak references: each parameter refers to its store, and references back would make a
+        # cycle that keeps a dropped network's buffers alive until the next garbage collection.
+        # The layers (and optimisers) hold the parameters.
+        self._parameters = [weakref.ref(parameter) for parameter in parameters]
         self.dtype = np.dtype(dtype)
         offset = 0
-        for parameter in self.parameters:
+        for parameter in parameters:
             parameter.store = self
             parameter.offset = offset
             offset += parameter.size
         self.size = offset
+        #: Held by every change of the buffers that must look atomic to other threads (a step, a save);
+        #: a Network replaces it with its own lock.
+        self.lock: Any = threading.RLock()
         self.backend = backend
         self.data: Any = backend.zeros((self.size,), self.dtype)
         self.grad: Any = backend.zeros((self.size,), self.dtype)
         self._bind()
+
+    @property
+    def parameters(self) -> list[Parameter]:
+        """The parameters, in buffer order (those still alive: the layers hold them)."""
+        alive = [reference() for reference in self._parameters]
+        return [parameter for parameter in alive if parameter is not None]
 
     def _bind(self) -> None:
         for parameter in self.parameters:

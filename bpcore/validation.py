@@ -45,7 +45,8 @@ def as_features(
     Rejects: non-numeric or integer data (a likely mistake: labels passed as
     features), a rank other than 2, no samples, the wrong number of features,
     and NaN or Inf (checked on the host; device arrays are checked on the
-    device, which costs one synchronisation).
+    device, which costs one synchronisation).  Finiteness is checked after
+    the conversion to ``dtype``: a float64 ``1e39`` overflows float32 to Inf.
     """
     array = import_array(data, argument=argument)  # DLPack / CUDA array interface: no copy
     kind = array.dtype.kind
@@ -67,19 +68,47 @@ def as_features(
         raise ValueError(
             f"{argument}: expected {in_features} features per sample, got shape {tuple(array.shape)}"
         )
-    if not check_finite:
-        return to_backend(array, backend, dtype)
-    if isinstance(array, np.ndarray):  # host data: checked on the host, before it moves
-        _check_finite(np, array, argument)
-        return to_backend(array, backend, dtype)
-    # Device data is checked where it will be used, with that backend's own array
-    # module: CuPy arrays have no ``__array_namespace__`` to ask.
-    moved = to_backend(array, backend)
+    with np.errstate(over="ignore"):  # an overflow to Inf in the cast is reported just below
+        converted = to_backend(array, backend, dtype)
+    if check_finite:
+        # Checked after the cast, with the backend's own array module (CuPy
+        # arrays have no ``__array_namespace__`` to ask).
+        with device_scope(backend):
+            finite = bool(backend.xp.isfinite(converted).all())
+        if not finite:
+            raise ValueError(_not_finite(argument, array, dtype))
+    return converted
+
+
+def _not_finite(argument: str, array: Any, dtype: np.dtype) -> str:
+    """The error for non-finite data, saying when it was the cast to ``dtype`` that overflowed."""
+    hint = ""
+    if array.dtype.itemsize > dtype.itemsize and isinstance(array, np.ndarray) and np.isfinite(array).all():
+        hint = f" after conversion to {dtype.name} (values beyond +-{np.finfo(dtype).max:.4g} overflow)"
+    return f"{argument}: contains NaN or Inf values{hint} (shape {tuple(array.shape)})"
+
+
+def as_gradient(
+    data: Any, backend: Backend, dtype: np.dtype, shape: tuple[int, ...], *, argument: str
+) -> Any:
+    """A gradient for ``backward``: numeric, of ``shape``, finite once cast to ``dtype``, on ``backend``.
+
+    Object, string and boolean arrays are refused rather than converted, and
+    NaN or Inf would spread through every parameter gradient, so they are
+    refused too (one device synchronisation on a GPU).
+    """
+    array = import_array(data, argument=argument)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{argument}: expected a numeric (float) array, got dtype {array.dtype}")
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(
+            f"{argument}: expected the shape of the last forward() output {tuple(shape)}, "
+            f"got {tuple(array.shape)}"
+        )
+    with np.errstate(over="ignore"):
+        converted = to_backend(array, backend, dtype)
     with device_scope(backend):
-        _check_finite(backend.xp, moved, argument)
-    return moved if moved.dtype == dtype else backend.asarray(moved, dtype=dtype)
-
-
-def _check_finite(xp: Any, array: Any, argument: str) -> None:
-    if not bool(xp.isfinite(array).all()):
-        raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")
+        finite = bool(backend.xp.isfinite(converted).all())
+    if not finite:
+        raise ValueError(_not_finite(argument, array, dtype))
+    return converted

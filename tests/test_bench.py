@@ -111,7 +111,7 @@ def test_missing_baseline_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize(("config", "message"), [
     ({"models": ("huge",)}, r"models: expected names from .*'huge'"),
     ({"models": ()}, r"models: expected at least one"),
-    ({"batch_sizes": (0,)}, r"batch_sizes: expected positive integers, got 0"),
+    ({"batch_sizes": (0,)}, r"batch_sizes: expected a positive integer, got 0"),
     ({"dtype": "float16"}, r"dtype: expected 'float32' or 'float64'"),
     ({"kernels": ("fast",)}, r"kernels: expected 'fused' and/or 'generic', got 'fast'"),
     ({"baselines": ("jax",)}, r"baselines: expected names from .*'jax'"),

@@ -188,3 +188,25 @@ def test_latest_checkpoint_of_a_missing_directory_is_none(tmp_path):
 def test_outside_fit_the_callback_says_how_to_use_it(tmp_path):
     with pytest.raises(RuntimeError, match="pass it to fit"):
         ModelCheckpoint(tmp_path).on_epoch_end(1, {"val_loss": 1.0})
+
+
+@pytest.mark.parametrize("resume_after", [4, 7, 8, 9])
+def test_resuming_with_early_stopping_gives_the_uninterrupted_result(tmp_path, resume_after):
+    # lr 0.5: the validation loss is best at epoch 6 and training stops after epoch 9
+    from bpcore.training import EarlyStopping
+
+    def run(directory, epochs, **options):
+        network, opt, _ = make("sgd", None, "float64")
+        opt.lr = 0.5
+        history = train(network, opt, None, epochs, early_stopping=EarlyStopping(patience=3), **options)
+        return network, opt, history
+
+    network, opt, full = run(tmp_path / "full", 30, callbacks=[ModelCheckpoint(tmp_path / "full", every=1)])
+    assert full.epochs[-1] == 9 and full.best_epoch == 6
+    resumed, opt_b, history = run(
+        tmp_path / "b", 30, resume_from=tmp_path / "full" / f"epoch-{resume_after:04d}.bpcore"
+    )
+    assert np.array_equal(resumed.store.data, network.store.data)  # the best epoch's weights, restored
+    assert history.epochs == full.epochs and history.history == full.history
+    assert history.best_epoch == full.best_epoch and opt_b.step_count == opt.step_count
+    assert history.stopped_early and history.stop_reason == full.stop_reason

@@ -382,8 +382,8 @@ def test_wrong_dtype_or_size_of_the_weights_is_rejected(tmp_path, good_file):
     with zipfile.ZipFile(good_file) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     for name, array, message in [
-        ("a", np.zeros(3, np.float32), r"expected \d+ values of float32, got shape \(3,\)"),
-        ("b", np.zeros(members["parameters.npy"].__len__(), np.int64), "of float32, got shape .* of int64"),
+        ("a", np.zeros(3, np.float32), r"expected shape \(\d+,\) of float32 .*, got shape \(3,\)"),
+        ("b", np.zeros(members["parameters.npy"].__len__(), np.int64), "float32 .*, got shape .* of int64"),
     ]:
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, array)

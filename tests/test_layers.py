@@ -384,19 +384,27 @@ def test_gelu_exact_form_is_refused_clearly() -> None:
     [
         (lambda: ELU(0.0), ValueError, r"ELU\(alpha\): expected a positive number"),
         (lambda: ELU(float("inf")), ValueError, r"ELU\(alpha\): expected a finite number"),
-        (lambda: LeakyReLU("a"), TypeError, r"LeakyReLU\(negative_slope\): expected a real number"),
+        (
+            lambda: LeakyReLU("a"),
+            TypeError,
+            r"LeakyReLU\(negative_slope\): expected a finite number, got 'a'",
+        ),
         (lambda: Softmax(1.5), TypeError, r"Softmax\(axis\): expected an integer"),
         (lambda: Dense(0, 3), ValueError, r"Dense\(in_features\): expected a positive integer, got 0"),
-        (lambda: Dense(3, 2.5), ValueError, r"Dense\(out_features\)"),
+        (lambda: Dense(3, 2.5), TypeError, r"Dense\(out_features\): expected a positive integer, got 2.5"),
         (lambda: Dense(3, 2, init="glorot"), ValueError, r"init: expected one of"),
         (lambda: BatchNorm(0), ValueError, r"BatchNorm\(num_features\): expected a positive integer"),
         (
             lambda: BatchNorm(3, momentum=1.5),
             ValueError,
-            r"BatchNorm\(momentum\): expected a number in \[0, 1\]",
+            r"BatchNorm\(momentum\): expected a finite number in \[0, 1\], got 1.5",
         ),
-        (lambda: BatchNorm(3, eps=0), ValueError, r"BatchNorm\(eps\): expected a positive number"),
-        (lambda: BatchNorm(3, eps="x"), TypeError, r"BatchNorm\(eps\): expected a number"),
+        (lambda: BatchNorm(3, eps=0), ValueError, r"BatchNorm\(eps\): expected a finite number > 0, got 0"),
+        (
+            lambda: BatchNorm(3, eps="x"),
+            TypeError,
+            r"BatchNorm\(eps\): expected a finite number > 0, got 'x'",
+        ),
     ],
 )
 def test_layer_constructor_errors(make, error: type, message: str) -> None:

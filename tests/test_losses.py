@@ -257,8 +257,8 @@ def test_check_false_skips_value_checks_but_not_shape_checks():
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: MSE(reduction="none"), "reduction: expected 'mean' or 'sum'"),
-        (lambda: Huber(0), r"Huber\(delta\): expected a positive finite number"),
+        (lambda: MSE(reduction="none"), "reduction: expected one of 'mean', 'sum', got 'none'"),
+        (lambda: Huber(0), r"Huber\(delta\): expected a finite number > 0, got 0"),
         (lambda: Huber(float("nan")), r"Huber\(delta\)"),
         (lambda: BinaryCrossEntropy(from_logits="yes"), "from_logits"),
     ],

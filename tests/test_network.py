@@ -152,7 +152,7 @@ def test_backward_checks_its_gradient_and_the_order_of_calls() -> None:
         (lambda: [Dense(2, 2)], {"dtype": "float16"}, ValueError, "dtype: expected 'float32' or 'float64'"),
         (lambda: [Dense(2, 2)], {"dtype": "int32"}, ValueError, "dtype: expected 'float32' or 'float64'"),
         (lambda: [Dense(2, 2)], {"seed": -1}, ValueError, "seed: expected None or a non-negative integer"),
-        (lambda: [Dense(2, 2)], {"seed": 1.5}, ValueError, "seed: expected None or a non-negative integer"),
+        (lambda: [Dense(2, 2)], {"seed": 1.5}, TypeError, "seed: expected None or a non-negative integer"),
         (lambda: [Dense(2, 2)], {"device": "tpu"}, bpcore.DeviceError, "device: expected 'cpu'"),
     ],
 )

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -105,8 +107,7 @@ class SyntheticData:
 def synthetic_data(spec: ModelSpec, batch: int, dtype: Any, *, seed: int = 0,
                    min_rows: int = 8192) -> SyntheticData:
     """Features N(0, 1) in ``dtype`` and uniform labels, at least four batches of them."""
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch: expected a positive integer, got {batch!r}")
+    batch = checks.positive_int(batch, "batch")
     batches = max(4, math.ceil(min_rows / batch))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batches * batch, spec.in_features), dtype=np.float32).astype(dtype, copy=False)

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .. import checks
 from ..backends import available_devices, resolve_device
 from ..validation import check_dtype
 from . import baselines
@@ -50,8 +49,7 @@ class BenchConfig:
             if not self.batch_sizes:
                 raise ValueError("batch_sizes: expected at least one batch size, got none")
             for size in self.batch_sizes:
-                if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-                    raise ValueError(f"batch_sizes: expected positive integers, got {size!r}")
+                checks.positive_int(size, "batch_sizes")
         check_dtype(self.dtype)
         for mode in self.kernels:
             if mode not in ("fused", "generic"):

@@ -7,22 +7,16 @@ tanh, ReLU and ELU, the input for the others.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
-
+from .. import checks
 from ..backends.ops import ACTIVATIONS
 from .base import Layer
 
 
 def _finite(argument: str, value: Any) -> float:
     """``value`` as a float, or a clear error if it is not a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{argument}: expected a real number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{argument}: expected a finite number, got {value!r}")
-    return float(value)
+    return checks.real(value, argument)
 
 
 class Activation(Layer):
@@ -174,9 +168,7 @@ class Softmax(Layer):
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"Softmax(axis): expected an integer, got {type(axis).__name__} {axis!r}")
-        self.axis = int(axis)
+        self.axis = checks.integer(axis, "Softmax(axis)")
         self._saved: Any = None
 
     def config(self) -> dict[str, Any]:

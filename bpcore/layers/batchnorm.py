@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..backends import Backend
 from ..init import ones, zeros
 from ..parameters import Parameter
 from .base import Layer
-
-
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and bool(value >= 1)
 
 
 class BatchNorm(Layer):
@@ -33,20 +29,9 @@ class BatchNorm(Layer):
 
     def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
-        if not _positive_int(num_features):
-            raise ValueError(f"BatchNorm(num_features): expected a positive integer, got {num_features!r}")
-        for argument, value in (("momentum", momentum), ("eps", eps)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TypeError(
-                    f"BatchNorm({argument}): expected a number, got {type(value).__name__} {value!r}"
-                )
-        if not (math.isfinite(momentum) and 0.0 <= momentum <= 1.0):
-            raise ValueError(f"BatchNorm(momentum): expected a number in [0, 1], got {momentum!r}")
-        if not (math.isfinite(eps) and eps > 0.0):
-            raise ValueError(f"BatchNorm(eps): expected a positive number, got {eps!r}")
-        self.num_features = int(num_features)
-        self.momentum = float(momentum)
-        self.eps = float(eps)
+        self.num_features = checks.positive_int(num_features, "BatchNorm(num_features)")
+        self.momentum = checks.real(momentum, "BatchNorm(momentum)", minimum=0.0, maximum=1.0)
+        self.eps = checks.positive(eps, "BatchNorm(eps)")
         f = self.num_features
         self.gamma = Parameter("gamma", (f,), ones, fan_in=f, fan_out=f, decay=False)
         self.beta = Parameter("beta", (f,), zeros, fan_in=f, fan_out=f, decay=False)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..backends import Backend
 from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
@@ -32,12 +33,9 @@ class Dense(Layer):
         bias_init: str | Initializer = "zeros",
     ) -> None:
         super().__init__()
-        for argument, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"Dense({argument}): expected a positive integer, got {value!r}")
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
-        self.use_bias = bool(bias)
+        self.in_features = checks.positive_int(in_features, "Dense(in_features)")
+        self.out_features = checks.positive_int(out_features, "Dense(out_features)")
+        self.use_bias = checks.flag(bias, "Dense(bias)")
         self.init = get_initializer(init)
         self.bias_init = get_initializer(bias_init, argument="bias_init")
         self.weight = Parameter(

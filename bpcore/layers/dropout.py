@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..backends import Backend, device_scope
 from .base import Layer
 
@@ -23,11 +23,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-            raise TypeError(f"Dropout(p): expected a probability in [0, 1), got {type(p).__name__} {p!r}")
-        if not (math.isfinite(p) and 0.0 <= p < 1.0):
-            raise ValueError(f"Dropout(p): expected a drop probability in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = checks.real(p, "Dropout(p)", minimum=0.0, below=1.0, expected="a drop probability in [0, 1)")
         self._random: Any = None
         self._own_random = False  # True when the layer made its generator itself (no network)
         self._mask: Any = None

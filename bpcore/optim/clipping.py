@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..backends import Backend
-from .checks import as_non_negative, as_real
 from .params import ParameterSet
 
 NORM_EPS = 1e-6  # torch: clip_coef = max_norm / (total_norm + 1e-6)
@@ -24,10 +24,7 @@ NORM_EPS = 1e-6  # torch: clip_coef = max_norm / (total_norm + 1e-6)
 def _norm_type(norm_type: Any) -> float:
     if isinstance(norm_type, str) and norm_type.lower() == "inf":
         return math.inf
-    value = as_real(norm_type, "norm_type")
-    if math.isnan(value) or value <= 0:
-        raise ValueError(f"norm_type: expected a number > 0 or inf, got {norm_type!r}")
-    return value
+    return checks.real(norm_type, "norm_type", above=0.0, finite=False, expected="a number > 0 or inf")
 
 
 def _total_norm(backend: Backend, grads: list[Any], norm_type: float, flat: bool) -> Any:
@@ -63,7 +60,7 @@ def clip_grad_norm(
     instead, which costs one synchronisation.
     """
     parameters = ParameterSet(params, allow_empty=True)
-    limit = as_non_negative(max_norm, "max_norm")
+    limit = checks.non_negative(max_norm, "max_norm")
     order = _norm_type(norm_type)
     if not parameters.params:
         return np.zeros((), dtype=np.float32)
@@ -89,6 +86,6 @@ def clip_grad_norm(
 def clip_grad_value(params: Any, clip_value: float) -> None:
     """Clamp every gradient entry to ``[-clip_value, clip_value]`` in place (torch's rule)."""
     parameters = ParameterSet(params, allow_empty=True)
-    limit = as_non_negative(clip_value, "clip_value")
+    limit = checks.non_negative(clip_value, "clip_value")
     for backend, _data, grad in parameters.units():
         backend.xp.clip(grad, -limit, limit, out=grad)

@@ -24,32 +24,30 @@ Each optimiser notices when the network has been moved with
 
 from __future__ import annotations
 
-import math
+import contextlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import checks
 from ..backends import Backend
-from .checks import as_real
 from .params import ParameterSet
 from .regularization import Regularizer
 
 StateArrays = tuple[Any, ...]
 
 
-def _check_lr(lr: Any) -> float:
-    value = as_real(lr, "lr")
-    if not value >= 0.0 or math.isinf(value):
-        raise ValueError(f"Invalid learning rate: {lr} (lr: expected a finite number >= 0)")
-    return value
-
-
 def _check_min(value: Any, argument: str, label: str) -> float:
-    number = as_real(value, argument)
-    if not 0.0 <= number < math.inf:
-        raise ValueError(f"Invalid {label}: {value} ({argument}: expected a finite number >= 0)")
-    return number
+    """A finite number >= 0, refused in torch's words ("Invalid learning rate: -1 (...)")."""
+    try:
+        return checks.non_negative(value, argument)
+    except ValueError as exc:
+        raise ValueError(f"Invalid {label}: {value!r:.40} ({exc})") from None
+
+
+def _check_lr(lr: Any) -> float:
+    return _check_min(lr, "lr", "learning rate")
 
 
 class Optimizer:
@@ -144,8 +142,24 @@ class Optimizer:
                 self._backends[index] = backend
 
     # --- the update ---------------------------------------------------------
+    def _holding(self) -> contextlib.ExitStack:
+        """The locks of the parameter stores (networks) this optimiser updates, taken in a fixed order.
+
+        A step holds them, so that a ``save`` (which holds the network's lock
+        while it copies parameters and optimiser state) never sees half a step.
+        """
+        stack = contextlib.ExitStack()
+        stores = [self._store] if self._store is not None else [p.store for p in self.parameters.params]
+        for store in sorted({id(s): s for s in stores if s is not None}.values(), key=id):
+            stack.enter_context(store.lock)
+        return stack
+
     def step(self) -> None:
-        """One update of every parameter from its current gradient."""
+        """One update of every parameter from its current gradient (holding the network's lock)."""
+        with self._holding():
+            self._step_unlocked()
+
+    def _step_unlocked(self) -> None:
         store = self._store
         if store is not None:  # the whole network: one operation over the flat buffers
             backend = store.backend
@@ -177,6 +191,10 @@ class Optimizer:
     # --- saving and resuming -------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: hyperparameters, step count and state as NumPy arrays."""
+        with self._holding():
+            return self._state_dict()
+
+    def _state_dict(self) -> dict[str, Any]:
         state: dict[str, np.ndarray] = {}
         for position, name in enumerate(self.state_names):
             if self._needs(name):
@@ -240,11 +258,12 @@ class Optimizer:
                     f"{name}.load_state_dict: state {key!r} must be a float array of shape "
                     f"({self.parameters.total_size},), got {array.dtype} {array.shape}"
                 )
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name}.load_state_dict: state {key!r} contains NaN or Inf values")
             host[key] = array
-        step = state_dict.get("step", 0)
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"{name}.load_state_dict: step must be an integer >= 0, got {step!r}")
-        initial_lr = state_dict.get("initial_lr")
+        step = checks.non_negative_int(state_dict.get("step", 0), f"{name}.load_state_dict: step")
+        initial_lr = checks.optional(checks.non_negative, state_dict.get("initial_lr"),
+                                     f"{name}.load_state_dict: initial_lr")
         # all checked: now change things
         self._allocate()
         offsets = np.cumsum([0, *self.parameters.sizes])
@@ -256,7 +275,7 @@ class Optimizer:
                 state[position][...] = backend.asarray(part, dtype=state[position].dtype)
         self._lr = lr
         self._step = int(step)
-        self.initial_lr = None if initial_lr is None else float(initial_lr)
+        self.initial_lr = initial_lr
 
 
 class SGD(Optimizer):
@@ -283,9 +302,9 @@ class SGD(Optimizer):
     ) -> None:
         _check_lr(lr)
         self.momentum = _check_min(momentum, "momentum", "momentum value")
-        self.dampening = as_real(dampening, "dampening")
+        self.dampening = checks.real(dampening, "dampening")
         self.weight_decay = _check_min(weight_decay, "weight_decay", "weight_decay value")
-        self.nesterov = bool(nesterov)
+        self.nesterov = checks.flag(nesterov, "nesterov")
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(
                 "Nesterov momentum requires a momentum and zero dampening "
@@ -387,7 +406,7 @@ class RMSProp(Optimizer):
         self.momentum = _check_min(momentum, "momentum", "momentum value")
         self.weight_decay = _check_min(weight_decay, "weight_decay", "weight_decay value")
         self.alpha = _check_min(alpha, "alpha", "alpha value")
-        self.centered = bool(centered)
+        self.centered = checks.flag(centered, "centered")
         super().__init__(params, lr, l1=l1, l2=l2)
 
     def _hyperparameters(self) -> dict[str, Any]:
@@ -440,7 +459,7 @@ class Adam(Optimizer):
         self.eps = _check_min(eps, "eps", "epsilon value")
         if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
-        beta1, beta2 = as_real(betas[0], "betas[0]"), as_real(betas[1], "betas[1]")
+        beta1, beta2 = checks.real(betas[0], "betas[0]"), checks.real(betas[1], "betas[1]")
         for index, beta in enumerate((beta1, beta2)):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(
@@ -449,7 +468,7 @@ class Adam(Optimizer):
                 )
         self.betas = (beta1, beta2)
         self.weight_decay = _check_min(weight_decay, "weight_decay", "weight_decay value")
-        self.amsgrad = bool(amsgrad)
+        self.amsgrad = checks.flag(amsgrad, "amsgrad")
         super().__init__(params, lr, l1=l1, l2=l2)
 
     def _hyperparameters(self) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..backends import Backend
-from .checks import as_non_negative
 from .params import ParameterSet
 
 
@@ -29,8 +29,8 @@ class Regularizer:
     """
 
     def __init__(self, params: Any, *, l1: float = 0.0, l2: float = 0.0) -> None:
-        self.l1 = as_non_negative(l1, "l1")
-        self.l2 = as_non_negative(l2, "l2")
+        self.l1 = checks.non_negative(l1, "l1")
+        self.l2 = checks.non_negative(l2, "l2")
         self.parameters = params if isinstance(params, ParameterSet) else ParameterSet(params)
         self._masks: list[tuple[Backend, Any] | None] = []
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .checks import as_non_negative, as_real
+from .. import checks
 from .optimizers import Optimizer
 
 
@@ -28,19 +28,6 @@ def _check_optimizer(optimizer: Any) -> Optimizer:
     return optimizer
 
 
-def _check_step_count(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument}: expected a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{argument}: expected a positive integer, got {value!r}")
-    return value
-
-
-def _check_positive(value: Any, argument: str) -> float:
-    number = as_real(value, argument)
-    if not 0 < number < math.inf:
-        raise ValueError(f"{argument}: expected a finite number > 0, got {value!r}")
-    return number
 
 
 class LRScheduler:
@@ -96,8 +83,8 @@ class StepLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
-        self.step_size = _check_step_count(step_size, "step_size")
-        self.gamma = _check_positive(gamma, "gamma")
+        self.step_size = checks.positive_int(step_size, "step_size")
+        self.gamma = checks.positive(gamma, "gamma")
         super().__init__(optimizer)
 
     def _next_lr(self) -> float:
@@ -111,7 +98,7 @@ class ExponentialLR(LRScheduler):
     """Multiply the rate by ``gamma`` every epoch: ``lr = base * gamma ** epoch``."""
 
     def __init__(self, optimizer: Optimizer, gamma: float) -> None:
-        self.gamma = _check_positive(gamma, "gamma")
+        self.gamma = checks.positive(gamma, "gamma")
         super().__init__(optimizer)
 
     def _next_lr(self) -> float:
@@ -128,8 +115,8 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
-        self.T_max = _check_step_count(T_max, "T_max")
-        self.eta_min = as_non_negative(eta_min, "eta_min")
+        self.T_max = checks.positive_int(T_max, "T_max")
+        self.eta_min = checks.non_negative(eta_min, "eta_min")
         super().__init__(optimizer)
 
     def _next_lr(self) -> float:
@@ -155,8 +142,8 @@ class LinearWarmup(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int, start_factor: float = 1.0 / 3) -> None:
-        self.warmup_steps = _check_step_count(warmup_steps, "warmup_steps")
-        factor = as_real(start_factor, "start_factor")
+        self.warmup_steps = checks.positive_int(warmup_steps, "warmup_steps")
+        factor = checks.real(start_factor, "start_factor")
         if not 0 < factor <= 1:
             raise ValueError(
                 "Starting multiplicative factor expected to be greater than 0 and less or equal to 1. "
@@ -202,28 +189,19 @@ class ReduceLROnPlateau:
         eps: float = 1e-8,
     ) -> None:
         self.optimizer = _check_optimizer(optimizer)
-        factor = as_real(factor, "factor")
+        factor = checks.real(factor, "factor")
         if factor >= 1.0:
             raise ValueError(f"Factor should be < 1.0. (factor: got {factor!r})")
         if not factor > 0:
             raise ValueError(f"factor: expected a number in (0, 1), got {factor!r}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode {mode} is unknown! (mode: expected 'min' or 'max')")
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError(
-                f"threshold mode {threshold_mode} is unknown! (threshold_mode: expected 'rel' or 'abs')"
-            )
-        for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
-        self.mode = mode
+        self.mode = checks.choice(mode, "mode", ("min", "max"))
+        self.threshold_mode = checks.choice(threshold_mode, "threshold_mode", ("rel", "abs"))
         self.factor = factor
-        self.patience = patience
-        self.threshold = as_non_negative(threshold, "threshold")
-        self.threshold_mode = threshold_mode
-        self.cooldown = cooldown
-        self.min_lr = as_non_negative(min_lr, "min_lr")
-        self.eps = as_non_negative(eps, "eps")
+        self.patience = checks.non_negative_int(patience, "patience")
+        self.threshold = checks.non_negative(threshold, "threshold")
+        self.cooldown = checks.non_negative_int(cooldown, "cooldown")
+        self.min_lr = checks.non_negative(min_lr, "min_lr")
+        self.eps = checks.non_negative(eps, "eps")
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0

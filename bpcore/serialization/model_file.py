@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import math
 import os
+import stat
 from collections.abc import Mapping
 from typing import IO, Any, Union
 
@@ -160,13 +162,35 @@ def _label(source: PathOrFile) -> str:
     return str(getattr(source, "name", f"<{type(source).__name__}>"))
 
 
+def _open_regular_file(path: str) -> IO[bytes]:
+    """``path`` opened for reading, refused unless it is a regular file.
+
+    The file is opened without blocking and checked with ``fstat`` on the
+    open descriptor, so a FIFO (which would block forever) or a device such
+    as ``/dev/zero`` (which never ends) is refused, and the check cannot be
+    raced by swapping the file between a check and the open.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path: no such file {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path: {path!r} is a directory, expected a model file")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise ModelFileError(path, f"cannot be opened ({exc.strerror or exc})") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(
+            mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise ModelFileError(path, f"not a bpcore model file: {kind}, expected a regular file")
+    return os.fdopen(descriptor, "rb")
+
+
 def _open(source: PathOrFile) -> Archive:
     if isinstance(source, (str, os.PathLike)):
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"path: no such file {os.fspath(source)!r}")
-        if os.path.isdir(source):
-            raise IsADirectoryError(f"path: {os.fspath(source)!r} is a directory, expected a model file")
-        return Archive(os.fspath(source), _label(source))
+        path = os.fspath(source)
+        return Archive(_open_regular_file(path), _label(source), close_source=True)
     if not hasattr(source, "read"):
         raise TypeError(f"path: expected a file path or a binary file object, got {type(source).__name__}")
     return Archive(source, _label(source))
@@ -194,71 +218,112 @@ def _check_header(archive: Archive) -> dict[str, Any]:
     return spec
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parameter_table(label: str, spec: dict[str, Any]) -> tuple[Any, int, list[list[Any]]]:
+    """The parameter table's array member, size and ``[name, shape, offset]`` entries, type-checked."""
+    table = spec.get("parameters")
+    if not isinstance(table, dict):
+        raise ModelFileError(label, "the network has no 'parameters' table")
+    size, entries = table.get("size"), table.get("entries")
+    if not _is_count(size):
+        raise ModelFileError(label, f"parameters: 'size' must be a non-negative integer, got {size!r:.40}")
+    if not isinstance(entries, list):
+        raise ModelFileError(label, f"parameters: 'entries' must be a list, got {type(entries).__name__}")
+    found, offset = [], 0
+    for index, entry in enumerate(entries):
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(shape, list)
+            and all(_is_count(n) for n in shape) and entry.get("offset") == offset
+        ):
+            raise ModelFileError(
+                label, f"parameters: entry {index} must be {{'layer', 'name', 'shape', 'offset'}} with "
+                f"non-negative integer sizes following the previous entry, got {entry!r:.120}"
+            )
+        found.append([entry["name"], shape, offset])
+        offset += math.prod(shape)
+    if offset != size:
+        raise ModelFileError(
+            label, f"parameters: the entries hold {offset} values, the table's size is {size}"
+        )
+    return table.get("array"), size, found
+
+
 def _build_network(
     archive: Archive,
     spec: dict[str, Any],
     device: DeviceLike | None,
     custom_layers: Mapping[str, type[Layer]] | None,
 ) -> Network:
+    """The network described by ``spec``, checked against the file before anything large is allocated.
+
+    Order matters for memory: the parameter table is checked against the
+    ``.npy`` member that holds the values (whose size the archive has already
+    bounded by the file's own size), and the architecture's parameters
+    against the table, before the network allocates its buffers.
+    """
     label = archive.label
     dtype = spec.get("dtype")
     if dtype not in [d.name for d in FLOAT_DTYPES]:
-        raise ModelFileError(label, f"network dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise ModelFileError(label, f"network dtype must be 'float32' or 'float64', got {dtype!r:.40}")
     seed = spec.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ModelFileError(label, f"network seed must be an integer or null, got {seed!r}")
+        raise ModelFileError(label, f"network seed must be an integer or null, got {seed!r:.40}")
     types = layer_types(custom_layers)
     backend = get_backend(device)  # a bad device is the caller's error, not the file's: raised as is
+    member, size, found = _parameter_table(label, spec)
+    # the table's size caps what is read: a larger array is refused from its header, unallocated
+    flat = archive.array(member, "parameters", shape=(size,), dtype=dtype)
+    if not np.isfinite(flat).all():
+        raise ModelFileError(label, "parameters contain NaN or Inf values")
     try:
         layers = [build(layer, str(index), types) for index, layer in enumerate(spec["layers"])]
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(label, f"invalid architecture: {exc}") from None
+    declared = [p for layer in layers for p in layer.parameters()]
+    _match_table(label, found, declared)  # before Network() allocates anything
+    try:
         network = Network(layers, dtype=str(dtype), seed=seed, device=backend.device)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(label, f"invalid architecture: {exc}") from None
+    _match_table(label, found, network.store.parameters)  # layers that create parameters when built
+    network.store.load(flat)
 
-    table = spec.get("parameters")
-    if not isinstance(table, dict):
-        raise ModelFileError(label, "the network has no 'parameters' table")
-    expected = [[p.name, list(p.shape), p.offset] for p in network.store.parameters]
-    found = [
-        [e.get("name"), e.get("shape"), e.get("offset")]
-        for e in table.get("entries", [])
-        if isinstance(e, dict)
-    ]
+    layers_by_path = dict(walk_with_paths(network.layers))
+    buffers = spec.get("buffers", [])
+    if not isinstance(buffers, list):
+        raise ModelFileError(label, f"network: 'buffers' must be a list, got {type(buffers).__name__}")
+    for entry in buffers:
+        path, name = (entry.get("layer"), entry.get("name")) if isinstance(entry, dict) else (None, None)
+        layer = layers_by_path.get(path) if isinstance(path, str) else None
+        current = layer.buffers() if layer is not None else {}
+        if not isinstance(name, str) or name not in current:
+            raise ModelFileError(
+                label, f"buffer {name!r:.40} of layer {path!r:.40} does not exist in this architecture"
+            )
+        what = f"buffer {name!r} of layer {path}"
+        value = archive.array(entry.get("array"), what, shape=tuple(current[name].shape), floating=True)
+        if not np.isfinite(value).all() or (name == "running_var" and bool((value < 0).any())):
+            kind = "non-negative finite" if name == "running_var" else "finite"
+            raise ModelFileError(label, f"{what}: expected {kind} values, got NaN, Inf or negative values")
+        layer.set_buffer(name, network.backend.asarray(value, dtype=current[name].dtype))  # type: ignore[union-attr]
+    return network
+
+
+def _match_table(label: str, found: list[list[Any]], parameters: Any) -> None:
+    expected, offset = [], 0
+    for parameter in parameters:
+        expected.append([parameter.name, list(parameter.shape), offset])
+        offset += parameter.size
     if found != expected:
         raise ModelFileError(
             label,
             "the parameter table does not match the architecture "
             f"(file lists {len(found)} parameters, the layers define {len(expected)})",
         )
-    flat = archive.array(table.get("array"), "parameters")
-    if flat.dtype != network.dtype or flat.shape != (network.store.size,):
-        raise ModelFileError(
-            label,
-            f"parameters: expected {network.store.size} values of {network.dtype.name}, "
-            f"got shape {flat.shape} of {flat.dtype}",
-        )
-    if not np.isfinite(flat).all():
-        raise ModelFileError(label, "parameters contain NaN or Inf values")
-    network.store.load(flat)
-
-    layers_by_path = dict(walk_with_paths(network.layers))
-    for entry in spec.get("buffers", []):
-        path, name = (entry.get("layer"), entry.get("name")) if isinstance(entry, dict) else (None, None)
-        layer = layers_by_path.get(path) if isinstance(path, str) else None
-        current = layer.buffers() if layer is not None else {}
-        if name not in current:
-            raise ModelFileError(
-                label, f"buffer {name!r} of layer {path!r} does not exist in this architecture"
-            )
-        value = archive.array(entry.get("array"), f"buffer {name!r} of layer {path}")
-        if tuple(value.shape) != tuple(current[name].shape):
-            raise ModelFileError(
-                label,
-                f"buffer {name!r} of layer {path}: expected shape {tuple(current[name].shape)}, "
-                f"got {tuple(value.shape)}",
-            )
-        layer.set_buffer(name, network.backend.asarray(value, dtype=current[name].dtype))  # type: ignore[union-attr]
-    return network
 
 
 def load(
@@ -320,7 +385,7 @@ def load_checkpoint(
         document = archive.document
         network = _build_network(archive, _check_header(archive), device, custom_layers)
         loss = _rebuild("loss", document.get("loss"), archive)
-        optimizer_spec = document.get("optimizer")
+        optimizer_spec: Any = document.get("optimizer")
         optimizer = _rebuild("optimizer", optimizer_spec, archive, network.parameters())
         if optimizer is not None:
             state = archive.decode_tree(optimizer_spec.get("state", {}), "optimizer/state")

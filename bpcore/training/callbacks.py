@@ -14,8 +14,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
-
+from .. import checks
 from .history import monitor_mode
 from .snapshot import Snapshot
 
@@ -94,21 +93,11 @@ class EarlyStopping(Callback):
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"EarlyStopping(monitor): expected a name such as 'val_loss', got {monitor!r}")
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
-            raise ValueError(f"EarlyStopping(patience): expected a non-negative integer, got {patience!r}")
-        if (
-            isinstance(min_delta, bool)
-            or not isinstance(min_delta, (int, float, np.integer, np.floating))
-            or not math.isfinite(min_delta)
-            or min_delta < 0
-        ):
-            raise ValueError(f"EarlyStopping(min_delta): expected a non-negative number, got {min_delta!r}")
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"EarlyStopping(mode): expected 'auto', 'min' or 'max', got {mode!r}")
+        self.patience = checks.non_negative_int(patience, "EarlyStopping(patience)")
+        self.min_delta = checks.non_negative(min_delta, "EarlyStopping(min_delta)")
+        mode = checks.choice(mode, "EarlyStopping(mode)", ("auto", "min", "max"))
+        self.restore_best = checks.flag(restore_best, "EarlyStopping(restore_best)")
         self.monitor = monitor
-        self.patience = int(patience)
-        self.min_delta = float(min_delta)
-        self.restore_best = bool(restore_best)
         self.mode = monitor_mode(monitor) if mode == "auto" else mode
         self._reset()
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..interop import import_array
 from ..validation import as_features
 from .batches import _Stage
@@ -20,10 +21,8 @@ DEFAULT_BATCH_SIZE = 4096
 def check_batch_size(batch_size: Any, *, allow_none: bool, argument: str = "batch_size") -> int | None:
     if batch_size is None and allow_none:
         return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        expected = "None (one full batch) or a positive integer" if allow_none else "a positive integer"
-        raise ValueError(f"{argument}: expected {expected}, got {batch_size!r}")
-    return int(batch_size)
+    expected = "None (one full batch) or a positive integer" if allow_none else "a positive integer"
+    return checks.integer(batch_size, argument, minimum=1, expected=expected)
 
 
 def resolve_loss(loss: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from .batches import Batches
 from .callbacks import EarlyStopping, as_callbacks
 from .data import Dataset, prepare, split_validation, takes_logits
@@ -42,37 +43,6 @@ logger = logging.getLogger("bpcore")
 
 
 # --- argument checks (all before anything is changed) ------------------------
-def _check_epochs(epochs: Any) -> int:
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs: expected a positive integer, got {epochs!r}")
-    return int(epochs)
-
-
-def _check_seed(seed: Any) -> int | None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise ValueError(f"seed: expected None or a non-negative integer, got {seed!r}")
-    return None if seed is None else int(seed)
-
-
-def _check_flag(value: Any, argument: str, *, allow_none: bool = False) -> bool | None:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, (bool, np.bool_)):
-        expected = "True, False or None" if allow_none else "True or False"
-        raise TypeError(f"{argument}: expected {expected}, got {value!r}")
-    return bool(value)
-
-
-def _check_split(fraction: Any) -> float:
-    if (
-        isinstance(fraction, bool)
-        or not isinstance(fraction, (int, float, np.integer, np.floating))
-        or not (0.0 <= float(fraction) < 1.0)
-    ):
-        raise ValueError(f"validation_split: expected a fraction in [0, 1), got {fraction!r}")
-    return float(fraction)
-
-
 def _check_optimizer(optimizer: Any, network: Any) -> None:
     if optimizer is None or not callable(getattr(optimizer, "step", None)):
         raise TypeError(
@@ -195,12 +165,13 @@ def fit(
     # 1. Check everything.
     loss = resolve_loss(loss)
     _check_optimizer(optimizer, network)
-    epochs = _check_epochs(epochs)
+    epochs = checks.positive_int(epochs, "epochs")
     batch_size = check_batch_size(batch_size, allow_none=True)
-    shuffle = bool(_check_flag(shuffle, "shuffle"))
-    verbose = _check_flag(verbose, "verbose", allow_none=True)
-    seed = _check_seed(seed)
-    validation_split = _check_split(validation_split)
+    shuffle = checks.flag(shuffle, "shuffle")
+    verbose = checks.optional(checks.flag, verbose, "verbose")
+    seed = checks.optional(checks.integer, seed, "seed", minimum=0, expected="None or a non-negative integer")
+    validation_split = checks.real(validation_split, "validation_split", minimum=0.0, below=1.0,
+                                   expected="a fraction in [0, 1)")
     metric_names = check_metrics(metrics)
     user_callbacks = as_callbacks(callbacks)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
@@ -244,7 +215,8 @@ def fit(
         history = History(monitor=monitor)
         batches = Batches(data, network.backend, batch_size=batch_size, shuffle=shuffle,
                           rng=np.random.default_rng(seed), merge_single=needs_batch)
-        all_callbacks = [*user_callbacks, *([early_stopping] if early_stopping is not None else [])]
+        # Early stopping first, so that a checkpoint written after an epoch holds that epoch's counters.
+        all_callbacks = [*([early_stopping] if early_stopping is not None else []), *user_callbacks]
         trainer = _Trainer(network, loss, optimizer, batches, train_metrics, validation, val_metrics)
         progress = Progress(
             epochs=epochs, verbose=verbose,
@@ -270,7 +242,10 @@ def fit(
                 hook = getattr(callback, "on_train_begin", None)
                 if hook is not None:
                     hook(network)
-            run.restore_early_stopping()
+            if run.restore_early_stopping() and first_epoch <= epochs:
+                # the checkpoint was written after the epoch at which early stopping ended the run
+                history.stop(f"stopped after epoch {first_epoch - 1} by EarlyStopping")
+                first_epoch = epochs + 1
             for epoch in range(first_epoch, epochs + 1):
                 tick = time.perf_counter()
                 lr = getattr(optimizer, "lr", None)
@@ -382,5 +357,10 @@ class _Trainer:
             f"optimiser state were restored to their values at the start of epoch {epoch}. "
             "Lower the learning rate, clip gradients (bpcore.optim.clip_grad_norm), or standardise the data."
         )
+        if type(self.loss).__name__ == "BinaryCrossEntropy" and not getattr(self.loss, "from_logits", True):
+            message += (
+                " BinaryCrossEntropy() takes probabilities in [0, 1]: end the network with Sigmoid(), "
+                "or pass logits with BinaryCrossEntropy(from_logits=True)."
+            )
         logger.info(message)
         raise TrainingDivergedError(message, epoch=epoch, step=step)

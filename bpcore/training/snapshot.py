@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
+
 
 def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "copy")
@@ -68,7 +70,7 @@ class Snapshot:
         store = self.network.store
         if self._data is None or self._data.shape != store.data.shape or (
             type(self._data) is not type(store.data)
-        ) is not type(store.data):
+        ):
             self._data = store.data.copy()
         else:
             self._data[...] = store.data
@@ -92,3 +94,48 @@ class Snapshot:
                     layer.set_buffer(name, saved.copy())
         if self._optimizer_state is not None and hasattr(self.optimizer, "load_state_dict"):
             self.optimizer.load_state_dict(_fresh(self._optimizer_state))
+
+    # --- checkpoints ----------------------------------------------------------
+    def state(self) -> dict[str, Any] | None:
+        """The saved parameters and layer buffers as NumPy arrays (for a checkpoint); None if not taken."""
+        if not self.taken:
+            return None
+        to_numpy = self.network.backend.to_numpy
+        return {
+            "parameters": to_numpy(self._data),
+            "buffers": {
+                f"{position}/{name}": to_numpy(value) for (position, name), value in self._buffers.items()
+            },
+        }
+
+    def check_state(self, state: Any) -> None:
+        """Raise ValueError unless ``state`` (from :meth:`state`) fits this network; changes nothing."""
+        if not isinstance(state, dict) or set(state) != {"parameters", "buffers"}:
+            raise ValueError(f"expected {{'parameters', 'buffers'}}, got {type(state).__name__}")
+        store = self.network.store
+        data = state["parameters"]
+        if not (isinstance(data, np.ndarray) and data.shape == (store.size,) and data.dtype == store.dtype):
+            raise ValueError(f"parameters: expected {store.size} values of {store.dtype.name}")
+        if not np.isfinite(data).all():
+            raise ValueError("parameters contain NaN or Inf values")
+        expected = {
+            f"{position}/{name}": value
+            for position, layer in enumerate(self.network.walk())
+            for name, value in layer.buffers().items()
+        }
+        buffers = state["buffers"]
+        if not isinstance(buffers, dict) or set(buffers) != set(expected):
+            raise ValueError(f"buffers: expected {sorted(expected)}")
+        for key, value in buffers.items():
+            if not (isinstance(value, np.ndarray) and value.shape == tuple(expected[key].shape)):
+                raise ValueError(f"buffers: {key} must have shape {tuple(expected[key].shape)}")
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Make ``state`` (checked with :meth:`check_state`) this snapshot's content."""
+        backend, dtype = self.network.backend, self.network.store.dtype
+        self._data = backend.asarray(state["parameters"], dtype=dtype)
+        self._buffers = {}
+        for key, value in state["buffers"].items():
+            position, name = key.split("/", 1)
+            self._buffers[(int(position), name)] = backend.asarray(value, dtype=value.dtype)
+        self.taken = True
