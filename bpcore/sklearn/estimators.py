@@ -8,10 +8,12 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
     _check_partial_fit_first_call,
     check_classification_targets,
     type_of_target,
+    unique_labels,
 )
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -55,6 +57,18 @@ _PARAMETERS_DOC = """
 """
 
 
+REGRESSION_LOSSES = ("squared_error", "poisson")
+
+
+def _stochastic_solver(estimator: BaseMLP) -> bool:
+    """``partial_fit`` exists only for the stochastic solvers, as in scikit-learn."""
+    if estimator.solver not in ("sgd", "adam"):
+        raise AttributeError(
+            f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not stochastic."
+        )
+    return True
+
+
 class MLPClassifier(ClassifierMixin, BaseMLP):
     """A multi-layer perceptron classifier trained by bpcore, on the CPU or a CUDA GPU.
 
@@ -71,51 +85,78 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         tags.input_tags.sparse = True
         return tags
 
-    def _encode_targets(self, y: Any, *, first: bool, classes: Any = None) -> np.ndarray:
+    def _encode_targets(self, y: Any, *, incremental: bool) -> np.ndarray:
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        if first:
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y if classes is None else classes)
+        if "classes_" not in self.__dict__ or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
-            self._kind = (
-                "multilabel"
-                if self._label_binarizer.y_type_.startswith("multilabel")
-                else ("multiclass" if self._label_binarizer.y_type_ == "multiclass" else "binary")
-            )
-            self._loss = self._make_loss()
-        elif classes is None and type_of_target(y) != "multilabel-indicator":
-            unseen = np.setdiff1d(np.unique(y), self.classes_)
-            if unseen.size:
+            self._set_kind()
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the previous "
+                        f"call to fit. Previously got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(
-                    f"y: labels {unseen.tolist()} were not seen in the first fit "
-                    f"(classes_ = {self.classes_.tolist()})"
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                    f"'y' has {classes}."
                 )
-        return self._label_binarizer.transform(y).astype(np.float64)
+        return self._label_binarizer.transform(y)
+
+    def _set_kind(self) -> None:
+        kind = self._label_binarizer.y_type_
+        self._kind = (
+            "multilabel" if kind.startswith("multilabel") else ("multiclass" if kind == "multiclass" else "binary")
+        )
+        self._loss = self._make_loss()
+
+    def _decode_targets(self, Y: np.ndarray) -> Any:
+        return self._label_binarizer.inverse_transform(Y)
 
     def _make_loss(self) -> Any:
         if self._kind == "multiclass":
-            return CrossEntropy()
+            return CrossEntropy(reduction="sum")
         return BinaryCrossEntropy(from_logits=True, reduction="sum")
 
-    def _batch_loss(self, out: Any, target: Any, batch: int) -> tuple[Any, Any]:
+    def _batch_loss(self, out: Any, target: Any, weights: Any, norm: float) -> tuple[Any, Any]:
         value = self._loss(out, target, check=False)
-        grad = self._loss.backward()
-        if self._kind != "multiclass":  # summed log-loss over outputs, averaged over samples (sklearn)
-            value = value / batch
-            grad = grad * (1.0 / batch)
-        return value, grad
+        grad = self._loss.backward()  # summed log-loss: grad = p - y per row (canonical link)
+        if weights is None:
+            return value * (1.0 / norm), grad * (1.0 / norm)
+        xp = self.network_.xp
+        if self._kind == "multiclass":
+            top = out.max(axis=1, keepdims=True)
+            rows = (top + xp.log(xp.exp(out - top).sum(axis=1, keepdims=True)))[:, 0] - (target * out).sum(axis=1)
+        else:
+            rows = (xp.maximum(out, 0) + xp.log1p(xp.exp(-xp.abs(out))) - target * out).sum(axis=1)
+        return xp.dot(weights, rows) * (1.0 / norm), grad * (weights * (1.0 / norm))[:, None]
 
-    def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train on ``X`` (n_samples, n_features) and labels ``y`` for up to ``max_iter`` epochs."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+        """Train on ``X`` (n_samples, n_features) and labels ``y`` for up to ``max_iter`` epochs.
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
-        """One epoch over ``(X, y)``; the first call needs ``classes``, every label that will be seen."""
+        ``sample_weight`` (n_samples,) weighs each sample's loss, as in scikit-learn.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)  # type: ignore[return-value]
+
+    @available_if(_stochastic_solver)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> MLPClassifier:
+        """One epoch over ``(X, y)``; the first call needs ``classes``, every label that will be seen.
+
+        Only for the stochastic solvers (``'sgd'``, ``'adam'``), as in scikit-learn.
+        """
         if _check_partial_fit_first_call(self, classes):  # sets classes_ from ``classes``
-            return self._fit(X, y, incremental=True, classes=self.classes_)
-        return self._fit(X, y, incremental=True)
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+            self._set_kind()
+        return self._fit(X, y, sample_weight, incremental=True)  # type: ignore[return-value]
+
+    def _predict_validated(self, X: Any) -> np.ndarray:
+        return self._labels(self._raw_output(X))
 
     def _logits(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
@@ -139,7 +180,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted labels (for multi-label targets, the indicator matrix)."""
-        logits = self._logits(X)
+        return self._labels(self._logits(X))
+
+    def _labels(self, logits: np.ndarray) -> np.ndarray:
         if self._kind == "multiclass":
             return self.classes_[np.argmax(logits, axis=1)]
         scores = (logits > 0).astype(np.int64)
@@ -149,11 +192,72 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 class MLPRegressor(RegressorMixin, BaseMLP):
     """A multi-layer perceptron regressor trained by bpcore, on the CPU or a CUDA GPU.
 
-    The loss is scikit-learn's squared error: half the mean squared error,
-    whose gradient with respect to the output is ``(prediction - y) / n``.
+    ``loss='squared_error'`` (the default) is scikit-learn's half mean squared
+    error, with gradient ``(prediction - y) / n`` with respect to the output;
+    ``loss='poisson'`` is its half Poisson deviance with a log link (the
+    prediction is ``exp`` of the network's output, targets must be >= 0).
     """
 
     __doc__ = (__doc__ or "") + _PARAMETERS_DOC
+
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: Any = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: Any = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: Any = 10,
+        max_fun: int = 15000,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        self.loss = loss
+        super().__init__(
+            hidden_layer_sizes,
+            activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            device=device,
+            dtype=dtype,
+        )
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -161,30 +265,58 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         tags.input_tags.sparse = True
         return tags
 
-    def _encode_targets(self, y: Any, *, first: bool, classes: Any = None) -> np.ndarray:
+    def _check_parameters(self) -> None:
+        if self.loss not in REGRESSION_LOSSES:
+            raise ValueError(f"loss: expected one of {list(REGRESSION_LOSSES)}, got {self.loss!r}")
+        super()._check_parameters()
+
+    def _encode_targets(self, y: Any, *, incremental: bool) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)
-        if first:
-            self._loss = self._make_loss()
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("y: loss='poisson' needs non-negative targets, got negative values")
+        self._loss = self._make_loss()
         return y.reshape(-1, 1) if y.ndim == 1 else y
 
     def _make_loss(self) -> Any:
-        return MSE(reduction="sum")
+        return MSE(reduction="sum") if self.loss == "squared_error" else None
 
-    def _batch_loss(self, out: Any, target: Any, batch: int) -> tuple[Any, Any]:
-        value = self._loss(out, target, check=False)
-        grad = self._loss.backward() * (0.5 / batch)
-        return value / (2.0 * batch * out.shape[1]), grad
+    def _batch_loss(self, out: Any, target: Any, weights: Any, norm: float) -> tuple[Any, Any]:
+        xp = self.network_.xp
+        if self.loss == "poisson":  # per element exp(z) - y z + (y log y - y): half the deviance
+            prediction = xp.exp(out)
+            safe = xp.where(target > 0, target, 1)
+            elements = prediction - target * out + target * xp.log(safe) - target
+            grad = prediction - target
+            rows = elements.sum(axis=1)
+        else:
+            value = self._loss(out, target, check=False)
+            grad = self._loss.backward() * 0.5  # (p - y): scikit-learn does not divide by n_outputs
+            if weights is None:
+                return value * (0.5 / (norm * out.shape[1])), grad * (1.0 / norm)
+            rows = ((out - target) ** 2).sum(axis=1) * (0.5 / out.shape[1])
+        if weights is None:
+            return rows.sum() * (1.0 / norm), grad * (1.0 / norm)
+        return xp.dot(weights, rows) * (1.0 / norm), grad * (weights * (1.0 / norm))[:, None]
 
-    def fit(self, X: Any, y: Any) -> MLPRegressor:
-        """Train on ``X`` (n_samples, n_features) and targets ``y`` for up to ``max_iter`` epochs."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """Train on ``X`` (n_samples, n_features) and targets ``y`` for up to ``max_iter`` epochs.
 
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
-        """One epoch over ``(X, y)``, continuing from the current network."""
-        return self._fit(X, y, incremental=True)
+        ``sample_weight`` (n_samples,) weighs each sample's loss, as in scikit-learn.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)  # type: ignore[return-value]
+
+    @available_if(_stochastic_solver)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """One epoch over ``(X, y)``, continuing from the current network (solvers 'sgd', 'adam')."""
+        return self._fit(X, y, sample_weight, incremental=True)  # type: ignore[return-value]
+
+    def _predict_validated(self, X: Any) -> np.ndarray:
+        out = self._raw_output(X)
+        if self.loss == "poisson":
+            out = np.exp(out)
+        return out.ravel() if out.shape[1] == 1 else out
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted targets: shape (n_samples,) for one output, else (n_samples, n_outputs)."""
         check_is_fitted(self)
-        out = self._raw_output(self._validate_X(X, reset=False))
-        return out.ravel() if out.shape[1] == 1 else out
+        return self._predict_validated(self._validate_X(X, reset=False))
