@@ -167,9 +167,13 @@ def test_warm_start_and_partial_fit_continue_training(iris):
         online.partial_fit(X, y)
     online.partial_fit(X[:20], y[:20], classes=[0, 1, 2])  # the first batch has only class 0
     online.partial_fit(X, y)
-    assert online.n_iter_ == 2 and list(online.classes_) == [0, 1, 2]
-    with pytest.raises(ValueError, match=r"y: labels \[7\] were not seen"):
+    # scikit-learn 1.9 counts the epochs of the last call in n_iter_, and every sample seen in t_
+    assert online.n_iter_ == 1 and online.t_ == 20 + len(X) and list(online.classes_) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"`y` has classes not in `self.classes_`"):
         online.partial_fit(X[:2], [0, 7])
+    model.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="warm_start can only be used where `y` has the same classes"):
+        model.fit(X[y < 2], y[y < 2])
 
 
 def test_binary_multilabel_and_string_labels(iris):
@@ -252,7 +256,10 @@ def test_verbose_prints_only_when_asked(iris, capsys):
     ("options", "message"),
     [
         ({"activation": "softsign"}, "activation: expected one of"),
-        ({"solver": "lbfgs"}, "solver: 'lbfgs' is not supported"),
+        ({"solver": "newton"}, "solver: expected one of"),
+        ({"n_iter_no_change": 2.5}, "n_iter_no_change: expected an integer"),
+        ({"verbose": -1}, "verbose: expected an integer"),
+        ({"max_fun": 0}, "max_fun: expected an integer"),
         ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes: expected positive integers"),
         ({"alpha": -1.0}, r"alpha: expected a number in \[0.0, inf\)"),
         ({"batch_size": 0}, "batch_size: expected an integer"),

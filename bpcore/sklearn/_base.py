@@ -24,8 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
 from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
@@ -42,7 +42,6 @@ logger = logging.getLogger("bpcore")
 ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
 SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
-_SEED_RANGE = np.iinfo(np.int32).max
 
 
 def to_host(data: Any) -> Any:
@@ -248,8 +247,19 @@ class BaseMLP(BaseEstimator):
             layers.append(Dense(fan_in, fan_out))
             if position < len(sizes) - 2:
                 layers.append(ACTIVATIONS[self.activation]())
-        seed = int(self._random_state.randint(_SEED_RANGE))
-        return Network(layers, dtype=dtype, seed=seed, device=self.device)
+        network = Network(layers, dtype=dtype, device=self.device)
+        # scikit-learn's initialisation, drawn from the same generator in the same order, so that one
+        # random_state gives the same starting weights as scikit-learn's MLP: weights and biases
+        # uniform in +-sqrt(factor / (fan_in + fan_out)), factor 2 for 'logistic', else 6.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        coefs, intercepts = [], []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coefs.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)))
+            intercepts.append(self._random_state.uniform(-bound, bound, fan_out))
+        _layers.assign_all(network, "coefs_", coefs)
+        _layers.assign_all(network, "intercepts_", intercepts)
+        return network
 
     def _make_optimizer(self) -> Any:
         params = self.network_.parameters()
@@ -425,14 +435,16 @@ class BaseMLP(BaseEstimator):
         with network.exclusive():
             X_dev = X if sparse else network.as_input(X, check_finite=False)
             Y_dev = network.backend.asarray(Y, dtype=network.dtype)
-            W_dev = None if sample_weight is None else network.backend.asarray(sample_weight, dtype=network.dtype)
+            W_dev = (
+                None if sample_weight is None else network.backend.asarray(sample_weight, dtype=network.dtype)
+            )
             weights = [p for p in network.parameters() if p.decay]
             order = np.arange(n)
             self.n_iter_ = 0  # scikit-learn 1.9 counts the epochs of this call only
             try:
                 for _ in range(self.max_iter):
-                    if self.shuffle:
-                        order = self._random_state.permutation(n)
+                    if self.shuffle:  # scikit-learn's shuffle: the previous order, permuted again
+                        order = order[self._random_state.permutation(n)]
                     epoch_loss = xp.zeros((), dtype=np.float64)
                     for start in range(0, n, batch):
                         rows = min(batch, n - start)

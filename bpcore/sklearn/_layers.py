@@ -10,6 +10,7 @@ write through too (on a GPU they are host copies: assign whole arrays).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,9 @@ class LayerArrays(list):  # type: ignore[type-arg]
     def __init__(self, network: Network, kind: str) -> None:
         self._network = network
         self._kind = kind
-        super().__init__(host_view(network, parameter_of(layer, kind).data) for layer in dense_layers(network))
+        super().__init__(
+            host_view(network, parameter_of(layer, kind).data) for layer in dense_layers(network)
+        )
 
     def __setitem__(self, index: Any, value: Any) -> None:
         if not isinstance(index, (int, np.integer)):
@@ -85,7 +88,7 @@ def layer_sizes(coefs: list[Any], intercepts: list[Any]) -> list[int]:
     if not shapes or any(len(shape) != 2 for shape in shapes):
         raise ValueError("coefs_: expected a list of 2-d arrays of shape (n_in, n_out)")
     sizes = [shapes[0][0]] + [shape[1] for shape in shapes]
-    for index, (before, after) in enumerate(zip(shapes, shapes[1:], strict=False)):
+    for index, (before, after) in enumerate(itertools.pairwise(shapes)):
         if before[1] != after[0]:
             raise ValueError(
                 f"coefs_[{index + 1}]: expected {before[1]} rows to follow coefs_[{index}], got {after[0]}"

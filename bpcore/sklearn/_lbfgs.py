@@ -75,7 +75,10 @@ def fit_lbfgs(estimator: Any, X: Any, Y: np.ndarray, sample_weight: Any) -> None
             f"(status={result.status}):\n{result.message}\n"
         )
         if estimator.n_iter_ == estimator.max_iter:
-            message += f"\nIncrease the number of iterations to improve the convergence (max_iter={estimator.max_iter})."
+            message += (
+                "\nIncrease the number of iterations to improve the convergence "
+                f"(max_iter={estimator.max_iter})."
+            )
         message += "\nYou might also want to scale the data (e.g. with StandardScaler)."
         warnings.warn(message, ConvergenceWarning, stacklevel=4)
 
@@ -84,4 +87,4 @@ def sklearn_order(estimator: Any) -> np.ndarray:
     """Positions in the flat buffer of scikit-learn's packed vector (every coefs_, then every intercepts_)."""
     layers = _layers.dense_layers(estimator.network_)
     parameters = [layer.weight for layer in layers] + [layer.bias for layer in layers]
-    return np.concatenate([np.arange(p.offset, p.offset + p.size) for p in parameters])
+    return np.concatenate([np.arange(p.offset, p.offset + p.size) for p in parameters if p is not None])

@@ -111,7 +111,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _set_kind(self) -> None:
         kind = self._label_binarizer.y_type_
         self._kind = (
-            "multilabel" if kind.startswith("multilabel") else ("multiclass" if kind == "multiclass" else "binary")
+            "multilabel"
+            if kind.startswith("multilabel")
+            else ("multiclass" if kind == "multiclass" else "binary")
         )
         self._loss = self._make_loss()
 
@@ -131,7 +133,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         xp = self.network_.xp
         if self._kind == "multiclass":
             top = out.max(axis=1, keepdims=True)
-            rows = (top + xp.log(xp.exp(out - top).sum(axis=1, keepdims=True)))[:, 0] - (target * out).sum(axis=1)
+            log_sum = top[:, 0] + xp.log(xp.exp(out - top).sum(axis=1))
+            rows = log_sum - (target * out).sum(axis=1)
         else:
             rows = (xp.maximum(out, 0) + xp.log1p(xp.exp(-xp.abs(out))) - target * out).sum(axis=1)
         return xp.dot(weights, rows) * (1.0 / norm), grad * (weights * (1.0 / norm))[:, None]
