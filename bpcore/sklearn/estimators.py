@@ -60,6 +60,11 @@ _PARAMETERS_DOC = """
 REGRESSION_LOSSES = ("squared_error", "poisson")
 
 
+def _simple_labels(y: Any) -> bool:
+    """1-d labels of one plain kind (integers, floats, strings), where ``np.unique`` is exact."""
+    return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "biuUS" and y.size > 0
+
+
 def _stochastic_solver(estimator: BaseMLP) -> bool:
     """``partial_fit`` exists only for the stochastic solvers, as in scikit-learn."""
     if estimator.solver not in ("sgd", "adam"):
@@ -88,25 +93,46 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _encode_targets(self, y: Any, *, incremental: bool) -> np.ndarray:
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        refit = "classes_" not in self.__dict__ or (not self.warm_start and not incremental)
+        if not refit and _simple_labels(y) and self._kind != "multilabel":
+            return self._encode_known_labels(y)
         check_classification_targets(y)
-        if "classes_" not in self.__dict__ or (not self.warm_start and not incremental):
+        if refit:
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
             self._set_kind()
         else:
-            classes = unique_labels(y)
-            if self.warm_start:
-                if set(classes) != set(self.classes_):
-                    raise ValueError(
-                        "warm_start can only be used where `y` has the same classes as in the previous "
-                        f"call to fit. Previously got {self.classes_}, `y` has {classes}"
-                    )
-            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(
-                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                    f"'y' has {classes}."
-                )
+            self._check_known_classes(unique_labels(y))
         return self._label_binarizer.transform(y)
+
+    def _check_known_classes(self, classes: np.ndarray) -> None:
+        """scikit-learn's errors for labels that do not fit ``classes_`` (warm start: the same set)."""
+        if self.warm_start:
+            if set(classes) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the previous "
+                    f"call to fit. Previously got {self.classes_}, `y` has {classes}"
+                )
+        elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+            raise ValueError(
+                f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                f"'y' has {classes}."
+            )
+
+    def _encode_known_labels(self, y: np.ndarray) -> np.ndarray:
+        """What ``unique_labels`` and ``LabelBinarizer.transform`` give, in one ``np.unique``.
+
+        The common case of ``partial_fit`` and warm starts (1-d numeric or string labels, classes
+        already known); scikit-learn's general checks cost more than an epoch on small batches.
+        """
+        classes, inverse = np.unique(y, return_inverse=True)
+        self._check_known_classes(classes)
+        column = np.searchsorted(self.classes_, classes)[inverse]
+        if self._kind == "binary":
+            return (column == 1).astype(np.int64).reshape(-1, 1)
+        encoded = np.zeros((y.shape[0], len(self.classes_)), dtype=np.int64)
+        encoded[np.arange(y.shape[0]), column] = 1
+        return encoded
 
     def _set_kind(self) -> None:
         kind = self._label_binarizer.y_type_
@@ -152,7 +178,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
         Only for the stochastic solvers (``'sgd'``, ``'adam'``), as in scikit-learn.
         """
-        if _check_partial_fit_first_call(self, classes):  # sets classes_ from ``classes``
+        if classes is not None and "classes_" in self.__dict__ and _simple_labels(np.asarray(classes)):
+            if not np.array_equal(self.classes_, np.unique(np.asarray(classes))):  # sklearn's check, cheaper
+                raise ValueError(
+                    f"`classes={classes!r}` is not the same as on last call to partial_fit, "
+                    f"was: {self.classes_!r}"
+                )
+        elif _check_partial_fit_first_call(self, classes):  # sets classes_ from ``classes``
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
             self._set_kind()
