@@ -304,7 +304,8 @@ def test_same_random_state_same_start_and_sgd_trajectory_as_sklearn(iris):
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours = MLPClassifier(**options).fit(X, y)
         theirs = SkMLPClassifier(**options).fit(X, y)
-    for mine, reference in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+    pairs = zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True)
+    for mine, reference in pairs:
         np.testing.assert_allclose(mine, reference, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
     assert ours.n_iter_ == theirs.n_iter_ == 3 and ours.t_ == theirs.t_

@@ -136,7 +136,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def _set_kind(self) -> None:
         kind = self._label_binarizer.y_type_
-        self._kind = (
+        self._kind: str = (
             "multilabel"
             if kind.startswith("multilabel")
             else ("multiclass" if kind == "multiclass" else "binary")
