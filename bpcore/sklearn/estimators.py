@@ -21,18 +21,21 @@ from ..losses import MSE, BinaryCrossEntropy, CrossEntropy
 from ._base import BaseMLP
 
 _PARAMETERS_DOC = """
-    Parameters mirror scikit-learn's ``MLPClassifier``/``MLPRegressor`` (same
-    names, defaults and meaning): ``hidden_layer_sizes``, ``activation``
-    (``'identity'``, ``'logistic'``, ``'tanh'``, ``'relu'``), ``solver``
-    (``'sgd'``, ``'adam'``; ``'lbfgs'`` is not offered), ``alpha`` (L2 term
-    ``alpha / (2 n) * sum ||W||^2`` of each batch of n samples, so its
-    gradient is ``alpha * W / n``; biases are not penalised), ``batch_size``
-    (``'auto'`` is ``min(200, n_samples)``), ``learning_rate``
-    (``'constant'``, ``'invscaling'``, ``'adaptive'``: SGD only),
-    ``learning_rate_init``, ``power_t``, ``max_iter`` (epochs), ``shuffle``,
-    ``random_state``, ``tol``, ``verbose``, ``warm_start``, ``momentum``,
-    ``nesterovs_momentum``, ``early_stopping``, ``validation_fraction``,
-    ``beta_1``, ``beta_2``, ``epsilon``, ``n_iter_no_change``.  Added:
+    Parameters are scikit-learn 1.9's ``MLPClassifier``/``MLPRegressor`` (same
+    names, order, defaults and meaning): ``loss`` (regressor only:
+    ``'squared_error'``, ``'poisson'``), ``hidden_layer_sizes``,
+    ``activation`` (``'identity'``, ``'logistic'``, ``'tanh'``, ``'relu'``),
+    ``solver`` (``'lbfgs'``: SciPy's L-BFGS-B over the whole training set;
+    ``'sgd'``, ``'adam'``), ``alpha`` (L2 term ``alpha / (2 n) * sum ||W||^2``
+    per batch of n samples, or of summed sample weight n; biases are not
+    penalised), ``batch_size`` (``'auto'`` is ``min(200, n_samples)``),
+    ``learning_rate`` (``'constant'``, ``'invscaling'``, ``'adaptive'``: SGD
+    only), ``learning_rate_init``, ``power_t``, ``max_iter`` (epochs, or
+    L-BFGS iterations), ``shuffle``, ``random_state``, ``tol``, ``verbose``
+    (bool or int), ``warm_start``, ``momentum``, ``nesterovs_momentum``,
+    ``early_stopping``, ``validation_fraction``, ``beta_1``, ``beta_2``,
+    ``epsilon``, ``n_iter_no_change`` (an int or ``np.inf``), ``max_fun``
+    (L-BFGS loss evaluations).  Added:
 
     device : None or str
         Where the network trains and predicts: ``'cpu'``, ``'cuda'``,
@@ -41,18 +44,22 @@ _PARAMETERS_DOC = """
         The network's precision; None follows the input (float32 input trains
         in float32, anything else in float64), as scikit-learn does.
 
-    The optimisers are bpcore's, with torch.optim's update rules: Adam's
-    epsilon is added to ``sqrt(v_hat)`` rather than scikit-learn's
-    ``sqrt(v)``; SGD with constant learning rate follows the same trajectory.
-    Weights start Glorot-uniform and biases at zero.
+    The starting weights, the shuffling and the early-stopping split are drawn
+    from ``random_state`` exactly as scikit-learn draws them, so one seed gives
+    the same starting network, and SGD and L-BFGS follow scikit-learn's
+    trajectory to rounding.  Adam is bpcore's, with torch.optim's rule: its
+    epsilon is added to ``sqrt(v_hat)`` rather than scikit-learn's ``sqrt(v)``.
+    ``fit`` and ``partial_fit`` take ``sample_weight``.
 
-    Fitted attributes as scikit-learn's: ``loss_curve_``, ``best_loss_``,
-    ``n_iter_``, ``t_``, ``validation_scores_`` and ``best_validation_score_``
-    (with early stopping), ``n_features_in_``, ``feature_names_in_``,
-    ``n_outputs_``, ``n_layers_``, ``coefs_``, ``intercepts_``; and
+    Fitted attributes as scikit-learn's: ``loss_``, ``loss_curve_``,
+    ``best_loss_``, ``n_iter_`` (the epochs of the last call, as in
+    scikit-learn 1.9), ``t_``, ``validation_scores_`` and
+    ``best_validation_score_`` (with early stopping), ``n_features_in_``,
+    ``feature_names_in_``, ``n_outputs_``, ``n_layers_``, ``coefs_`` and
+    ``intercepts_`` (assignable: they write through to the network), and
     ``network_``, the trained :class:`bpcore.Network` (save it with
-    :func:`bpcore.save`).  ``verbose=True`` writes scikit-learn's progress
-    lines to stdout; otherwise nothing is printed (progress is logged under
+    :func:`bpcore.save`).  ``verbose`` writes scikit-learn's progress lines
+    to stdout; otherwise nothing is printed (progress is logged under
     ``bpcore`` at DEBUG level).
 """
 
@@ -61,7 +68,7 @@ REGRESSION_LOSSES = ("squared_error", "poisson")
 
 
 def _simple_labels(y: Any) -> bool:
-    """1-d labels of one plain kind (integers, floats, strings), where ``np.unique`` is exact."""
+    """1-d labels of one plain kind (booleans, integers, strings), where ``np.unique`` is exact."""
     return isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "biuUS" and y.size > 0
 
 
