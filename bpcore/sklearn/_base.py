@@ -494,8 +494,9 @@ class BaseMLP(BaseEstimator):
                         )
             except KeyboardInterrupt:
                 warnings.warn("Training interrupted by user.", stacklevel=4)
-            if early_stopping:
-                network.store.load(self._best_parameters)
+            best = self.__dict__.get("_best_parameters")
+            if early_stopping and best is not None:
+                network.store.load(best)
 
     def _update_no_improvement_count(
         self, early_stopping: bool, X_val: Any, y_val: Any, weight_val: Any

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..interop import is_cupy_array
 from ..layers import Dense
 from ..network import Network
 
@@ -38,6 +39,8 @@ def write_parameter(network: Network, kind: str, index: int, value: Any) -> None
     if not -len(layers) <= index < len(layers):
         raise IndexError(f"{kind}[{index}]: the network has {len(layers)} layers")
     parameter = parameter_of(layers[index], kind)
+    if is_cupy_array(value):
+        value = value.get()
     array = np.asarray(value, dtype=network.dtype)
     if array.shape != tuple(parameter.shape):
         raise ValueError(
