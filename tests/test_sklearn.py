@@ -167,9 +167,13 @@ def test_warm_start_and_partial_fit_continue_training(iris):
         online.partial_fit(X, y)
     online.partial_fit(X[:20], y[:20], classes=[0, 1, 2])  # the first batch has only class 0
     online.partial_fit(X, y)
-    assert online.n_iter_ == 2 and list(online.classes_) == [0, 1, 2]
-    with pytest.raises(ValueError, match=r"y: labels \[7\] were not seen"):
+    # scikit-learn 1.9 counts the epochs of the last call in n_iter_, and every sample seen in t_
+    assert online.n_iter_ == 1 and online.t_ == 20 + len(X) and list(online.classes_) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"`y` has classes not in `self.classes_`"):
         online.partial_fit(X[:2], [0, 7])
+    model.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="warm_start can only be used where `y` has the same classes"):
+        model.fit(X[y < 2], y[y < 2])
 
 
 def test_binary_multilabel_and_string_labels(iris):
@@ -252,7 +256,10 @@ def test_verbose_prints_only_when_asked(iris, capsys):
     ("options", "message"),
     [
         ({"activation": "softsign"}, "activation: expected one of"),
-        ({"solver": "lbfgs"}, "solver: 'lbfgs' is not supported"),
+        ({"solver": "newton"}, "solver: expected one of"),
+        ({"n_iter_no_change": 2.5}, "n_iter_no_change: expected an integer"),
+        ({"verbose": -1}, "verbose: expected an integer"),
+        ({"max_fun": 0}, "max_fun: expected an integer"),
         ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes: expected positive integers"),
         ({"alpha": -1.0}, r"alpha: expected a number in \[0.0, inf\)"),
         ({"batch_size": 0}, "batch_size: expected an integer"),
@@ -284,3 +291,123 @@ def test_cupy_inputs_and_gpu_training(iris):
     cpu_copy = pickle.loads(pickle.dumps(model.set_params(device="cpu")))
     assert isinstance(cpu_copy.network_.store.data, np.ndarray)
     assert np.allclose(cpu_copy.predict_proba(X), model.predict_proba(X), atol=1e-6)
+
+
+# --- scikit-learn 1.9's meaning, checked against scikit-learn itself ---------------------------
+def test_same_random_state_same_start_and_sgd_trajectory_as_sklearn(iris):
+    """Initialisation and shuffling draw from the generator as scikit-learn's do; SGD's update is the same."""
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    X, y = iris
+    options = dict(hidden_layer_sizes=(7,), solver="sgd", batch_size=32, max_iter=3, random_state=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**options).fit(X, y)
+        theirs = SkMLPClassifier(**options).fit(X, y)
+    pairs = zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True)
+    for mine, reference in pairs:
+        np.testing.assert_allclose(mine, reference, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+    assert ours.n_iter_ == theirs.n_iter_ == 3 and ours.t_ == theirs.t_
+
+
+def test_lbfgs_follows_sklearns_lbfgs(regression):
+    from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+
+    X, y = regression
+    options = dict(hidden_layer_sizes=(6,), activation="tanh", solver="lbfgs", max_iter=8, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPRegressor(**options).fit(X, y)
+        theirs = SkMLPRegressor(**options).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ == 8
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-5, atol=1e-8)
+
+
+def test_lbfgs_sample_weight_is_repetition(regression):
+    """Full-batch L-BFGS with integer weights minimises the same loss as repeating the samples."""
+    X, y = regression
+    counts = np.arange(len(X)) % 3
+    options = dict(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=30, random_state=1, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = MLPRegressor(**options).fit(X, y, sample_weight=counts)
+        repeated = MLPRegressor(**options).fit(np.repeat(X, counts, axis=0), np.repeat(y, counts, axis=0))
+    np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=1e-6, atol=1e-8)
+
+
+def test_coefs_and_intercepts_write_through_to_the_network(iris):
+    X, _ = iris
+    model = fitted_classifier(iris)
+    before = model.predict_proba(X)
+    assert [c.shape for c in model.coefs_] == [(4, 8), (8, 3)]
+    model.coefs_[1] = np.zeros((8, 3))
+    model.intercepts_ = [model.intercepts_[0], np.array([0.0, 5.0, 0.0])]
+    assert np.array_equal(model.predict(X), np.ones(len(X)))
+    assert np.array_equal(model.network_.layers[-1].weight.data, np.zeros((8, 3), dtype=model.network_.dtype))
+    model.coefs_[0][0, 0] += 1.0  # a view on the CPU: in-place changes write through too
+    assert model.network_.layers[0].weight.data[0, 0] == model.coefs_[0][0, 0]
+    wrong_shape = r"coefs_\[1\]: expected an array of shape \(8, 3\), got shape \(3, 8\)"
+    with pytest.raises(ValueError, match=wrong_shape):
+        model.coefs_[1] = np.zeros((3, 8))
+    with pytest.raises(ValueError, match="intercepts_: expected 2 arrays"):
+        model.intercepts_ = [np.zeros(8)]
+    assert not np.array_equal(before, model.predict_proba(X))
+    assert not hasattr(MLPClassifier(), "coefs_")
+
+
+def test_invscaling_rate_after_a_warm_start_and_adaptive_rate():
+    """scikit-learn's test_learning_rate_warmstart and test_adaptive_learning_rate, on bpcore's `.lr`."""
+    X = [[3, 2], [1, 6], [5, 6], [-2, -4]]
+    y = [1, 1, 1, 0]
+    for learning_rate in ["invscaling", "constant"]:
+        mlp = MLPClassifier(
+            solver="sgd", hidden_layer_sizes=4, learning_rate=learning_rate, max_iter=1, power_t=0.25,
+            warm_start=True,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            mlp.fit(X, y)
+            prev_eta = mlp._optimizer.lr
+            mlp.fit(X, y)
+            post_eta = mlp._optimizer.lr
+        if learning_rate == "constant":
+            assert prev_eta == post_eta
+        else:
+            assert mlp.learning_rate_init / pow(8 + 1, mlp.power_t) == post_eta
+    clf = MLPClassifier(tol=0.5, max_iter=3000, solver="sgd", learning_rate="adaptive")
+    clf.fit([[3, 2], [1, 6]], [1, 0])
+    assert clf.max_iter > clf.n_iter_
+    assert clf._optimizer.lr < 1e-6
+
+
+def test_poisson_loss_predicts_exp_and_refuses_negative_targets():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(80, 2))
+    y = rng.poisson(np.exp(X @ [1.0, -0.5] + 0.5))
+    from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+
+    options = dict(loss="poisson", hidden_layer_sizes=(4,), solver="lbfgs", max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPRegressor(**options).fit(X, y)
+        reference = SkMLPRegressor(**options).fit(X, y)
+    assert (model.predict(X) > 0).all() and model.loss_ == pytest.approx(reference.loss_, rel=1e-6)
+    np.testing.assert_allclose(model.predict(X), reference.predict(X), rtol=1e-5)
+    with pytest.raises(ValueError, match="loss='poisson' needs non-negative targets"):
+        MLPRegressor(loss="poisson").fit(X, -y - 1.0)
+
+
+@gpu
+def test_lbfgs_on_a_gpu_matches_the_cpu(regression):
+    X, y = regression
+    options = dict(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=10, random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cpu = MLPRegressor(**options).fit(X, y)
+        gpu_model = MLPRegressor(device="cuda", **options).fit(X, y)
+    assert gpu_model.network_.device.is_cuda and gpu_model.n_iter_ == cpu.n_iter_
+    np.testing.assert_allclose(gpu_model.predict(X), cpu.predict(X), rtol=1e-6, atol=1e-9)
+    gpu_model.coefs_[0] = cpu.coefs_[0]  # assignment writes through to the device
+    np.testing.assert_allclose(gpu_model.coefs_[0], cpu.coefs_[0])

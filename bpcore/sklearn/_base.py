@@ -1,10 +1,13 @@
 """The shared part of bpcore's scikit-learn estimators: parameters, network and training loop.
 
-The loop is scikit-learn's stochastic MLP training (``_fit_stochastic``) on
-a bpcore network: the same epochs, mini-batches, L2 term, convergence test
-(``tol``, ``n_iter_no_change``), learning-rate schedules and early stopping,
-so that ``loss_curve_``, ``best_loss_``, ``n_iter_`` and
-``validation_scores_`` mean what they mean there.
+The loops are scikit-learn 1.9's MLP training on a bpcore network: the
+stochastic one (``_fit_stochastic``: the same epochs, mini-batches, sample
+weights, L2 term, convergence test (``tol``, ``n_iter_no_change``),
+learning-rate schedules, early stopping and ``n_iter_`` counting) and
+L-BFGS (SciPy's ``L-BFGS-B`` over the network's flat parameter buffer), so
+that ``loss_curve_``, ``best_loss_``, ``n_iter_``, ``validation_scores_``
+mean what they mean there.  scikit-learn's own ``test_mlp.py`` runs against
+these estimators in the test suite.
 """
 
 from __future__ import annotations
@@ -21,22 +24,24 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from .. import optim
 from ..interop import import_array, is_cupy_array
 from ..layers import Dense, Identity, ReLU, Sigmoid, Tanh
 from ..network import Network
 from ..serialization import load_checkpoint, write_model
+from . import _layers
+from ._lbfgs import fit_lbfgs, objective, sklearn_order
 
 logger = logging.getLogger("bpcore")
 
 ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
-SOLVERS = ("sgd", "adam")
+SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
-_SEED_RANGE = np.iinfo(np.int32).max
 
 
 def to_host(data: Any) -> Any:
@@ -98,7 +103,7 @@ class BaseMLP(BaseEstimator):
         shuffle: bool = True,
         random_state: Any = None,
         tol: float = 1e-4,
-        verbose: bool = False,
+        verbose: Any = False,
         warm_start: bool = False,
         momentum: float = 0.9,
         nesterovs_momentum: bool = True,
@@ -107,7 +112,8 @@ class BaseMLP(BaseEstimator):
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
-        n_iter_no_change: int = 10,
+        n_iter_no_change: Any = 10,
+        max_fun: int = 15000,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -133,6 +139,7 @@ class BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.device = device
         self.dtype = dtype
 
@@ -156,8 +163,6 @@ class BaseMLP(BaseEstimator):
     def _check_parameters(self) -> None:
         self._hidden_sizes()
         _check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        if self.solver == "lbfgs":
-            raise ValueError("solver: 'lbfgs' is not supported by bpcore; use 'sgd' or 'adam'")
         _check_choice("solver", self.solver, SOLVERS)
         _check_choice("learning_rate", self.learning_rate, LEARNING_RATES)
         _check_number("alpha", self.alpha, 0.0, np.inf, high_open=True)
@@ -174,8 +179,12 @@ class BaseMLP(BaseEstimator):
         _check_number("beta_1", self.beta_1, 0.0, 1.0, high_open=True)
         _check_number("beta_2", self.beta_2, 0.0, 1.0, high_open=True)
         _check_number("epsilon", self.epsilon, 0.0, np.inf, low_open=True, high_open=True)
-        _check_number("n_iter_no_change", self.n_iter_no_change, 1, np.inf, integer=True, high_open=True)
-        for name in ("shuffle", "verbose", "warm_start", "nesterovs_momentum", "early_stopping"):
+        if not (isinstance(self.n_iter_no_change, numbers.Real) and self.n_iter_no_change == np.inf):
+            _check_number("n_iter_no_change", self.n_iter_no_change, 1, np.inf, integer=True, high_open=True)
+        _check_number("max_fun", self.max_fun, 1, np.inf, integer=True, high_open=True)
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            _check_number("verbose", self.verbose, 0, np.inf, integer=True, high_open=True)
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name}: expected True or False, got {getattr(self, name)!r}")
         if self.dtype is not None and str(np.dtype(self.dtype)) not in ("float32", "float64"):
@@ -206,15 +215,28 @@ class BaseMLP(BaseEstimator):
         return np.dtype(np.float32) if X.dtype == np.float32 else np.dtype(np.float64)
 
     # --- hooks for the subclasses ------------------------------------------------------
-    def _encode_targets(self, y: Any, *, first: bool, classes: Any = None) -> np.ndarray:
+    def _encode_targets(self, y: Any, *, incremental: bool) -> np.ndarray:
+        """The targets as a float matrix (n_samples, n_outputs); classifiers set ``classes_`` here."""
+        raise NotImplementedError
+
+    def _decode_targets(self, Y: np.ndarray) -> Any:
+        """Encoded targets back to what ``score`` compares predictions with."""
+        return Y
+
+    def _predict_validated(self, X: Any) -> np.ndarray:
+        """``predict`` for already validated ``X``."""
         raise NotImplementedError
 
     def _make_loss(self) -> Any:
         """The bpcore loss on the network's output, chosen from the fitted targets."""
         raise NotImplementedError
 
-    def _batch_loss(self, out: Any, target: Any, batch: int) -> tuple[Any, Any]:
-        """The batch's loss (0-d, sklearn's scale) and its gradient with respect to ``out``."""
+    def _batch_loss(self, out: Any, target: Any, weights: Any, norm: float) -> tuple[Any, Any]:
+        """The batch's loss (0-d, sklearn's scale) and its gradient with respect to ``out``.
+
+        ``weights`` are the batch's sample weights (None: all 1) and ``norm``
+        their sum, by which scikit-learn divides the loss and its gradient.
+        """
         raise NotImplementedError
 
     # --- network ------------------------------------------------------------------
@@ -225,8 +247,19 @@ class BaseMLP(BaseEstimator):
             layers.append(Dense(fan_in, fan_out))
             if position < len(sizes) - 2:
                 layers.append(ACTIVATIONS[self.activation]())
-        seed = int(self._random_state.randint(_SEED_RANGE))
-        return Network(layers, dtype=dtype, seed=seed, device=self.device)
+        network = Network(layers, dtype=dtype, device=self.device)
+        # scikit-learn's initialisation, drawn from the same generator in the same order, so that one
+        # random_state gives the same starting weights as scikit-learn's MLP: weights and biases
+        # uniform in +-sqrt(factor / (fan_in + fan_out)), factor 2 for 'logistic', else 6.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        coefs, intercepts = [], []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coefs.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)))
+            intercepts.append(self._random_state.uniform(-bound, bound, fan_out))
+        _layers.assign_all(network, "coefs_", coefs)
+        _layers.assign_all(network, "intercepts_", intercepts)
+        return network
 
     def _make_optimizer(self) -> Any:
         params = self.network_.parameters()
@@ -241,76 +274,152 @@ class BaseMLP(BaseEstimator):
             nesterov=bool(self.nesterovs_momentum and self.momentum > 0),
         )
 
+    # --- coefs_ and intercepts_: scikit-learn's per-layer arrays, written through to the network ---
+    def _layer_arrays(self, kind: str) -> list[np.ndarray]:
+        network = self.__dict__.get("network_")
+        if network is not None:
+            return _layers.LayerArrays(network, kind)
+        initial = self.__dict__.get(f"_initial_{kind}")
+        if initial is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute {kind!r}: it is not fitted yet")
+        return initial
+
+    def _assign_layer_arrays(self, kind: str, values: Any) -> None:
+        network = self.__dict__.get("network_")
+        if network is not None:
+            _layers.assign_all(network, kind, values)
+        else:  # weights to start from, used by the next warm-started or partial fit
+            self.__dict__[f"_initial_{kind}"] = list(values)
+
     @property
     def coefs_(self) -> list[np.ndarray]:
-        """The weight matrices, layer by layer, as NumPy copies (scikit-learn's ``coefs_``)."""
-        network = self.network_
-        return [
-            network.backend.to_numpy(layer.weight.data).copy()
-            for layer in network.layers
-            if isinstance(layer, Dense)
-        ]
+        """The weight matrices, ``coefs_[i]`` of shape (n_in, n_out), as in scikit-learn.
+
+        Assigning the list, or one of its items, writes into the network's
+        parameters (shapes checked).  On the CPU the arrays are views of the
+        parameters; from a GPU they are host copies.  Assigned before any fit,
+        they are the starting weights of a ``partial_fit`` or warm-started fit.
+        """
+        return self._layer_arrays("coefs_")
+
+    @coefs_.setter
+    def coefs_(self, values: Any) -> None:
+        self._assign_layer_arrays("coefs_", values)
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
-        """The bias vectors, layer by layer, as NumPy copies (scikit-learn's ``intercepts_``)."""
-        network = self.network_
-        return [
-            network.backend.to_numpy(layer.bias.data).copy()
-            for layer in network.layers
-            if isinstance(layer, Dense) and layer.bias is not None
-        ]
+        """The bias vectors, ``intercepts_[i]`` of shape (n_out,); assignable like :attr:`coefs_`."""
+        return self._layer_arrays("intercepts_")
+
+    @intercepts_.setter
+    def intercepts_(self, values: Any) -> None:
+        self._assign_layer_arrays("intercepts_", values)
 
     # --- training -----------------------------------------------------------------
-    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None) -> BaseMLP:
+    def _fit(self, X: Any, y: Any, sample_weight: Any = None, *, incremental: bool) -> BaseMLP:
         self._check_parameters()
-        first = not hasattr(self, "network_") or (not self.warm_start and not incremental)
-        X, y = self._validate_Xy(X, y, reset=first)
-        if first:
-            self._random_state = check_random_state(self.random_state)
-        Y = self._encode_targets(y, first=first, classes=classes)
-        if first:
-            dtype = self._network_dtype(X)
-            self.n_outputs_ = int(Y.shape[1])
-            self.n_layers_ = len(self._hidden_sizes()) + 2
-            self.network_ = self._build_network(X.shape[1], self.n_outputs_, dtype)
-            self.n_iter_ = 0
-            self.t_ = 0
-            self.loss_curve_: list[float] = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_: list[float] | None = []
-                self.best_validation_score_: float | None = -np.inf
-                self.best_loss_: float | None = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        has_network = "network_" in self.__dict__
+        initial = self.__dict__.get("_initial_coefs_") is not None
+        fresh = not (has_network or initial) or (not self.warm_start and not incremental)
+        X, y = self._validate_Xy(X, y, reset=fresh or not has_network)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        self._random_state = check_random_state(self.random_state)
+        Y = self._encode_targets(y, incremental=incremental)
+        if fresh or not has_network:
+            self._start(X, Y, from_initial=not fresh)
         elif Y.shape[1] != self.n_outputs_:
             raise ValueError(f"y: expected {self.n_outputs_} outputs as in the first fit, got {Y.shape[1]}")
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = self._make_optimizer()
-        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            self._fit_stochastic(X, y, Y, incremental=incremental)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
+            if self.solver == "lbfgs":
+                fit_lbfgs(self, X, Y, sample_weight)
+            else:
+                if not incremental or "_optimizer" not in self.__dict__:
+                    self._optimizer = self._make_optimizer()
+                self._fit_stochastic(X, Y, sample_weight, incremental=incremental)
+            store = self.network_.store
+            if not bool(self.network_.xp.isfinite(store.data).all()):
+                raise ValueError(
+                    "Solver produced non-finite parameter weights. The input data may contain large "
+                    "values and need to be preprocessed."
+                )
         return self
 
-    def _fit_stochastic(self, X: Any, y: Any, Y: np.ndarray, *, incremental: bool) -> None:
-        network, optimizer = self.network_, self._optimizer
-        early_stopping = self.early_stopping and not incremental
-        X_val = y_val = None
-        if early_stopping:
-            stratify = y if is_classifier(self) and getattr(self, "_kind", "") != "multilabel" else None
-            index = np.arange(X.shape[0])
-            train, val = train_test_split(
-                index, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify
-            )
-            X_val, y_val = X[val], y[val]
-            X, Y = X[train], Y[train]
-            if X_val.shape[0] < 2:
+    def _start(self, X: Any, Y: np.ndarray, *, from_initial: bool) -> None:
+        """A new network (random, or from assigned ``coefs_``/``intercepts_``) and fresh counters."""
+        coefs = self.__dict__.pop("_initial_coefs_", None)
+        intercepts = self.__dict__.pop("_initial_intercepts_", None)
+        self.n_outputs_ = int(Y.shape[1])
+        self.n_layers_ = len(self._hidden_sizes()) + 2
+        network = self._build_network(X.shape[1], self.n_outputs_, self._network_dtype(X))
+        if from_initial and coefs is not None:
+            sizes = _layers.layer_sizes(coefs, intercepts if intercepts is not None else [])
+            expected = [X.shape[1], *self._hidden_sizes(), self.n_outputs_]
+            if sizes != expected:
                 raise ValueError(
-                    "validation_fraction: the validation set is too small for early stopping: "
-                    f"{X_val.shape[0]} sample(s); use more data or a larger validation_fraction"
+                    f"coefs_: the assigned weights describe layers of sizes {sizes}, but X, y and "
+                    f"hidden_layer_sizes need {expected}"
                 )
+            _layers.assign_all(network, "coefs_", coefs)
+            _layers.assign_all(network, "intercepts_", intercepts)
+        self.network_ = network
+        self.__dict__.pop("_optimizer", None)
+        self.n_iter_ = 0
+        self.t_ = 0
+        self._best_parameters = network.backend.to_numpy(network.store.data).copy()
+        if self.solver == "lbfgs":
+            for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
+                self.__dict__.pop(name, None)
+            return
+        self.loss_curve_: list[float] = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_: list[float] | None = []
+            self.best_validation_score_: float | None = -np.inf
+            self.best_loss_: float | None = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _split_validation(self, X: Any, Y: np.ndarray, sample_weight: Any) -> tuple[Any, ...]:
+        """scikit-learn's early-stopping split: stratified only for single-output classification."""
+        stratify = Y.astype(bool) if is_classifier(self) and self.n_outputs_ == 1 else None
+        index = np.arange(X.shape[0])
+        train, val = train_test_split(
+            index, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify
+        )
+        if val.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your "
+                "dataset."
+            )
+        weights = (None, None) if sample_weight is None else (sample_weight[train], sample_weight[val])
+        return X[train], Y[train], weights[0], X[val], self._decode_targets(Y[val]), weights[1]
+
+    def _penalised_step(self, xb: Any, yb: Any, wb: Any, norm: float, weights: list[Any]) -> Any:
+        """Forward and backward of one batch; the loss (sklearn's scale, L2 term included) as 0-d."""
+        network = self.network_
+        out = network._forward(xb, True)
+        value, grad = self._batch_loss(out, yb, wb, norm)
+        network._backward(grad, accumulate=False, need_input_grad=False)
+        if self.alpha:
+            xp = network.xp
+            penalty = 0.0
+            for parameter in weights:
+                penalty = penalty + xp.vdot(parameter.data, parameter.data)
+                parameter.grad += (self.alpha / norm) * parameter.data
+            value = value + (0.5 * self.alpha / norm) * penalty
+        return value
+
+    def _fit_stochastic(self, X: Any, Y: np.ndarray, sample_weight: Any, *, incremental: bool) -> None:
+        network, optimizer = self.network_, self._optimizer
+        early_stopping = self.early_stopping
+        X_val = y_val = weight_val = None
+        if early_stopping:
+            X, Y, sample_weight, X_val, y_val, weight_val = self._split_validation(X, Y, sample_weight)
         n = X.shape[0]
         if isinstance(self.batch_size, str):
             batch = min(200, n)
@@ -326,74 +435,74 @@ class BaseMLP(BaseEstimator):
         with network.exclusive():
             X_dev = X if sparse else network.as_input(X, check_finite=False)
             Y_dev = network.backend.asarray(Y, dtype=network.dtype)
+            W_dev = (
+                None if sample_weight is None else network.backend.asarray(sample_weight, dtype=network.dtype)
+            )
             weights = [p for p in network.parameters() if p.decay]
             order = np.arange(n)
-            for _ in range(self.max_iter):
-                if self.shuffle:
-                    order = self._random_state.permutation(n)
-                epoch_loss = xp.zeros((), dtype=np.float64)
-                for start in range(0, n, batch):
-                    index = order[start : start + batch]
-                    rows = index.shape[0]
-                    if sparse:
-                        xb = network.as_input(X[index].toarray(), check_finite=False)
-                    else:
-                        xb = X_dev[index] if self.shuffle else X_dev[start : start + rows]
-                    yb = Y_dev[index] if self.shuffle else Y_dev[start : start + rows]
-                    out = network._forward(xb, True)
-                    value, grad = self._batch_loss(out, yb, rows)
-                    network._backward(grad, accumulate=False, need_input_grad=False)
-                    if self.alpha:
-                        penalty = 0.0
-                        for parameter in weights:
-                            penalty = penalty + xp.vdot(parameter.data, parameter.data)
-                            parameter.grad += (self.alpha / rows) * parameter.data
-                        value = value + (0.5 * self.alpha / rows) * penalty
-                    epoch_loss += value * rows
-                    optimizer.step()
-                self.n_iter_ += 1
-                self.t_ += n
-                loss = float(epoch_loss) / n
-                if not np.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{type(self).__name__}.fit: the training loss became {loss} in iteration "
-                        f"{self.n_iter_}; lower learning_rate_init or scale the features "
-                        "(e.g. with StandardScaler)"
-                    )
-                self.loss_curve_.append(loss)
-                self._report(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
-                self._update_no_improvement_count(early_stopping, X_val, y_val)
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    optimizer.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
-                if self._no_improvement_count > self.n_iter_no_change:
-                    subject = "Validation score" if early_stopping else "Training loss"
-                    self._report(
-                        f"{subject} did not improve more than tol={self.tol:f} for "
-                        f"{self.n_iter_no_change} consecutive epochs."
-                    )
-                    if self.solver == "sgd" and self.learning_rate == "adaptive" and optimizer.lr > 1e-6:
+            self.n_iter_ = 0  # scikit-learn 1.9 counts the epochs of this call only
+            try:
+                for _ in range(self.max_iter):
+                    if self.shuffle:  # scikit-learn's shuffle: the previous order, permuted again
+                        order = order[self._random_state.permutation(n)]
+                    epoch_loss = xp.zeros((), dtype=np.float64)
+                    for start in range(0, n, batch):
+                        rows = min(batch, n - start)
+                        index = order[start : start + rows]
+                        part: Any = index if self.shuffle else slice(start, start + rows)
+                        if sparse:
+                            xb = network.as_input(X[index].toarray(), check_finite=False)
+                        else:
+                            xb = X_dev[part]
+                        wb = None if W_dev is None else W_dev[part]
+                        norm = rows if sample_weight is None else float(sample_weight[index].sum())
+                        value = self._penalised_step(xb, Y_dev[part], wb, norm, weights)
+                        epoch_loss += value * rows
+                        optimizer.step()
+                    self.n_iter_ += 1
+                    self.t_ += n
+                    loss = float(epoch_loss) / n
+                    self.loss_ = loss
+                    self.loss_curve_.append(loss)
+                    self._report(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+                    self._update_no_improvement_count(early_stopping, X_val, y_val, weight_val)
+                    if self.solver == "sgd" and self.learning_rate == "invscaling":
+                        optimizer.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        subject = "Validation score" if early_stopping else "Training loss"
+                        message = (
+                            f"{subject} did not improve more than tol={self.tol:f} for "
+                            f"{self.n_iter_no_change} consecutive epochs."
+                        )
+                        if self.solver != "sgd" or self.learning_rate != "adaptive":
+                            self._report(message)
+                            break
+                        if optimizer.lr <= 1e-6:
+                            self._report(message + " Learning rate too small. Stopping.")
+                            break
                         optimizer.lr = optimizer.lr / 5.0
-                        self._report(f"Setting learning rate to {optimizer.lr:f}")
+                        self._report(message + f" Setting learning rate to {optimizer.lr:f}")
                         self._no_improvement_count = 0
-                    else:
+                    if incremental:
                         break
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                        "optimization hasn't converged yet.",
-                        ConvergenceWarning,
-                        stacklevel=3,
-                    )
-            best: np.ndarray | None = getattr(self, "_best_parameters", None)
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                            "optimization hasn't converged yet.",
+                            ConvergenceWarning,
+                            stacklevel=4,
+                        )
+            except KeyboardInterrupt:
+                warnings.warn("Training interrupted by user.", stacklevel=4)
+            best = self.__dict__.get("_best_parameters")
             if early_stopping and best is not None:
                 network.store.load(best)
-                self._best_parameters = None
 
-    def _update_no_improvement_count(self, early_stopping: bool, X_val: Any, y_val: Any) -> None:
+    def _update_no_improvement_count(
+        self, early_stopping: bool, X_val: Any, y_val: Any, weight_val: Any
+    ) -> None:
         if early_stopping:
-            score = float(self.score(X_val, y_val))
+            score = self._validation_score(X_val, y_val, weight_val)
             self.validation_scores_.append(score)  # type: ignore[union-attr]
             self._report(f"Validation score: {score:f}")
             best = self.best_validation_score_
@@ -413,8 +522,37 @@ class BaseMLP(BaseEstimator):
             if loss < self.best_loss_:  # type: ignore[operator]
                 self.best_loss_ = loss
 
+    def _loss_grad_lbfgs(self, packed: Any, X: Any, y: Any, sample_weight: Any = None, *_: Any) -> Any:
+        """The L-BFGS objective in scikit-learn's private signature and packed layout.
+
+        ``packed`` holds every ``coefs_`` then every ``intercepts_``, raveled, as
+        in scikit-learn; ``y`` is the encoded target matrix.  Returns the loss
+        and its gradient in the same layout (the network's parameters are left
+        at ``packed``).  Kept so that code written against scikit-learn's
+        objective, such as its gradient test, runs unchanged.
+        """
+        network = self.network_
+        order = sklearn_order(self)
+        theta = np.empty(network.store.size, dtype=np.float64)
+        theta[order] = np.asarray(packed, dtype=np.float64)
+        Y = np.asarray(y, dtype=np.float64)
+        with network.exclusive():
+            value, grad = objective(self, X, Y.reshape(Y.shape[0], -1), sample_weight)(theta)
+        return value, grad[order]
+
+    def _validation_score(self, X: Any, y: Any, sample_weight: Any) -> float:
+        """The score on validated data, without validating again (that would drop feature names).
+
+        NaN when the predictions are not finite, as in scikit-learn.
+        """
+        prediction = self._predict_validated(X)
+        if np.issubdtype(prediction.dtype, np.floating) and not np.isfinite(prediction).all():
+            return float("nan")
+        score_function = accuracy_score if is_classifier(self) else r2_score
+        return float(score_function(y, prediction, sample_weight=sample_weight))
+
     def _report(self, message: str) -> None:
-        """Progress: always logged (DEBUG); written to stdout only when ``verbose=True`` asks for it."""
+        """Progress: always logged (DEBUG); written to stdout only when ``verbose`` asks for it."""
         logger.debug("%s: %s", type(self).__name__, message)
         if self.verbose:
             sys.stdout.write(message + "\n")
