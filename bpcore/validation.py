@@ -6,6 +6,7 @@ and what was seen.  None of them modifies anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,63 @@ def check_dtype(dtype: Any, *, argument: str = "dtype") -> np.dtype:
 def is_device_array(data: Any) -> bool:
     """Whether ``data`` is a CuPy array (checked without importing CuPy)."""
     return type(data).__module__.split(".")[0] == "cupy"
+
+
+def _check_finite(array: Any, argument: str) -> None:
+    finite = bool(array.__array_namespace__().isfinite(array).all()) if is_device_array(array) else bool(
+        np.isfinite(array).all()
+    )
+    if not finite:
+        raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")
+
+
+def as_samples(
+    data: Any,
+    backend: Backend,
+    dtype: np.dtype,
+    *,
+    check_shape: Callable[[tuple[int, ...], str], None],
+    kind: str = "float",
+    argument: str = "x",
+    check_finite: bool = True,
+) -> Any:
+    """``data`` (samples on axis 0, any per-sample shape) on ``backend``'s device, checked once.
+
+    ``kind="float"``: floating-point features, converted to ``dtype``;
+    integer data is refused (labels passed as features, or indices given to
+    a float layer).  ``kind="index"``: integer indices, kept as int64.
+    ``check_shape(shape, argument)`` receives the array's shape and raises a
+    ``ValueError`` naming ``argument`` and the layer that cannot take it.  NaN and
+    Inf are refused (checked on the host; device arrays on the device, one
+    synchronisation).  Nothing is copied when dtype and device already fit.
+    """
+    array = import_array(data, argument=argument)
+    dtype_kind = array.dtype.kind
+    if kind == "index":
+        if dtype_kind not in "iu":
+            raise TypeError(
+                f"{argument}: expected integer indices (the first layer takes indices), got dtype {array.dtype}"
+            )
+    elif dtype_kind in "biu":
+        raise TypeError(
+            f"{argument}: expected floating-point features, got dtype {array.dtype}; "
+            f"convert with {argument}.astype('float32') if integer features are intended"
+        )
+    elif dtype_kind not in "f":
+        raise TypeError(f"{argument}: expected floating-point features, got dtype {array.dtype}")
+    if array.ndim < 2:
+        raise ValueError(
+            f"{argument}: expected an array with the samples on axis 0 and at least one more axis, "
+            f"such as a 2-D array (n_samples, n_features); got shape {tuple(array.shape)}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{argument}: expected at least one sample, got shape {tuple(array.shape)}")
+    check_shape(tuple(int(size) for size in array.shape), argument)
+    if kind == "index":
+        return to_backend(array, backend, np.dtype(np.int64))
+    if check_finite:
+        _check_finite(array, argument)
+    return to_backend(array, backend, dtype)
 
 
 def as_features(
@@ -73,9 +131,5 @@ def as_features(
             f"{argument}: expected {in_features} features per sample, got shape {tuple(array.shape)}"
         )
     if check_finite:
-        finite = bool(array.__array_namespace__().isfinite(array).all()) if is_device_array(array) else bool(
-            np.isfinite(array).all()
-        )
-        if not finite:
-            raise ValueError(f"{argument}: contains NaN or Inf values (shape {tuple(array.shape)})")
+        _check_finite(array, argument)
     return to_backend(array, backend, dtype)
