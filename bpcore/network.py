@@ -11,7 +11,14 @@ import numpy as np
 
 from .backends import Backend, DeviceLike, device_scope, get_backend
 from .layers.base import Layer, Shape, shape_text
-from .layers.fusion import build_sequence, check_distinct, fusion_plan, input_shape, input_width, output_shapes
+from .layers.fusion import (
+    build_sequence,
+    check_distinct,
+    fusion_plan,
+    input_shape,
+    input_width,
+    output_shapes,
+)
 from .parameters import Parameter, ParameterStore
 from .validation import as_samples, check_dtype
 
@@ -60,7 +67,9 @@ class Network:
         #: The per-sample input shape the first layers require (None dimensions: any size).
         self.input_shape: Shape | None = input_shape(self.layers)
         #: The per-sample output shape, as far as it is known before the first input.
-        self.output_shape = build_sequence(self.layers, self.input_shape, self.dtype, self.backend, owner="layers")
+        self.output_shape = build_sequence(
+            self.layers, self.input_shape, self.dtype, self.backend, owner="layers"
+        )
         self.out_features = self.output_shape[-1] if self.output_shape else None
         self.in_features = input_width(self.layers)
         self._checked_shapes: set[tuple[int, ...]] = set()
@@ -126,9 +135,9 @@ class Network:
         widths = [min(max(len(row[column]) for row in rows), 60) for column in range(2)]
         lines = [f"Network (input {shape_text(shape)}, {self.dtype.name}, {self.device})"]
         rule = "-" * (widths[0] + widths[1] + 16)
-        for index, (name, out, count) in enumerate(rows):
-            name = name if len(name) <= 60 else name[:57] + "..."
-            lines.append(f"{name:<{widths[0]}}  {out:<{widths[1]}}  {count:>12}")
+        for index, (name, out_text, count) in enumerate(rows):
+            short = name if len(name) <= 60 else name[:57] + "..."
+            lines.append(f"{short:<{widths[0]}}  {out_text:<{widths[1]}}  {count:>12}")
             if index == 0:
                 lines.append(rule)
         lines.append(rule)

@@ -66,7 +66,8 @@ def as_samples(
     if kind == "index":
         if dtype_kind not in "iu":
             raise TypeError(
-                f"{argument}: expected integer indices (the first layer takes indices), got dtype {array.dtype}"
+                f"{argument}: expected integer indices (the first layer takes indices), "
+                f"got dtype {array.dtype}"
             )
     elif dtype_kind in "biu":
         raise TypeError(

@@ -52,7 +52,7 @@ class Layer:
 
     @property
     def input_shape(self) -> Shape | None:
-        """The per-sample input shape the layer requires (``None`` dimensions: any size; ``None``: any shape)."""
+        """The per-sample input shape the layer requires (``None`` sizes: any; ``None``: any shape)."""
         return None
 
     @property
