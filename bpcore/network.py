@@ -135,9 +135,9 @@ class Network:
         widths = [min(max(len(row[column]) for row in rows), 60) for column in range(2)]
         lines = [f"Network (input {shape_text(shape)}, {self.dtype.name}, {self.device})"]
         rule = "-" * (widths[0] + widths[1] + 16)
-        for index, (name, out_text, count) in enumerate(rows):
+        for index, (name, out_text, count_text) in enumerate(rows):
             short = name if len(name) <= 60 else name[:57] + "..."
-            lines.append(f"{short:<{widths[0]}}  {out_text:<{widths[1]}}  {count:>12}")
+            lines.append(f"{short:<{widths[0]}}  {out_text:<{widths[1]}}  {count_text:>12}")
             if index == 0:
                 lines.append(rule)
         lines.append(rule)
