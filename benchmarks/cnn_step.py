@@ -162,11 +162,11 @@ def main() -> None:
             samples = measure(steps, args.repeats, args.inner)
             median = {key: statistics.median(values) * 1e3 for key, values in samples.items()}
 
-            def cell(key: str) -> str:
+            def cell(key: str, samples: dict[str, list[float]] = samples) -> str:
                 if key not in samples:
                     return f"{'-':>16}"
                 low, _, high = statistics.quantiles(samples[key], n=4)
-                return f"{median[key]:6.2f} [{low * 1e3:.2f}-{high * 1e3:.2f}]".rjust(16)
+                return f"{statistics.median(samples[key]) * 1e3:6.2f} [{low * 1e3:.2f}-{high * 1e3:.2f}]".rjust(16)
 
             speedup = f"{median['torch'] / median['bpcore']:.2f}x" if "torch" in median else "-"
             print(f"{name:8} {batch:5d}  {cell('bpcore')}  {cell('torch')}  {cell('gemm')}  {speedup:>22}  "

@@ -220,7 +220,8 @@ def _build_network(
         rebuilt = None if network.input_shape is None else list(network.input_shape)
         if recorded != rebuilt:
             raise ModelFileError(
-                label, f"the layers take per-sample input of shape {rebuilt}, but the file records {recorded!r}"
+                label,
+                f"the layers take per-sample input of shape {rebuilt}, but the file records {recorded!r}",
             )
 
     table = spec.get("parameters")
