@@ -166,7 +166,8 @@ def main() -> None:
                 if key not in samples:
                     return f"{'-':>16}"
                 low, _, high = statistics.quantiles(samples[key], n=4)
-                return f"{statistics.median(samples[key]) * 1e3:6.2f} [{low * 1e3:.2f}-{high * 1e3:.2f}]".rjust(16)
+                middle = statistics.median(samples[key]) * 1e3
+                return f"{middle:6.2f} [{low * 1e3:.2f}-{high * 1e3:.2f}]".rjust(16)
 
             speedup = f"{median['torch'] / median['bpcore']:.2f}x" if "torch" in median else "-"
             print(f"{name:8} {batch:5d}  {cell('bpcore')}  {cell('torch')}  {cell('gemm')}  {speedup:>22}  "
