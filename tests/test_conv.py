@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -227,3 +229,29 @@ def test_matches_pytorch(case: int) -> None:
     np.testing.assert_allclose(grad_x, tx.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(conv.weight.grad, reference.weight.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(conv.bias.grad, reference.bias.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("kernel", "stride"), [((2, 2), (2, 2)), ((3, 2), (1, 2))])
+def test_max_pool_kernels_match_their_generic_versions(dtype: type, kernel: tuple, stride: tuple) -> None:
+    from bpcore.backends.ops import OPERATIONS
+
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((3, 2, 7, 8)).astype(dtype)
+    image[0, 0, :2, :2] = 1.0  # a tie: the first position wins
+    oh, ow = (7 - kernel[0]) // stride[0] + 1, (8 - kernel[1]) // stride[1] + 1
+    results = []
+    forward, backward = OPERATIONS["max_pool2d_forward"], OPERATIONS["max_pool2d_backward"]
+    for implementation in ("generic", "cpu"):
+        if implementation == "generic":
+            run_forward = functools.partial(forward.generic, np)
+            run_backward = functools.partial(backward.generic, np)
+        else:
+            run_forward, run_backward = forward.cpu(), backward.cpu()  # type: ignore[misc]
+        out, index = np.empty((3, 2, oh, ow), dtype), np.empty((3, 2, oh, ow), np.int64)
+        run_forward(image, *kernel, *stride, out, index)
+        grad = np.full(image.shape, np.nan, dtype)
+        run_backward(rng.standard_normal(out.shape).astype(dtype) * 0 + 1.5, index, *kernel, *stride, grad)
+        results.append((out, index, grad))
+    for expected, got in zip(*results, strict=True):
+        np.testing.assert_array_equal(expected, got)

@@ -106,19 +106,23 @@ class MaxPool2D(_Pool2D):
         self._chosen: Any = None
 
     def forward(self, x: Any, training: bool) -> Any:
-        xp = self.backend.xp
-        windows = self._windows(x, -np.inf)
-        index = windows.argmax(axis=-1)
-        chosen = self.workspace("chosen", windows.shape)
-        xp.equal(xp.arange(windows.shape[-1]), index[..., None], out=chosen)
-        self._chosen = chosen
-        out = self.workspace("out", index.shape)
-        return windows.max(axis=-1, out=out)
+        n, c, h, w = x.shape
+        _, oh, ow = (int(size) for size in self.output_shape((c, h, w)))  # type: ignore[arg-type]
+        image = padded(self, x, self.padding, -np.inf)
+        out = self.workspace("out", (n, c, oh, ow))
+        index = self._chosen = self.workspace("index", (n, c, oh, ow), np.int64)
+        self._geometry = (tuple(x.shape), tuple(image.shape), oh, ow)
+        return self.backend.ops.max_pool2d_forward(image, *self.kernel_size, *self.stride, out, index)
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if not self._geometry:
             raise self._not_run()
-        return self._scatter(grad_out, self._chosen)
+        in_shape, padded_shape, _, _ = self._geometry
+        grad_padded = self.workspace("grad_padded", padded_shape)
+        self.backend.ops.max_pool2d_backward(
+            grad_out, self._chosen, *self.kernel_size, *self.stride, grad_padded
+        )
+        return unpad(self, grad_padded, self.padding, in_shape)
 
 
 class AvgPool2D(_Pool2D):
