@@ -111,26 +111,15 @@ def as_features(
     and NaN or Inf (checked on the host; device arrays are checked on the
     device, which costs one synchronisation).
     """
-    array = import_array(data, argument=argument)  # DLPack / CUDA array interface: no copy
-    kind = array.dtype.kind
-    if kind in "biu":
-        raise TypeError(
-            f"{argument}: expected floating-point features, got dtype {array.dtype}; "
-            f"convert with {argument}.astype('float32') if integer features are intended"
-        )
-    if kind not in "f":
-        raise TypeError(f"{argument}: expected floating-point features, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(
-            f"{argument}: expected a 2-D array of shape (n_samples, n_features), "
-            f"got shape {tuple(array.shape)}"
-        )
-    if array.shape[0] == 0:
-        raise ValueError(f"{argument}: expected at least one sample, got shape {tuple(array.shape)}")
-    if in_features is not None and array.shape[1] != in_features:
-        raise ValueError(
-            f"{argument}: expected {in_features} features per sample, got shape {tuple(array.shape)}"
-        )
-    if check_finite:
-        _check_finite(array, argument)
-    return to_backend(array, backend, dtype)
+
+    def two_dimensional(shape: tuple[int, ...], name: str) -> None:
+        if len(shape) != 2:
+            raise ValueError(
+                f"{name}: expected a 2-D array of shape (n_samples, n_features), got shape {shape}"
+            )
+        if in_features is not None and shape[1] != in_features:
+            raise ValueError(f"{name}: expected {in_features} features per sample, got shape {shape}")
+
+    return as_samples(
+        data, backend, dtype, check_shape=two_dimensional, argument=argument, check_finite=check_finite
+    )
