@@ -228,8 +228,18 @@ class Conv2D(Layer):
         return unpad(self, grad_padded, self.padding, in_shape)
 
     def __repr__(self) -> str:
-        return (
-            f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={padding_config(self.padding, self._padding_given)}, "
-            f"dilation={self.dilation}, groups={self.groups}, bias={self.use_bias})"
+        """The channels and kernel, then only the arguments that differ from their defaults."""
+        defaults = {
+            "stride": [1, 1],
+            "padding": [0, 0],
+            "dilation": [1, 1],
+            "groups": 1,
+            "bias": True,
+            "init": "he_uniform",
+            "bias_init": "zeros",
+        }
+        config = self.config()
+        extra = "".join(
+            f", {key}={config[key]!r}" for key, default in defaults.items() if config[key] != default
         )
+        return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}{extra})"
