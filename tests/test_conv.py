@@ -255,3 +255,20 @@ def test_max_pool_kernels_match_their_generic_versions(dtype: type, kernel: tupl
         results.append((out, index, grad))
     for expected, got in zip(*results, strict=True):
         np.testing.assert_array_equal(expected, got)
+
+
+def test_dense_acts_on_the_last_axis_and_batchnorm_on_axis_1() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 5, 3))
+    assert gradcheck(Dense(3, 2), x, seed=0) < TOLERANCE
+    network = bpcore.Network([Dense(3, 2)], dtype="float64", seed=0)
+    rows = network.forward(x.reshape(-1, 3)).reshape(2, 5, 2)
+    np.testing.assert_allclose(network.forward(x), rows, rtol=1e-12)
+    images_ = rng.standard_normal((4, 3, 2, 5)) * 3 + 1
+    assert gradcheck(BatchNorm(3), images_, seed=0) < TOLERANCE
+    norm = bpcore.Network([BatchNorm(3)], dtype="float64")
+    out = norm.forward(images_, training=True)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1.0, rtol=1e-3)
+    expected = 0.9 + 0.1 * images_.var(axis=(0, 2, 3), ddof=1)  # unbiased, as BatchNorm2d keeps it
+    np.testing.assert_allclose(norm.layers[0].running_var, expected, rtol=1e-12)
