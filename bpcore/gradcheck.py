@@ -132,9 +132,8 @@ def _layer_problem(
         # Work on a copy so the caller's layer stays unbuilt and free to join a network.
         layer = copy.deepcopy(layer)
         backend = get_backend(CPU)
-        width = x.shape[-1] if x.ndim == 2 else None
         try:
-            layer.build(width, np.dtype(np.float64), backend)
+            layer.build(tuple(x.shape[1:]) if x.ndim >= 2 else None, np.dtype(np.float64), backend)
         except ValueError as exc:
             raise ValueError(f"gradcheck(x): {exc} (x has shape {x.shape})") from None
         store = ParameterStore(layer.parameters(), backend, np.dtype(np.float64))

@@ -11,10 +11,17 @@ import numpy as np
 
 from . import checks
 from .backends import Backend, DeviceLike, device_scope, get_backend
-from .layers.base import Layer
-from .layers.fusion import build_sequence, check_distinct, fusion_plan, input_width
+from .layers.base import Layer, Shape, shape_text
+from .layers.fusion import (
+    build_sequence,
+    check_distinct,
+    fusion_plan,
+    input_shape,
+    input_width,
+    output_shapes,
+)
 from .parameters import Parameter, ParameterStore
-from .validation import as_features, as_gradient, check_dtype
+from .validation import as_gradient, as_samples, check_dtype
 
 
 class Network:
@@ -54,8 +61,15 @@ class Network:
         self.seed = seed
         self.backend: Backend = get_backend(device)
         self._lock = threading.RLock()
-        self.out_features = build_sequence(self.layers, None, self.dtype, self.backend, owner="layers")
+        #: The per-sample input shape the first layers require (None dimensions: any size).
+        self.input_shape: Shape | None = input_shape(self.layers)
+        #: The per-sample output shape, as far as it is known before the first input.
+        self.output_shape = build_sequence(
+            self.layers, self.input_shape, self.dtype, self.backend, owner="layers"
+        )
+        self.out_features = self.output_shape[-1] if self.output_shape else None
         self.in_features = input_width(self.layers)
+        self._checked_shapes: set[tuple[int, ...]] = set()
         self.store = ParameterStore(self.parameters(), self.backend, self.dtype)
         self.store.lock = self._lock  # an optimiser's step holds the network's lock
         self.store.initialize(np.random.default_rng(seed))
@@ -98,6 +112,38 @@ class Network:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Network([\n  {inner}\n], dtype={self.dtype.name}, device={self.device})"
 
+    def __str__(self) -> str:
+        return self.summary()
+
+    def summary(self, input_shape: Sequence[int | None] | None = None) -> str:
+        """A table of each layer's output shape and parameter count, and the totals (as Keras's).
+
+        ``input_shape`` is one sample's shape (no batch axis), e.g. ``(1, 28, 28)``;
+        by default the shape the first layer requires (unknown sizes show as ``?``).
+        """
+        shape = self.input_shape if input_shape is None else tuple(input_shape)
+        shapes: list[Shape | None]
+        if shape is None:
+            shapes = [None] * len(self.layers)
+        else:
+            shapes = list(output_shapes(self.layers, tuple(shape), owner="layers"))
+        rows = [("Layer", "Output shape", "Parameters")]
+        for layer, out in zip(self.layers, shapes, strict=True):
+            count = sum(parameter.size for parameter in layer.parameters())
+            rows.append((repr(layer), shape_text(out), f"{count:,}"))
+        widths = [min(max(len(row[column]) for row in rows), 60) for column in range(2)]
+        lines = [f"Network (input {shape_text(shape)}, {self.dtype.name}, {self.device})"]
+        rule = "-" * (widths[0] + widths[1] + 16)
+        for index, (name, out_text, count_text) in enumerate(rows):
+            short = name if len(name) <= 60 else name[:57] + "..."
+            lines.append(f"{short:<{widths[0]}}  {out_text:<{widths[1]}}  {count_text:>12}")
+            if index == 0:
+                lines.append(rule)
+        lines.append(rule)
+        total = self.store.size
+        lines.append(f"Total parameters: {total:,} ({total * self.dtype.itemsize:,} bytes)")
+        return "\n".join(lines)
+
     # --- device -------------------------------------------------------------
     def to(self, device: DeviceLike) -> Network:
         """Move parameters, gradients and layer state to ``device``; returns self."""
@@ -113,12 +159,38 @@ class Network:
         return self
 
     # --- computation --------------------------------------------------------
-    def as_input(self, x: Any, *, argument: str = "x", check_finite: bool = True) -> Any:
-        """Validate ``x`` and convert it to this network's dtype and device."""
-        return as_features(
-            x, self.backend, self.dtype, in_features=self.in_features,
-            argument=argument, check_finite=check_finite,
+    def as_input(
+        self, x: Any, *, argument: str = "x", check_finite: bool = True, backend: Backend | None = None
+    ) -> Any:
+        """Validate ``x`` against the first layers and convert it to this network's dtype and device.
+
+        ``backend`` puts the result elsewhere (the host, for data kept there during training).
+        """
+        kind = self.layers[0].input_kind
+        return as_samples(
+            x, self.backend if backend is None else backend, self.dtype, check_shape=self.check_input_shape,
+            kind=kind, argument=argument, check_finite=check_finite,
         )
+
+    def check_input_shape(self, shape: tuple[int, ...], argument: str = "x") -> None:
+        """Raise one ``ValueError`` if an input of ``shape`` (batch axis first) does not fit the layers.
+
+        Runs every layer's shape rule on the host (wrong rank, channel count,
+        an image smaller than a kernel ...), once per new input shape.
+        """
+        sample = tuple(shape[1:])
+        if sample in self._checked_shapes:
+            return
+        if len(sample) == 1 and self.in_features is not None and sample[0] != self.in_features:
+            raise ValueError(
+                f"{argument}: expected {self.in_features} features per sample, got shape {tuple(shape)}"
+            )
+        try:
+            output_shapes(self.layers, sample, owner="layers")
+        except ValueError as exc:
+            raise ValueError(f"{argument}: got shape {tuple(shape)}; {exc}") from None
+        if len(self._checked_shapes) < 64:
+            self._checked_shapes.add(sample)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:

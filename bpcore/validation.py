@@ -6,6 +6,7 @@ and what was seen.  None of them modifies anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,63 @@ def check_dtype(dtype: Any, *, argument: str = "dtype") -> np.dtype:
     if resolved not in FLOAT_DTYPES:
         raise ValueError(f"{argument}: expected 'float32' or 'float64', got {dtype!r}")
     return resolved
+
+
+def as_samples(
+    data: Any,
+    backend: Backend,
+    dtype: np.dtype,
+    *,
+    check_shape: Callable[[tuple[int, ...], str], None],
+    kind: str = "float",
+    argument: str = "x",
+    check_finite: bool = True,
+) -> Any:
+    """``data`` (samples on axis 0, any per-sample shape) on ``backend``'s device, checked once.
+
+    ``kind="float"``: floating-point features, converted to ``dtype``;
+    integer data is refused (labels passed as features, or indices given to
+    a float layer).  ``kind="index"``: integer indices, kept as int64.
+    ``check_shape(shape, argument)`` receives the array's shape and raises a
+    ``ValueError`` naming ``argument`` and the layer that cannot take it.  NaN and
+    Inf are refused after the cast to ``dtype`` (device arrays are checked on
+    the device, one synchronisation).  Nothing is copied when dtype and device already fit.
+    """
+    array = import_array(data, argument=argument)
+    dtype_kind = array.dtype.kind
+    if kind == "index":
+        if dtype_kind not in "iu":
+            raise TypeError(
+                f"{argument}: expected integer indices (the first layer takes indices), "
+                f"got dtype {array.dtype}"
+            )
+    elif dtype_kind in "biu":
+        raise TypeError(
+            f"{argument}: expected floating-point features, got dtype {array.dtype}; "
+            f"convert with {argument}.astype('float32') if integer features are intended"
+        )
+    elif dtype_kind not in "f":
+        raise TypeError(f"{argument}: expected floating-point features, got dtype {array.dtype}")
+    if array.ndim < 2:
+        raise ValueError(
+            f"{argument}: expected an array with the samples on axis 0 and at least one more axis, "
+            f"such as a 2-D array (n_samples, n_features); got shape {tuple(array.shape)}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{argument}: expected at least one sample, got shape {tuple(array.shape)}")
+    check_shape(tuple(int(size) for size in array.shape), argument)
+    if kind == "index":
+        return to_backend(array, backend, np.dtype(np.int64))
+    with np.errstate(over="ignore"):  # an overflow to Inf in the cast is reported just below
+        converted = to_backend(array, backend, dtype)
+    if check_finite:
+        # Checked after the cast, with the backend's own array module (CuPy
+        # arrays have no ``__array_namespace__`` to ask).
+        with device_scope(backend):
+            finite = bool(backend.xp.isfinite(converted).all())
+        if not finite:
+            raise ValueError(_not_finite(argument, array, dtype))
+    return converted
 
 
 def as_features(
@@ -48,36 +106,18 @@ def as_features(
     device, which costs one synchronisation).  Finiteness is checked after
     the conversion to ``dtype``: a float64 ``1e39`` overflows float32 to Inf.
     """
-    array = import_array(data, argument=argument)  # DLPack / CUDA array interface: no copy
-    kind = array.dtype.kind
-    if kind in "biu":
-        raise TypeError(
-            f"{argument}: expected floating-point features, got dtype {array.dtype}; "
-            f"convert with {argument}.astype('float32') if integer features are intended"
-        )
-    if kind not in "f":
-        raise TypeError(f"{argument}: expected floating-point features, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(
-            f"{argument}: expected a 2-D array of shape (n_samples, n_features), "
-            f"got shape {tuple(array.shape)}"
-        )
-    if array.shape[0] == 0:
-        raise ValueError(f"{argument}: expected at least one sample, got shape {tuple(array.shape)}")
-    if in_features is not None and array.shape[1] != in_features:
-        raise ValueError(
-            f"{argument}: expected {in_features} features per sample, got shape {tuple(array.shape)}"
-        )
-    with np.errstate(over="ignore"):  # an overflow to Inf in the cast is reported just below
-        converted = to_backend(array, backend, dtype)
-    if check_finite:
-        # Checked after the cast, with the backend's own array module (CuPy
-        # arrays have no ``__array_namespace__`` to ask).
-        with device_scope(backend):
-            finite = bool(backend.xp.isfinite(converted).all())
-        if not finite:
-            raise ValueError(_not_finite(argument, array, dtype))
-    return converted
+
+    def two_dimensional(shape: tuple[int, ...], name: str) -> None:
+        if len(shape) != 2:
+            raise ValueError(
+                f"{name}: expected a 2-D array of shape (n_samples, n_features), got shape {shape}"
+            )
+        if in_features is not None and shape[1] != in_features:
+            raise ValueError(f"{name}: expected {in_features} features per sample, got shape {shape}")
+
+    return as_samples(
+        data, backend, dtype, check_shape=two_dimensional, argument=argument, check_finite=check_finite
+    )
 
 
 def _not_finite(argument: str, array: Any, dtype: np.dtype) -> str:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -47,6 +49,20 @@ def test_digits_reaches_97_percent() -> None:
 def test_digits_fails_loudly_below_the_target() -> None:
     result = run_example("digits.py", "--epochs", "1", "--lr", "1e-5")
     assert result.returncode == 1 and "below 97%" in result.stderr
+
+
+@pytest.mark.slow
+def test_cnn_digits_reaches_98_5_percent() -> None:
+    result = run_example("cnn_digits.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(N, 32, 4, 4)" in result.stdout  # the summary
+    accuracy = float(result.stdout.split("test:")[1].split("accuracy")[1].split()[0])
+    assert accuracy >= 0.985
+
+
+def test_cnn_digits_fails_loudly_below_the_target() -> None:
+    result = run_example("cnn_digits.py", "--epochs", "1", "--lr", "1e-5")
+    assert result.returncode == 1 and "below 98.5%" in result.stderr
 
 
 def test_an_unusable_device_is_a_clear_error() -> None:

@@ -18,12 +18,18 @@ import bpcore
 from bpcore.layers import (
     ELU,
     GELU,
+    AvgPool2D,
     BatchNorm,
+    Conv2D,
     Dense,
     Dropout,
+    Flatten,
+    GlobalAvgPool2D,
     Identity,
     LeakyReLU,
+    MaxPool2D,
     ReLU,
+    Reshape,
     Residual,
     Sigmoid,
     SiLU,
@@ -58,6 +64,17 @@ NETWORKS = {
     "Dropout": lambda: [Dense(4, 6), ReLU(), Dropout(0.3), Dense(6, 3)],
     "BatchNorm": lambda: [Dense(4, 6), BatchNorm(6, momentum=0.2, eps=1e-4), ReLU(), Dense(6, 3)],
     "Residual": lambda: [Dense(4, 6), Residual(Dense(6, 6), Tanh(), BatchNorm(6)), Dense(6, 3)],
+    "Reshape": lambda: [Reshape((2, 2)), Flatten(), Dense(4, 3)],
+    "Flatten": lambda: [Reshape((1, 2, 2)), Flatten(), Dense(4, 3)],
+    "Conv2D": lambda: [
+        Reshape((1, 2, 2)), Conv2D(1, 3, 2, stride=(1, 2), padding=(1, 0), init="xavier_normal"), Flatten(),
+        Dense(9, 3),
+    ],
+    "MaxPool2D": lambda: [Reshape((1, 2, 2)), MaxPool2D(2, stride=1, padding=1), Flatten(), Dense(9, 3)],
+    "AvgPool2D": lambda: [Reshape((1, 2, 2)), AvgPool2D(2, stride=1, padding=1), Flatten(), Dense(9, 3)],
+    "GlobalAvgPool2D": lambda: [
+        Reshape((1, 2, 2)), Conv2D(1, 3, 1, bias=False), GlobalAvgPool2D(), Dense(3, 3),
+    ],
 }
 
 
@@ -115,7 +132,7 @@ def test_file_objects_and_numpy_can_read_the_format(tmp_path):
     with np.load(buffer, allow_pickle=False) as archive:  # the documented layout is np.savez's
         assert np.array_equal(archive["parameters"], network.store.data)
         document = json.loads(archive["architecture.json"])
-    assert document["format"] == "bpcore-model" and document["format_version"] == 1
+    assert document["format"] == "bpcore-model" and document["format_version"] == 2
     assert [e["layer"] for e in document["network"]["parameters"]["entries"]] == [
         "0",
         "0",
@@ -157,7 +174,7 @@ def test_extra_data_round_trips(tmp_path):
     assert loaded.optimizer is None and loaded.loss is None and loaded.training is None
     assert loaded.metadata == {
         "format": "bpcore-model",
-        "format_version": 1,
+        "format_version": 2,
         "bpcore_version": bpcore.__version__,
     }
     got = loaded.extra
@@ -342,7 +359,7 @@ def test_a_flipped_bit_in_the_weights_is_detected(tmp_path, good_file):
 def test_a_newer_format_version_is_rejected(tmp_path, good_file):
     path = _rewrite_document(good_file, tmp_path / "v99", lambda d: d.update(format_version=99))
     _expect_model_file_error(
-        path, "format version 99 .* newer than this bpcore reads .version 1.; upgrade bpcore"
+        path, "format version 99 .* newer than this bpcore reads .version 2.; upgrade bpcore"
     )
     path = _rewrite_document(good_file, tmp_path / "v0", lambda d: d.update(format_version="1"))
     _expect_model_file_error(path, "invalid format_version '1'")
@@ -354,7 +371,7 @@ def test_an_unknown_layer_type_is_rejected_without_importing_it(tmp_path, good_f
 
     _expect_model_file_error(
         _rewrite_document(good_file, tmp_path / "x", evil),
-        r"layer 0: unknown layer type 'os\.system'; known types: BatchNorm, Dense",
+        r"layer 0: unknown layer type 'os\.system'; known types: AvgPool2D, BatchNorm, Conv2D, Dense",
     )
 
 
@@ -499,3 +516,19 @@ def test_an_unknown_optimiser_type_is_rejected(tmp_path):
     with pytest.raises(ModelFileError, match=r"unknown optimizer type 'subprocess\.Popen' in bpcore\.optim"):
         load_checkpoint(path)
     assert np.array_equal(load(path).store.data, network.store.data)  # the network alone still loads
+
+
+def test_a_version_1_file_still_loads(tmp_path, good_file):
+    """Version 1 (before per-sample shapes were recorded): the same document without input_shape."""
+
+    def to_version_1(document):
+        document["format_version"] = 1
+        del document["network"]["input_shape"]
+
+    path = _rewrite_document(good_file, tmp_path / "v1.bpc", to_version_1)
+    assert np.array_equal(load(path).store.data, load(good_file).store.data)
+
+
+def test_an_inconsistent_input_shape_is_rejected(tmp_path, good_file):
+    path = _rewrite_document(good_file, tmp_path / "shape", lambda d: d["network"].update(input_shape=[3, 4]))
+    _expect_model_file_error(path, r"records \[3, 4\]")

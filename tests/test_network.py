@@ -107,8 +107,8 @@ def test_input_is_converted_to_the_network_dtype() -> None:
 @pytest.mark.parametrize(
     ("x", "error", "message"),
     [
-        (np.ones((4,), np.float32), ValueError, r"x: expected a 2-D array.*got shape \(4,\)"),
-        (np.ones((2, 4, 1), np.float32), ValueError, r"x: expected a 2-D array.*got shape \(2, 4, 1\)"),
+        (np.ones((4,), np.float32), ValueError, r"x: expected an array with the samples.*\(4,\)"),
+        (np.ones((2, 4, 1), np.float32), ValueError, r"x: got shape \(2, 4, 1\); layers\[0\].*gives 1"),
         (np.ones((3, 5), np.float32), ValueError, r"x: expected 4 features per sample, got shape \(3, 5\)"),
         (np.ones((0, 4), np.float32), ValueError, r"x: expected at least one sample, got shape \(0, 4\)"),
         (np.full((2, 4), np.nan, np.float32), ValueError, r"x: contains NaN or Inf.*\(2, 4\)"),

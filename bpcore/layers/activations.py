@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import checks
 from ..backends.ops import ACTIVATIONS
-from .base import Layer
+from .base import Layer, Shape
 
 
 def _finite(argument: str, value: Any) -> float:
@@ -44,11 +44,11 @@ class Activation(Layer):
     def config(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ACTIVATIONS[self.kind].params}
 
-    def build(self, in_features: int | None, dtype: Any, backend: Any) -> int | None:
+    def build(self, input_shape: Shape | None, dtype: Any, backend: Any) -> Shape | None:
         self._ops = {}
         self._param_values = self.params
         self._saved = None
-        return super().build(in_features, dtype, backend)
+        return super().build(input_shape, dtype, backend)
 
     def to(self, backend: Any) -> None:
         super().to(backend)
@@ -174,9 +174,9 @@ class Softmax(Layer):
     def config(self) -> dict[str, Any]:
         return {"axis": self.axis}
 
-    def build(self, in_features: int | None, dtype: Any, backend: Any) -> int | None:
+    def build(self, input_shape: Shape | None, dtype: Any, backend: Any) -> Shape | None:
         self._saved = None
-        return super().build(in_features, dtype, backend)
+        return super().build(input_shape, dtype, backend)
 
     def to(self, backend: Any) -> None:
         super().to(backend)

@@ -10,12 +10,29 @@ import numpy as np
 from ..backends import Backend
 from ..parameters import Parameter
 
+#: A per-sample shape (the batch axis left out); ``None`` marks a dimension
+#: that is known only at the first forward (an image's height, a sequence's length).
+Shape = tuple[int | None, ...]
+
+
+def shape_text(shape: Shape | None) -> str:
+    """``shape`` as a user reads it, with the batch axis: ``(N, 3, 32, 32)``, ``(N, ...)``."""
+    if shape is None:
+        return "(N, ...)"
+    return "(" + ", ".join(["N", *("?" if size is None else str(size) for size in shape)]) + ")"
+
 
 class Layer:
     """One step of a network.
 
     A layer is built once by its network (:meth:`build`), which tells it its
-    input width, dtype and backend and collects its parameters.  ``forward``
+    input shape (per sample, without the batch axis; ``None`` when unknown),
+    dtype and backend and collects its parameters.  The shape protocol:
+    :attr:`input_shape` is what the layer requires (``None``: any shape),
+    :attr:`input_kind` whether it takes floating-point features or integer
+    indices, and :meth:`output_shape` maps a per-sample input shape to the
+    output's, raising ``ValueError`` for one the layer cannot take.  The
+    network runs that chain once per new input shape, on the host.  ``forward``
     keeps what ``backward`` needs; ``backward`` receives the gradient of the
     loss with respect to the layer's output, writes (or, with
     ``accumulate=True``, adds) the gradients of its parameters, and returns
@@ -28,8 +45,36 @@ class Layer:
 
     backend: Backend
     dtype: np.dtype
-    #: The input width the layer requires, or None if it accepts any width.
-    input_width: int | None = None
+    #: What the layer takes: "float" (features) or "index" (integer indices, e.g. an embedding).
+    input_kind: str = "float"
+    #: Whether the output has the input's shape whatever it is (elementwise layers).
+    preserves_shape: bool = True
+
+    @property
+    def input_shape(self) -> Shape | None:
+        """The per-sample input shape the layer requires (``None`` sizes: any; ``None``: any shape)."""
+        return None
+
+    @property
+    def input_width(self) -> int | None:
+        """The size of the last input axis the layer requires, or None if any will do."""
+        shape = self.input_shape
+        return shape[-1] if shape else None
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """The per-sample output shape for ``input_shape``; ``ValueError`` if the layer cannot take it.
+
+        The default is a shape-preserving (elementwise) layer.
+        """
+        return tuple(input_shape)
+
+    def absorb(self, following: Layer | None) -> bool:
+        """Fusion protocol: take over ``following`` (run it inside this layer); True if absorbed.
+
+        Called by the planner with the next layer of a sequence, or with None
+        to undo an earlier fusion.  Layers that cannot fuse return False.
+        """
+        return False
 
     def __init__(self) -> None:
         self._workspace: dict[str, Any] = {}
@@ -44,15 +89,17 @@ class Layer:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # --- construction -------------------------------------------------------
-    def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
-        """Check the input width, record dtype and backend, return the output width.
+    def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
+        """Check the input shape, record dtype and backend, return the output shape.
 
-        ``None`` means "any width" (shape-preserving layers at the start).
+        ``None`` means "not known yet" (shape-preserving layers at the start):
+        the layer then checks nothing, and returns None unless its output
+        shape does not depend on its input's.
         """
         self.dtype = np.dtype(dtype)
         self.backend = backend
         self._workspace.clear()
-        return in_features
+        return None if input_shape is None else self.output_shape(tuple(input_shape))
 
     @property
     def built(self) -> bool:

@@ -1,4 +1,4 @@
-"""Batch normalisation over the features of a (samples, features) batch."""
+"""Batch normalisation over the channel axis 1 of a (N, C) or (N, C, ...) batch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .. import checks
 from ..backends import Backend
 from ..init import ones, zeros
 from ..parameters import Parameter
-from .base import Layer
+from .base import Layer, Shape, shape_text
 
 
 class BatchNorm(Layer):
@@ -20,7 +20,9 @@ class BatchNorm(Layer):
     running statistics move towards them:
     ``running = (1 - momentum) * running + momentum * batch``, with the
     unbiased batch variance for ``running_var``.  In evaluation the running
-    statistics normalise.  ``gamma`` starts at 1 and ``beta`` at 0; neither
+    statistics normalise.  Input ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``:
+    the statistics are taken over every axis but the channel axis 1, as
+    PyTorch's BatchNorm1d/BatchNorm2d do.  ``gamma`` starts at 1 and ``beta`` at 0; neither
     is weight-decayed.  The running statistics are buffers: saved with the
     model and moved by ``Network.to``.
     """
@@ -40,25 +42,31 @@ class BatchNorm(Layer):
         self._xhat: Any = None
         self._inv_std: Any = None
         self._trained = False
+        self._spatial_shape: tuple[int, ...] = ()
 
     @property
-    def input_width(self) -> int:  # type: ignore[override]
-        return self.num_features
+    def input_shape(self) -> Shape:
+        return (self.num_features,)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) not in (1, 2, 3) or input_shape[0] not in (None, self.num_features):
+            given = input_shape[0] if input_shape else "none"
+            raise ValueError(
+                f"{self!r}: expected {self.num_features} input features (channels on axis 1) in an input of "
+                f"shape (N, C), (N, C, L) or (N, C, H, W), but the input it receives gives {given} "
+                f"(shape {shape_text(input_shape)})"
+            )
+        return tuple(input_shape)
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
 
-    def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
-        if in_features is not None and in_features != self.num_features:
-            raise ValueError(
-                f"{self!r}: expected {self.num_features} input features, "
-                f"but the previous layer gives {in_features}"
-            )
-        super().build(in_features, dtype, backend)
+    def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
+        out = super().build(input_shape, dtype, backend)
         self.running_mean = backend.zeros((self.num_features,), self.dtype)
         self.running_var = backend.asarray(np.ones(self.num_features), dtype=self.dtype)
         self._xhat = None
-        return self.num_features
+        return out
 
     def parameters(self) -> list[Parameter]:
         return [self.gamma, self.beta]
@@ -82,7 +90,21 @@ class BatchNorm(Layer):
         super().to(backend)
         self._xhat = None
 
+    def _channels_last(self, x: Any) -> Any:
+        """(N, C, ...) as a contiguous (N * ..., C) table, the layout of the 2-D kernels."""
+        axes = (0, *range(2, x.ndim), 1)
+        return self.backend.xp.ascontiguousarray(x.transpose(axes)).reshape(-1, self.num_features)
+
+    def _channels_first(self, rows: Any, like: tuple[int, ...]) -> Any:
+        """The inverse of :meth:`_channels_last` for an input of shape ``like``."""
+        lead = (like[0], *like[2:])
+        axes = (0, len(like) - 1, *range(1, len(like) - 1))
+        return self.backend.xp.ascontiguousarray(rows.reshape(*lead, like[1]).transpose(axes))
+
     def forward(self, x: Any, training: bool) -> Any:
+        if x.ndim > 2:
+            self._spatial_shape = tuple(x.shape)
+            return self._channels_first(self.forward(self._channels_last(x), training), self._spatial_shape)
         shape = x.shape
         out = self.workspace("out", shape)
         xhat = self.workspace("xhat", shape)
@@ -112,6 +134,9 @@ class BatchNorm(Layer):
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._xhat is None:
             raise self._not_run()
+        if grad_out.ndim > 2:
+            rows = self.backward(self._channels_last(grad_out), accumulate=accumulate)
+            return self._channels_first(rows, self._spatial_shape)
         grad_in = self.workspace("grad_in", grad_out.shape)
         gamma, beta = self.gamma, self.beta
         if self._trained:

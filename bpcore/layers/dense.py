@@ -11,11 +11,14 @@ from ..backends import Backend
 from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
 from .activations import Activation
-from .base import Layer
+from .base import Layer, Shape, shape_text
 
 
 class Dense(Layer):
     """A fully connected layer with weights ``W`` of shape (in_features, out_features).
+
+    It acts on the last axis of an input of any rank, as PyTorch's Linear:
+    ``(N, in) -> (N, out)``, ``(N, T, in) -> (N, T, out)``.
 
     When a network places an elementwise activation right after it, the
     network fuses the two (:meth:`fuse`): the bias add and the activation run
@@ -49,6 +52,7 @@ class Dense(Layer):
         )
         self.activation: Activation | None = None
         self._input: Any = None
+        self._lead: tuple[int, ...] = ()
 
     def config(self) -> dict[str, Any]:
         return {
@@ -60,18 +64,23 @@ class Dense(Layer):
         }
 
     @property
-    def input_width(self) -> int:  # type: ignore[override]
-        return self.in_features
+    def input_shape(self) -> Shape:
+        return (self.in_features,)
 
-    def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
-        if in_features is not None and in_features != self.in_features:
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if not input_shape or input_shape[-1] not in (None, self.in_features):
+            given = input_shape[-1] if input_shape else "none"
             raise ValueError(
-                f"{self!r}: expected {self.in_features} input features, "
-                f"but the previous layer gives {in_features}"
+                f"{self!r}: expected {self.in_features} input features on the last axis, but the input it "
+                f"receives gives {given} (shape {shape_text(input_shape)})"
             )
-        super().build(in_features, dtype, backend)
+        return (*input_shape[:-1], self.out_features)
+
+    def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
+        out = super().build(input_shape, dtype, backend)
         self._input = None
-        return self.out_features
+        # An unknown input still gives a known last axis, which is what a 2-D table needs.
+        return (self.out_features,) if out is None else out
 
     def to(self, backend: Backend) -> None:
         super().to(backend)
@@ -80,6 +89,12 @@ class Dense(Layer):
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
+    def absorb(self, following: Layer | None) -> bool:
+        """Fuse a following elementwise activation (bias add and activation in one pass)."""
+        activation = following if isinstance(following, Activation) and self.bias is not None else None
+        self.fuse(activation)
+        return activation is not None
+
     def fuse(self, activation: Activation | None) -> None:
         """Run ``activation`` inside this layer (set by the network's planner)."""
         if activation is not None and self.bias is None:
@@ -87,6 +102,8 @@ class Dense(Layer):
         self.activation = activation
 
     def forward(self, x: Any, training: bool) -> Any:
+        if x.ndim != 2:
+            return self._forward_rows(x, training)
         xp = self.backend.xp
         z = self.workspace("z", (x.shape[0], self.out_features))
         xp.matmul(x, self.weight.data, out=z)
@@ -97,9 +114,20 @@ class Dense(Layer):
             z += self.bias.data
         return z
 
+    def _forward_rows(self, x: Any, training: bool) -> Any:
+        """Any rank: the 2-D pass over the rows of ``x`` viewed as (-1, in_features)."""
+        lead = x.shape[:-1]
+        out = self.forward(self.backend.xp.ascontiguousarray(x).reshape(-1, self.in_features), training)
+        self._lead = lead
+        return out.reshape(*lead, self.out_features)
+
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._input is None:
             raise self._not_run()
+        if grad_out.ndim != 2:
+            rows = self.backend.xp.ascontiguousarray(grad_out).reshape(-1, self.out_features)
+            grad_in = self.backward(rows, accumulate=accumulate, need_input_grad=need_input_grad)
+            return None if grad_in is None else grad_in.reshape(*self._lead, self.in_features)
         xp = self.backend.xp
         g = grad_out
         if self.activation is not None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import checks
 from ..backends import Backend, device_scope
-from .base import Layer
+from .base import Layer, Shape
 
 
 class Dropout(Layer):
@@ -37,9 +37,9 @@ class Dropout(Layer):
         self._own_random = False
         return previous
 
-    def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
+    def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
         self._mask, self._ran = None, False
-        return super().build(in_features, dtype, backend)
+        return super().build(input_shape, dtype, backend)
 
     def to(self, backend: Backend) -> None:
         super().to(backend)

@@ -1,4 +1,4 @@
-"""The execution plan of a layer sequence: Dense layers absorb the activation after them.
+"""The execution plan of a layer sequence: a layer may absorb the one after it (Dense + activation).
 
 Shared by :class:`~bpcore.Network` and :class:`~bpcore.layers.Residual`, so a
 sequence of layers runs the same way wherever it appears.
@@ -8,29 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .activations import Activation
-from .base import Layer
-from .dense import Dense
+from .base import Layer, Shape
 
 
 def fusion_plan(layers: Sequence[Layer]) -> list[Layer]:
-    """The layers to run, with each elementwise activation that follows a Dense folded into it.
+    """The layers to run, each layer offered the next one to absorb (:meth:`Layer.absorb`).
 
-    A fused Dense adds its bias and applies the activation in one pass after
-    the matrix product, and applies the activation's derivative in one pass
-    before its backward products.  A Dense without bias is not fused.
+    A Dense or Conv2D with bias absorbs a following elementwise activation:
+    it adds its bias and applies the activation in one pass after the matrix
+    product, and applies the activation's derivative in one pass before its
+    backward products.
     """
     plan: list[Layer] = []
     position = 0
     while position < len(layers):
         layer = layers[position]
         position += 1
-        if isinstance(layer, Dense):
-            following = layers[position] if position < len(layers) else None
-            fused = following if isinstance(following, Activation) and layer.bias is not None else None
-            layer.fuse(fused)
-            if fused is not None:
-                position += 1
+        following = layers[position] if position < len(layers) else None
+        if layer.absorb(following):
+            position += 1
         plan.append(layer)
     return plan
 
@@ -47,22 +43,50 @@ def check_distinct(layers: Sequence[Layer], *, owner: str) -> None:
             seen.add(id(member))
 
 
-def input_width(layers: Sequence[Layer]) -> int | None:
-    """The input width a layer sequence requires (None if any width will do).
+def input_shape(layers: Sequence[Layer]) -> Shape | None:
+    """The per-sample input shape a layer sequence requires (None if it is not fixed).
 
-    Layers without a fixed width preserve the width, so the first fixed one decides.
+    Leading shape-preserving layers (activations, dropout) take any shape, so
+    the first layer with a required shape decides, unless a layer that
+    changes shapes without requiring one (Flatten, Reshape) comes first.
     """
-    return next((layer.input_width for layer in layers if layer.input_width is not None), None)
+    for layer in layers:
+        if layer.input_shape is not None:
+            return layer.input_shape
+        if not layer.preserves_shape:
+            return None
+    return None
+
+
+def input_width(layers: Sequence[Layer]) -> int | None:
+    """The size of the last input axis a 2-D input needs (None if any size will do)."""
+    shape = input_shape(layers)
+    return shape[-1] if shape is not None and len(shape) == 1 else None
+
+
+def output_shapes(layers: Sequence[Layer], shape: Shape, *, owner: str) -> list[Shape]:
+    """Each layer's per-sample output shape for a per-sample input ``shape``, checked on the host.
+
+    A shape a layer cannot take raises one ``ValueError`` naming the layer's
+    position within ``owner`` and the shapes.
+    """
+    shapes: list[Shape] = []
+    for position, layer in enumerate(layers):
+        try:
+            shape = layer.output_shape(tuple(shape))
+        except ValueError as exc:
+            raise ValueError(f"{owner}[{position}]: {exc}") from None
+        shapes.append(shape)
+    return shapes
 
 
 def build_sequence(
-    layers: Sequence[Layer], in_features: int | None, dtype: object, backend: object, *, owner: str
-) -> int | None:
-    """Build ``layers`` in order; a width mismatch names the position within ``owner``."""
-    width = in_features
+    layers: Sequence[Layer], shape: Shape | None, dtype: object, backend: object, *, owner: str
+) -> Shape | None:
+    """Build ``layers`` in order; a shape mismatch names the position within ``owner``."""
     for position, layer in enumerate(layers):
         try:
-            width = layer.build(width, dtype, backend)  # type: ignore[arg-type]
+            shape = layer.build(shape, dtype, backend)  # type: ignore[arg-type]
         except ValueError as exc:
             raise ValueError(f"{owner}[{position}]: {exc}") from None
-    return width
+    return shape

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..backends import Backend
 from ..parameters import Parameter
-from .base import Layer
-from .fusion import build_sequence, check_distinct, fusion_plan, input_width
+from .base import Layer, Shape, shape_text
+from .fusion import build_sequence, check_distinct, fusion_plan, input_shape, output_shapes
 
 
 class Residual(Layer):
@@ -40,24 +40,34 @@ class Residual(Layer):
         self._ran = False
 
     @property
-    def input_width(self) -> int | None:  # type: ignore[override]
-        return input_width(self.layers)
+    def input_shape(self) -> Shape | None:
+        return input_shape(self.layers)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        out = output_shapes(self.layers, input_shape, owner="Residual layers")[-1]
+        if len(out) != len(input_shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(out, input_shape, strict=True)
+        ):
+            maps = (
+                f"{input_shape[0]} features to {out[0]}" if len(input_shape) == len(out) == 1
+                else f"{shape_text(input_shape)} to {shape_text(out)}"
+            )
+            raise ValueError(
+                f"{self!r}: the residual branch must keep the shape, but it maps {maps}; "
+                "the skip connection adds the input to the branch's output"
+            )
+        return tuple(input_shape)
 
     def __repr__(self) -> str:
         return f"Residual({', '.join(repr(layer) for layer in self.layers)})"
 
-    def build(self, in_features: int | None, dtype: np.dtype, backend: Backend) -> int | None:
-        super().build(in_features, dtype, backend)
-        width = build_sequence(self.layers, in_features, dtype, backend, owner="Residual layers")
-        expected = in_features if in_features is not None else self.input_width
-        if width != expected:
-            raise ValueError(
-                f"{self!r}: the residual branch must keep the width, but it maps {expected} "
-                f"features to {width}; the skip connection adds the input to the branch's output"
-            )
+    def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
+        expected = input_shape if input_shape is not None else self.input_shape
+        super().build(expected, dtype, backend)  # checks the branch when the shape is known
+        build_sequence(self.layers, expected, dtype, backend, owner="Residual layers")
         self._plan = fusion_plan(self.layers)
         self._ran = False
-        return width
+        return expected
 
     def parameters(self) -> list[Parameter]:
         return [parameter for layer in self.layers for parameter in layer.parameters()]

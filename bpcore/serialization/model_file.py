@@ -27,7 +27,7 @@ from .atomic import atomic_write
 from .registry import build, describe, layer_types, walk_with_paths
 
 FORMAT_NAME = "bpcore-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the network records its per-sample input shape; 1 still loads
 PARAMETERS = "parameters"
 
 PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
@@ -91,6 +91,7 @@ def _document(
         "dtype": network.dtype.name,
         "seed": network.seed,
         "layers": [describe(layer, str(index)) for index, layer in enumerate(network.layers)],
+        "input_shape": None if network.input_shape is None else list(network.input_shape),
         "parameters": {
             "array": table.add(PARAMETERS, store.backend.to_numpy(store.data)),
             "size": store.size,
@@ -289,6 +290,14 @@ def _build_network(
         network = Network(layers, dtype=str(dtype), seed=seed, device=backend.device)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(label, f"invalid architecture: {exc}") from None
+    if "input_shape" in spec:  # format version 2
+        recorded = spec["input_shape"]
+        rebuilt = None if network.input_shape is None else list(network.input_shape)
+        if recorded != rebuilt:
+            raise ModelFileError(
+                label,
+                f"the layers take per-sample input of shape {rebuilt}, but the file records {recorded!r}",
+            )
     _match_table(label, found, network.store.parameters)  # layers that create parameters when built
     network.store.load(flat)
 

@@ -16,7 +16,6 @@ import numpy as np
 
 from ..backends import Backend, get_backend
 from ..interop import import_array, is_cupy_array
-from ..validation import as_features
 from .metrics import DENSE, INDEX
 
 CLASSES, BINARY, VALUES = "classes", "binary", "values"
@@ -180,9 +179,7 @@ def prepare(
     """Check ``(x, y)`` for ``network`` and ``loss``; features in the network's dtype."""
     imported = import_array(x, argument=x_argument)
     backend = storage_backend(network, imported)
-    features = as_features(
-        imported, backend, network.dtype, in_features=network.in_features, argument=x_argument
-    )
+    features = network.as_input(imported, backend=backend, argument=x_argument)
     targets, kind = prepare_targets(
         y, samples=int(features.shape[0]), outputs=output_width(network, int(features.shape[1])),
         loss=loss, backend=backend, dtype=network.dtype, argument=y_argument,

@@ -10,7 +10,6 @@ import numpy as np
 
 from .. import checks
 from ..interop import import_array
-from ..validation import as_features
 from .batches import _Stage
 from .data import Dataset, check_loss, prepare, storage_backend, takes_logits
 from .metrics import BoundMetric, bind_metrics, check_metrics
@@ -67,7 +66,7 @@ def predict(network: Any, x: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> An
     with network.exclusive():
         imported = import_array(x, argument="x")
         backend = storage_backend(network, imported)
-        features = as_features(imported, backend, network.dtype, in_features=network.in_features)
+        features = network.as_input(imported, backend=backend)
         stage = _Stage(backend, network.backend)
         n = int(features.shape[0])
         if n <= size:

@@ -1,0 +1,52 @@
+"""Max pooling's hot steps over a padded image (N, C, Hp, Wp); the layer pads and un-pads.
+
+* ``max_pool2d_forward(image, kh, kw, sh, sw, out, index)``: ``out[n, c, y, x]`` = the
+  maximum of the window at ``(y * sh, x * sw)``; ``index`` (int64) = its position
+  ``i * kw + j`` in the window, the first one on ties (as PyTorch).
+* ``max_pool2d_backward(gy, index, kh, kw, sh, sw, grad)``: ``grad`` (the padded
+  image's shape) = zero, plus each ``gy`` added at the position ``index`` names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..kernels.pooling_numba import pooling_kernel
+from .registry import declare
+
+
+def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tuple[int, int]) -> Any:
+    n, c = image.shape[:2]
+    s_n, s_c, s_h, s_w = image.strides
+    view = xp.lib.stride_tricks.as_strided(
+        image, shape=(n, c, *out_hw, kh, kw), strides=(s_n, s_c, s_h * sh, s_w * sw, s_h, s_w)
+    )
+    return xp.ascontiguousarray(view).reshape(n, c, *out_hw, kh * kw)
+
+
+@declare(
+    "max_pool2d_forward",
+    "out = max over each window; index = its argmax",
+    cpu=pooling_kernel("max_pool2d_forward"),
+)
+def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
+    windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
+    index[...] = windows.argmax(axis=-1)
+    out[...] = xp.take_along_axis(windows, index[..., None], axis=-1)[..., 0]
+    return out
+
+
+@declare(
+    "max_pool2d_backward",
+    "grad = scatter of gy to each window's argmax",
+    cpu=pooling_kernel("max_pool2d_backward"),
+)
+def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
+    grad.fill(0.0)
+    oh, ow = gy.shape[2:]
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i, i + sh * (oh - 1) + 1, sh)
+            columns = slice(j, j + sw * (ow - 1) + 1, sw)
+            grad[:, :, rows, columns] += gy * (index == i * kw + j)
+    return grad

@@ -1,0 +1,274 @@
+"""Conv2D, pooling, Flatten and Reshape: shapes, gradients (float64, finite differences), errors, torch."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bpcore
+from bpcore import gradcheck
+from bpcore.layers import (
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Reshape,
+    Tanh,
+)
+
+TOLERANCE = 1e-6
+
+
+def images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    groups=st.sampled_from([1, 2]),
+    per_group_in=st.integers(1, 2),
+    per_group_out=st.integers(1, 2),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    size=st.tuples(st.integers(5, 7), st.integers(5, 7)),
+    seed=st.integers(0, 2**16),
+)
+def test_conv2d_gradients_match_finite_differences(
+    groups: int,
+    per_group_in: int,
+    per_group_out: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    size: tuple[int, int],
+    seed: int,
+) -> None:
+    layer = Conv2D(
+        groups * per_group_in,
+        groups * per_group_out,
+        kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    x = images(np.random.default_rng(seed), (2, groups * per_group_in, *size))
+    assert gradcheck(layer, x, seed=seed) < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        MaxPool2D(2),
+        MaxPool2D(3, stride=2, padding=1),
+        AvgPool2D(2),
+        AvgPool2D((3, 2), stride=1, padding=(1, 1)),
+        GlobalAvgPool2D(),
+        Flatten(),
+        Reshape((-1, 5)),
+    ],
+)
+def test_pooling_and_reshape_gradients(layer: bpcore.layers.Layer) -> None:
+    x = images(np.random.default_rng(0), (2, 3, 5, 6))
+    x += np.arange(x.size).reshape(x.shape) * 1e-3  # no ties in a max window
+    assert gradcheck(layer, x, seed=1) < TOLERANCE
+
+
+def test_a_cnn_network_gradients_and_fusion() -> None:
+    network = bpcore.Network(
+        [
+            Conv2D(1, 3, 3, padding="same"),
+            Tanh(),
+            MaxPool2D(2),
+            BatchNorm(3),
+            Conv2D(3, 4, 2),
+            ReLU(),
+            Flatten(),
+            Dense(4, 2),
+        ],
+        dtype="float64",
+        seed=0,
+    )
+    assert network.layers[0].activation is network.layers[1]
+    assert network.layers[4].activation is network.layers[5]
+    x = images(np.random.default_rng(1), (3, 1, 4, 4))
+    assert gradcheck(network, x, seed=2) < 1e-5
+    assert network.forward(x).shape == (3, 2)
+
+
+def test_summary_lists_output_shapes_and_parameters() -> None:
+    network = bpcore.Network(
+        [Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(4 * 14 * 14, 10)]
+    )
+    text = network.summary((1, 28, 28))
+    assert "(N, 4, 28, 28)" in text and "(N, 4, 14, 14)" in text and "(N, 784)" in text and "(N, 10)" in text
+    assert f"Total parameters: {4 * 9 + 4 + 784 * 10 + 10:,}" in text
+    assert "(N, 4, ?, ?)" in str(network)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (
+            np.ones((2, 3, 8, 8), np.float32),
+            r"layers\[0\]: Conv2D.*expected 1 input channels.*\(N, 3, 8, 8\)",
+        ),
+        (np.ones((2, 8, 8), np.float32), r"layers\[0\]: Conv2D.*expected images of shape \(N, 1, H, W\)"),
+        (np.ones((2, 1, 2, 2), np.float32), r"layers\[0\]: Conv2D.*kernel spans 3 pixels"),
+        (np.ones((2, 1, 4, 4), np.float32), r"layers\[3\]: Dense.*expected 36 input features.*gives 16"),
+        (np.ones((2, 1, 5, 5), np.int64), r"expected floating-point features"),
+        (np.full((2, 1, 5, 5), np.nan, np.float32), r"NaN"),
+    ],
+)
+def test_bad_images_are_one_clear_error_before_anything_runs(x: np.ndarray, message: str) -> None:
+    network = bpcore.Network([Conv2D(1, 4, 3), ReLU(), Flatten(), Dense(36, 2)], seed=0)
+    before = network.store.data.copy()
+    with pytest.raises((ValueError, TypeError), match=message):
+        network.forward(x)
+    assert np.array_equal(before, network.store.data)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Conv2D(3, 4, 3, groups=2), r"groups=2 must divide in_channels=3"),
+        (lambda: Conv2D(2, 4, 0), r"Conv2D\(kernel_size\): expected a positive"),
+        (lambda: Conv2D(2, 4, 3, stride=(1, 0)), r"Conv2D\(stride\)"),
+        (lambda: Conv2D(2, 4, 3, padding=-1), r"Conv2D\(padding\)"),
+        (lambda: Conv2D(2, 4, 3, padding="same", stride=2), r"'same' needs stride 1"),
+        (lambda: MaxPool2D(2, padding=2), r"MaxPool2D\(padding\): padding must be at most half"),
+        (lambda: Reshape((2, -1, -1)), r"Reshape\(shape\)"),
+    ],
+)
+def test_bad_layer_arguments(build: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()  # type: ignore[operator]
+
+
+def test_cnn_saves_and_loads(tmp_path: object) -> None:
+    import pathlib
+
+    network = bpcore.Network(
+        [
+            Conv2D(1, 2, 3, padding="same", stride=1),
+            ReLU(),
+            AvgPool2D(2),
+            Flatten(),
+            Reshape((8,)),
+            Dense(8, 3),
+        ],
+        seed=3,
+    )
+    x = images(np.random.default_rng(0), (4, 1, 4, 4)).astype(np.float32)
+    path = pathlib.Path(str(tmp_path)) / "cnn.bpcore"
+    bpcore.save(network, path)
+    loaded = bpcore.load(path)
+    np.testing.assert_array_equal(network.predict(x), loaded.predict(x))
+
+
+def test_fit_predict_and_evaluate_on_images() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 1, 6, 6)).astype(np.float32)
+    y = (x[:, 0, :3].mean(axis=(1, 2)) > x[:, 0, 3:].mean(axis=(1, 2))).astype(np.int64)
+    network = bpcore.Network(
+        [Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(36, 2)], seed=0
+    )
+    history = network.fit(
+        x,
+        y,
+        loss="cross_entropy",
+        optimizer=bpcore.optim.Adam(network.parameters()),
+        epochs=3,
+        batch_size=8,
+        validation_split=0.25,
+    )
+    assert len(history.history["val_loss"]) == 3
+    assert network.predict(x, batch_size=7).shape == (40, 2)
+    assert set(network.evaluate(x, y, loss="cross_entropy", metrics=["accuracy"])) == {"loss", "accuracy"}
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_matches_pytorch(case: int) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(case)
+    options = [
+        dict(stride=1, padding=1, dilation=1, groups=1),
+        dict(stride=2, padding=0, dilation=1, groups=2),
+        dict(stride=1, padding=2, dilation=2, groups=1),
+        dict(stride=(2, 1), padding=(1, 0), dilation=1, groups=4),
+    ][case]
+    conv = Conv2D(4, 8, (3, 2), **options)  # type: ignore[arg-type]
+    pools = [MaxPool2D(2), AvgPool2D(3, stride=2, padding=1), MaxPool2D(3, stride=1, padding=1), AvgPool2D(2)]
+    network = bpcore.Network([conv, pools[case]], dtype="float64", seed=case)
+    x = rng.standard_normal((3, 4, 9, 8))
+    out = network.forward(x, training=True)
+    grad = rng.standard_normal(out.shape)
+    grad_x = network.backward(grad)
+
+    reference = torch.nn.Conv2d(4, 8, (3, 2), **options).double()
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(conv.weight.data))
+        reference.bias.copy_(torch.from_numpy(conv.bias.data))
+    pool_type = torch.nn.MaxPool2d if isinstance(pools[case], MaxPool2D) else torch.nn.AvgPool2d
+    pool = pool_type(pools[case].kernel_size, pools[case].stride, pools[case].config()["padding"])
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tout = pool(reference(tx))
+    tout.backward(torch.from_numpy(grad))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_x, tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv.weight.grad, reference.weight.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv.bias.grad, reference.bias.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("kernel", "stride"), [((2, 2), (2, 2)), ((3, 2), (1, 2))])
+def test_max_pool_kernels_match_their_generic_versions(dtype: type, kernel: tuple, stride: tuple) -> None:
+    from bpcore.backends.ops import OPERATIONS
+
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((3, 2, 7, 8)).astype(dtype)
+    image[0, 0, :2, :2] = 1.0  # a tie: the first position wins
+    oh, ow = (7 - kernel[0]) // stride[0] + 1, (8 - kernel[1]) // stride[1] + 1
+    results = []
+    forward, backward = OPERATIONS["max_pool2d_forward"], OPERATIONS["max_pool2d_backward"]
+    for implementation in ("generic", "cpu"):
+        if implementation == "generic":
+            run_forward = functools.partial(forward.generic, np)
+            run_backward = functools.partial(backward.generic, np)
+        else:
+            run_forward, run_backward = forward.cpu(), backward.cpu()  # type: ignore[misc]
+        out, index = np.empty((3, 2, oh, ow), dtype), np.empty((3, 2, oh, ow), np.int64)
+        run_forward(image, *kernel, *stride, out, index)
+        grad = np.full(image.shape, np.nan, dtype)
+        run_backward(rng.standard_normal(out.shape).astype(dtype) * 0 + 1.5, index, *kernel, *stride, grad)
+        results.append((out, index, grad))
+    for expected, got in zip(*results, strict=True):
+        np.testing.assert_array_equal(expected, got)
+
+
+def test_dense_acts_on_the_last_axis_and_batchnorm_on_axis_1() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 5, 3))
+    assert gradcheck(Dense(3, 2), x, seed=0) < TOLERANCE
+    network = bpcore.Network([Dense(3, 2)], dtype="float64", seed=0)
+    rows = network.forward(x.reshape(-1, 3)).reshape(2, 5, 2)
+    np.testing.assert_allclose(network.forward(x), rows, rtol=1e-12)
+    images_ = rng.standard_normal((4, 3, 2, 5)) * 3 + 1
+    assert gradcheck(BatchNorm(3), images_, seed=0) < TOLERANCE
+    norm = bpcore.Network([BatchNorm(3)], dtype="float64")
+    out = norm.forward(images_, training=True)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1.0, rtol=1e-3)
+    expected = 0.9 + 0.1 * images_.var(axis=(0, 2, 3), ddof=1)  # unbiased, as BatchNorm2d keeps it
+    np.testing.assert_allclose(norm.layers[0].running_var, expected, rtol=1e-12)
