@@ -135,7 +135,7 @@ def test_a_standalone_dropout_makes_a_new_generator_on_its_new_device() -> None:
     fused, generic = get_backend("cpu", kernels="fused"), get_backend("cpu", kernels="generic")
     made: list[str] = []
     layer = Dropout(0.5)
-    layer.build(4, np.dtype(np.float32), fused)
+    layer.build((4,), np.dtype(np.float32), fused)
     original = fused.random
     try:
         fused.random = lambda seed=None: made.append("fused") or original(seed)  # type: ignore[method-assign]
