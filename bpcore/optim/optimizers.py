@@ -145,7 +145,11 @@ class Optimizer:
 
     # --- the update ---------------------------------------------------------
     def step(self) -> None:
-        """One update of every parameter from its current gradient."""
+        """One update of every trainable parameter from its current gradient.
+
+        Frozen parameters (``requires_grad=False``) are left unchanged, state
+        included, as torch.optim leaves parameters without a gradient.
+        """
         store = self._store
         if store is not None:  # the whole network: one operation over the flat buffers
             backend = store.backend
@@ -154,14 +158,23 @@ class Optimizer:
             self._step += 1
             if self._regularizer.active:
                 self._regularizer.add_grad()
-            self._update(backend.ops, store.data, store.grad, self._state[0])
+            ranges = store.trainable_ranges()
+            if len(ranges) == 1 and ranges[0] == (0, store.size):
+                self._update(backend.ops, store.data, store.grad, self._state[0])
+                return
+            # Some parameters are frozen: update each run of trainable ones in place.
+            for start, stop in ranges:
+                state = tuple(array[start:stop] if array.size else array for array in self._state[0])
+                self._update(backend.ops, store.data[start:stop], store.grad[start:stop], state)
             return
         self._follow_device()
         self._step += 1
         if self._regularizer.active:
             self._regularizer.add_grad()
-        for (backend, data, grad), state in zip(self.parameters.units(), self._state, strict=True):
-            self._update(backend.ops, data, grad, state)
+        units = zip(self.parameters.params, self.parameters.units(), self._state, strict=True)
+        for parameter, (backend, data, grad), state in units:
+            if parameter.requires_grad:
+                self._update(backend.ops, data, grad, state)
 
     def _update(self, ops: Any, param: Any, grad: Any, state: StateArrays) -> None:
         raise NotImplementedError
