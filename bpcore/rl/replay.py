@@ -177,6 +177,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     ``buffer.beta`` to drive it yourself.
     """
 
+    alpha: float
+    beta: float
+    beta_final: float
+    beta_steps: int | None
+    eps: float
+    tree: SumTree
+    _beta_start: float
+    _max_priority: float
+    _samples: int
+
     def __init__(
         self,
         capacity: int,
