@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 import numpy as np
+from blas_threads import limit_blas_threads
 
 import bpcore
 from bpcore.layers import Dense, ReLU
@@ -182,20 +183,6 @@ def plot(path: str, returns: list[float], ends: list[int], evaluation: float) ->
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-def limit_blas_threads(count: int) -> None:
-    """Run the matrix products on ``count`` threads (where threadpoolctl is installed).
-
-    A custom loop makes thousands of products of a few hundred thousand
-    operations each: extra BLAS threads only add wake-up cost, and on a
-    machine shared with other work they stall.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(count, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import numpy as np
+from blas_threads import limit_blas_threads
 
 import bpcore
 from bpcore.layers import Dense, ReLU, Sigmoid
@@ -213,20 +214,6 @@ def run_digits(args: argparse.Namespace) -> int:
         plt.close(figure)
         print(f"grid of generated digits written to {args.plot}")
     return 0
-
-
-def limit_blas_threads(count: int) -> None:
-    """Run the matrix products on ``count`` threads (where threadpoolctl is installed).
-
-    A custom loop makes thousands of products of a few hundred thousand
-    operations each: extra BLAS threads only add wake-up cost, and on a
-    machine shared with other work they stall.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(count, user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> int:
