@@ -317,17 +317,22 @@ def test_td_loss_on_chosen_actions_matches_finite_differences():
 def test_buffer_kernels_match_the_generic_versions(dtype):
     fused, generic = get_backend("cpu", kernels="fused"), get_backend("cpu", kernels="generic")
     rng = np.random.default_rng(6)
+    edge = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e-30], dtype)
     for size in (0, 1, 17, 4099):
         target, source = rng.normal(size=size).astype(dtype), rng.normal(size=size).astype(dtype)
+        if size > len(edge):
+            target[: len(edge)], source[-len(edge) :] = edge, edge
         results = []
         for backend in (fused, generic):
             t = target.copy()
             backend.ops.polyak_update(t, source, 0.01)
-            c = rng.normal(size=size).astype(dtype) if not results else results[0][2]
+            c = target.copy() if not results else results[0][2]  # normal values and the edge ones
             clamped = c.copy()
             backend.ops.clamp_inplace(clamped, -0.5, 0.25)
             results.append((t, clamped, c))
-        np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6 if dtype == "float32" else 1e-15)
+        np.testing.assert_allclose(
+            results[0][0], results[1][0], rtol=1e-6 if dtype == "float32" else 1e-15, equal_nan=True
+        )
         np.testing.assert_array_equal(results[0][1], results[1][1])
     values = rng.normal(size=(33, 5)).astype(dtype)
     index = rng.integers(0, 5, size=33)
