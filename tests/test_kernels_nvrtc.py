@@ -77,7 +77,7 @@ def test_every_operation_with_a_cuda_builder_names_existing_kernels() -> None:
         return object()
 
     for name, operation in OPERATIONS.items():
-        if operation.cuda is not None:
+        if operation.cuda is not None and getattr(operation.cuda, "func", None) is cuda.build:
             cuda.make_implementation(name, record)
     # ... and every kernel source is used by some operation.
     assert set(requested) == set(src.ELEMENTWISE) | set(src.REDUCTIONS) | {"raw"}
