@@ -66,6 +66,6 @@ def test_wgan_fails_loudly_below_the_target():
 
 def test_wgan_on_digits_writes_a_grid(tmp_path):
     plot = tmp_path / "digits.png"
-    result = run_example("gan.py", "digits", "--iterations", "50", "--plot", str(plot))
+    result = run_example("gan.py", "digits", "--iterations", "20", "--plot", str(plot))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "nearest real one" in result.stdout and plot.stat().st_size > 5_000
