@@ -25,6 +25,7 @@ from .backends import (
     use_device,
 )
 from .checkpoint import ModelCheckpoint, latest_checkpoint
+from .gather import Gather
 from .gradcheck import gradcheck
 from .interop import asarray
 from .network import Network
@@ -42,6 +43,7 @@ __all__ = [
     "Device",
     "DeviceError",
     "EarlyStopping",
+    "Gather",
     "History",
     "ModelCheckpoint",
     "ModelFileError",

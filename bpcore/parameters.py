@@ -26,11 +26,13 @@ class Parameter:
 
     ``fan_in``/``fan_out`` feed the initialiser; ``decay`` says whether L1/L2
     regularisation and weight decay apply (weights yes, biases by choice).
+    ``requires_grad`` (PyTorch's name and meaning): when False, ``backward``
+    writes no gradient for the parameter and optimisers leave it unchanged.
     """
 
     __slots__ = (
-        "__weakref__", "data", "decay", "fan_in", "fan_out", "grad", "init", "name", "offset", "shape",
-        "store",
+        "__weakref__", "_requires_grad", "data", "decay", "fan_in", "fan_out", "grad", "init", "name",
+        "offset", "shape", "store",
     )
 
     def __init__(
@@ -53,10 +55,25 @@ class Parameter:
         self.grad: Any = None
         self.store: ParameterStore | None = None
         self.offset = 0
+        self._requires_grad = True
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether the parameter is trained (``False``: frozen)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"requires_grad: expected True or False, got {value!r}")
+        if bool(value) != self._requires_grad:
+            self._requires_grad = bool(value)
+            if self.store is not None:
+                self.store.trainability_changed()
 
     def __repr__(self) -> str:
         return f"Parameter({self.name!r}, shape={self.shape})"
@@ -82,6 +99,7 @@ class ParameterStore:
         #: a Network replaces it with its own lock.
         self.lock: Any = threading.RLock()
         self.backend = backend
+        self._trainable: list[tuple[int, int]] | None = [(0, offset)]
         self.data: Any = backend.zeros((self.size,), self.dtype)
         self.grad: Any = backend.zeros((self.size,), self.dtype)
         self._bind()
@@ -124,3 +142,33 @@ class ParameterStore:
 
     def zero_grad(self) -> None:
         self.grad.fill(0)
+
+    # --- frozen parameters ----------------------------------------------------
+    def trainability_changed(self) -> None:
+        """Forget the cached trainable ranges (called when a ``requires_grad`` flag changes)."""
+        self._trainable = None
+
+    @property
+    def all_trainable(self) -> bool:
+        """True when no parameter of the store is frozen (the common case: one flat update)."""
+        return self.trainable_ranges() == [(0, self.size)]
+
+    def trainable_ranges(self) -> list[tuple[int, int]]:
+        """The ``(start, stop)`` ranges of the flat buffers that hold trainable parameters.
+
+        Neighbouring trainable parameters are merged, so a network with one
+        frozen layer is updated in at most two passes.
+        """
+        ranges = self._trainable
+        if ranges is None:
+            ranges = []
+            for parameter in self.parameters:
+                if not parameter.requires_grad or parameter.size == 0:
+                    continue
+                start, stop = parameter.offset, parameter.offset + parameter.size
+                if ranges and ranges[-1][1] == start:
+                    ranges[-1] = (ranges[-1][0], stop)
+                else:
+                    ranges.append((start, stop))
+            self._trainable = ranges
+        return ranges

@@ -17,10 +17,13 @@ from kernel_cases import CASES, LAYOUTS, compare, compare_layout
 
 from bpcore.backends.kernels import cpu, numba_kernels
 
-# Max pooling's kernels are built outside cpu.py (backends/kernels/pooling_numba.py); tests/test_conv.py
-# compares them with their generic versions.
-OWN_TESTS = frozenset({"max_pool2d_forward", "max_pool2d_backward"})
-CPU_OPS = sorted(name for name, op in OPERATIONS.items() if op.cpu is not None and name not in OWN_TESTS)
+# The kernels built by ``cpu.build`` (the whole-buffer operations of custom loops
+# have their own kernel module, checked in test_custom_loops.py).
+CPU_OPS = sorted(
+    name
+    for name, op in OPERATIONS.items()
+    if op.cpu is not None and getattr(op.cpu, "func", None) is cpu.build
+)
 SMALL, LARGE = 37, 512  # rows: below and above every (lowered) parallel threshold
 PARALLEL_MIN = 4096  # elements; the tests lower every threshold to this
 SERIAL_ONLY = {

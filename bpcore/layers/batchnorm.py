@@ -140,17 +140,31 @@ class BatchNorm(Layer):
         grad_in = self.workspace("grad_in", grad_out.shape)
         gamma, beta = self.gamma, self.beta
         if self._trained:
+            # A frozen gamma or beta gets its gradient in a scratch array, not in the store.
+            grad_gamma, grad_beta = gamma.grad, beta.grad
+            if not gamma.requires_grad:
+                grad_gamma = self.workspace("frozen_gamma", gamma.shape)
+                grad_gamma.fill(0)
+            if not beta.requires_grad:
+                grad_beta = self.workspace("frozen_beta", beta.shape)
+                grad_beta.fill(0)
             return self.backend.ops.batchnorm_backward(
-                grad_out, self._xhat, gamma.data, self._inv_std, gamma.grad, beta.grad, grad_in, accumulate
+                grad_out, self._xhat, gamma.data, self._inv_std, grad_gamma, grad_beta, grad_in, accumulate
             )
         # Evaluation: the statistics are constants, so the layer is a per-feature affine map.
         xp = self.backend.xp
         xp.multiply(grad_out, self._xhat, out=grad_in)
-        if accumulate:
+        if not gamma.requires_grad:
+            pass
+        elif accumulate:
             gamma.grad += grad_in.sum(axis=0)
-            beta.grad += grad_out.sum(axis=0)
         else:
             grad_in.sum(axis=0, out=gamma.grad)
+        if not beta.requires_grad:
+            pass
+        elif accumulate:
+            beta.grad += grad_out.sum(axis=0)
+        else:
             grad_out.sum(axis=0, out=beta.grad)
         xp.multiply(grad_out, gamma.data * self._inv_std, out=grad_in)
         return grad_in

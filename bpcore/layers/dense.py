@@ -134,15 +134,21 @@ class Dense(Layer):
             g = self.activation.backward(grad_out)
         x = self._input
         weight, bias = self.weight, self.bias
+        if bias is not None and not bias.requires_grad:
+            bias = None  # frozen: no gradient written
         # ndarray.sum(out=) rather than xp.sum: same result, a third of the call overhead.
-        if accumulate:
+        if not weight.requires_grad:
+            pass
+        elif accumulate:
             weight.grad += xp.matmul(x.T, g, out=self.workspace("grad_weight", weight.shape))
-            if bias is not None:
-                bias.grad += g.sum(axis=0, out=self.workspace("grad_bias", bias.shape))
         else:
             xp.matmul(x.T, g, out=weight.grad)
-            if bias is not None:
-                g.sum(axis=0, out=bias.grad)
+        if bias is None:
+            pass
+        elif accumulate:
+            bias.grad += g.sum(axis=0, out=self.workspace("grad_bias", bias.shape))
+        else:
+            g.sum(axis=0, out=bias.grad)
         if not need_input_grad:
             return None
         grad_in = self.workspace("grad_in", x.shape)

@@ -5,6 +5,7 @@ works on a whole network's flat parameter buffer in one operation per step.
 """
 
 from .clipping import clip_grad_norm, clip_grad_value
+from .constraints import clamp_parameters
 from .optimizers import OPTIMIZERS, SGD, AdaGrad, Adam, AdamW, Optimizer, RMSProp, from_config, serialize
 from .regularization import Regularizer, add_regularization_grad, regularization_penalty
 from .schedules import (
@@ -32,6 +33,7 @@ __all__ = [
     "Regularizer",
     "StepLR",
     "add_regularization_grad",
+    "clamp_parameters",
     "clip_grad_norm",
     "clip_grad_value",
     "from_config",

@@ -155,7 +155,14 @@ class Optimizer:
         return stack
 
     def step(self) -> None:
-        """One update of every parameter from its current gradient (holding the network's lock)."""
+        """One update of every trainable parameter from its current gradient.
+
+        Frozen parameters (``requires_grad=False``) are left unchanged, state
+        included, as torch.optim leaves parameters without a gradient.
+
+        The update holds the network's lock, so that a save or another
+        thread's forward never sees half a step.
+        """
         with self._holding():
             self._step_unlocked()
 
@@ -168,14 +175,23 @@ class Optimizer:
             self._step += 1
             if self._regularizer.active:
                 self._regularizer.add_grad()
-            self._update(backend.ops, store.data, store.grad, self._state[0])
+            ranges = store.trainable_ranges()
+            if len(ranges) == 1 and ranges[0] == (0, store.size):
+                self._update(backend.ops, store.data, store.grad, self._state[0])
+                return
+            # Some parameters are frozen: update each run of trainable ones in place.
+            for start, stop in ranges:
+                state = tuple(array[start:stop] if array.size else array for array in self._state[0])
+                self._update(backend.ops, store.data[start:stop], store.grad[start:stop], state)
             return
         self._follow_device()
         self._step += 1
         if self._regularizer.active:
             self._regularizer.add_grad()
-        for (backend, data, grad), state in zip(self.parameters.units(), self._state, strict=True):
-            self._update(backend.ops, data, grad, state)
+        units = zip(self.parameters.params, self.parameters.units(), self._state, strict=True)
+        for parameter, (backend, data, grad), state in units:
+            if parameter.requires_grad:
+                self._update(backend.ops, data, grad, state)
 
     def _update(self, ops: Any, param: Any, grad: Any, state: StateArrays) -> None:
         raise NotImplementedError

@@ -1,0 +1,44 @@
+"""Numba kernels of the whole-buffer and per-row operations (imported only when Numba is wanted).
+
+One serial pass each: the buffers of the networks these serve (target
+networks, critics) are far below the size where threads pay off.  The
+arithmetic is done in the arrays' dtype (the scalars arrive already rounded
+to it), in the same order as the generic versions.
+"""
+
+from __future__ import annotations
+
+import numba
+
+_kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_kernel
+def polyak_update(target, source, keep, take):  # type: ignore[no-untyped-def]
+    for k in range(target.size):
+        target[k] = target[k] * keep + take * source[k]
+
+
+@_kernel
+def clamp_inplace(x, low, high):  # type: ignore[no-untyped-def]
+    for k in range(x.size):
+        value = x[k]
+        if value < low:
+            x[k] = low
+        elif value > high:
+            x[k] = high
+
+
+@_kernel
+def gather_rows(values, index, out):  # type: ignore[no-untyped-def]
+    for r in range(values.shape[0]):
+        out[r] = values[r, index[r]]
+
+
+@_kernel
+def scatter_rows(grad, index, out):  # type: ignore[no-untyped-def]
+    rows, cols = out.shape
+    for r in range(rows):
+        chosen = index[r]
+        for c in range(cols):
+            out[r, c] = grad[r] if c == chosen else 0.0

@@ -1,0 +1,223 @@
+"""Custom loops over several networks: bpcore against PyTorch eager on the CPU, side by side in one run.
+
+* one DQN update (batch 64, network 4-128-128-2): online forward on the batch
+  and on the next states, target forward, Huber loss on the chosen actions
+  (importance-weighted), backward, gradient clipping to norm 10, Adam, Polyak
+  update of the target network: exactly the update of ``examples/dqn_cartpole.py``;
+* one WGAN iteration (batch 256, generator and critic 2-128-128): 5 critic
+  steps with weight clipping and one generator step, RMSProp, data and noise
+  drawn inside the iteration: exactly the iteration of ``examples/gan.py``.
+
+Both libraries do the same work (the critic sees real and generated samples
+as one batch in both; the generator step does not compute the critic's
+weight gradients in either).  The two run interleaved, ``--repeats`` times,
+so that a load change on the machine hits both; the script prints the median
+time per update and the median, minimum and maximum of the per-repeat ratio.
+PyTorch runs with its default thread count and with one thread, and the
+ratio is taken against the faster of the two; bpcore runs its matrix
+products on one BLAS thread (what the examples do).
+
+    python benchmarks/several_nets.py [--repeats 15] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> Any:
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))  # the examples' shared helper
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def per_call_ms(function: Callable[[], Any], calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - started) / calls * 1e3
+
+
+# --- DQN ---------------------------------------------------------------------------------
+def dqn_batch(rng: np.random.Generator, n: int = 64) -> dict[str, np.ndarray]:
+    return {
+        "observations": rng.normal(size=(n, 4)).astype(np.float32),
+        "actions": rng.integers(0, 2, size=n),
+        "rewards": np.ones(n, np.float32),
+        "next_observations": rng.normal(size=(n, 4)).astype(np.float32),
+        "dones": (rng.random(n) < 0.05).astype(np.float32),
+        "weights": rng.uniform(0.2, 1.0, size=n).astype(np.float32),
+    }
+
+
+def bpcore_dqn(data: dict[str, np.ndarray]) -> Callable[[], Any]:
+    from bpcore.rl import Transitions
+
+    example = load_example("dqn_cartpole")
+    agent = example.DoubleDQN(4, 2, seed=0, device="cpu")
+    batch = Transitions(**data, indices=np.arange(64))
+    return lambda: agent.update(batch)
+
+
+def torch_dqn(data: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    torch.manual_seed(0)
+    online = nn.Sequential(nn.Linear(4, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
+    target = copy.deepcopy(online)
+    optimizer = torch.optim.Adam(online.parameters(), lr=1e-3)
+    online_params, target_params = list(online.parameters()), list(target.parameters())
+    t = {key: torch.from_numpy(value) for key, value in data.items()}
+    actions = t["actions"].unsqueeze(1)
+
+    def update() -> Any:
+        with torch.no_grad():
+            best_next = online(t["next_observations"]).argmax(dim=1, keepdim=True)
+            next_q = target(t["next_observations"]).gather(1, best_next).squeeze(1)
+            td_target = t["rewards"] + 0.99 * (1.0 - t["dones"]) * next_q
+        chosen = online(t["observations"]).gather(1, actions).squeeze(1)
+        loss = (t["weights"] * functional.huber_loss(chosen, td_target, reduction="none")).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(online_params, 10.0)
+        optimizer.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(target_params, online_params, 0.005)
+        return (chosen - td_target).detach()
+
+    return update
+
+
+# --- WGAN --------------------------------------------------------------------------------
+def bpcore_wgan() -> Callable[[], Any]:
+    example = load_example("gan")
+    generator = example.mlp([2, 128, 128, 2], 0, "cpu")
+    critic = example.mlp([2, 128, 128, 1], 1, "cpu")
+    gan = example.WGAN(generator, critic, batch_size=256, seed=0)
+    real_batch = example.ring_sampler(critic, 2.0, 0.1, 0)
+    return lambda: gan.iteration(real_batch)
+
+
+def torch_wgan() -> Callable[[], Any]:
+    import math
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    def mlp(out: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(2, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, out)
+        )
+
+    generator, critic = mlp(2), mlp(1)
+    g_optimizer = torch.optim.RMSprop(generator.parameters(), lr=5e-5)
+    d_optimizer = torch.optim.RMSprop(critic.parameters(), lr=5e-5)
+    critic_params = list(critic.parameters())
+    angles = 2 * math.pi * torch.arange(8) / 8
+    centres = 2.0 * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+    n = 256
+
+    def iteration() -> None:
+        for _ in range(5):
+            real = centres[torch.randint(0, 8, (n,))] + 0.1 * torch.randn(n, 2)
+            with torch.no_grad():
+                fake = generator(torch.randn(n, 2))
+            scores = critic(torch.cat([real, fake]))
+            loss = scores[n:].mean() - scores[:n].mean()
+            d_optimizer.zero_grad()
+            loss.backward()
+            d_optimizer.step()
+            with torch.no_grad():
+                torch._foreach_clamp_min_(critic_params, -0.01)
+                torch._foreach_clamp_max_(critic_params, 0.01)
+        for p in critic_params:
+            p.requires_grad_(False)
+        g_loss = -critic(generator(torch.randn(n, 2))).mean()
+        g_optimizer.zero_grad()
+        g_loss.backward()
+        g_optimizer.step()
+        for p in critic_params:
+            p.requires_grad_(True)
+
+    return iteration
+
+
+def compare(name: str, ours: Callable[[], Any], theirs: Callable[[], Any], calls: int, repeats: int) -> dict:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    default_threads = torch.get_num_threads()
+    for function in (ours, theirs):
+        for _ in range(20):
+            function()
+    rows: dict[str, list[float]] = {"bpcore": [], "torch": [], "torch_1_thread": []}
+    for _ in range(repeats):
+        with threadpool_limits(1, user_api="blas"):
+            rows["bpcore"].append(per_call_ms(ours, calls))
+        torch.set_num_threads(default_threads)
+        rows["torch"].append(per_call_ms(theirs, calls))
+        torch.set_num_threads(1)
+        rows["torch_1_thread"].append(per_call_ms(theirs, calls))
+    torch.set_num_threads(default_threads)
+    triples = zip(rows["bpcore"], rows["torch"], rows["torch_1_thread"], strict=True)
+    ratios = [min(t, t1) / b for b, t, t1 in triples]
+    result = {
+        "name": name,
+        "ms": {key: statistics.median(values) for key, values in rows.items()},
+        "speedup_median": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "repeats": repeats,
+        "calls_per_repeat": calls,
+        "torch_threads": default_threads,
+    }
+    ms = result["ms"]
+    print(f"{name}: bpcore {ms['bpcore']:.3f} ms, torch {ms['torch']:.3f} ms ({default_threads} threads), "
+          f"torch {ms['torch_1_thread']:.3f} ms (1 thread); bpcore faster by {result['speedup_median']:.2f}x "
+          f"(min {result['speedup_min']:.2f}x, max {result['speedup_max']:.2f}x over {repeats} repeats)")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("this comparison needs PyTorch (pip install torch)", file=sys.stderr)
+        return 2
+    data = dqn_batch(np.random.default_rng(0))
+    results = [
+        compare("DQN update", bpcore_dqn(data), torch_dqn(data), calls=100, repeats=args.repeats),
+        compare("WGAN iteration", bpcore_wgan(), torch_wgan(), calls=10, repeats=args.repeats),
+    ]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
