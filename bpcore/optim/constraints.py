@@ -7,10 +7,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from .checks import as_real
+from .. import checks
 from .params import ParameterSet
 
 
@@ -22,8 +21,9 @@ def clamp_parameters(params: Any, low: float, high: float) -> None:
     parameters are clamped too: this is a constraint on values, not an
     update.  NaN entries stay NaN.
     """
-    lower, upper = as_real(low, "low"), as_real(high, "high")
-    if math.isnan(lower) or math.isnan(upper) or lower > upper:
+    lower = checks.real(low, "low", finite=False)
+    upper = checks.real(high, "high", finite=False)
+    if lower > upper:
         raise ValueError(f"low, high: expected low <= high, got low={low!r}, high={high!r}")
     selected = ParameterSet(params, allow_empty=True)
     for backend, data, _grad in selected.units():
