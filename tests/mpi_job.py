@@ -15,7 +15,7 @@ import ctypes
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -26,7 +26,9 @@ from bpcore.optim import Adam
 FIT = {"loss": "cross_entropy", "seed": 0, "metrics": ["accuracy"]}
 
 
-def problem(samples: int = 50, *, batch_norm: bool = False, hidden: int = 16, seed: int = 0) -> tuple[Any, ...]:
+def problem(
+    samples: int = 50, *, batch_norm: bool = False, hidden: int = 16, seed: int = 0
+) -> tuple[Any, ...]:
     """The network, its optimiser and the data every rank (and the one-process reference) trains."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(samples, 6))
@@ -50,8 +52,8 @@ class FakeNccl:
     their pointers name, so that a wrong count, type or pointer gives a wrong result."""
 
     NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
-    _TYPES = {7: ctypes.c_float, 8: ctypes.c_double}
-    calls: list[str] = []
+    _TYPES: ClassVar[dict[int, Any]] = {7: ctypes.c_float, 8: ctypes.c_double}
+    calls: ClassVar[list[str]] = []
 
     @staticmethod
     def get_unique_id() -> tuple[int, ...]:
@@ -69,7 +71,9 @@ class FakeNccl:
         def _view(self, pointer: int, count: int, datatype: int) -> np.ndarray:
             return np.ctypeslib.as_array((FakeNccl._TYPES[datatype] * count).from_address(pointer))
 
-        def allReduce(self, send: int, receive: int, count: int, datatype: int, op: int, stream: int) -> None:  # noqa: N802
+        def allReduce(  # the name of CuPy's method
+            self, send: int, receive: int, count: int, datatype: int, op: int, stream: int
+        ) -> None:
             from mpi4py import MPI
 
             assert send == receive and op == FakeNccl.NCCL_SUM and stream == 0
@@ -110,7 +114,8 @@ def main() -> int:
     network, optimizer, x, y = problem(args.samples, batch_norm=args.batch_norm, hidden=hidden, seed=ctx.rank)
     callbacks: list[Any] = []
     if args.checkpoints:
-        callbacks.append(bpcore.ModelCheckpoint(f"{args.checkpoints}-rank{ctx.rank}", every=1, save_best=False))
+        directory = f"{args.checkpoints}-rank{ctx.rank}"  # rank 1 must not write into its own
+        callbacks.append(bpcore.ModelCheckpoint(directory, every=1, save_best=False))
     if args.scenario == "fail":
         def fail(epoch: int, logs: dict[str, float]) -> None:
             if epoch == 2 and ctx.rank == 1:

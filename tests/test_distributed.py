@@ -9,6 +9,7 @@ well under a second; what is tested is the distribution, not the kernels
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -94,7 +95,7 @@ def test_shares_split_every_batch_disjointly_and_evenly() -> None:
         for world in (1, 2, 3, 5):
             shares = [share_bounds(7, 7 + size, rank, world) for rank in range(world)]
             assert shares[0][0] == 7 and shares[-1][1] == 7 + size
-            assert all(a[1] == b[0] for a, b in zip(shares, shares[1:], strict=False))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(shares))
             lengths = [hi - lo for lo, hi in shares]
             assert max(lengths) - min(lengths) <= 1 and lengths == sorted(lengths, reverse=True)
 
@@ -110,7 +111,9 @@ def test_needs_init_before_rank() -> None:
 
 @needs_mpi
 @pytest.mark.parametrize(("ranks", "split"), [(2, 0.2), (3, 0.0)])
-def test_ranks_train_like_one_process_on_the_same_global_batches(ranks: int, split: float, tmp_path: Path) -> None:
+def test_ranks_train_like_one_process_on_the_same_global_batches(
+    ranks: int, split: float, tmp_path: Path
+) -> None:
     # 50 samples in batches of 16: global batches 16, 16, 16 and a last one of 2, which on 3 ranks
     # leaves rank 2 an empty share; shares of 16 are 8+8 or 6+5+5.  With validation_split=0.2 on
     # 2 ranks: 40 training samples (16, 16, 8) and 10 validation samples, 5 per rank.
