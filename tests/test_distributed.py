@@ -191,3 +191,16 @@ def test_checkpoint_of_two_ranks_resumes_in_one_process_and_on_three(tmp_path: P
     found = train_job(3, tmp_path / "three", "--epochs", "4", "--resume", latest)
     assert_close_to(found[0], expected, history)
     assert_identical_ranks(found)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_digits_example_on_two_ranks_matches_one_process() -> None:
+    script = ROOT / "examples" / "distributed_digits.py"
+    result = mpirun(2, "--epochs", "8", "--target", "0.95", "--compare", script=script, kernels="fused",
+                    timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    distributed_line, single_line = result.stdout.strip().splitlines()
+    assert distributed_line.startswith("2 rank(s) on cpu")
+    accuracy = distributed_line.rsplit("test accuracy ", 1)[1]
+    assert f"test accuracy {accuracy};" in single_line
