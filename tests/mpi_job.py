@@ -128,7 +128,8 @@ def main() -> int:
     )
     np.savez(os.path.join(args.out, f"rank{ctx.rank}.npz"), **state(network))
     with open(os.path.join(args.out, f"rank{ctx.rank}.json"), "w") as stream:
-        json.dump({"history": history.history, "world": ctx.world_size, "calls": FakeNccl.calls}, stream)
+        json.dump({"history": history.history, "world": ctx.world_size, "calls": FakeNccl.calls,
+                   "collectives": ctx.collectives.name, "device": str(network.device)}, stream)
     return 0
 
 

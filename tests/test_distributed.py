@@ -43,8 +43,8 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason=WHY)
 
 
 def mpirun(ranks: int, *arguments: str, timeout: float = 60, kernels: str = "generic",
-           script: Path = JOB) -> subprocess.CompletedProcess[str]:
-    environment = dict(os.environ, BPCORE_DEVICE="cpu", BPCORE_KERNELS=kernels)
+           script: Path = JOB, device: str = "cpu") -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ, BPCORE_DEVICE=device, BPCORE_KERNELS=kernels)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
     assert MPIEXEC is not None
     return subprocess.run(
@@ -53,9 +53,9 @@ def mpirun(ranks: int, *arguments: str, timeout: float = 60, kernels: str = "gen
     )
 
 
-def train_job(ranks: int, out: Path, *options: str) -> list[dict[str, Any]]:
+def train_job(ranks: int, out: Path, *options: str, device: str = "cpu") -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
-    result = mpirun(ranks, "train", str(out), *options)
+    result = mpirun(ranks, "train", str(out), *options, device=device)
     assert result.returncode == 0, result.stdout + result.stderr
     ranks_found = []
     for rank in range(ranks):
@@ -204,3 +204,21 @@ def test_digits_example_on_two_ranks_matches_one_process() -> None:
     assert distributed_line.startswith("2 rank(s) on cpu")
     accuracy = distributed_line.rsplit("test accuracy ", 1)[1]
     assert f"test accuracy {accuracy};" in single_line
+
+
+@needs_mpi
+@pytest.mark.gpu
+def test_nccl_on_a_gpu_trains_like_one_process(tmp_path: Path) -> None:
+    """Real NCCL through CuPy: one rank per GPU (one rank where there is one GPU)."""
+    from bpcore.distributed.collectives import nccl_available
+
+    if not nccl_available():
+        pytest.skip("CuPy cannot load NCCL here (pip install 'bpcore[nccl-cuda13]')")
+    from bpcore.backends import probe_cuda
+
+    ranks = min(probe_cuda().count, 2)
+    found = train_job(ranks, tmp_path, "--epochs", "2", device="cuda")
+    assert found[0]["collectives"] == "nccl" and found[0]["device"] == "cuda:0"
+    expected, history = reference(2)
+    assert_close_to(found[0], expected, history)
+    assert_identical_ranks(found)
