@@ -51,20 +51,9 @@ class ShardedBatches(Batches):
     of ranks.
     """
 
-    def __init__(
-        self,
-        data: Dataset,
-        network_backend: Backend,
-        *,
-        batch_size: int | None,
-        shuffle: bool,
-        rng: np.random.Generator,
-        merge_single: bool,
-        rank: int,
-        world_size: int,
-    ) -> None:
-        super().__init__(data, network_backend, batch_size=batch_size, shuffle=shuffle, rng=rng,
-                         merge_single=merge_single)
+    def __init__(self, data: Dataset, network_backend: Backend, *, rank: int, world_size: int,
+                 **options: Any) -> None:
+        super().__init__(data, network_backend, **options)  # the global batches, as in one process
         self.global_bounds = list(self.bounds)
         self.bounds = [share_bounds(start, stop, rank, world_size) for start, stop in self.global_bounds]
         if self.full:  # a full batch: this rank's share, as a contiguous slice, never shuffled
