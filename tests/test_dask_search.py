@@ -32,6 +32,7 @@ def test_grid_search_on_a_local_cluster_of_processes(monkeypatch: pytest.MonkeyP
     # The workers are new processes: they import this checkout's bpcore, on the CPU.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("BPCORE_DEVICE", "cpu")
+    monkeypatch.setenv("BPCORE_KERNELS", "generic")  # no kernel compilation in the new workers
     x, y = load_digits(return_X_y=True)
     x, y = (x[:300] / 16.0).astype(np.float32), y[:300]
     grid = {"hidden_layer_sizes": [(16,), (32,)], "alpha": [1e-4]}

@@ -222,3 +222,21 @@ def test_nccl_on_a_gpu_trains_like_one_process(tmp_path: Path) -> None:
     expected, history = reference(2)
     assert_close_to(found[0], expected, history)
     assert_identical_ranks(found)
+
+
+def test_each_rank_device_comes_from_the_argument_or_bpcore_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpcore.backends import CPU, DeviceError, probe_cuda
+    from bpcore.distributed.context import choose_device
+
+    monkeypatch.delenv("BPCORE_DEVICE", raising=False)
+    assert choose_device(None, 1, 2) == CPU  # unset: the CPU, as everywhere in bpcore
+    monkeypatch.setenv("BPCORE_DEVICE", "cpu")
+    assert choose_device(None, 3, 4) == CPU
+    if probe_cuda().count == 0:
+        assert choose_device("auto", 1, 2) == CPU
+        with pytest.raises(DeviceError, match="cuda"):
+            choose_device("cuda", 0, 1)
+    else:
+        assert str(choose_device("cuda", 0, 1)) == "cuda:0"
+        with pytest.raises(DeviceError, match="local rank"):
+            choose_device("cuda", probe_cuda().count, probe_cuda().count + 1)
