@@ -59,6 +59,7 @@ class TrainingRun:
         scheduler: Any = None,
         scheduler_takes_value: bool = False,
         early_stopping: Any = None,
+        writes_files: bool = True,
     ) -> None:
         self.network = network
         self.optimizer = optimizer
@@ -68,6 +69,8 @@ class TrainingRun:
         self.scheduler = scheduler
         self.scheduler_takes_value = scheduler_takes_value
         self.early_stopping = early_stopping
+        #: Whether checkpoint callbacks write files (False on ranks other than 0 of a distributed fit).
+        self.writes_files = bool(writes_files)
         #: The ``training`` section of the file this run resumed from (None for a fresh run).
         self.resumed: dict[str, Any] | None = None
 
@@ -336,7 +339,8 @@ class ModelCheckpoint(Callback):
     def attach(self, run: TrainingRun) -> None:
         """Called by ``fit`` before training: the run whose state the checkpoints hold."""
         self._run = run
-        os.makedirs(self.directory, exist_ok=True)
+        if run.writes_files:
+            os.makedirs(self.directory, exist_ok=True)
         resumed = (run.resumed or {}).get("callbacks", {}).get("ModelCheckpoint", {})
         self.best = resumed.get("best") if isinstance(resumed, dict) else None
 
@@ -365,6 +369,8 @@ class ModelCheckpoint(Callback):
             if improved:
                 self.best = value
         state = {"ModelCheckpoint": {"best": self.best}}
+        if not run.writes_files:  # a distributed fit: rank 0 writes
+            return None
         if self.every is not None and epoch % self.every == 0:
             run.save(os.path.join(self.directory, f"epoch-{epoch:04d}.bpcore"), epoch, state)
             self._prune()

@@ -124,6 +124,7 @@ def fit(
     verbose: bool | None = None,
     seed: int | None = None,
     resume_from: Any = None,
+    distributed: bool = False,
 ) -> History:
     """Train ``network`` on ``(x, y)`` by backpropagation and return its :class:`History`.
 
@@ -151,6 +152,11 @@ def fit(
       random generators, schedule and history, so that with the same ``seed``
       the result equals an uninterrupted run.  Callbacks with an
       ``attach(run)`` method receive the :class:`bpcore.checkpoint.TrainingRun`.
+    * ``distributed``: data-parallel training over the ranks of an MPI job
+      (``mpiexec -n P python train.py``; see :mod:`bpcore.distributed.data_parallel`):
+      every rank passes the whole data set and takes its share of every batch;
+      the result equals one process's training on the same batches.  Logs,
+      the progress bar and checkpoint files come from rank 0 only.
     * ``verbose``: True draws a progress bar on stderr, False never, None
       (default) only when stderr is a terminal.  Epochs are always logged
       under the ``bpcore`` logger (DEBUG per epoch, INFO at start and end).
@@ -179,6 +185,7 @@ def fit(
             f"early_stopping: expected None or an EarlyStopping(...), got {type(early_stopping).__name__}"
         )
     scheduler_takes_value = _check_scheduler(scheduler)
+    distributed = bool(_check_flag(distributed, "distributed"))
 
     with network.exclusive():
         data = prepare(network, x, y, loss=loss)
@@ -209,15 +216,29 @@ def fit(
         if needs_batch and len(data) < 2:
             raise ValueError(f"x: BatchNorm needs at least 2 training samples, got {len(data)}")
 
+        sync = None
+        if distributed:  # data parallelism over MPI: bpcore.distributed.data_parallel
+            from ..distributed.data_parallel import DataParallel
+
+            sync = DataParallel.start(network)
+            seed = sync.agree_on_seed(seed)
+            sync.check(network, data, validation, {"epochs": epochs, "batch_size": batch_size,
+                                                   "shuffle": shuffle, "seed": seed, "resume": resume_from})
+            verbose = verbose if sync.is_root else False
+
         # 2. Train.
         monitor = early_stopping.monitor if early_stopping is not None else (
             "val_loss" if validation is not None else "loss")
         history = History(monitor=monitor)
-        batches = Batches(data, network.backend, batch_size=batch_size, shuffle=shuffle,
-                          rng=np.random.default_rng(seed), merge_single=needs_batch)
+        if sync is None:
+            batches = Batches(data, network.backend, batch_size=batch_size, shuffle=shuffle,
+                              rng=np.random.default_rng(seed), merge_single=needs_batch)
+        else:
+            batches = sync.batches(data, network.backend, batch_size=batch_size, shuffle=shuffle,
+                                   rng=np.random.default_rng(seed), merge_single=needs_batch, loss=loss)
         # Early stopping first, so that a checkpoint written after an epoch holds that epoch's counters.
         all_callbacks = [*([early_stopping] if early_stopping is not None else []), *user_callbacks]
-        trainer = _Trainer(network, loss, optimizer, batches, train_metrics, validation, val_metrics)
+        trainer = _Trainer(network, loss, optimizer, batches, train_metrics, validation, val_metrics, sync)
         progress = Progress(
             epochs=epochs, verbose=verbose,
             description=(
@@ -231,8 +252,11 @@ def fit(
         run = TrainingRun(
             network, optimizer, loss=loss, history=history, batches=batches, scheduler=scheduler,
             scheduler_takes_value=scheduler_takes_value, early_stopping=early_stopping,
+            writes_files=sync is None or sync.is_root,
         )
         first_epoch = 1 if resume_from is None else run.restore(resume_from)
+        if sync is not None:
+            sync.begin(network)
         started = time.perf_counter()
         try:
             for callback in all_callbacks:
@@ -254,10 +278,13 @@ def fit(
                     logs["lr"] = float(lr)
                 history.append(epoch, logs)
                 progress.epoch_end(epoch, logs, time.perf_counter() - tick)
-                stop = [callback for callback in all_callbacks if callback.on_epoch_end(epoch, dict(logs))]
+                stop = [type(callback).__name__ for callback in all_callbacks
+                        if callback.on_epoch_end(epoch, dict(logs))]
+                if sync is not None:
+                    stop = sync.agree_to_stop(stop)
                 if stop:
                     if epoch < epochs:
-                        history.stop(f"stopped after epoch {epoch} by {type(stop[0]).__name__}")
+                        history.stop(f"stopped after epoch {epoch} by {stop[0]}")
                     break
                 if scheduler is not None:
                     if scheduler_takes_value:
@@ -288,8 +315,11 @@ class _Trainer:
         metrics: list[BoundMetric],
         validation: Dataset | None,
         val_metrics: list[BoundMetric],
+        sync: Any = None,
     ) -> None:
         self.network, self.loss, self.optimizer, self.batches = network, loss, optimizer, batches
+        self.sync = sync  # a bpcore.distributed DataParallel, or None
+        self.validation_sums = evaluation_sums if sync is None else sync.evaluation_sums
         self.metrics, self.validation, self.val_metrics = metrics, validation, val_metrics
         backend = network.backend
         xp = backend.xp
@@ -311,24 +341,35 @@ class _Trainer:
         backward = self.loss.backward
         forward, backpropagate, step = network._forward, network._backward, optimizer.step
         losses, metric_sums = self.step_losses, self.step_metrics
+        sync = self.sync
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for index, (xb, yb) in enumerate(self.batches.epoch()):
+                if sync is not None and index in sync.empty_steps:  # this rank's share is empty
+                    sync.empty_step(index, losses, metric_sums)
+                    step()
+                    continue
                 out = forward(xb, True)
                 losses[index] = loss(out, yb)
                 for row, metric in enumerate(metrics):
                     metric_sums[row, index] = metric(out, yb)
                 backpropagate(backward(), accumulate=False, need_input_grad=False)
+                if sync is not None:
+                    sync.reduce_gradients(index)
                 step()
+            if sync is not None:
+                sync.end_of_steps()
             summary = self.summary
             summary[0] = xp.dot(losses, self.weights)
             summary[1] = xp.isfinite(network.store.data).all()
             if metrics:
                 summary[2 : 2 + len(metrics)] = metric_sums[: len(metrics)].sum(axis=1)
             if self.validation is not None:
-                summary[2 + len(metrics) :] = evaluation_sums(
+                summary[2 + len(metrics) :] = self.validation_sums(
                     network, self.validation, self.loss, self.val_metrics, DEFAULT_BATCH_SIZE
                 )
             host = network.backend.to_numpy(summary)  # the one read of the device per epoch
+            if sync is not None:
+                host = sync.reduce_summary(host)
         self._check_finite(epoch, host)
         logs = summarise(np.concatenate([host[:1], host[2 : 2 + len(metrics)]]), metrics, self.samples)
         if self.validation is not None:
@@ -346,6 +387,8 @@ class _Trainer:
         step: int | None = None
         if not math.isfinite(loss_value):
             per_step = self.network.backend.to_numpy(self.step_losses)
+            if self.sync is not None:
+                per_step = self.sync.sum(per_step)
             step = int(np.flatnonzero(~np.isfinite(per_step))[0]) + 1
             what = f"the training loss became {per_step[step - 1]} at step {step} of {len(per_step)}"
         elif not parameters_ok:
