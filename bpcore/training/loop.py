@@ -185,7 +185,7 @@ def fit(
             f"early_stopping: expected None or an EarlyStopping(...), got {type(early_stopping).__name__}"
         )
     scheduler_takes_value = _check_scheduler(scheduler)
-    distributed = bool(_check_flag(distributed, "distributed"))
+    distributed = checks.flag(distributed, "distributed")
 
     with network.exclusive():
         data = prepare(network, x, y, loss=loss)
