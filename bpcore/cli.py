@@ -29,5 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bpcore`` with ``argv`` (default: the process's arguments)."""
+    import os
+    import sys
+
+    from .backends import DeviceError
+
     args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except DeviceError as exc:  # a user's choice of device, not a bug: one line, no traceback
+        print(f"bpcore: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # ``bpcore info | head``: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

@@ -473,3 +473,25 @@ def _restore_network(
     if random_state is not None and isinstance(network._random, np.random.Generator):
         network._random.bit_generator.state = random_state
     return network
+
+
+def _share_signatures() -> None:
+    """Give ``Network.fit/predict/evaluate`` the signature and docstring of the functions they call.
+
+    One source of truth: the options are written once, in :mod:`bpcore.training`;
+    ``help(network.fit)`` and ``inspect.signature`` show every one of them.
+    """
+    import inspect
+
+    from . import training
+
+    for name in ("fit", "predict", "evaluate"):
+        method, function = getattr(Network, name), getattr(training, name)
+        signature = inspect.signature(function)
+        parameters = list(signature.parameters.values())
+        parameters[0] = parameters[0].replace(name="self", annotation=inspect.Parameter.empty)
+        method.__signature__ = signature.replace(parameters=parameters)
+        method.__doc__ = function.__doc__
+
+
+_share_signatures()

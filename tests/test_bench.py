@@ -87,12 +87,21 @@ def test_plot_is_a_png(tiny_report: tuple[dict, str, Path]) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_fails_before_measuring(monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path) -> None:
+def test_plot_without_matplotlib_fails_before_measuring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"--plot needs matplotlib.*pip install"):
-        main([*TINY_RUN, "--plot", str(tmp_path / "x.png")])
+    assert main([*TINY_RUN, "--plot", str(tmp_path / "x.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing was measured
+    (line,) = captured.err.strip().splitlines()
+    assert "--plot needs matplotlib" in line and "pip install" in line
     assert not (tmp_path / "x.png").exists()
+
+
+def test_json_and_plot_say_what_they_wrote(tiny_report: tuple[dict, str, Path]) -> None:
+    _, output, png = tiny_report
+    table = output.partition("--stderr--")[0]
+    assert f"wrote the plot to {png}" in table and "wrote the JSON report to " in table
 
 
 def test_missing_baseline_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:

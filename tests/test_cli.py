@@ -52,3 +52,18 @@ def test_every_subcommand_module_registers_a_handler() -> None:
     for module_name in cli.SUBCOMMANDS:
         command = module_name.rsplit(".", 1)[-1]
         assert callable(parser.parse_args([command]).handler)
+
+
+def test_a_device_error_is_one_line_and_status_2() -> None:
+    result = subprocess.run([sys.executable, "-m", "bpcore", "bench", "--models", "tiny", "--devices", "tpu",
+                             "--quiet"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    err = result.stderr
+    assert len(err.strip().splitlines()) == 1 and "tpu" in err and "Traceback" not in err
+
+
+def test_info_into_a_closed_pipe_has_no_traceback() -> None:
+    command = f"{sys.executable} -m bpcore info | head -n 1"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("bpcore ")
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr

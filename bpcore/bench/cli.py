@@ -92,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
     from .runner import BenchConfig, run_benchmark
 
     if args.plot:
-        require_matplotlib()  # fail before measuring, not after
+        try:
+            require_matplotlib()  # fail before measuring, not after
+        except ImportError as exc:
+            print(f"bpcore bench: error: {exc}", file=sys.stderr)
+            return 2
     baselines = () if args.baselines == ("none",) else args.baselines
     config = BenchConfig(
         models=args.models,
@@ -112,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(report))
     if args.json:
         write_json(report, args.json)
+        print(f"wrote the JSON report to {args.json}")
     if args.plot:
         plot_report(report, args.plot)
+        print(f"wrote the plot to {args.plot}")
     return 0
 
 
