@@ -36,7 +36,7 @@ GELU_C = 0.044715
 # error_model="numpy": division by zero gives inf/NaN as in NumPy instead of
 # raising, which also removes the per-element check that stops LLVM from
 # vectorising the loops (measured: Adam over 235k float32 values 1.7 ms -> 0.14 ms).
-_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+_OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy"}
 _element = numba.njit(**_OPTIONS)
 
 
