@@ -303,9 +303,11 @@ class CrossEntropy(Loss):
     the middle axes); the gradient is ``(softmax(pred) - target) / labels``.
 
     bpcore keeps the classes on the last axis, as Keras does; PyTorch puts
-    them on axis 1.  A channels-first (n, k, h, w) output is moved with
-    ``pred.transpose(0, 2, 3, 1)`` (or by ending the network in a
-    channels-last layout) before the loss.
+    them on axis 1.  A channels-first per-pixel output (n, k, h, w), such as
+    a :class:`~bpcore.layers.Conv2D`'s, is moved in a custom loop::
+
+        value = loss(out.transpose(0, 2, 3, 1), labels)  # labels (n, h, w)
+        network.backward(loss.backward().transpose(0, 3, 1, 2))
     """
 
     name = "cross_entropy"

@@ -181,3 +181,27 @@ def test_fit_rejects_bad_per_step_targets_before_training(y, error, pattern):
     with pytest.raises(error, match=pattern):
         network.fit(x, y, loss=CrossEntropy(), optimizer=Adam(network.parameters()), epochs=1)
     np.testing.assert_array_equal(network.store.data, before)
+
+
+def test_channels_first_conv_output_recipe_matches_finite_differences():
+    """The documented recipe for a per-pixel loss on a Conv2D output (n, k, h, w): move k last, and back."""
+    from bpcore.layers import Conv2D
+
+    rng = np.random.default_rng(7)
+    network = Network([Conv2D(2, 3, 3, padding="same")], dtype="float64", seed=0)
+    x = rng.normal(size=(2, 2, 3, 4))
+    y = rng.integers(0, 3, size=(2, 3, 4))
+    loss = CrossEntropy()
+
+    def value(inputs: np.ndarray) -> float:
+        return float(CrossEntropy()(network.forward(inputs, training=False).transpose(0, 2, 3, 1), y))
+
+    loss(network.forward(x, training=True).transpose(0, 2, 3, 1), y)
+    network.zero_grad()
+    grad_x = network.backward(loss.backward().transpose(0, 3, 1, 2))
+    assert grad_x.shape == x.shape
+    for index in [(0, 0, 0, 0), (1, 1, 2, 3), (0, 1, 1, 2)]:
+        step = np.zeros_like(x)
+        step[index] = 1e-6
+        numeric = (value(x + step) - value(x - step)) / 2e-6
+        assert grad_x[index] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
