@@ -170,7 +170,8 @@ def test_fit_takes_per_step_probabilities_and_reports_accuracy_over_every_label(
         (np.zeros((16, 6)), TypeError,
          r"y: CrossEntropy takes integer class labels of shape \(16, 6\).*float64"),
         (np.full((16, 6), 3), ValueError, r"y: class labels must lie in \[0, 3\).*from 3 to 3"),
-        (np.full((16, 6, 3), 0.5), ValueError, r"y: CrossEntropy expects class probabilities summing to 1"),
+        (np.full((16, 6, 3), 0.5), ValueError,
+         r"y: CrossEntropy expects class probabilities to sum to 1 over the last \(class\) axis"),
         (np.zeros((15, 6), dtype=np.int64), ValueError, r"x and y: expected the same number of samples"),
     ],
 )

@@ -162,21 +162,26 @@ def prepare_targets(
             f"{outputs} outputs, got shape {tuple(array.shape)}"
         )
     if family in (CLASSES, BINARY):
-        smallest, largest = float(xp.min(array)), float(xp.max(array))
-        if smallest < 0.0 or largest > 1.0:
-            what = "class probabilities" if family == CLASSES else "binary targets"
-            raise ValueError(
-                f"{argument}: {loss_name} expects {what} in [0, 1], got values {_describe_range(xp, array)}"
-            )
-        if family == CLASSES:
-            sums = xp.sum(array, axis=1, dtype=np.float64)
-            tolerance = 1e-6 if array.dtype == np.float64 else 1e-3
-            if not bool(xp.all(xp.abs(sums - 1.0) <= tolerance)):
-                raise ValueError(
-                    f"{argument}: {loss_name} expects each row of class probabilities to sum to 1, "
-                    f"got row sums {_describe_range(xp, sums)}"
-                )
+        _check_probabilities(array, xp, family, loss_name, argument)
     return _to(array, backend, dtype), DENSE
+
+
+def _check_probabilities(array: Any, xp: Any, family: str, loss_name: str, argument: str) -> None:
+    """Values in [0, 1]; for class probabilities also summing to one over the last (class) axis."""
+    smallest, largest = float(xp.min(array)), float(xp.max(array))
+    if smallest < 0.0 or largest > 1.0:
+        what = "class probabilities" if family == CLASSES else "binary targets"
+        raise ValueError(
+            f"{argument}: {loss_name} expects {what} in [0, 1], got values {_describe_range(xp, array)}"
+        )
+    if family == CLASSES:
+        sums = xp.sum(array, axis=-1, dtype=np.float64)
+        tolerance = 1e-6 if array.dtype == np.float64 else 1e-3
+        if not bool(xp.all(xp.abs(sums - 1.0) <= tolerance)):
+            raise ValueError(
+                f"{argument}: {loss_name} expects class probabilities to sum to 1 over the last "
+                f"(class) axis, got sums {_describe_range(xp, sums)}"
+            )
 
 
 def _prepare_label_maps(
@@ -221,18 +226,7 @@ def _prepare_label_maps(
         )
     if array.dtype.kind == "f" and not bool(xp.isfinite(array).all()):
         raise ValueError(f"{argument}: contains NaN or Inf values (shape {shape})")
-    if float(xp.min(array)) < 0.0 or float(xp.max(array)) > 1.0:
-        raise ValueError(
-            f"{argument}: {loss_name} expects class probabilities in [0, 1], got values "
-            f"{_describe_range(xp, array)}"
-        )
-    sums = xp.sum(array, axis=-1, dtype=np.float64)
-    tolerance = 1e-6 if array.dtype == np.float64 else 1e-3
-    if not bool(xp.all(xp.abs(sums - 1.0) <= tolerance)):
-        raise ValueError(
-            f"{argument}: {loss_name} expects class probabilities summing to 1 over the last axis, "
-            f"got sums {_describe_range(xp, sums)}"
-        )
+    _check_probabilities(array, xp, CLASSES, loss_name, argument)
     return _to(array, backend, dtype), DENSE
 
 
