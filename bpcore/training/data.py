@@ -134,12 +134,7 @@ def prepare_targets(
             raise ValueError(
                 f"loss: {loss_name} needs a network with at least 2 outputs, this one has {outputs}"
             )
-        low, high = int(xp.min(labels)), int(xp.max(labels))
-        if low < 0 or high >= outputs:
-            raise ValueError(
-                f"{argument}: class labels must lie in [0, {outputs}) for a network with {outputs} outputs, "
-                f"got labels {_describe_range(xp, labels)}"
-            )
+        _check_labels(labels, xp, outputs, argument, f"a network with {outputs} outputs")
         return _to(labels, backend, np.int64), INDEX
 
     if array.ndim == 1:
@@ -164,6 +159,15 @@ def prepare_targets(
     if family in (CLASSES, BINARY):
         _check_probabilities(array, xp, family, loss_name, argument)
     return _to(array, backend, dtype), DENSE
+
+
+def _check_labels(labels: Any, xp: Any, classes: int, argument: str, network_text: str) -> None:
+    low, high = int(xp.min(labels)), int(xp.max(labels))
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"{argument}: class labels must lie in [0, {classes}) for {network_text}, "
+            f"got labels {_describe_range(xp, labels)}"
+        )
 
 
 def _check_probabilities(array: Any, xp: Any, family: str, loss_name: str, argument: str) -> None:
@@ -210,13 +214,8 @@ def _prepare_label_maps(
                 f"probabilities of shape {probs_shape}, got {array.dtype} of shape {shape}; "
                 f"convert labels with {argument}.astype('int64')"
             )
-        low, high = int(xp.min(array)), int(xp.max(array))
-        if low < 0 or high >= classes:
-            raise ValueError(
-                f"{argument}: class labels must lie in [0, {classes}) for a network whose output has "
-                f"{classes} classes on its last axis, got labels {_describe_range(xp, array)} "
-                f"(shape {shape})"
-            )
+        _check_labels(array, xp, classes, argument,
+                      f"a network whose output has {classes} classes on its last axis (shape {shape})")
         return _to(array, backend, np.int64), INDEX
     if shape != probs_shape:
         raise ValueError(
