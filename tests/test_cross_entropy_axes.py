@@ -147,6 +147,10 @@ def test_fit_and_evaluate_a_per_time_step_task(reduction):
     assert result["accuracy"] == pytest.approx(history.history["val_accuracy"][-1], abs=1e-12)
     expected_loss = float(CrossEntropy(reduction=reduction)(pred, y_val))
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    batched = network.evaluate(x_val, y_val, loss=CrossEntropy(reduction=reduction), metrics=["accuracy"],
+                               batch_size=24)  # uneven batches: 24, 24, 16
+    assert batched["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert batched["accuracy"] == pytest.approx(expected_accuracy, abs=1e-12)
 
 
 def test_fit_takes_per_step_probabilities_and_reports_accuracy_over_every_label():
