@@ -4,8 +4,9 @@
 device (reading it with ``float(...)`` is the caller's choice: on a GPU that
 is a synchronisation).  ``loss.backward()`` then returns dLoss/dpred for that
 call.  The reductions follow PyTorch: ``"mean"`` averages over every element
-for :class:`MSE`, :class:`Huber` and :class:`BinaryCrossEntropy` and over the
-samples for :class:`CrossEntropy`; ``"sum"`` adds everything.
+for :class:`MSE`, :class:`Huber` and :class:`BinaryCrossEntropy` and over
+every label (sample, time step or pixel) for :class:`CrossEntropy`; ``"sum"``
+adds everything.
 
 The gradient array belongs to the loss object and is reused by the next call
 of the same shape: copy it if you need to keep it.  A loss object keeps the
@@ -291,52 +292,64 @@ class BinaryCrossEntropy(Loss):
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy on logits (n, k), PyTorch's ``CrossEntropyLoss``.
+    """Softmax cross-entropy on logits whose last axis holds the classes, PyTorch's ``CrossEntropyLoss``.
 
-    The softmax is fused in: pass raw scores, not probabilities.  Targets are
-    either integer class labels of shape (n,) in ``[0, k)``, or probabilities
-    of shape (n, k) (one-hot or soft labels) whose rows sum to one.  ``"mean"``
-    averages over the n samples.  The gradient is ``(softmax(pred) - target) / n``.
+    The softmax is fused in: pass raw scores, not probabilities.  Logits have
+    shape (n, k), or (n, ..., k) for a loss per time step or per pixel.
+    Targets are either integer class labels in ``[0, k)`` shaped like the
+    logits without the class axis ((n,), or (n, ...)), or probabilities
+    shaped like the logits (one-hot or soft labels) that sum to one over the
+    class axis.  ``"mean"`` averages over every label (n times the sizes of
+    the middle axes); the gradient is ``(softmax(pred) - target) / labels``.
+
+    bpcore keeps the classes on the last axis, as Keras does; PyTorch puts
+    them on axis 1.  A channels-first per-pixel output (n, k, h, w), such as
+    a :class:`~bpcore.layers.Conv2D`'s, is moved in a custom loop::
+
+        value = loss(out.transpose(0, 2, 3, 1), labels)  # labels (n, h, w)
+        network.backward(loss.backward().transpose(0, 3, 1, 2))
     """
 
     name = "cross_entropy"
 
     def _check_shape(self, target: Any, pred_shape: tuple[int, ...]) -> None:
         name = type(self).__name__
-        if len(pred_shape) != 2:
+        if len(pred_shape) < 2:
             raise ValueError(
-                f"{name}(pred): expected logits of shape (n_samples, n_classes), got shape {pred_shape}"
+                f"{name}(pred): expected logits of shape (n_samples, n_classes) or "
+                f"(n_samples, ..., n_classes), got shape {pred_shape}"
             )
         self._check_numeric(target)
-        n = pred_shape[0]
+        labels_shape = pred_shape[:-1]
         shape = tuple(target.shape)
-        if target.ndim == 1:
+        if shape == labels_shape:
             if target.dtype.kind not in "iu":
                 raise TypeError(
-                    f"{name}(target): expected integer class labels of shape ({n},), "
+                    f"{name}(target): expected integer class labels of shape {labels_shape}, "
                     f"got dtype {target.dtype}; "
-                    "convert with target.astype('int64'), or pass probabilities of shape (n, n_classes)"
-                )
-            if shape != (n,):
-                raise ValueError(
-                    f"{name}(target): expected {n} class labels (shape ({n},)), got shape {shape}"
+                    f"convert with target.astype('int64'), or pass probabilities of shape {pred_shape}"
                 )
             return
         if shape != pred_shape:
+            count = int(np.prod(labels_shape))
             raise ValueError(
-                f"{name}(target): expected class labels of shape ({n},) or probabilities of "
-                f"shape {pred_shape}, got shape {shape}"
+                f"{name}(target): expected {count} class labels (shape {labels_shape}) or probabilities of "
+                f"shape {pred_shape} for logits of shape {pred_shape}, got shape {shape}"
             )
+
+    @staticmethod
+    def _holds_labels(target: Any, pred_shape: tuple[int, ...]) -> bool:
+        return target.ndim == len(pred_shape) - 1
 
     def _check_values(self, target: Any, pred_shape: tuple[int, ...]) -> None:
         name = type(self).__name__
-        k = pred_shape[1]
-        if target.ndim == 1:
+        k = pred_shape[-1]
+        if self._holds_labels(target, pred_shape):
             low, high = int(target.min()), int(target.max())
             if low < 0 or high >= k:
                 raise ValueError(
                     f"{name}(target): class labels must lie in [0, {k - 1}] for {k} classes, "
-                    f"got labels from {low} to {high}"
+                    f"got labels from {low} to {high} (target shape {tuple(target.shape)})"
                 )
             return
         super()._check_values(target, pred_shape)
@@ -344,39 +357,50 @@ class CrossEntropy(Loss):
             raise ValueError(
                 f"{name}(target): probabilities must be non-negative, got minimum {float(target.min())}"
             )
-        sums = target.sum(axis=1, dtype=np.float64)
+        sums = target.sum(axis=-1, dtype=np.float64)
         tolerance = 1e-6 if target.dtype == np.float64 else 1e-3
         worst = float(abs(sums - 1.0).max())
         if worst > tolerance:
             raise ValueError(
-                f"{name}(target): each row of probabilities must sum to 1, got a row sum off by {worst:.3g}; "
-                "pass integer class labels of shape (n,) for hard labels"
+                f"{name}(target): probabilities must sum to 1 over the last (class) axis, got a sum off by "
+                f"{worst:.3g}; pass integer class labels of shape {pred_shape[:-1]} for hard labels"
             )
 
     def _prepare_target(self, target: Any, pred: Any, backend: Backend, check: bool) -> Any:
-        self._check_shape(target, tuple(pred.shape))
+        """The target on ``pred``'s device, flattened to labels (m,) or probabilities (m, k)."""
+        pred_shape = tuple(pred.shape)
+        self._check_shape(target, pred_shape)
         if check:
-            self._check_values(target, tuple(pred.shape))
-        dtype = np.int64 if target.ndim == 1 else pred.dtype
-        return to_backend(target, backend, dtype)
+            self._check_values(target, pred_shape)
+        if self._holds_labels(target, pred_shape):
+            return to_backend(target, backend, np.int64).reshape(-1)
+        return to_backend(target, backend, pred.dtype).reshape(-1, pred_shape[-1])
+
+    @staticmethod
+    def _rows(pred: Any) -> Any:
+        """The logits as (m, k): one row per label, a view when ``pred`` is contiguous."""
+        return pred if pred.ndim == 2 else pred.reshape(-1, pred.shape[-1])
 
     def _forward(self, backend: Backend, pred: Any, target: Any) -> Any:
-        n = pred.shape[0]
-        probs = self._buffer("probs", backend, pred.shape, pred.dtype)
-        losses = self._buffer("losses", backend, (n,), pred.dtype)
+        logits = self._rows(pred)
+        m = logits.shape[0]
+        probs = self._buffer("probs", backend, logits.shape, pred.dtype)
+        losses = self._buffer("losses", backend, (m,), pred.dtype)
         if target.ndim == 1:
-            backend.ops.softmax_cross_entropy_index_forward(pred, target, probs, losses)
+            backend.ops.softmax_cross_entropy_index_forward(logits, target, probs, losses)
         else:
-            backend.ops.softmax_cross_entropy_forward(pred, target, probs, losses)
-        return self._reduce(backend, losses.sum(), n)
+            backend.ops.softmax_cross_entropy_forward(logits, target, probs, losses)
+        return self._reduce(backend, losses.sum(), m)
 
     def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
         probs = self._buffers["probs"][1]
-        grad = self._buffer("grad", backend, pred.shape, pred.dtype)
-        scale = self._scale(pred.shape[0])
+        grad = self._buffer("grad", backend, probs.shape, pred.dtype)
+        scale = self._scale(probs.shape[0])
         if target.ndim == 1:
-            return backend.ops.softmax_cross_entropy_index_backward(probs, target, scale, grad)
-        return backend.ops.softmax_cross_entropy_backward(probs, target, scale, grad)
+            backend.ops.softmax_cross_entropy_index_backward(probs, target, scale, grad)
+        else:
+            backend.ops.softmax_cross_entropy_backward(probs, target, scale, grad)
+        return grad.reshape(pred.shape)
 
 
 LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MSE, Huber, BinaryCrossEntropy, CrossEntropy)}

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..backends import Backend, get_backend
 from ..interop import import_array, is_cupy_array
+from ..layers.fusion import output_shapes
 from .metrics import DENSE, INDEX
 
 CLASSES, BINARY, VALUES = "classes", "binary", "values"
@@ -55,7 +56,7 @@ class Dataset:
 
     x: Any
     y: Any
-    kind: str  # INDEX: int64 class indices (n,); DENSE: floats (n, outputs)
+    kind: str  # INDEX: int64 class indices (n,) or (n, ...); DENSE: floats (n, outputs) or (n, ..., k)
     backend: Backend
 
     def __len__(self) -> int:
@@ -90,8 +91,14 @@ def _describe_range(xp: Any, array: Any) -> str:
 def prepare_targets(
     y: Any, *, samples: int, outputs: int, loss: Any, backend: Backend, dtype: np.dtype,
     argument: str = "y", x_argument: str = "x", x_shape: tuple[int, ...] = (),
+    output_shape: tuple[int, ...] | None = None,
 ) -> tuple[Any, str]:
-    """Check ``y`` against the loss and the network's output; return it on ``backend`` and its kind."""
+    """Check ``y`` against the loss and the network's output; return it on ``backend`` and its kind.
+
+    ``output_shape`` is one sample's output shape; when it has more than one
+    axis (a per-time-step or per-pixel output) and the loss is a
+    cross-entropy, the targets are per-label (see :func:`_prepare_label_maps`).
+    """
     if y is None:
         raise TypeError(f"{argument}: expected an array of targets, got None")
     array = import_array(y, argument=argument)
@@ -100,6 +107,11 @@ def prepare_targets(
     xp = backend.xp if is_cupy_array(array) else np
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{argument}: expected numeric targets, got dtype {array.dtype}")
+    if output_shape is not None and len(output_shape) > 1 and loss_family(loss) == CLASSES:
+        return _prepare_label_maps(
+            array, xp, samples=samples, output_shape=tuple(output_shape), loss=loss, backend=backend,
+            dtype=dtype, argument=argument, x_argument=x_argument, x_shape=x_shape,
+        )
     if array.ndim not in (1, 2):
         raise ValueError(
             f"{argument}: expected a 1-D array (n,) or a 2-D array (n, {outputs}) of targets, "
@@ -122,12 +134,7 @@ def prepare_targets(
             raise ValueError(
                 f"loss: {loss_name} needs a network with at least 2 outputs, this one has {outputs}"
             )
-        low, high = int(xp.min(labels)), int(xp.max(labels))
-        if low < 0 or high >= outputs:
-            raise ValueError(
-                f"{argument}: class labels must lie in [0, {outputs}) for a network with {outputs} outputs, "
-                f"got labels {_describe_range(xp, labels)}"
-            )
+        _check_labels(labels, xp, outputs, argument, f"a network with {outputs} outputs")
         return _to(labels, backend, np.int64), INDEX
 
     if array.ndim == 1:
@@ -150,21 +157,86 @@ def prepare_targets(
             f"{outputs} outputs, got shape {tuple(array.shape)}"
         )
     if family in (CLASSES, BINARY):
-        smallest, largest = float(xp.min(array)), float(xp.max(array))
-        if smallest < 0.0 or largest > 1.0:
-            what = "class probabilities" if family == CLASSES else "binary targets"
-            raise ValueError(
-                f"{argument}: {loss_name} expects {what} in [0, 1], got values {_describe_range(xp, array)}"
-            )
-        if family == CLASSES:
-            sums = xp.sum(array, axis=1, dtype=np.float64)
-            tolerance = 1e-6 if array.dtype == np.float64 else 1e-3
-            if not bool(xp.all(xp.abs(sums - 1.0) <= tolerance)):
-                raise ValueError(
-                    f"{argument}: {loss_name} expects each row of class probabilities to sum to 1, "
-                    f"got row sums {_describe_range(xp, sums)}"
-                )
+        _check_probabilities(array, xp, family, loss_name, argument)
     return _to(array, backend, dtype), DENSE
+
+
+def _check_labels(labels: Any, xp: Any, classes: int, argument: str, network_text: str) -> None:
+    low, high = int(xp.min(labels)), int(xp.max(labels))
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"{argument}: class labels must lie in [0, {classes}) for {network_text}, "
+            f"got labels {_describe_range(xp, labels)}"
+        )
+
+
+def _check_probabilities(array: Any, xp: Any, family: str, loss_name: str, argument: str) -> None:
+    """Values in [0, 1]; for class probabilities also summing to one over the last (class) axis."""
+    smallest, largest = float(xp.min(array)), float(xp.max(array))
+    if smallest < 0.0 or largest > 1.0:
+        what = "class probabilities" if family == CLASSES else "binary targets"
+        raise ValueError(
+            f"{argument}: {loss_name} expects {what} in [0, 1], got values {_describe_range(xp, array)}"
+        )
+    if family == CLASSES:
+        sums = xp.sum(array, axis=-1, dtype=np.float64)
+        tolerance = 1e-6 if array.dtype == np.float64 else 1e-3
+        if not bool(xp.all(xp.abs(sums - 1.0) <= tolerance)):
+            raise ValueError(
+                f"{argument}: {loss_name} expects class probabilities to sum to 1 over the last "
+                f"(class) axis, got sums {_describe_range(xp, sums)}"
+            )
+
+
+def _prepare_label_maps(
+    array: Any, xp: Any, *, samples: int, output_shape: tuple[int, ...], loss: Any, backend: Backend,
+    dtype: np.dtype, argument: str, x_argument: str, x_shape: tuple[int, ...],
+) -> tuple[Any, str]:
+    """Cross-entropy targets for outputs (n, ..., k): integer labels (n, ...) or probabilities (n, ..., k)."""
+    loss_name = type(loss).__name__
+    shape = tuple(array.shape)
+    labels_shape, probs_shape = (samples, *output_shape[:-1]), (samples, *output_shape)
+    classes = output_shape[-1]
+    if shape[:1] != (samples,):
+        raise ValueError(
+            f"{x_argument} and {argument}: expected the same number of samples, got {x_argument} of shape "
+            f"{tuple(x_shape)} and {argument} of shape {shape}"
+        )
+    if classes < 2:
+        raise ValueError(
+            f"loss: {loss_name} needs at least 2 classes on the output's last axis, "
+            f"the network's output per sample is {output_shape}"
+        )
+    if shape == labels_shape:
+        if array.dtype.kind not in "iu":
+            raise TypeError(
+                f"{argument}: {loss_name} takes integer class labels of shape {labels_shape} or class "
+                f"probabilities of shape {probs_shape}, got {array.dtype} of shape {shape}; "
+                f"convert labels with {argument}.astype('int64')"
+            )
+        _check_labels(array, xp, classes, argument,
+                      f"a network whose output has {classes} classes on its last axis (shape {shape})")
+        return _to(array, backend, np.int64), INDEX
+    if shape != probs_shape:
+        raise ValueError(
+            f"{argument}: {loss_name} takes integer class labels of shape {labels_shape} or class "
+            f"probabilities of shape {probs_shape} for the network's output of shape {probs_shape}, "
+            f"got shape {shape}"
+        )
+    if array.dtype.kind == "f" and not bool(xp.isfinite(array).all()):
+        raise ValueError(f"{argument}: contains NaN or Inf values (shape {shape})")
+    _check_probabilities(array, xp, CLASSES, loss_name, argument)
+    return _to(array, backend, dtype), DENSE
+
+
+def target_sizes(data: Dataset, network: Any) -> tuple[int, int]:
+    """Per sample: the number of target values (for ``mse``/``mae``) and of labels (for ``accuracy``)."""
+    y = data.y
+    if data.kind == INDEX:
+        labels = int(np.prod(y.shape[1:]))
+        width = int(network.out_features or 1)
+        return labels * width, labels
+    return int(np.prod(y.shape[1:])), int(np.prod(y.shape[1:-1]))
 
 
 def _to(array: Any, backend: Backend, dtype: Any) -> Any:
@@ -180,10 +252,12 @@ def prepare(
     imported = import_array(x, argument=x_argument)
     backend = storage_backend(network, imported)
     features = network.as_input(imported, backend=backend, argument=x_argument)
+    shapes = output_shapes(network.layers, tuple(features.shape[1:]), owner="layers")
+    output_shape = tuple(int(size or 0) for size in (shapes[-1] if shapes else features.shape[1:]))
     targets, kind = prepare_targets(
         y, samples=int(features.shape[0]), outputs=output_width(network, int(features.shape[1])),
         loss=loss, backend=backend, dtype=network.dtype, argument=y_argument,
-        x_argument=x_argument, x_shape=tuple(imported.shape),
+        x_argument=x_argument, x_shape=tuple(imported.shape), output_shape=output_shape,
     )
     return Dataset(features, targets, kind, backend)
 

@@ -11,7 +11,7 @@ import numpy as np
 from .. import checks
 from ..interop import import_array
 from .batches import _Stage
-from .data import Dataset, check_loss, prepare, storage_backend, takes_logits
+from .data import Dataset, check_loss, prepare, storage_backend, takes_logits, target_sizes
 from .metrics import BoundMetric, bind_metrics, check_metrics
 
 DEFAULT_BATCH_SIZE = 4096
@@ -133,8 +133,8 @@ def evaluate(
     assert size is not None
     with network.exclusive():
         data = prepare(network, x, y, loss=loss)
-        outputs = int(data.y.shape[1]) if data.y.ndim == 2 else int(network.out_features or 1)
+        outputs, labels = target_sizes(data, network)
         bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,
-                             logits=takes_logits(loss))
+                             logits=takes_logits(loss), labels=labels)
         totals = evaluation_sums(network, data, loss, bound, size)
         return summarise(network.backend.to_numpy(totals), bound, len(data))

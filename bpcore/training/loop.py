@@ -23,7 +23,7 @@ import numpy as np
 from .. import checks
 from .batches import Batches
 from .callbacks import EarlyStopping, as_callbacks
-from .data import Dataset, prepare, split_validation, takes_logits
+from .data import Dataset, prepare, split_validation, takes_logits, target_sizes
 from .errors import TrainingDivergedError
 from .history import History
 from .inference import (
@@ -101,7 +101,7 @@ def _validation_set(
 
 
 def _outputs(data: Dataset, network: Any) -> int:
-    return int(data.y.shape[1]) if data.y.ndim == 2 else int(network.out_features or 1)
+    return target_sizes(data, network)[0]
 
 
 # --- the loop ---------------------------------------------------------------
@@ -193,11 +193,12 @@ def fit(
         xp = network.backend.xp
         logits = takes_logits(loss)
         train_metrics = bind_metrics(metric_names, xp=xp, kind=data.kind, outputs=_outputs(data, network),
-                                     logits=logits)
+                                     logits=logits, labels=target_sizes(data, network)[1])
         val_metrics: list[BoundMetric] = []
         if validation is not None:
             val_metrics = bind_metrics(metric_names, xp=xp, kind=validation.kind,
-                                       outputs=_outputs(validation, network), logits=logits)
+                                       outputs=_outputs(validation, network), logits=logits,
+                                       labels=target_sizes(validation, network)[1])
         keys = ["loss", *metric_names]
         if validation is not None:
             keys += ["val_loss", *(f"val_{name}" for name in metric_names)]

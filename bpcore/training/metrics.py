@@ -5,7 +5,9 @@ per-output) values as a 0-d array on the device, so that sums over an epoch
 accumulate there and are read with the loss in one transfer.
 
 ``accuracy`` compares the arg-max of a multi-column output with the class
-index (or with the arg-max of one-hot / probability targets).  For a single
+index (or with the arg-max of one-hot / probability targets); for an output
+(n, ..., k) the arg-max runs over the last axis and every label (time step,
+pixel) counts once.  For a single
 output column it thresholds the output at 0.5, or at 0 when the loss takes
 logits (``BinaryCrossEntropy(from_logits=True)``), and the target at 0.5.
 ``mse`` and ``mae`` average over every output of every sample and need
@@ -22,11 +24,11 @@ INDEX, DENSE = "index", "dense"
 
 
 def _accuracy(xp: Any, pred: Any, target: Any, kind: str, threshold: float) -> Any:
-    if pred.shape[1] == 1:
+    if pred.ndim == 2 and pred.shape[1] == 1:
         hit = (pred[:, 0] > threshold) == (target[:, 0] > 0.5)
     else:
-        truth = target if kind == INDEX else xp.argmax(target, axis=1)
-        hit = xp.argmax(pred, axis=1) == truth
+        truth = target if kind == INDEX else xp.argmax(target, axis=-1)
+        hit = xp.argmax(pred, axis=-1) == truth
     return hit.sum(dtype=xp.float64)
 
 
@@ -63,13 +65,16 @@ METRICS: dict[str, MetricSpec] = {
 class BoundMetric:
     """A metric bound to one target layout and output width, ready for the training loop."""
 
-    def __init__(self, spec: MetricSpec, xp: Any, kind: str, threshold: float, outputs: int) -> None:
+    def __init__(
+        self, spec: MetricSpec, xp: Any, kind: str, threshold: float, outputs: int, labels: int = 1
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self._xp = xp
         self._kind = kind
         self._threshold = threshold
         self._outputs = outputs
+        self._labels = labels
 
     def __call__(self, pred: Any, target: Any) -> Any:
         """The sum of this metric over the batch, as a 0-d device array."""
@@ -77,7 +82,7 @@ class BoundMetric:
 
     def denominator(self, samples: int) -> int:
         """What the summed values are divided by to give the mean."""
-        return samples * self._outputs if self.spec.per_output else samples
+        return samples * (self._outputs if self.spec.per_output else self._labels)
 
 
 def check_metrics(metrics: Any) -> list[str]:
@@ -99,9 +104,14 @@ def check_metrics(metrics: Any) -> list[str]:
 
 
 def bind_metrics(
-    names: Sequence[str], *, xp: Any, kind: str, outputs: int, logits: bool
+    names: Sequence[str], *, xp: Any, kind: str, outputs: int, logits: bool, labels: int = 1
 ) -> list[BoundMetric]:
-    """Bind checked metric names to a target layout (``"index"`` or ``"dense"``)."""
+    """Bind checked metric names to a target layout (``"index"`` or ``"dense"``).
+
+    ``outputs`` is the number of target values per sample (``mse``, ``mae``),
+    ``labels`` the number of class labels per sample (``accuracy``: 1, or the
+    time steps / pixels of a per-label output).
+    """
     bound = []
     for name in names:
         spec = METRICS[name]
@@ -110,5 +120,5 @@ def bind_metrics(
                 f"metrics: {name!r} needs targets of the output's shape (n, {outputs}), "
                 "but the targets are class indices; use 'accuracy', or one-hot targets"
             )
-        bound.append(BoundMetric(spec, xp, kind, 0.0 if logits else 0.5, outputs))
+        bound.append(BoundMetric(spec, xp, kind, 0.0 if logits else 0.5, outputs, labels))
     return bound
