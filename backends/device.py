@@ -27,9 +27,10 @@ logger = logging.getLogger("bpcore")
 
 ENV_VAR = "BPCORE_DEVICE"
 CUDA_INSTALL_HINT = (
-    "install CuPy for your CUDA version, e.g. pip install 'bpcore[cuda13]' or "
-    "'bpcore[cuda12]', or select the CPU with BPCORE_DEVICE=cpu"
+    "install CuPy for your CUDA version: pip install 'bpcore[cuda13]' (CUDA 13) or "
+    "pip install 'bpcore[cuda12]' (CUDA 12)"
 )
+NO_GPU_HINT = f"run on the CPU with {ENV_VAR}=cpu, or let {ENV_VAR}=auto pick a GPU only when one is usable"
 
 
 class DeviceError(ValueError):
@@ -57,10 +58,21 @@ CPU = Device("cpu")
 
 @dataclasses.dataclass(frozen=True)
 class CudaProbe:
-    """What the one-time GPU probe found: how many GPUs, or why none."""
+    """What the one-time GPU probe found: how many GPUs, or why none.
+
+    ``cupy_installed`` tells the two ways of having no GPU apart: CuPy
+    missing (installing it is the fix) and CuPy present without a usable
+    NVIDIA GPU or driver (installing CuPy again would change nothing).
+    """
 
     count: int
     reason: str
+    cupy_installed: bool = True
+
+    @property
+    def fix(self) -> str:
+        """What to do when no GPU is usable, for this probe's case only."""
+        return NO_GPU_HINT if self.cupy_installed else CUDA_INSTALL_HINT
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,13 +81,14 @@ def probe_cuda() -> CudaProbe:
     try:
         import cupy
     except ImportError as exc:
-        return CudaProbe(0, f"CuPy is not installed ({exc})")
+        return CudaProbe(0, f"CuPy is not installed ({exc})", cupy_installed=False)
+    version = getattr(cupy, "__version__", "?")
     try:
         count = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:  # CUDA raises its own error types; all mean "no GPU"
-        return CudaProbe(0, f"CuPy {cupy.__version__} found no usable CUDA GPU ({exc})")
+        return CudaProbe(0, f"no usable NVIDIA GPU or driver was found (CuPy {version}: {exc})")
     if count == 0:
-        return CudaProbe(0, f"CuPy {cupy.__version__} found no CUDA GPU")
+        return CudaProbe(0, f"no usable NVIDIA GPU or driver was found (CuPy {version} counts 0 GPUs)")
     return CudaProbe(count, f"{count} CUDA GPU(s)")
 
 
@@ -127,11 +140,17 @@ def resolve_device(device: DeviceLike | None = None, *, origin: str = "device") 
         return chosen
     if parsed.is_cuda:
         probe = probe_cuda()
-        if parsed.index >= probe.count:
+        if probe.count == 0:
             raise DeviceError(
                 f"{origin}: {str(parsed)!r} was asked for, but {probe.reason}; "
-                f"available devices: {', '.join(available_devices())}. "
-                f"To fix: {CUDA_INSTALL_HINT}"
+                f"available devices: cpu. To fix: {probe.fix}"
+            )
+        if parsed.index >= probe.count:
+            last = f"cuda:{probe.count - 1}"
+            raise DeviceError(
+                f"{origin}: {str(parsed)!r} was asked for, but this machine has {probe.count} CUDA GPU(s) "
+                f"(device index out of range); available devices: {', '.join(available_devices())}. "
+                f"To fix: ask for {'cuda:0' if probe.count == 1 else 'cuda:0 to ' + last}"
             )
     return parsed
 

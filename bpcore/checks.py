@@ -164,6 +164,21 @@ def flag(value: Any, argument: str) -> bool:
     return bool(value)
 
 
+def verbosity(value: Any, argument: str) -> int:
+    """A Keras-style verbosity: 0/False silent, 1/True progress bar, 2 one line per epoch; returned as an int.
+
+    Strings are refused (``"2"`` is a mistake, not a level), and so are
+    integers other than 0, 1 and 2.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return int(bool(value))
+    if not isinstance(value, numbers.Integral):
+        raise TypeError(f"{argument}: expected True, False, 0, 1 or 2, got {_seen(value)}")
+    if int(value) not in (0, 1, 2):
+        raise ValueError(f"{argument}: expected True, False, 0, 1 or 2, got {_seen(value)}")
+    return int(value)
+
+
 def choice(value: Any, argument: str, choices: Iterable[T]) -> T:
     """One of ``choices`` (compared with ``==``, after checking the type, so that 1 never equals True)."""
     options = list(choices)
@@ -185,4 +200,5 @@ __all__ = [
     "positive",
     "positive_int",
     "real",
+    "verbosity",
 ]

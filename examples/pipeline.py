@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--device", default="cpu", help="where to train: cpu, cuda, cuda:N or auto")
     parser.add_argument("--output", default=None, help="model file to write (default: a temporary file)")
     args = parser.parse_args(argv)
+    bpcore.backends.resolve_device(args.device, origin="--device")  # fail now, not inside each search fit
 
     x, y = load_breast_cancer(return_X_y=True)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
@@ -104,4 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
+        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -83,4 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
+        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -26,6 +26,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import bpcore
 from bpcore.sklearn import MLPClassifier
 
 
@@ -70,4 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
+        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -75,6 +75,18 @@ def test_flags_refuse_anything_but_booleans(value) -> None:
     assert checks.flag(np.False_, "f") is False and checks.flag(True, "f") is True
 
 
+def test_verbosity_takes_keras_levels_and_booleans_only() -> None:
+    assert [checks.verbosity(v, "verbose") for v in (0, 1, 2, np.int64(2), False, True, np.True_)] == [
+        0, 1, 2, 2, 0, 1, 1]
+    assert type(checks.verbosity(np.int64(1), "verbose")) is int
+    for value in ("1", "True", 1.0, None):
+        with pytest.raises(TypeError, match="verbose: expected True, False, 0, 1 or 2, got"):
+            checks.verbosity(value, "verbose")
+    for value in (-1, 3):
+        with pytest.raises(ValueError, match="verbose: expected True, False, 0, 1 or 2, got"):
+            checks.verbosity(value, "verbose")
+
+
 def test_choices_compare_types_too() -> None:
     assert checks.choice("min", "mode", ("min", "max")) == "min"
     assert checks.choice(np.str_("max"), "mode", ("min", "max")) == "max"

@@ -105,8 +105,104 @@ def test_cuda_without_gpu_names_request_availability_and_fix(asked: str) -> None
     assert f"'cuda:{index}' was asked for" in message
     assert "available devices: cpu" in message
     assert probe_cuda().reason in message
-    assert "pip install" in message and "BPCORE_DEVICE=cpu" in message
+    assert probe_cuda().fix in message
     assert bpcore.current_device() == CPU  # the failed call changed nothing
+
+
+# --- the three ways a GPU can be missing, each with only its own fix ---------------------
+
+
+class _FakeRuntime:
+    def __init__(self, count: int | None, error: str = "") -> None:
+        self.count, self.error = count, error
+
+    def getDeviceCount(self) -> int:
+        if self.count is None:
+            raise RuntimeError(self.error)
+        return self.count
+
+
+def _probe_with(monkeypatch: pytest.MonkeyPatch, cupy: object) -> device_module.CudaProbe:
+    """Run the real probe (uncached) against a stand-in for the ``cupy`` module (None: not installed)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    return device_module.probe_cuda.__wrapped__()
+
+
+def _fake_cupy(runtime: _FakeRuntime) -> object:
+    import types
+
+    module = types.ModuleType("cupy")
+    module.__version__ = "14.2.0"  # type: ignore[attr-defined]
+    module.cuda = types.SimpleNamespace(runtime=runtime)  # type: ignore[attr-defined]
+    return module
+
+
+def _error_for(monkeypatch: pytest.MonkeyPatch, probe: device_module.CudaProbe, asked: str) -> str:
+    monkeypatch.setattr(device_module, "probe_cuda", lambda: probe)
+    with pytest.raises(DeviceError) as info:
+        backends.resolve_device(asked)
+    return str(info.value)
+
+
+def test_cupy_not_installed_suggests_installing_the_cuda_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = _probe_with(monkeypatch, None)
+    assert probe.count == 0 and not probe.cupy_installed and "CuPy is not installed" in probe.reason
+    message = _error_for(monkeypatch, probe, "cuda")
+    assert "CuPy is not installed" in message
+    assert "pip install 'bpcore[cuda13]'" in message and "'bpcore[cuda12]'" in message
+    assert "BPCORE_DEVICE" not in message and "driver" not in message
+
+
+@pytest.mark.parametrize("runtime", [
+    _FakeRuntime(None, "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime"),
+    _FakeRuntime(0),
+], ids=["driver-error", "zero-gpus"])
+def test_cupy_without_driver_or_gpu_says_so_and_suggests_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, runtime: _FakeRuntime
+) -> None:
+    probe = _probe_with(monkeypatch, _fake_cupy(runtime))
+    assert probe.count == 0 and probe.cupy_installed
+    assert probe.reason.startswith("no usable NVIDIA GPU or driver was found (CuPy 14.2.0")
+    message = _error_for(monkeypatch, probe, "cuda:0")
+    assert "no usable NVIDIA GPU or driver was found" in message
+    if runtime.error:
+        assert f"({'CuPy 14.2.0: ' + runtime.error})" in message  # CuPy's own reason, in parentheses
+    assert "BPCORE_DEVICE=cpu" in message and "BPCORE_DEVICE=auto" in message
+    assert "pip install" not in message and "install CuPy" not in message
+
+
+def test_device_index_out_of_range_says_how_many_gpus_there_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = _probe_with(monkeypatch, _fake_cupy(_FakeRuntime(2)))
+    assert probe.count == 2
+    message = _error_for(monkeypatch, probe, "cuda:5")
+    assert "'cuda:5' was asked for" in message and "has 2 CUDA GPU(s)" in message
+    assert "out of range" in message and "cuda:0 to cuda:1" in message
+    assert "pip install" not in message and "BPCORE_DEVICE" not in message and "driver" not in message
+    one = _error_for(monkeypatch, device_module.CudaProbe(1, "1 CUDA GPU(s)"), "cuda:1")
+    assert "has 1 CUDA GPU(s)" in one and "ask for cuda:0" in one
+
+
+def test_gpu_skip_reason_is_the_probe_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    import conftest
+
+    probe = device_module.CudaProbe(0, "no usable NVIDIA GPU or driver was found (CuPy 14.2.0: no driver)")
+    monkeypatch.setattr(conftest, "probe_cuda", lambda: probe)
+
+    class Item:
+        def __init__(self) -> None:
+            self.markers: list[pytest.MarkDecorator] = []
+
+        def get_closest_marker(self, name: str) -> object:
+            return name == "gpu" or None
+
+        def add_marker(self, marker: pytest.MarkDecorator) -> None:
+            self.markers.append(marker)
+
+    item = Item()
+    conftest.pytest_collection_modifyitems(None, [item])  # type: ignore[arg-type, list-item]
+    assert [m.kwargs["reason"] for m in item.markers] == [f"needs a usable CUDA GPU: {probe.reason}"]
 
 
 @no_gpu

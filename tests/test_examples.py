@@ -68,3 +68,15 @@ def test_cnn_digits_fails_loudly_below_the_target() -> None:
 def test_an_unusable_device_is_a_clear_error() -> None:
     result = run_example("xor.py", "--device", "tpu")
     assert result.returncode != 0 and "tpu" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    ["xor.py", "regression.py", "digits.py", "cnn_digits.py", "dqn_cartpole.py", "gan.py", "pipeline.py"],
+)
+def test_a_device_error_is_one_line_on_stderr_and_status_2(name: str) -> None:
+    result = run_example(name, "--device", "cuda:99")  # no machine has 100 GPUs: a DeviceError everywhere
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'cuda:99' was asked for" in lines[0] and "Traceback" not in result.stderr

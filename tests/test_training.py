@@ -411,7 +411,9 @@ BAD_FIT_CALLS = [
     ("optimizer-none", {"optimizer": None}, TypeError, "optimizer"),
     ("metric-unknown", {"metrics": ["f1"]}, ValueError, r"metrics\[0\]"),
     ("shuffle", {"shuffle": "yes"}, TypeError, "shuffle"),
-    ("verbose", {"verbose": 2}, TypeError, "verbose"),
+    ("verbose-string", {"verbose": "2"}, TypeError, "verbose"),
+    ("verbose-level", {"verbose": 3}, ValueError, "verbose"),
+    ("verbose-float", {"verbose": 1.0}, TypeError, "verbose"),
     ("seed", {"seed": -1}, ValueError, "seed"),
     ("callback", {"callbacks": [object()]}, TypeError, r"callbacks\[0\]"),
     ("callback-single", {"callbacks": Recorder()}, TypeError, "sequence"),
@@ -525,6 +527,39 @@ def test_verbose_true_draws_a_progress_bar_on_stderr(capsys: pytest.CaptureFixtu
     network.fit(x, y, loss=MSE(), optimizer=SGD(network.parameters(), lr=0.1), epochs=3, verbose=True)
     captured = capsys.readouterr()
     assert captured.out == "" and "3/3" in captured.err
+
+
+@pytest.mark.parametrize("verbose", [0, False])
+def test_verbose_zero_or_false_is_silent(verbose: object, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    x, y = regression_data()
+    network = regressor()
+    network.fit(x, y, loss=MSE(), optimizer=SGD(network.parameters(), lr=0.1), epochs=3, verbose=verbose)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_verbose_one_draws_the_bar_like_true(capsys: pytest.CaptureFixture[str]) -> None:
+    x, y = regression_data()
+    network = regressor()
+    network.fit(x, y, loss=MSE(), optimizer=SGD(network.parameters(), lr=0.1), epochs=3, verbose=1)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "3/3" in captured.err and "epoch 1/3" not in captured.err
+
+
+def test_verbose_two_writes_one_line_per_epoch_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    x, y = regression_data()
+    network = regressor()
+    network.fit(x, y, loss=MSE(), optimizer=SGD(network.parameters(), lr=0.1), epochs=3, verbose=2,
+                validation_split=0.2)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == ""
+    assert len(lines) == 3
+    for epoch, line in enumerate(lines, start=1):
+        assert line.startswith(f"epoch {epoch}/3 - ") and "loss=" in line and "val_loss=" in line
+    assert "\r" not in captured.err  # no bar
 
 
 def test_epochs_are_logged_under_bpcore(caplog: pytest.LogCaptureFixture) -> None:

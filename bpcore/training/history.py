@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 MAXIMISED_SUFFIXES = ("accuracy",)
+PLOT_HINT = "pip install 'bpcore[plot]' (or pip install matplotlib)"
 
 
 def monitor_mode(monitor: str) -> str:
@@ -107,6 +109,70 @@ class History:
 
     def to_json(self, **options: Any) -> str:
         return json.dumps(self.to_dict(), **options)
+
+    # --- plotting ------------------------------------------------------------
+    def plot(self, ax: Any = None, metrics: Sequence[str] | None = None) -> Any:
+        """Draw the training and validation curves per epoch with matplotlib.
+
+        One panel for the loss and one per metric (``metrics``: names such as
+        ``["accuracy"]`` or ``["lr"]``; by default every recorded metric except
+        ``lr``), each with its training curve, its ``val_`` curve when there is
+        one, and the best epoch of the monitored quantity marked.  ``ax`` is
+        one matplotlib Axes per panel (a single Axes when there is one panel,
+        e.g. with ``metrics=[]``); without it a new Figure is made, never a
+        pyplot window, so this works in scripts, notebooks and servers alike
+        (``axes.flat[0].figure.savefig(...)``).  Returns the Axes, or a NumPy
+        array of Axes when there are several panels.  Needs matplotlib
+        (``pip install 'bpcore[plot]'``).
+        """
+        import numpy as np
+
+        if not self.epochs:
+            raise ValueError("History.plot: nothing to plot, no epoch was recorded")
+        panels = ["loss", *self._plot_metrics(metrics)]
+        if ax is None:
+            try:
+                from matplotlib.figure import Figure
+            except ImportError as exc:
+                raise ImportError(f"History.plot needs matplotlib: {PLOT_HINT}") from exc
+            figure = Figure(figsize=(4.5 * len(panels), 3.5), layout="constrained")
+            axes = np.asarray(figure.subplots(1, len(panels), squeeze=False)[0], dtype=object)
+        else:
+            axes = np.asarray([ax] if hasattr(ax, "plot") else list(ax), dtype=object).ravel()
+            if axes.size != len(panels) or not all(hasattr(one, "plot") for one in axes):
+                raise ValueError(
+                    f"ax: expected {len(panels)} matplotlib Axes (one per panel: {', '.join(panels)}), "
+                    f"got {axes.size} object(s); pass metrics=[] to draw only the loss"
+                )
+        best = self.best_epoch
+        for one, key in zip(axes, panels, strict=True):
+            one.plot(self.epochs, self.history[key], label="training")
+            if f"val_{key}" in self.history:
+                one.plot(self.epochs, self.history[f"val_{key}"], label="validation")
+            if best is not None and self.monitor in (key, f"val_{key}"):
+                one.axvline(best, color="gray", linestyle=":", label=f"best epoch ({best})")
+            one.set_xlabel("epoch")
+            one.set_ylabel(key)
+            one.set_title(key)
+            one.legend()
+        return axes[0] if len(panels) == 1 else axes
+
+    def _plot_metrics(self, metrics: Sequence[str] | None) -> list[str]:
+        """The metric panels of :meth:`plot`: recorded training keys other than the loss."""
+        recorded = [key for key in self.history if key != "loss" and not key.startswith("val_")]
+        if metrics is None:
+            return [key for key in recorded if key != "lr"]
+        if isinstance(metrics, str) or not isinstance(metrics, Sequence):
+            raise TypeError(
+                f"metrics: expected None or a list of metric names, got {type(metrics).__name__} {metrics!r}"
+            )
+        for index, name in enumerate(metrics):
+            if name not in recorded:
+                raise ValueError(f"metrics[{index}]: {name!r} is not a recorded metric; History records "
+                                 f"{recorded} besides the loss")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"metrics: names must be unique, got {list(metrics)}")
+        return list(metrics)
 
     def __repr__(self) -> str:
         last = {key: round(values[-1], 6) for key, values in self.history.items() if values}

@@ -121,7 +121,7 @@ def fit(
     callbacks: Sequence[Any] = (),
     metrics: Sequence[str] = (),
     scheduler: Any = None,
-    verbose: bool | None = None,
+    verbose: bool | int | None = None,
     seed: int | None = None,
     resume_from: Any = None,
     distributed: bool = False,
@@ -157,8 +157,9 @@ def fit(
       every rank passes the whole data set and takes its share of every batch;
       the result equals one process's training on the same batches.  Logs,
       the progress bar and checkpoint files come from rank 0 only.
-    * ``verbose``: True draws a progress bar on stderr, False never, None
-      (default) only when stderr is a terminal.  Epochs are always logged
+    * ``verbose``: as in Keras, 0 or False is silent, 1 or True draws a
+      progress bar on stderr, 2 writes one line per epoch to stderr; None
+      (default) draws the bar only when stderr is a terminal.  Epochs are always logged
       under the ``bpcore`` logger (DEBUG per epoch, INFO at start and end).
 
     Every argument and the data are checked before anything changes: bad
@@ -174,7 +175,7 @@ def fit(
     epochs = checks.positive_int(epochs, "epochs")
     batch_size = check_batch_size(batch_size, allow_none=True)
     shuffle = checks.flag(shuffle, "shuffle")
-    verbose = checks.optional(checks.flag, verbose, "verbose")
+    verbose = checks.optional(checks.verbosity, verbose, "verbose")
     seed = checks.optional(checks.integer, seed, "seed", minimum=0, expected="None or a non-negative integer")
     validation_split = checks.real(validation_split, "validation_split", minimum=0.0, below=1.0,
                                    expected="a fraction in [0, 1)")
@@ -225,7 +226,7 @@ def fit(
             seed = sync.agree_on_seed(seed)
             sync.check(network, data, validation, {"epochs": epochs, "batch_size": batch_size,
                                                    "shuffle": shuffle, "seed": seed, "resume": resume_from})
-            verbose = verbose if sync.is_root else False
+            verbose = verbose if sync.is_root else 0
 
         # 2. Train.
         monitor = early_stopping.monitor if early_stopping is not None else (
