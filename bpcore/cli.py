@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 SUBCOMMANDS: tuple[str, ...] = ("bpcore.info", "bpcore.bench")
 
@@ -27,19 +30,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``bpcore`` with ``argv`` (default: the process's arguments)."""
-    import os
-    import sys
+def device_errors_as_one_line(program: str, run: Callable[[], object]) -> int:
+    """``run()``'s exit status (0 unless it returns an int), a DeviceError as one line and status 2.
 
+    A device the user asked for and cannot have is their choice, not a bug:
+    it gets the error's own sentence, not a traceback.  The ``bpcore``
+    command and the examples share this.
+    """
     from .backends import DeviceError
 
+    try:
+        status = run()
+        return status if isinstance(status, int) else 0
+    except DeviceError as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_script(main: Callable[[], object]) -> NoReturn:
+    """Exit with ``main()``'s status, a device error as one line (the examples' ``__main__``)."""
+    sys.exit(device_errors_as_one_line(os.path.basename(sys.argv[0]), main))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bpcore`` with ``argv`` (default: the process's arguments)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
-    except DeviceError as exc:  # a user's choice of device, not a bug: one line, no traceback
-        print(f"bpcore: error: {exc}", file=sys.stderr)
-        return 2
+        return device_errors_as_one_line("bpcore", lambda: args.handler(args))
     except BrokenPipeError:  # ``bpcore info | head``: the reader left; stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -21,6 +21,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import bpcore
+from bpcore.cli import run_script
 from bpcore.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from bpcore.losses import CrossEntropy
 from bpcore.optim import AdamW
@@ -92,8 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
-        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # a device error (e.g. --device cuda without a GPU): one line, status 2

@@ -31,6 +31,7 @@ import numpy as np
 from blas_threads import limit_blas_threads
 
 import bpcore
+from bpcore.cli import run_script
 from bpcore.layers import Dense, ReLU
 from bpcore.losses import Huber
 from bpcore.optim import Adam, clip_grad_norm
@@ -238,8 +239,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
-        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # a device error (e.g. --device cuda without a GPU): one line, status 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import warnings
 
@@ -25,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 import bpcore
+from bpcore.cli import run_script
 from bpcore.sklearn import MLPClassifier
 
 
@@ -105,8 +105,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
-        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # a device error (e.g. --device cuda without a GPU): one line, status 2

@@ -15,7 +15,6 @@ started; with ``device="auto"`` each worker trains on a GPU when it has one
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import joblib
@@ -26,7 +25,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-import bpcore
+from bpcore.cli import run_script
 from bpcore.sklearn import MLPClassifier
 
 
@@ -71,8 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
-        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # a device error (e.g. --device cuda without a GPU): one line, status 2

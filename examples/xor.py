@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 import bpcore
+from bpcore.cli import run_script
 from bpcore.layers import Dense, Sigmoid
 from bpcore.losses import MSE
 from bpcore.optim import SGD
@@ -57,8 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except bpcore.DeviceError as error:  # e.g. --device cuda without a usable GPU: one line, status 2
-        print(f"{sys.argv[0]}: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # a device error (e.g. --device cuda without a GPU): one line, status 2
