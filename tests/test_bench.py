@@ -87,6 +87,86 @@ def test_plot_is_a_png(tiny_report: tuple[dict, str, Path]) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _row(model: str, batch: int, implementation: str, role: str, samples_per_s: float,
+         device: str = "cpu") -> dict:
+    return {"model": model, "batch": batch, "implementation": implementation, "role": role, "device": device,
+            "samples_per_s": samples_per_s, "sizes": [4, 8, 2]}
+
+
+def _texts(ax: object) -> list[str]:
+    return [t.get_text() for t in ax.texts]  # type: ignore[attr-defined]
+
+
+def _legend(ax: object) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]  # type: ignore[attr-defined]
+
+
+def test_plot_of_one_batch_size_labels_every_bar_and_draws_the_gemm_ceiling(
+        tiny_report: tuple[dict, str, Path]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    from bpcore.bench.report import build_figure
+
+    report, _, _ = tiny_report  # a real run at one batch size: bpcore, numpy-naive and the matmuls ceiling
+    (ax,) = [a for a in build_figure(report).axes if a.get_title()]
+    measured = [r for r in report["results"] if r["role"] != "ceiling"]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_width() > 0]
+    assert sorted(b.get_width() for b in bars) == pytest.approx(sorted(r["samples_per_s"] for r in measured))
+    labels = _texts(ax)
+    assert len(labels) == len(measured) and all(label.endswith("/s") for label in labels)
+    for bar, label in zip(sorted(bars, key=lambda b: b.get_width()), sorted(labels, key=_value), strict=True):
+        assert _value(label) == pytest.approx(bar.get_width(), rel=5e-3)  # three significant digits
+    ceiling = next(r for r in report["results"] if r["role"] == "ceiling")
+    (line,) = [a for a in ax.lines if isinstance(a, Line2D) and a.get_label().startswith("GEMM ceiling")]
+    assert line.get_xdata()[0] == pytest.approx(ceiling["samples_per_s"])  # a vertical line at its samples/s
+    legend = _legend(ax)
+    assert "bpcore (cpu)" in legend and "numpy-naive (cpu)" in legend
+    assert any(text.startswith("GEMM ceiling (cpu): the step's matrix products alone") for text in legend)
+    assert ax.get_title() == "tiny: 32-64-64-2, batch 8"
+
+
+def _value(label: str) -> float:
+    number = label.removesuffix("/s")
+    scale = {"k": 1e3, "M": 1e6}.get(number[-1], 1.0)
+    return float(number.rstrip("kM")) * scale
+
+
+def test_plot_of_several_batch_sizes_and_devices(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bpcore.bench.report import build_figure, plot_report
+
+    results = [
+        _row("m", 32, "bpcore", "bpcore", 1500.0), _row("m", 64, "bpcore", "bpcore", 2_500_000.0),
+        _row("m", 32, "matmuls", "ceiling", 3000.0), _row("m", 64, "matmuls", "ceiling", 4_000_000.0),
+        _row("m", 32, "bpcore", "bpcore", 900.0, "cuda:0"),
+        _row("m", 64, "bpcore", "bpcore", 1800.0, "cuda:0"),
+        _row("m", 32, "matmuls", "ceiling", 5000.0, "cuda:0"),
+        _row("m", 64, "matmuls", "ceiling", 6000.0, "cuda:0"),
+        _row("one", 16, "bpcore", "bpcore", 42.0), _row("one", 16, "matmuls", "ceiling", 99.0),
+    ]
+    report = {"results": results, "devices": [], "settings": {"dtype": "float32", "optimizer": "Adam"}}
+    lines_axis, bars_axis = [a for a in build_figure(report).axes if a.get_title()]
+    assert lines_axis.get_title() == "m: 4-8-2" and bars_axis.get_title() == "one: 4-8-2, batch 16"
+    ceilings = {line.get_label(): list(line.get_ydata()) for line in lines_axis.lines
+                if line.get_label().startswith("GEMM ceiling")}
+    assert ceilings == {"GEMM ceiling (cpu): the step's matrix products alone": [3000.0, 4_000_000.0],
+                        "GEMM ceiling (cuda:0): the step's matrix products alone": [5000.0, 6000.0]}
+    texts = _texts(lines_axis)
+    for value in ("1.5k/s", "2.5M/s", "900/s", "1.8k/s", "3k/s", "4M/s", "5k/s", "6k/s"):
+        assert value in texts
+    assert {"bpcore (cpu)", "bpcore (cuda:0)", *ceilings} <= set(_legend(lines_axis))
+    assert _texts(bars_axis) == ["42/s"]
+    assert "GEMM ceiling (cpu): the step's matrix products alone, 99/s" in _legend(bars_axis)
+    plot_report(report, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_plot_without_matplotlib_fails_before_measuring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)

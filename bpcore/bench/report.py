@@ -110,33 +110,101 @@ def require_matplotlib() -> None:
         raise ImportError(f"--plot needs matplotlib, which is not installed ({exc}); {PLOT_HINT}") from None
 
 
-def plot_report(report: dict[str, Any], path: str | Path) -> None:
-    """Throughput against batch size: one panel per model, one line per device and implementation."""
+def _per_second(value: float) -> str:
+    """A throughput as a bar or point label: three significant digits, thousands as k, millions as M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}/s"
+    return f"{value:.3g}/s"
+
+
+def gemm_ceiling(report: dict[str, Any], model: str, device: str) -> dict[int, float]:
+    """Samples/s by batch size if a step of ``model`` on ``device`` did nothing but its matrix products.
+
+    These are the ``matmuls`` rows (role ``"ceiling"``): the step's own
+    matrix products at its exact shapes, timed alone in the same run; the
+    floor behind the table's "x matmuls".
+    """
+    return {r["batch"]: r["samples_per_s"] for r in report["results"]
+            if r["role"] == "ceiling" and r["model"] == model and r["device"] == device}
+
+
+def build_figure(report: dict[str, Any]) -> Any:
+    """The plot of :func:`plot_report` as a matplotlib ``Figure`` (drawn with the Agg canvas when saved).
+
+    One panel per model.  A model measured at one batch size gets one
+    horizontal bar per implementation and device; several batch sizes give
+    throughput against batch size.  Every bar and point is labelled with its
+    samples/s, the GEMM ceiling of :func:`gemm_ceiling` is drawn per device as
+    a dotted line, and the legend (below each panel) names every bar, line and
+    ceiling.
+    """
     require_matplotlib()
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import EngFormatter, NullFormatter
 
-    models = list(dict.fromkeys(r["model"] for r in report["results"] if r["role"] != "ceiling"))
-    figure = Figure(figsize=(5 * max(1, len(models)), 4), layout="constrained")
+    results = report["results"]
+    models = list(dict.fromkeys(r["model"] for r in results if r["role"] != "ceiling"))
+    figure = Figure(figsize=(6 * max(1, len(models)), 6), layout="constrained")
     axes = figure.subplots(1, max(1, len(models)), squeeze=False)[0]
-    for ax, model in zip(axes, models, strict=True):
-        rows = [r for r in report["results"] if r["model"] == model and r["role"] != "ceiling"]
-        series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-        for r in rows:
-            series.setdefault((r["device"], r["implementation"]), []).append((r["batch"], r["samples_per_s"]))
-        for (device, implementation), points in series.items():
-            points.sort()
-            style = "-" if implementation.startswith("bpcore") else "--"
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o",
-                    label=f"{implementation} ({device})")
-        sizes = next(r["sizes"] for r in rows)
-        ax.set_title(f"{model}: {'-'.join(map(str, sizes))}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(NullFormatter())  # a narrow range would crowd the axis with labels
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("samples per second")
+    for ax, model in zip(axes, models, strict=False):
+        rows = [r for r in results if r["model"] == model and r["role"] != "ceiling"]
+        devices = list(dict.fromkeys(r["device"] for r in rows))
+        batches = sorted({r["batch"] for r in rows})
+        sizes = "-".join(map(str, rows[0]["sizes"]))
+        colours = iter(f"C{i % 10}" for i in range(1000))
+        if len(batches) == 1:
+            names = [f"{r['implementation']} ({r['device']})" for r in rows]
+            for position, (r, name) in enumerate(zip(rows, names, strict=True)):
+                bars = ax.barh([position], [r["samples_per_s"]], color=next(colours), label=name)
+                ax.bar_label(bars, labels=[_per_second(r["samples_per_s"])], padding=3, fontsize="small")
+            ax.set_yticks(range(len(rows)), names, fontsize="small")
+            ax.invert_yaxis()  # in the order measured: bpcore on top
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.set_xlabel("samples per second")
+            ax.set_title(f"{model}: {sizes}, batch {batches[0]}")
+        else:
+            series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+            for r in rows:
+                key = (r["device"], r["implementation"])
+                series.setdefault(key, []).append((r["batch"], r["samples_per_s"]))
+            for (device, implementation), points in series.items():
+                points.sort()
+                style = "-" if implementation.startswith("bpcore") else "--"
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o",
+                        color=next(colours), label=f"{implementation} ({device})")
+                for batch, value in points:
+                    ax.annotate(_per_second(value), (batch, value), textcoords="offset points", xytext=(4, 3),
+                                fontsize="x-small")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(batches, [str(b) for b in batches])
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("samples per second")
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())  # a narrow range would crowd the axis with labels
+            ax.set_title(f"{model}: {sizes}")
+        for device in devices:
+            ceiling = gemm_ceiling(report, model, device)
+            if not ceiling:
+                continue
+            label = f"GEMM ceiling ({device}): the step's matrix products alone"
+            if len(batches) == 1:
+                value = ceiling[batches[0]]
+                ax.axvline(value, linestyle=":", linewidth=2, color="black",
+                           label=f"{label}, {_per_second(value)}")
+            else:
+                shown = sorted(ceiling.items())
+                ax.plot([b for b, _ in shown], [v for _, v in shown], ":", linewidth=2, color="black",
+                        marker="_", markersize=12, label=label)
+                for batch, value in shown:
+                    ax.annotate(_per_second(value), (batch, value), textcoords="offset points", xytext=(4, 3),
+                                fontsize="x-small")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1)
     figure.suptitle(f"training throughput, {report['settings']['dtype']}, {report['settings']['optimizer']}")
-    figure.savefig(path, dpi=120)
+    return figure
+
+
+def plot_report(report: dict[str, Any], path: str | Path) -> None:
+    """Draw :func:`build_figure` into ``path`` (the format follows its suffix, e.g. PNG)."""
+    build_figure(report).savefig(path, dpi=120)
