@@ -4,11 +4,13 @@
 (:mod:`bpcore.serialization`) every ``every`` epochs and whenever the
 monitored value improves.  Each file holds, besides the network and the
 optimiser state, the state of the training run itself: the epoch, the
-random generators (mini-batch order and dropout masks), the learning-rate
-schedule, early stopping's counters and the history so far.  Passing such a
-file to ``fit(..., resume_from=path)`` therefore continues training exactly
-where it stopped: with the same seed, an interrupted and resumed run gives
-bit-identical parameters to an uninterrupted one on the CPU.
+random generators (the mini-batch order's state, and the entropy from which
+every epoch's dropout generator is derived: :mod:`bpcore.training.dropout_streams`),
+the learning-rate schedule, early stopping's counters and the history so far.
+Passing such a file to ``fit(..., resume_from=path)`` therefore continues
+training exactly where it stopped: with the same seed, an interrupted and
+resumed run draws the same mini-batches and dropout masks as an uninterrupted
+one, on the CPU and on a GPU, and on the CPU gives bit-identical parameters.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from . import checks
 from .serialization import ModelFileError, load_checkpoint, write_model
 from .serialization.registry import describe, walk_with_paths
+from .training import dropout_streams
 from .training.callbacks import Callback
 from .training.history import monitor_mode
 from .training.snapshot import Snapshot
@@ -73,6 +76,22 @@ class TrainingRun:
         self.writes_files = bool(writes_files)
         #: The ``training`` section of the file this run resumed from (None for a fresh run).
         self.resumed: dict[str, Any] | None = None
+        #: Each epoch's dropout generator is derived from this (None: no layer draws random numbers).
+        self.dropout_entropy = (
+            dropout_streams.draw_entropy(network) if dropout_streams.draws_random(network) else None
+        )
+
+    # --- each epoch -----------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        """Bind ``epoch``'s own dropout generator (seeded from the run's entropy and ``epoch``)."""
+        if self.dropout_entropy is not None:
+            generator = dropout_streams.epoch_generator(self.network.backend, self.dropout_entropy, epoch)
+            dropout_streams.bind(self.network, generator)
+
+    def end(self) -> None:
+        """Give the layers back the network's own generator (for draws outside ``fit``)."""
+        if self.dropout_entropy is not None:
+            dropout_streams.bind(self.network, self.network._random)
 
     # --- writing --------------------------------------------------------------------
     def state(self, epoch: int, callbacks: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,6 +110,7 @@ class TrainingRun:
             "shuffle_rng": _generator_state(self.batches._rng),
             "sample_order": np.array(self.batches._order, copy=True),
             "dropout_rng": _generator_state(getattr(self.network, "_random", None)),
+            "dropout_entropy": self.dropout_entropy,
             "scheduler": scheduler_state,
             "early_stopping": None
             if stopping is None
@@ -167,13 +187,17 @@ class TrainingRun:
             self.batches._order[...] = order
         dropout = getattr(network, "_random", None)
         if training.get("dropout_rng") is not None and isinstance(dropout, np.random.Generator):
+            # the network's own stream, for draws outside fit (a GPU generator's state cannot be set)
             dropout.bit_generator.state = training["dropout_rng"]
-        elif any(type(layer).__name__ == "Dropout" for layer in network.walk()):
-            logger.warning(
-                "resume_from: the dropout generator's state could not be restored on %s; "
-                "dropout masks will differ from an uninterrupted run",
-                network.device,
-            )
+        if self.dropout_entropy is not None:
+            saved_entropy = training.get("dropout_entropy")
+            if saved_entropy is not None:
+                self.dropout_entropy = saved_entropy
+            else:
+                logger.warning(
+                    "resume_from: %s was written by an older bpcore that did not record the dropout "
+                    "entropy; dropout masks will differ from an uninterrupted run", os.fspath(path),
+                )
         history = training.get("history") or {}
         self.history.epochs = [int(e) for e in history.get("epochs", [])]
         self.history.history = {
@@ -200,6 +224,7 @@ class TrainingRun:
                 except (TypeError, ValueError, KeyError) as exc:
                     kind = type(generator.bit_generator).__name__
                     raise ValueError(f"{key}: not a {kind} state ({exc})") from None
+        dropout_streams.check_entropy(training.get("dropout_entropy"))
         order = training.get("sample_order")
         if order is not None:
             n = len(order) if isinstance(order, np.ndarray) else -1

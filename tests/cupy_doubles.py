@@ -13,7 +13,10 @@ NumPy-only test run would never meet:
 * :class:`CupyLikeGenerator`: ``Generator.random(size=None, dtype, out)`` as in
   ``cupy/random/_generator_api.pyx``: ``out`` is checked against ``size`` only
   when ``size`` is given, and ``size=None`` draws ONE value that is then
-  broadcast into ``out``.
+  broadcast into ``out``.  ``integers`` returns a device array (0-d for
+  ``size=None``), and the generator's state cannot be read or set: its
+  ``bit_generator.state()`` is a method returning a device pointer
+  (``cupy/random/_bit_generator.pyx``), not NumPy's ``state`` dictionary.
 """
 
 from __future__ import annotations
@@ -92,11 +95,24 @@ class CupyLikeBackend(Backend):
         return array.get() if isinstance(array, CupyLikeArray) else np.asarray(array)
 
 
+class CupyLikeBitGenerator:
+    """CuPy's cuRAND bit generator as seen from the host: ``state()`` is a device pointer, nothing sets it."""
+
+    def state(self) -> int:
+        return 0x7F0000000000  # an address in device memory, not a state that could be saved
+
+
 class CupyLikeGenerator:
     """A NumPy generator behind CuPy's ``Generator.random`` signature and broadcasting semantics."""
 
     def __init__(self, seed: int | None = None) -> None:
         self._numpy = np.random.default_rng(seed)
+        self.bit_generator = CupyLikeBitGenerator()
+
+    def integers(self, low: int, high: int | None = None, size: Any = None, dtype: Any = np.int64,
+                 endpoint: bool = False) -> CupyLikeArray:
+        shape = () if size is None else size
+        return CupyLikeArray(self._numpy.integers(low, high, size=shape, dtype=dtype, endpoint=endpoint))
 
     def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
         dtype = np.dtype(dtype)

@@ -274,6 +274,7 @@ def fit(
                 first_epoch = epochs + 1
             for epoch in range(first_epoch, epochs + 1):
                 tick = time.perf_counter()
+                run.begin_epoch(epoch)  # this epoch's dropout generator, derived from the run's seed
                 lr = getattr(optimizer, "lr", None)
                 logs = trainer.epoch(epoch)
                 if lr is not None:
@@ -298,6 +299,7 @@ def fit(
                 if hook is not None:
                     hook(history)
         finally:
+            run.end()
             progress.close(
                 f"{len(history)} epoch(s) in {time.perf_counter() - started:.3f}s; "
                 f"best epoch {history.best_epoch} ({monitor})"
