@@ -64,7 +64,8 @@ class Device:
 
 DEVICES = [
     Device("GPU (assumed: 20 TFLOP/s effective float32, 0.2 ms launch overhead per step)", 20e12, 0.2e-3),
-    Device("CPU node (measured here: 0.2 TFLOP/s, 0.05 ms per step)", 0.2e12, 0.05e-3),
+    Device("CPU node (GEMM rate measured here, rounded: 0.2 TFLOP/s; 0.05 ms per step estimated)",
+           0.2e12, 0.05e-3),
 ]
 LINKS = [("25 GB/s (NVLink-class)", 25e9, 10e-6), ("1.25 GB/s (10 GbE)", 1.25e9, 30e-6)]
 

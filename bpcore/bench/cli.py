@@ -80,7 +80,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         f"(default: {Budget.max_seconds})")
     parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     parser.add_argument("--plot", metavar="FILE.png",
-                        help="draw throughput against batch size (needs matplotlib)")
+                        help="draw each model's throughput (against batch size, or bars for one batch "
+                             "size), every value labelled, with the GEMM ceiling (needs matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.set_defaults(handler=run)
     return parser
