@@ -10,7 +10,8 @@ the learning-rate schedule, early stopping's counters and the history so far.
 Passing such a file to ``fit(..., resume_from=path)`` therefore continues
 training exactly where it stopped: with the same seed, an interrupted and
 resumed run draws the same mini-batches and dropout masks as an uninterrupted
-one, on the CPU and on a GPU, and on the CPU gives bit-identical parameters.
+one (on a GPU too: nothing is needed that CuPy cannot export), and on the CPU
+gives bit-identical parameters.
 """
 
 from __future__ import annotations
