@@ -257,6 +257,7 @@ def fit(
             writes_files=sync is None or sync.is_root,
         )
         first_epoch = 1 if resume_from is None else run.restore(resume_from)
+        trainer.batches = progress.follow(trainer.batches, first_epoch)  # a bar advances by batch
         if sync is not None:
             sync.begin(network)
         started = time.perf_counter()
