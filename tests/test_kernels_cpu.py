@@ -15,15 +15,10 @@ pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the ge
 
 from kernel_cases import CASES, LAYOUTS, compare, compare_layout
 
-from bpcore.backends.kernels import cpu, numba_kernels
+from bpcore.backends.kernels import cpu, numba_jit
 
-# The kernels built by ``cpu.build`` (the whole-buffer operations of custom loops
-# have their own kernel module, checked in test_custom_loops.py).
-CPU_OPS = sorted(
-    name
-    for name, op in OPERATIONS.items()
-    if op.cpu is not None and getattr(op.cpu, "func", None) is cpu.build
-)
+# Every operation with a CPU kernel, whatever module its kernel lives in.
+CPU_OPS = sorted(name for name, op in OPERATIONS.items() if op.cpu is not None)
 SMALL, LARGE = 37, 512  # rows: below and above every (lowered) parallel threshold
 PARALLEL_MIN = 4096  # elements; the tests lower every threshold to this
 SERIAL_ONLY = {
@@ -32,6 +27,12 @@ SERIAL_ONLY = {
     "binary_cross_entropy_logits_forward",
     "binary_cross_entropy_logits_backward",
     "binary_cross_entropy_backward",
+    "polyak_update",
+    "clamp_inplace",
+    "gather_rows",
+    "scatter_rows",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
 }
 
 
@@ -45,7 +46,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     for kind in cpu.PARALLEL_MIN:
         monkeypatch.setitem(cpu.PARALLEL_MIN, kind, PARALLEL_MIN)
     ran: list[str] = []
-    original = cpu._pick
+    original = cpu.pick
 
     def spy(pair, size, kind):  # type: ignore[no-untyped-def]
         kernel = original(pair, size, kind)
@@ -53,14 +54,14 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         ran.append(wanted if kernel is (pair.parallel if wanted == "parallel" else pair.serial) else "wrong")
         return kernel
 
-    monkeypatch.setattr(cpu, "_pick", spy)
+    monkeypatch.setattr(cpu, "pick", spy)
     return ran
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", CPU_OPS)
 def test_cpu_kernel_matches_generic(name: str, dtype: type, builds: list[str]) -> None:
-    implementation = cpu.build(name)
+    implementation = OPERATIONS[name].cpu()
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     for label, make in CASES[name]:
         # Edge values on the small (serial) size; the large size runs the
@@ -78,14 +79,17 @@ def test_cpu_kernel_matches_generic(name: str, dtype: type, builds: list[str]) -
 
 
 def test_kernels_with_a_parallel_build() -> None:
-    serial_only = {name for name, pair in numba_kernels.KERNELS.items() if not pair.has_parallel}
-    assert serial_only == {
-        "softmax_xent_backward",
-        "softmax_xent_index_backward",
-        "bce_logits",
-        "bce_logits_backward",
-        "bce_backward",
-    }
+    for name in CPU_OPS:
+        OPERATIONS[name].cpu()
+    assert {name for name in CPU_OPS if not numba_jit.pair(name).has_parallel} == SERIAL_ONLY
+
+
+def test_every_cpu_kernel_is_named_after_its_operation() -> None:
+    for name in CPU_OPS:
+        OPERATIONS[name].cpu()
+    assert set(CPU_OPS) <= set(numba_jit.FUNCTIONS)
+    # ... and every Numba kernel serves the operation of its name.
+    assert set(numba_jit.FUNCTIONS) <= set(OPERATIONS), sorted(set(numba_jit.FUNCTIONS) - set(OPERATIONS))
 
 
 def test_bias_forward_writes_the_pre_activation_and_may_share_out() -> None:
@@ -93,7 +97,7 @@ def test_bias_forward_writes_the_pre_activation_and_may_share_out() -> None:
     z = rng.normal(size=(5, 16)).astype(np.float32)
     b = rng.normal(size=16).astype(np.float32)
     expected = np.maximum(z + b, 0)
-    cpu.build("bias_relu_forward")(z, b, z)
+    OPERATIONS["bias_relu_forward"].cpu()(z, b, z)
     np.testing.assert_allclose(z, expected, rtol=1e-6)
 
 
@@ -102,7 +106,7 @@ def test_non_contiguous_arrays_fall_back_to_the_generic_version() -> None:
     gy = rng.normal(size=(8, 32))[:, ::2]
     y = rng.random((8, 32))[:, ::2]
     out = np.empty((8, 32))[:, ::2]
-    cpu.build("sigmoid_backward")(gy, y, out)
+    OPERATIONS["sigmoid_backward"].cpu()(gy, y, out)
     np.testing.assert_allclose(out, gy * y * (1 - y), rtol=1e-12)
 
 
@@ -133,7 +137,7 @@ def test_optimiser_state_subnormals_are_flushed(dtype: type) -> None:
         False,
     )
     assert np.any((generic_m != 0) & (np.abs(generic_m) < tiny)), "the generic path keeps subnormals"
-    cpu.build("adam_step")(
+    OPERATIONS["adam_step"].cpu()(
         param, grad, exp_avg, exp_avg_sq, np.empty(0, dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 3, False, False
     )
     for state in (exp_avg, exp_avg_sq):
@@ -169,7 +173,7 @@ def test_without_numba_everything_runs_the_generic_version() -> None:
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", CPU_OPS)
 def test_cpu_kernel_wrappers_take_any_memory_layout(name: str, layout: str) -> None:
-    implementation = cpu.build(name)
+    implementation = OPERATIONS[name].cpu()
     rng = np.random.default_rng(7)
     for _label, make in CASES[name]:
         compare_layout(name, implementation, make(rng, np.float32, 9, False), layout)
