@@ -177,3 +177,83 @@ def test_cpu_kernel_wrappers_take_any_memory_layout(name: str, layout: str) -> N
     rng = np.random.default_rng(7)
     for _label, make in CASES[name]:
         compare_layout(name, implementation, make(rng, np.float32, 9, False), layout)
+
+
+# --- lazy loading: a process pays only for the kernels it runs -----------------------------------------
+LOADED = """
+import json, logging, sys
+import numpy as np
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+from bpcore.backends import get_backend
+from bpcore.backends.kernels import numba_jit
+backend = get_backend("cpu", kernels="fused")
+x = np.linspace(-1.0, 1.0, 64).reshape(8, 8)
+backend.ops.relu_backward(x, x, np.empty_like(x))
+print(json.dumps({
+    "pairs": sorted(numba_jit.PAIRS),
+    "loaded": sorted(
+        d.py_func.__name__ for p in numba_jit.PAIRS.values() for d in p.dispatchers if d.signatures
+    ),
+    "modules": sorted(m for m in sys.modules if m.startswith("bpcore.backends.kernels.")),
+}))
+"""
+
+
+def _run_one_operation(cache: str) -> tuple[dict[str, list[str]], str]:
+    import json
+    import os
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    command = [sys.executable, "-c", LOADED]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+@pytest.mark.slow
+def test_a_process_compiles_and_loads_only_the_kernels_it_uses(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cold, cold_log = _run_one_operation(str(tmp_path))
+    assert cold["pairs"] == ["relu_backward"]  # no dispatcher exists for any other operation
+    assert cold["loaded"] == ["relu_backward_serial"]  # small array: the serial build, one dtype
+    assert "bpcore.backends.kernels.buffer_numba" not in cold["modules"]
+    assert "bpcore.backends.kernels.pooling_numba" not in cold["modules"]
+    # The cold cache's compilation is logged with its time, once, under the bpcore logger ...
+    compiled = [line for line in cold_log.splitlines() if "compiled the Numba kernel" in line]
+    assert len(compiled) == 1 and compiled[0].startswith("bpcore INFO"), cold_log
+    assert "relu_backward (serial)" in compiled[0] and "float64" in compiled[0]
+    # ... and a second process loads it from the disk cache, silently.
+    warm, warm_log = _run_one_operation(str(tmp_path))
+    assert warm == cold
+    assert "compiled the Numba kernel" not in warm_log, warm_log
+
+
+def test_the_declare_contract_with_zero_argument_builders_still_works() -> None:
+    from bpcore.backends.numpy_backend import NumpyBackend
+    from bpcore.backends.ops import declare
+
+    calls: list[str] = []
+
+    def build_cpu():  # type: ignore[no-untyped-def]
+        calls.append("built")
+
+        def halve(x, out):  # type: ignore[no-untyped-def]
+            np.multiply(x, 0.5, out=out)
+            return out
+
+        return halve
+
+    name = "test_only_halve"
+
+    @declare(name, "out = x / 2", cpu=build_cpu, cuda=lambda: (lambda x, out: out))
+    def halve(xp, x, out):  # type: ignore[no-untyped-def]
+        return xp.divide(x, 2.0, out=out)
+
+    try:
+        backend = NumpyBackend(kernels="fused")
+        assert backend.resolve(name)[1] == "numba" and calls == ["built"]
+        x = np.arange(4.0)
+        np.testing.assert_array_equal(backend.ops.test_only_halve(x, np.empty(4)), x / 2)
+        assert OPERATIONS[name].cuda_wrapper is None  # a plain builder: no wrapper over other kernels
+        assert NumpyBackend(kernels="generic").resolve(name)[1] == "generic"
+    finally:
+        del OPERATIONS[name]
