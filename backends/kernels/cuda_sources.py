@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from importlib import resources
+from typing import Any
 
 HEADER_NAME = "bpcore_math.cuh"
 # NVRTC options shared by CuPy's build and the compile test.
@@ -90,8 +91,20 @@ ELEMENTWISE: dict[str, Elementwise] = {}
 REDUCTIONS: dict[str, Reduction] = {}
 
 
-def _add(kernel: Elementwise) -> None:
-    ELEMENTWISE[kernel.name] = kernel
+def add(kernel: Elementwise | Reduction) -> None:
+    """Register a kernel's source under its name (``bp_<operation>[_<part>]``); each name once.
+
+    The kernels of this module register themselves; a topic's own kernel
+    module (``backends/kernels/<topic>_cuda.py``) calls this for its own.
+    """
+    table: dict[str, Any] = REDUCTIONS if isinstance(kernel, Reduction) else ELEMENTWISE
+    if kernel.name in ELEMENTWISE or kernel.name in REDUCTIONS:
+        if table.get(kernel.name) == kernel:
+            return
+        raise ValueError(f"CUDA kernel {kernel.name!r} is defined twice")
+    table[kernel.name] = kernel
+
+
 
 
 # --- activations ---------------------------------------------------------------------
@@ -104,14 +117,14 @@ def add_activation(name: str, params: tuple[str, ...] = ()) -> None:
     """
     scalars = "".join(f", float64 {p}" for p in params)
     args = "".join(f", (T){p}" for p in params)
-    _add(Elementwise(f"bp_{name}_forward", f"T x{scalars}", "T y", f"y = bp_{name}_forward_at(x{args})"))
-    _add(
+    add(Elementwise(f"bp_{name}_forward", f"T x{scalars}", "T y", f"y = bp_{name}_forward_at(x{args})"))
+    add(
         Elementwise(
             f"bp_{name}_backward", f"T gy, T s{scalars}", "T gx", f"gx = bp_{name}_backward_at(gy, s{args})"
         )
     )
     # z may be the same array as y: z is written first, then y = f(z).
-    _add(
+    add(
         Elementwise(
             f"bp_bias_{name}_forward",
             f"T b{scalars}",
@@ -122,7 +135,7 @@ def add_activation(name: str, params: tuple[str, ...] = ()) -> None:
 
 
 # --- optimisers ----------------------------------------------------------------------
-_add(
+add(
     Elementwise(
         "bp_sgd_step_momentum",
         "T grad, float64 lr, float64 momentum, float64 dampening, float64 wd, bool nesterov, bool first_step",
@@ -130,7 +143,7 @@ _add(
         "bp_sgd_step_at<T>(param, grad, &buf, (T)lr, (T)momentum, (T)dampening, (T)wd, nesterov, first_step)",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_sgd_step_plain",
         "T grad, float64 lr, float64 wd",
@@ -138,7 +151,7 @@ _add(
         "bp_sgd_step_at<T>(param, grad, (T*)0, (T)lr, T(0), T(0), (T)wd, false, false)",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_adagrad_step",
         "T grad, float64 clr, float64 wd, float64 eps",
@@ -147,7 +160,7 @@ _add(
     )
 )
 # Optional state arrays are "raw" (they may be 0-size) and touched only when used.
-_add(
+add(
     Elementwise(
         "bp_rmsprop_step",
         "T grad, float64 lr, float64 alpha, float64 eps, float64 wd, float64 momentum, bool centered, "
@@ -157,7 +170,7 @@ _add(
         "use_momentum ? &buf[i] : (T*)0, (T)lr, (T)alpha, (T)eps, (T)wd, (T)momentum)",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_adam_step",
         "T grad, float64 lr, float64 beta1, float64 beta2, float64 eps, float64 wd, float64 step_size, "
@@ -167,7 +180,7 @@ _add(
         "(T)eps, (T)wd, (T)step_size, (T)bc2_sqrt, decoupled)",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_l1_l2_grad",
         "T grad, T p, T mask, float64 l1, float64 l2",
@@ -176,25 +189,27 @@ _add(
     )
 )
 # factor is a 0-d device array (broadcast): the clip coefficient never visits the host.
-_add(Elementwise("bp_scale_inplace", "F factor", "T x", "x = (T)(x * factor)"))
-REDUCTIONS["bp_grad_norm_sq"] = Reduction(
-    "bp_grad_norm_sq",
-    "T x",
-    "U total",
-    "(double)x * (double)x",
-    "a + b",
-    "total = (U)a",
-    "0",
-    "double",
+add(Elementwise("bp_scale_inplace", "F factor", "T x", "x = (T)(x * factor)"))
+add(
+    Reduction(
+        "bp_grad_norm_sq",
+        "T x",
+        "U total",
+        "(double)x * (double)x",
+        "a + b",
+        "total = (U)a",
+        "0",
+        "double",
+    )
 )
 
 # --- losses ----------------------------------------------------------------------------
-_add(
+add(
     Elementwise(
         "bp_softmax_cross_entropy_backward", "T p, T t, float64 scale", "T g", "g = (p - t) * (T)scale"
     )
 )
-_add(
+add(
     Elementwise(
         "bp_softmax_cross_entropy_index_backward",
         "T p, raw int64 labels, int64 k, float64 scale",
@@ -202,7 +217,7 @@ _add(
         "g = p * (T)scale - ((long long)(i % k) == labels[i / k] ? (T)scale : T(0))",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_binary_cross_entropy_logits_forward",
         "T z, T t",
@@ -210,7 +225,7 @@ _add(
         "loss = bp_binary_cross_entropy_logits_forward_at(z, t)",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_binary_cross_entropy_logits_backward",
         "T z, T t, float64 scale",
@@ -218,7 +233,7 @@ _add(
         "g = (bp_sigmoid(z) - t) * (T)scale",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_binary_cross_entropy_backward",
         "T p, T t, float64 scale, float64 eps",
@@ -228,7 +243,7 @@ _add(
 )
 
 # --- dropout -----------------------------------------------------------------------------
-_add(
+add(
     Elementwise(
         "bp_dropout_forward",
         "T x, T u, float64 p, float64 keep_scale",
@@ -236,17 +251,17 @@ _add(
         "const T s = u >= (T)p ? (T)keep_scale : T(0); mask = s; y = x * s",
     )
 )
-_add(Elementwise("bp_dropout_backward", "T a, T b", "T c", "c = a * b"))
+add(Elementwise("bp_dropout_backward", "T a, T b", "T c", "c = a * b"))
 
 
 # --- whole-buffer and per-row operations of custom loops (``raw`` arrays are indexed flat) -------------
-_add(
+add(
     Elementwise(
         "bp_polyak_update", "T source, T keep, T take", "T target", "target = target * keep + take * source"
     )
 )
-_add(Elementwise("bp_clamp_inplace", "T low, T high", "T x", "x = x < low ? low : (x > high ? high : x)"))
-_add(
+add(Elementwise("bp_clamp_inplace", "T low, T high", "T x", "x = x < low ? low : (x > high ? high : x)"))
+add(
     Elementwise(
         "bp_gather_rows",
         "raw T values, S index, int64 cols",
@@ -254,7 +269,7 @@ _add(
         "out = values[i * cols + (long long)index]",
     )
 )
-_add(
+add(
     Elementwise(
         "bp_scatter_rows",
         "raw T grad, raw S index, int64 cols",
