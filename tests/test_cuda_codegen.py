@@ -128,7 +128,7 @@ def test_both_reduction_paths_of_cupy_are_generated(generated: Generated) -> Non
     assert paths["cub-pass1"] == paths["cub-pass2"] == paths["reduction"] == reductions, paths
 
 
-def test_every_kernel_source_is_used_by_an_operation() -> None:
+def test_every_kernel_source_is_used_by_an_operation_and_named_after_it() -> None:
     requested: list[str] = []
 
     def record(kernel_name: str) -> object:
@@ -136,9 +136,17 @@ def test_every_kernel_source_is_used_by_an_operation() -> None:
         assert kernel_name == "raw" or kernel_name in src.ELEMENTWISE or kernel_name in src.REDUCTIONS
         return object()
 
+    raw_names = []
     for name in CUDA_OPS:
+        before = len(requested)
         cuda_wrapper(name, record)
+        for kernel_name in requested[before:]:
+            assert kernel_name in ("raw", f"bp_{name}") or kernel_name.startswith(f"bp_{name}_"), name
+        if "raw" in requested[before:]:
+            raw_names += [k for k in src.RAW_KERNELS if k == f"bp_{name}" or k.startswith(f"bp_{name}_")]
     assert set(requested) == set(src.ELEMENTWISE) | set(src.REDUCTIONS) | {"raw"}
+    # Every raw kernel belongs, by its name, to an operation that launches raw kernels.
+    assert sorted(raw_names) == sorted(src.RAW_KERNELS)
 
 
 # --- the check fails when it must -------------------------------------------------------------------

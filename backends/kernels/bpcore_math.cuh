@@ -6,6 +6,10 @@
 // same kernel bodies into a shared library and compare them with the generic
 // NumPy versions), and, by mirroring, the Numba kernels.
 //
+// Naming: the per-element body of operation X is bp_X_at (bp_relu_backward_at
+// for relu_backward; the kernel itself is bp_X), mirrored by X_at in the
+// Numba kernels.  The other functions here are shared helpers.
+//
 // The formulas follow the generic implementations in bpcore/backends/ops:
 // same evaluation order, same NaN behaviour (a NaN input gives a NaN output
 // wherever the generic version gives one).
