@@ -17,8 +17,8 @@ from kernel_cases import CASES, LAYOUTS, compare, compare_layout
 
 from bpcore.backends.kernels import cpu, numba_jit
 
-# Every operation with a CPU kernel, whatever module its kernel lives in.
-CPU_OPS = sorted(name for name, op in OPERATIONS.items() if op.cpu is not None)
+# Every operation declared with the short cpu= form, whatever module its kernel lives in.
+CPU_OPS = sorted(name for name, op in OPERATIONS.items() if op.numba_module is not None)
 SMALL, LARGE = 37, 512  # rows: below and above every (lowered) parallel threshold
 PARALLEL_MIN = 4096  # elements; the tests lower every threshold to this
 SERIAL_ONLY = {
@@ -253,7 +253,8 @@ def test_the_declare_contract_with_zero_argument_builders_still_works() -> None:
         assert backend.resolve(name)[1] == "numba" and calls == ["built"]
         x = np.arange(4.0)
         np.testing.assert_array_equal(backend.ops.test_only_halve(x, np.empty(4)), x / 2)
-        assert OPERATIONS[name].cuda_wrapper is None  # a plain builder: no wrapper over other kernels
+        # Plain builders: no wrapper over other kernels, no kernel module known.
+        assert OPERATIONS[name].cuda_wrapper is None and OPERATIONS[name].numba_module is None
         assert NumpyBackend(kernels="generic").resolve(name)[1] == "generic"
     finally:
         del OPERATIONS[name]

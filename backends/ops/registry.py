@@ -73,6 +73,8 @@ class Operation:
     ``cuda_wrapper(provider)``, where the operation was declared with the
     short ``cuda=`` form, builds the CUDA wrapper over the kernels that
     ``provider(kernel_name)`` returns (``cuda`` is that over CuPy's).
+    ``numba_module``, where it was declared with the short ``cpu=`` form, is
+    the module of ``backends/kernels`` holding its Numba kernel.
     """
 
     name: str
@@ -81,6 +83,7 @@ class Operation:
     cpu: KernelBuilder | None = None
     cuda: KernelBuilder | None = None
     cuda_wrapper: Callable[[_cuda.Provider], Callable[..., Any]] | None = None
+    numba_module: str | None = None
 
 
 OPERATIONS: dict[str, Operation] = {}
@@ -110,8 +113,17 @@ def declare(
         if isinstance(cuda, Cuda):
             cuda_wrapper = functools.partial(_cuda.build, name, cuda.wrap, generic, flat=cuda.flat)
             cuda_builder = once(functools.partial(cuda_wrapper, _cuda.cupy_kernel))
+        module = cpu.module if isinstance(cpu, Numba) else None
         register(
-            Operation(name, generic, summary, cpu=cpu_builder, cuda=cuda_builder, cuda_wrapper=cuda_wrapper)
+            Operation(
+                name,
+                generic,
+                summary,
+                cpu=cpu_builder,
+                cuda=cuda_builder,
+                cuda_wrapper=cuda_wrapper,
+                numba_module=module,
+            )
         )
         return generic
 
