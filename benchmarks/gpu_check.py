@@ -582,8 +582,8 @@ def section_codegen(ctx: Context) -> Verdict:
     backend = _backend(ctx.device)
     recorder = cupy_codegen.Recorder()
     provider = cupy_codegen.provider(recorder)
-    for name in sorted(n for n, op in OPERATIONS.items() if op.cuda is not None):
-        emulated = cuda_kernels.make_implementation(name, provider)
+    for name in sorted(n for n, op in OPERATIONS.items() if op.cuda_wrapper is not None):
+        emulated = OPERATIONS[name].cuda_wrapper(provider)
         for dtype in (np.float32, np.float64):
             for _label, make in CASES[name]:
                 for rows in (41, 2):

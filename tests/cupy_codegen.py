@@ -1,8 +1,8 @@
 """CuPy's own code generation for bpcore's CUDA kernels, driven without a GPU, and compiled by NVRTC.
 
-bpcore's wrappers (:func:`bpcore.backends.kernels.cuda.make_implementation`)
+bpcore's wrappers (:attr:`Operation.cuda_wrapper <bpcore.backends.ops.registry.Operation>`)
 are given :func:`provider`: it hands out the REAL CuPy kernel objects that
-the CUDA backend builds (``cuda._kernel``), each behind an interceptor that
+the CUDA backend builds (``cuda.cupy_kernel``), each behind an interceptor that
 replaces only what needs a driver.  A call then runs
 
 * the device-free front half of CuPy's call path, with CuPy's own pieces
@@ -518,13 +518,13 @@ def _packed_type(arg: Any) -> str:
 
 
 def provider(recorder: Recorder) -> Callable[[str], Any]:
-    """A ``kernels`` provider for ``make_implementation``: the real CuPy kernels, launches intercepted."""
+    """A kernel provider for ``Operation.cuda_wrapper``: the real CuPy kernels, launches intercepted."""
     import cupy
 
     from bpcore.backends.kernels import cuda
 
     def kernels(kernel_name: str) -> Any:
-        kernel = cuda._kernel(kernel_name)
+        kernel = cuda.cupy_kernel(kernel_name)
         if isinstance(kernel, cupy.ElementwiseKernel):
             return ElementwiseCall(kernel, recorder)
         if isinstance(kernel, cupy.ReductionKernel):

@@ -285,6 +285,53 @@ CASES.update(
     }
 )
 
+# --- whole-buffer and per-row operations of custom loops --------------------------------------------
+def _polyak(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    return [_flat(rng, dtype, n, edge), _flat(rng, dtype, n, edge), 0.3]
+
+
+def _clamp(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    return [_flat(rng, dtype, n, edge), -0.5, 0.7]
+
+
+def _index(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, FEATURES, size=n).astype(np.int64)
+
+
+def _gather(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    return [_values(rng, dtype, (n, FEATURES), edge), _index(rng, n), np.empty(n, dtype)]
+
+
+def _scatter(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    return [_values(rng, dtype, (n,), edge), _index(rng, n), np.empty((n, FEATURES), dtype)]
+
+
+# --- max pooling: 3x3 windows, stride 2 (overlapping), rounded values (ties: the first wins) ----------
+# No NaN: the generic argmax picks a NaN, the kernel's ``>`` never does (the layers never pass one).
+POOL = (3, 3, 2, 2)
+
+
+def _pool_forward(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    image = np.round(_values(rng, dtype, (n, 2, 7, 7), False))
+    return [image, *POOL, np.empty((n, 2, 3, 3), dtype), np.empty((n, 2, 3, 3), np.int64)]
+
+
+def _pool_backward(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    index = rng.integers(0, 9, size=(n, 2, 3, 3)).astype(np.int64)
+    return [_values(rng, dtype, (n, 2, 3, 3), False), index, *POOL, np.empty((n, 2, 7, 7), dtype)]
+
+
+CASES.update(
+    {
+        "polyak_update": [("", _polyak)],
+        "clamp_inplace": [("", _clamp)],
+        "gather_rows": [("", _gather)],
+        "scatter_rows": [("", _scatter)],
+        "max_pool2d_forward": [("", _pool_forward)],
+        "max_pool2d_backward": [("", _pool_backward)],
+    }
+)
+
 # Operations that sum over many elements: the generic version's sums carry
 # rounding error that grows with the length (the kernels sum in float64).
 REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq"})
@@ -320,6 +367,13 @@ def compare(
             equal_nan=True,
             err_msg=f"{name}: argument {position} differs from the generic version",
         )
+
+
+def cuda_wrapper(name: str, provider: Callable[[str], Any]) -> Callable[..., Any]:
+    """Operation ``name``'s CUDA wrapper over the kernels ``provider(kernel_name)`` returns."""
+    make = OPERATIONS[name].cuda_wrapper
+    assert make is not None, f"{name} is not declared with the short cuda= form"
+    return make(provider)
 
 
 LAYOUTS = ("fortran", "strided")

@@ -39,36 +39,39 @@ static bp_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 # Host launchers of the raw kernels: C argument lists (T is the element type).
 RAW_SIGNATURES = {
-    "bp_softmax_xent_fwd": (
-        "const T* logits, const T* target, const long long* labels, T* probs, T* losses, "
-        "long long n, long long k",
-        "logits, target, labels, probs, losses, n, k",
+    "bp_softmax_cross_entropy_forward": (
+        "const T* logits, const T* target, T* probs, T* losses, long long n, long long k",
+        "logits, target, probs, losses, n, k",
     ),
-    "bp_batchnorm_fwd_partial": (
+    "bp_softmax_cross_entropy_index_forward": (
+        "const T* logits, const long long* labels, T* probs, T* losses, long long n, long long k",
+        "logits, labels, probs, losses, n, k",
+    ),
+    "bp_batchnorm_forward_train_partial": (
         "const T* x, double* partial, long long n, long long f, long long chunk, long long chunks",
         "x, partial, n, f, chunk, chunks",
     ),
-    "bp_batchnorm_fwd_stats": (
+    "bp_batchnorm_forward_train_stats": (
         "const T* x, const double* partial, T* running_mean, T* running_var, double momentum, double eps, "
         "T* inv_std, double* mean, long long n, long long f, long long chunks",
         "x, partial, running_mean, running_var, momentum, eps, inv_std, mean, n, f, chunks",
     ),
-    "bp_batchnorm_fwd_apply": (
+    "bp_batchnorm_forward_train_apply": (
         "const T* x, const T* gamma, const T* beta, const double* mean, const T* inv_std, T* out, T* xhat, "
         "long long n, long long f",
         "x, gamma, beta, mean, inv_std, out, xhat, n, f",
     ),
-    "bp_batchnorm_bwd_partial": (
+    "bp_batchnorm_backward_partial": (
         "const T* gy, const T* xhat, double* partial, long long n, long long f, long long chunk, "
         "long long chunks",
         "gy, xhat, partial, n, f, chunk, chunks",
     ),
-    "bp_batchnorm_bwd_stats": (
+    "bp_batchnorm_backward_stats": (
         "const double* partial, T* grad_gamma, T* grad_beta, double* sums, bool accumulate, long long f, "
         "long long chunks",
         "partial, grad_gamma, grad_beta, sums, accumulate, f, chunks",
     ),
-    "bp_batchnorm_bwd_apply": (
+    "bp_batchnorm_backward_apply": (
         "const T* gy, const T* xhat, const T* gamma, const T* inv_std, const double* sums, T* out, "
         "long long n, long long f",
         "gy, xhat, gamma, inv_std, sums, out, n, f",
@@ -82,6 +85,8 @@ def symbol(kernel_name: str, dtype: str) -> str:
 
 
 def _c_type(param: src.Param, ctype: str) -> str:
+    if param.type == "S":  # the index placeholder: an integer array in every call bpcore makes
+        return "long long"
     if len(param.type) == 1 and param.type.isupper():
         return ctype
     return SCALAR_CTYPES[param.type]

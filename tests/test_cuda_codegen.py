@@ -1,7 +1,7 @@
 """CuPy's own generated source for every CUDA operation, compiled by NVRTC for sm_80 and sm_90; no GPU.
 
 Every operation of the registry that has a CUDA implementation is driven
-through bpcore's own wrapper (``make_implementation``) with the inputs the
+through bpcore's own wrapper (``Operation.cuda_wrapper``) with the inputs the
 kernel tests use, for float32 and float64.  The wrapper gets the real CuPy
 kernel objects; their launches run CuPy's device-free call path and CuPy's
 source generators, and the programs CuPy would hand to NVRTC are compiled
@@ -11,8 +11,8 @@ argument of the wrong dtype, a wrong scalar width in a raw launch, or
 anything CuPy's generated wrapper code does not accept around our bodies
 fails here, on any machine with the ``nvrtc`` test extra.
 
-New operations get the check by being declared in the registry with a
-``cuda=`` builder and cases in ``kernel_cases``.
+New operations get the check by being declared in the registry with the
+short ``cuda=Cuda(...)`` form and cases in ``kernel_cases``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any
 import cupy_codegen as cg
 import numpy as np
 import pytest
-from kernel_cases import CASES
+from kernel_cases import CASES, cuda_wrapper
 
-from bpcore.backends.kernels import cuda
 from bpcore.backends.kernels import cuda_sources as src
 from bpcore.backends.ops import OPERATIONS
 
@@ -35,14 +34,8 @@ pytestmark = pytest.mark.skipif(
     REASON is not None, reason=f"CuPy's code generation cannot be checked: {REASON}"
 )
 
-# The operations whose CUDA wrappers ``cuda.make_implementation`` builds.  The whole-buffer operations
-# of custom loops (Polyak update, clamp, gather/scatter of rows) have their own builder in
-# backends/kernels/buffer_kernels.py; tests/test_custom_loops.py compiles their kernels with NVRTC.
-CUDA_OPS = sorted(
-    name
-    for name, op in OPERATIONS.items()
-    if op.cuda is not None and getattr(op.cuda, "func", None) is cuda.build
-)
+# Every operation declared with the short cuda= form (its CUDA wrapper can be built over any kernels).
+CUDA_OPS = sorted(name for name, op in OPERATIONS.items() if op.cuda_wrapper is not None)
 DTYPES = {"f32": np.float32, "f64": np.float64}
 # 41 rows of 16 features: 656 elements, CUB's two-pass reduction; 2 rows: 32, CuPy's simple reduction.
 ROWS = (41, 2)
@@ -59,7 +52,7 @@ class Generated:
 
 def _generate(name: str, dtype: Any, recorder: cg.Recorder) -> tuple[list[cg.Program], list[cg.RawLaunch]]:
     local = cg.Recorder()
-    implementation = cuda.make_implementation(name, cg.provider(local))
+    implementation = cuda_wrapper(name, cg.provider(local))
     rng = np.random.default_rng(0)
     for _label, make in CASES[name]:
         for rows in ROWS:
@@ -135,7 +128,7 @@ def test_both_reduction_paths_of_cupy_are_generated(generated: Generated) -> Non
     assert paths["cub-pass1"] == paths["cub-pass2"] == paths["reduction"] == reductions, paths
 
 
-def test_every_kernel_source_is_used_by_an_operation() -> None:
+def test_every_kernel_source_is_used_by_an_operation_and_named_after_it() -> None:
     requested: list[str] = []
 
     def record(kernel_name: str) -> object:
@@ -143,21 +136,29 @@ def test_every_kernel_source_is_used_by_an_operation() -> None:
         assert kernel_name == "raw" or kernel_name in src.ELEMENTWISE or kernel_name in src.REDUCTIONS
         return object()
 
+    raw_names = []
     for name in CUDA_OPS:
-        cuda.make_implementation(name, record)
+        before = len(requested)
+        cuda_wrapper(name, record)
+        for kernel_name in requested[before:]:
+            assert kernel_name in ("raw", f"bp_{name}") or kernel_name.startswith(f"bp_{name}_"), name
+        if "raw" in requested[before:]:
+            raw_names += [k for k in src.RAW_KERNELS if k == f"bp_{name}" or k.startswith(f"bp_{name}_")]
     assert set(requested) == set(src.ELEMENTWISE) | set(src.REDUCTIONS) | {"raw"}
+    # Every raw kernel belongs, by its name, to an operation that launches raw kernels.
+    assert sorted(raw_names) == sorted(src.RAW_KERNELS)
 
 
 # --- the check fails when it must -------------------------------------------------------------------
 def test_an_undefined_function_in_a_kernel_body_fails_to_compile(tmp_path: Any) -> None:
     recorder = cg.Recorder()
-    broken = src.Elementwise("bp_broken", "T x", "T y", "y = bp_act_no_such_function(x)")
+    broken = src.Elementwise("bp_broken", "T x", "T y", "y = bp_no_such_function_at(x)")
     cg.elementwise_call(broken, recorder)(np.ones(8, np.float32), np.empty(8, np.float32))
     (program,) = recorder.programs.values()
     results = cg.compile_programs([program], ("90",), cache_dir=str(tmp_path))
     result = results[program.key, "90"]
     assert not result.ok
-    assert "bp_act_no_such_function" in result.log
+    assert "bp_no_such_function_at" in result.log
 
 
 def test_a_wrongly_typed_scalar_in_a_kernel_body_fails_to_compile(tmp_path: Any) -> None:
@@ -172,7 +173,7 @@ def test_a_wrongly_typed_scalar_in_a_kernel_body_fails_to_compile(tmp_path: Any)
 
 def test_an_array_of_the_wrong_dtype_is_refused_by_cupy() -> None:
     # raw int64 labels given int32 labels: CuPy's own parameter type decision refuses it.
-    implementation = cuda.make_implementation(
+    implementation = cuda_wrapper(
         "softmax_cross_entropy_index_backward", cg.provider(cg.Recorder())
     )
     probs, labels, scale, out = CASES["softmax_cross_entropy_index_backward"][0][1](
@@ -199,7 +200,7 @@ def test_a_raw_launch_with_a_wrong_scalar_width_is_caught(tmp_path: Any) -> None
 
             return narrowed
 
-    implementation = cuda.make_implementation(
+    implementation = cuda_wrapper(
         "softmax_cross_entropy_forward", lambda k: NarrowingModule(kernels(k)) if k == "raw" else kernels(k)
     )
     implementation(
@@ -213,6 +214,6 @@ def test_a_raw_launch_with_a_wrong_scalar_width_is_caught(tmp_path: Any) -> None
         pytest.skip("c++filt (binutils) is not installed to read the kernel's parameter types")
     problems = cg.check_raw_launch(launch, signature)
     assert problems == [
+        f"{launch.expression}: argument 4 is int, the kernel takes long long",
         f"{launch.expression}: argument 5 is int, the kernel takes long long",
-        f"{launch.expression}: argument 6 is int, the kernel takes long long",
     ]

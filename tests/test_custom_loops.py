@@ -386,32 +386,3 @@ def test_custom_loop_api_on_a_gpu(dtype):
     opt.step()
     np.testing.assert_array_equal(cupy.asnumpy(net.store.data), before)
     assert bpcore.current_device() is not None
-
-
-def test_buffer_cuda_kernels_compile_with_nvrtc():
-    """The CUDA kernels of the new operations compile as CuPy wraps them (no GPU needed)."""
-    nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="needs CuPy's NVRTC bindings")
-    import dataclasses
-
-    import kernel_codegen
-
-    from bpcore.backends.kernels import cuda_sources as src
-    from bpcore.backends.kernels.buffer_kernels import CUDA_SOURCES
-
-    try:
-        nvrtc.getVersion()
-    except Exception as exc:
-        pytest.skip(f"NVRTC is not available ({exc}); pip install 'bpcore[nvrtc]'")
-    for spec in CUDA_SOURCES.values():
-        # The index placeholder S is an integer array in every call bpcore makes.
-        concrete = dataclasses.replace(spec, in_params=spec.in_params.replace("S index", "int64 index"))
-        for dtype in DTYPES:
-            unit = kernel_codegen.elementwise_unit(concrete, dtype)
-            code = src.header_source() + kernel_codegen.LOOP_MACROS + unit
-            program = nvrtc.createProgram(code, "bpcore_buffers.cu", [], [])
-            try:
-                nvrtc.compileProgram(program, ["-arch=compute_90", *src.NVRTC_OPTIONS])
-            except nvrtc.NVRTCError:
-                pytest.fail(f"{spec.name} ({dtype}):\n{nvrtc.getProgramLog(program)}")
-            finally:
-                nvrtc.destroyProgram(program)

@@ -204,22 +204,22 @@ def test_raw_kernel_functions_are_fetched_once_per_dtype_on_the_gpu(cuda_backend
     from bpcore.backends.kernels import cuda
 
     fetched: list[str] = []
-    real = cuda._kernel("raw")
+    real = cuda.cupy_kernel("raw")
 
     class Counting:
         def get_function(self, expression: str) -> Any:
             fetched.append(expression)
             return real.get_function(expression)
 
-    implementation = cuda.make_implementation(
-        "softmax_cross_entropy_index_forward", lambda k: Counting() if k == "raw" else cuda._kernel(k)
+    implementation = OPERATIONS["softmax_cross_entropy_index_forward"].cuda_wrapper(
+        lambda k: Counting() if k == "raw" else cuda.cupy_kernel(k)
     )
     cupy = cuda_backend.xp
     logits = cupy.asarray(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32))
     labels = cupy.arange(64, dtype=cupy.int64) % 10
     for _ in range(5):
         implementation(logits, labels, cupy.empty_like(logits), cupy.empty(64, cupy.float32))
-    assert fetched == ["bp_softmax_xent_fwd<float>"]
+    assert fetched == ["bp_softmax_cross_entropy_index_forward<float>"]
 
 
 def test_gradcheck_runs_on_cupy_arrays(cuda_backend: Any) -> None:

@@ -115,3 +115,42 @@ def test_public_layer_names_exist() -> None:
     ):
         assert isinstance(getattr(layers, name), type), name
         assert name in layers.__all__
+
+
+# --- layering: backends/kernels (the kernels and their shared plumbing) sits below backends/ops ----------
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in the file (lazy imports too), as a dotted name.
+
+    Relative imports are resolved against the file's package (``backends.kernels``).
+    """
+    import ast
+
+    package = ["backends", path.parent.name]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+KERNEL_MODULES = sorted((ROOT / "backends" / "kernels").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", KERNEL_MODULES, ids=[p.name for p in KERNEL_MODULES])
+def test_the_kernels_never_import_the_operations(path: Path) -> None:
+    upper = ("backends.ops", "bpcore.backends.ops", "backends.base", "bpcore")
+    wrong = sorted(m for m in _imported_modules(path) if m.startswith(upper) and m != "bpcore_math")
+    assert wrong == [], f"{path.name} imports {wrong}: backends/kernels must not depend on the layers above"
+
+
+def test_the_import_check_sees_a_lazy_relative_import_of_the_operations(tmp_path: Path) -> None:
+    fake = tmp_path / "backends" / "kernels" / "fake.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("def f():\n    from ..ops.registry import OPERATIONS\n    from . import layout\n")
+    found = _imported_modules(fake)
+    assert "backends.ops.registry" in found and "backends.kernels.layout" in found

@@ -15,15 +15,10 @@ pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the ge
 
 from kernel_cases import CASES, LAYOUTS, compare, compare_layout
 
-from bpcore.backends.kernels import cpu, numba_kernels
+from bpcore.backends.kernels import cpu, numba_jit
 
-# The kernels built by ``cpu.build`` (the whole-buffer operations of custom loops
-# have their own kernel module, checked in test_custom_loops.py).
-CPU_OPS = sorted(
-    name
-    for name, op in OPERATIONS.items()
-    if op.cpu is not None and getattr(op.cpu, "func", None) is cpu.build
-)
+# Every operation declared with the short cpu= form, whatever module its kernel lives in.
+CPU_OPS = sorted(name for name, op in OPERATIONS.items() if op.numba_module is not None)
 SMALL, LARGE = 37, 512  # rows: below and above every (lowered) parallel threshold
 PARALLEL_MIN = 4096  # elements; the tests lower every threshold to this
 SERIAL_ONLY = {
@@ -32,6 +27,12 @@ SERIAL_ONLY = {
     "binary_cross_entropy_logits_forward",
     "binary_cross_entropy_logits_backward",
     "binary_cross_entropy_backward",
+    "polyak_update",
+    "clamp_inplace",
+    "gather_rows",
+    "scatter_rows",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
 }
 
 
@@ -45,7 +46,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     for kind in cpu.PARALLEL_MIN:
         monkeypatch.setitem(cpu.PARALLEL_MIN, kind, PARALLEL_MIN)
     ran: list[str] = []
-    original = cpu._pick
+    original = cpu.pick
 
     def spy(pair, size, kind):  # type: ignore[no-untyped-def]
         kernel = original(pair, size, kind)
@@ -53,14 +54,14 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         ran.append(wanted if kernel is (pair.parallel if wanted == "parallel" else pair.serial) else "wrong")
         return kernel
 
-    monkeypatch.setattr(cpu, "_pick", spy)
+    monkeypatch.setattr(cpu, "pick", spy)
     return ran
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", CPU_OPS)
 def test_cpu_kernel_matches_generic(name: str, dtype: type, builds: list[str]) -> None:
-    implementation = cpu.build(name)
+    implementation = OPERATIONS[name].cpu()
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     for label, make in CASES[name]:
         # Edge values on the small (serial) size; the large size runs the
@@ -78,14 +79,17 @@ def test_cpu_kernel_matches_generic(name: str, dtype: type, builds: list[str]) -
 
 
 def test_kernels_with_a_parallel_build() -> None:
-    serial_only = {name for name, pair in numba_kernels.KERNELS.items() if not pair.has_parallel}
-    assert serial_only == {
-        "softmax_xent_backward",
-        "softmax_xent_index_backward",
-        "bce_logits",
-        "bce_logits_backward",
-        "bce_backward",
-    }
+    for name in CPU_OPS:
+        OPERATIONS[name].cpu()
+    assert {name for name in CPU_OPS if not numba_jit.pair(name).has_parallel} == SERIAL_ONLY
+
+
+def test_every_cpu_kernel_is_named_after_its_operation() -> None:
+    for name in CPU_OPS:
+        OPERATIONS[name].cpu()
+    assert set(CPU_OPS) <= set(numba_jit.FUNCTIONS)
+    # ... and every Numba kernel serves the operation of its name.
+    assert set(numba_jit.FUNCTIONS) <= set(OPERATIONS), sorted(set(numba_jit.FUNCTIONS) - set(OPERATIONS))
 
 
 def test_bias_forward_writes_the_pre_activation_and_may_share_out() -> None:
@@ -93,7 +97,7 @@ def test_bias_forward_writes_the_pre_activation_and_may_share_out() -> None:
     z = rng.normal(size=(5, 16)).astype(np.float32)
     b = rng.normal(size=16).astype(np.float32)
     expected = np.maximum(z + b, 0)
-    cpu.build("bias_relu_forward")(z, b, z)
+    OPERATIONS["bias_relu_forward"].cpu()(z, b, z)
     np.testing.assert_allclose(z, expected, rtol=1e-6)
 
 
@@ -102,7 +106,7 @@ def test_non_contiguous_arrays_fall_back_to_the_generic_version() -> None:
     gy = rng.normal(size=(8, 32))[:, ::2]
     y = rng.random((8, 32))[:, ::2]
     out = np.empty((8, 32))[:, ::2]
-    cpu.build("sigmoid_backward")(gy, y, out)
+    OPERATIONS["sigmoid_backward"].cpu()(gy, y, out)
     np.testing.assert_allclose(out, gy * y * (1 - y), rtol=1e-12)
 
 
@@ -133,7 +137,7 @@ def test_optimiser_state_subnormals_are_flushed(dtype: type) -> None:
         False,
     )
     assert np.any((generic_m != 0) & (np.abs(generic_m) < tiny)), "the generic path keeps subnormals"
-    cpu.build("adam_step")(
+    OPERATIONS["adam_step"].cpu()(
         param, grad, exp_avg, exp_avg_sq, np.empty(0, dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 3, False, False
     )
     for state in (exp_avg, exp_avg_sq):
@@ -169,7 +173,88 @@ def test_without_numba_everything_runs_the_generic_version() -> None:
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", CPU_OPS)
 def test_cpu_kernel_wrappers_take_any_memory_layout(name: str, layout: str) -> None:
-    implementation = cpu.build(name)
+    implementation = OPERATIONS[name].cpu()
     rng = np.random.default_rng(7)
     for _label, make in CASES[name]:
         compare_layout(name, implementation, make(rng, np.float32, 9, False), layout)
+
+
+# --- lazy loading: a process pays only for the kernels it runs -----------------------------------------
+LOADED = """
+import json, logging, sys
+import numpy as np
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+from bpcore.backends import get_backend
+from bpcore.backends.kernels import numba_jit
+backend = get_backend("cpu", kernels="fused")
+x = np.linspace(-1.0, 1.0, 64).reshape(8, 8)
+backend.ops.relu_backward(x, x, np.empty_like(x))
+print(json.dumps({
+    "pairs": sorted(numba_jit.PAIRS),
+    "loaded": sorted(
+        d.py_func.__name__ for p in numba_jit.PAIRS.values() for d in p.dispatchers if d.signatures
+    ),
+    "modules": sorted(m for m in sys.modules if m.startswith("bpcore.backends.kernels.")),
+}))
+"""
+
+
+def _run_one_operation(cache: str) -> tuple[dict[str, list[str]], str]:
+    import json
+    import os
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    command = [sys.executable, "-c", LOADED]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+@pytest.mark.slow
+def test_a_process_compiles_and_loads_only_the_kernels_it_uses(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cold, cold_log = _run_one_operation(str(tmp_path))
+    assert cold["pairs"] == ["relu_backward"]  # no dispatcher exists for any other operation
+    assert cold["loaded"] == ["relu_backward_serial"]  # small array: the serial build, one dtype
+    assert "bpcore.backends.kernels.buffer_numba" not in cold["modules"]
+    assert "bpcore.backends.kernels.pooling_numba" not in cold["modules"]
+    # The cold cache's compilation is logged with its time, once, under the bpcore logger ...
+    compiled = [line for line in cold_log.splitlines() if "compiled the Numba kernel" in line]
+    assert len(compiled) == 1 and compiled[0].startswith("bpcore INFO"), cold_log
+    assert "relu_backward (serial)" in compiled[0] and "float64" in compiled[0]
+    # ... and a second process loads it from the disk cache, silently.
+    warm, warm_log = _run_one_operation(str(tmp_path))
+    assert warm == cold
+    assert "compiled the Numba kernel" not in warm_log, warm_log
+
+
+def test_the_declare_contract_with_zero_argument_builders_still_works() -> None:
+    from bpcore.backends.numpy_backend import NumpyBackend
+    from bpcore.backends.ops import declare
+
+    calls: list[str] = []
+
+    def build_cpu():  # type: ignore[no-untyped-def]
+        calls.append("built")
+
+        def halve(x, out):  # type: ignore[no-untyped-def]
+            np.multiply(x, 0.5, out=out)
+            return out
+
+        return halve
+
+    name = "test_only_halve"
+
+    @declare(name, "out = x / 2", cpu=build_cpu, cuda=lambda: (lambda x, out: out))
+    def halve(xp, x, out):  # type: ignore[no-untyped-def]
+        return xp.divide(x, 2.0, out=out)
+
+    try:
+        backend = NumpyBackend(kernels="fused")
+        assert backend.resolve(name)[1] == "numba" and calls == ["built"]
+        x = np.arange(4.0)
+        np.testing.assert_array_equal(backend.ops.test_only_halve(x, np.empty(4)), x / 2)
+        # Plain builders: no wrapper over other kernels, no kernel module known.
+        assert OPERATIONS[name].cuda_wrapper is None and OPERATIONS[name].numba_module is None
+        assert NumpyBackend(kernels="generic").resolve(name)[1] == "generic"
+    finally:
+        del OPERATIONS[name]

@@ -20,19 +20,14 @@ from typing import Any
 import kernel_codegen
 import numpy as np
 import pytest
-from kernel_cases import CASES, LAYOUTS, compare, compare_layout
+from kernel_cases import CASES, LAYOUTS, compare, compare_layout, cuda_wrapper
 
 from bpcore.backends.kernels import cuda
 from bpcore.backends.kernels import cuda_sources as src
 from bpcore.backends.ops import OPERATIONS
 
-# The operations built by ``cuda.build`` (the whole-buffer operations of custom loops
-# have their own kernel module, compiled in test_custom_loops.py).
-CUDA_OPS = sorted(
-    name
-    for name, op in OPERATIONS.items()
-    if op.cuda is not None and getattr(op.cuda, "func", None) is cuda.build
-)
+# Every operation declared with the short cuda= form (its CUDA wrapper can be built over any kernels).
+CUDA_OPS = sorted(name for name, op in OPERATIONS.items() if op.cuda_wrapper is not None)
 COMPILER = shutil.which("g++") or shutil.which("c++")
 SCALAR_CTYPES = {"float64": ctypes.c_double, "int64": ctypes.c_longlong, "bool": ctypes.c_bool}
 
@@ -83,7 +78,8 @@ class HostElementwise:
                     assert arg.shape == shape and arg.dtype == dtype
                     c_args.append(_pointer(arg))
                 else:
-                    array = np.ascontiguousarray(np.broadcast_to(np.asarray(arg, dtype=dtype), shape))
+                    wanted = np.int64 if param.type == "S" else dtype  # S: the integer index placeholder
+                    array = np.ascontiguousarray(np.broadcast_to(np.asarray(arg, dtype=wanted), shape))
                     keep.append(array)
                     c_args.append(_pointer(array))
             else:
@@ -154,7 +150,7 @@ def test_every_cuda_kernel_has_cases() -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", CUDA_OPS)
 def test_cuda_kernel_arithmetic_matches_generic(name: str, dtype: type, host_kernels: Any) -> None:
-    implementation = cuda.make_implementation(name, host_kernels)
+    implementation = cuda_wrapper(name, host_kernels)
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     for _label, make in CASES[name]:
         for edge in (False, True):
@@ -163,10 +159,10 @@ def test_cuda_kernel_arithmetic_matches_generic(name: str, dtype: type, host_ker
 
 def test_a_kernel_with_a_wrong_derivative_fails(host_kernels: Any, tmp_path: Any) -> None:
     args = CASES["sigmoid_backward"][0][1](np.random.default_rng(3), np.float64, 20, False)
-    compare("sigmoid_backward", cuda.make_implementation("sigmoid_backward", host_kernels), args)
+    compare("sigmoid_backward", cuda_wrapper("sigmoid_backward", host_kernels), args)
 
     # The same kernel with y * (1 + y) for y * (1 - y): it compiles, and must be caught.
-    wrong = src.Elementwise("bp_sigmoid_bwd", "T gy, T s", "T gx", "gx = gy * s * (T(1) + s)")
+    wrong = src.Elementwise("bp_sigmoid_backward", "T gy, T s", "T gx", "gx = gy * s * (T(1) + s)")
     source = tmp_path / "wrong.cpp"
     source.write_text(
         kernel_codegen.HOST_EMULATION
@@ -177,9 +173,7 @@ def test_a_kernel_with_a_wrong_derivative_fails(host_kernels: Any, tmp_path: Any
     target = tmp_path / "wrong.so"
     subprocess.run([COMPILER, "-O1", "-shared", "-fPIC", "-o", str(target), str(source)], check=True)
     wrong_library = ctypes.CDLL(str(target))
-    implementation = cuda.make_implementation(
-        "sigmoid_backward", lambda _: HostElementwise(wrong, wrong_library)
-    )
+    implementation = cuda_wrapper("sigmoid_backward", lambda _: HostElementwise(wrong, wrong_library))
     with pytest.raises(AssertionError, match="differs from the generic version"):
         compare("sigmoid_backward", implementation, args)
 
@@ -190,7 +184,7 @@ def test_cuda_optimiser_state_subnormals_are_flushed(dtype: type, host_kernels: 
     n = 32
     param, grad = np.ones(n, dtype), np.zeros(n, dtype)
     m, v = np.full(n, tiny * 0.5, dtype), np.full(n, tiny * 0.9, dtype)
-    cuda.make_implementation("adam_step", host_kernels)(
+    cuda_wrapper("adam_step", host_kernels)(
         param, grad, m, v, np.empty(0, dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 2, False, False
     )
     assert np.all(m == 0) and np.all(v == 0)
@@ -204,7 +198,7 @@ def _uses_raw_module(name: str) -> bool:
         asked.append(kernel_name)
         return HostRawModule(None)  # type: ignore[arg-type]
 
-    cuda.make_implementation(name, record)
+    cuda_wrapper(name, record)
     return "raw" in asked
 
 
@@ -228,7 +222,7 @@ def test_raw_kernel_wrappers_take_any_memory_layout(
 ) -> None:
     # The raw kernels index flat C-order memory (the host launcher asserts it):
     # other layouts must go through the shared guard, never reach the kernel.
-    implementation = cuda.make_implementation(name, host_kernels)
+    implementation = cuda_wrapper(name, host_kernels)
     rng = np.random.default_rng(11)
     for _label, make in CASES[name]:
         compare_layout(name, implementation, make(rng, dtype, 23, False), layout)
@@ -236,11 +230,12 @@ def test_raw_kernel_wrappers_take_any_memory_layout(
 
 @pytest.mark.parametrize("name", RAW_OPS)
 def test_raw_kernels_refuse_other_dtypes_with_a_clear_error(name: str, host_kernels: Any) -> None:
-    implementation = cuda.make_implementation(name, host_kernels)
+    implementation = cuda_wrapper(name, host_kernels)
     args = CASES[name][0][1](np.random.default_rng(0), np.float32, 8, False)
     with np.errstate(over="ignore"):  # the outputs hold uninitialised memory
-        half = [a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
-                for a in args]
+        half = [
+            a.astype(np.float16) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args
+        ]
     with pytest.raises(TypeError, match="expected float32 or float64 arrays, got dtype float16"):
         implementation(*half)
     mixed = list(args)
@@ -259,13 +254,17 @@ def test_raw_kernel_functions_are_fetched_once_per_dtype(host_kernels: Any) -> N
             return super().get_function(expression)
 
     module = Counting(host_kernels("raw").library)
-    implementation = cuda.make_implementation(
+    implementation = cuda_wrapper(
         "batchnorm_forward_train", lambda name: module if name == "raw" else host_kernels(name)
     )
     rng = np.random.default_rng(2)
     for dtype in (np.float32, np.float32, np.float64, np.float32, np.float64):
         implementation(*CASES["batchnorm_forward_train"][0][1](rng, dtype, 8, False))
-    passes = ("bp_batchnorm_fwd_partial", "bp_batchnorm_fwd_stats", "bp_batchnorm_fwd_apply")
+    passes = (
+        "bp_batchnorm_forward_train_partial",
+        "bp_batchnorm_forward_train_stats",
+        "bp_batchnorm_forward_train_apply",
+    )
     expected = [f"{kernel}<{ctype}>" for kernel in passes for ctype in ("float", "double")]
     assert sorted(fetched) == sorted(expected)
 
@@ -273,7 +272,7 @@ def test_raw_kernel_functions_are_fetched_once_per_dtype(host_kernels: Any) -> N
 @pytest.mark.parametrize("n", [2, 3, 7, 8, 9, 41, 1000, 1024, 100_000])
 @pytest.mark.parametrize("f", [1, 16, 256, 4096])
 def test_batchnorm_row_chunks_cover_every_row_once(n: int, f: int) -> None:
-    chunk, chunks = cuda._row_chunks(n, f)
+    chunk, chunks = cuda.row_chunks(n, f)
     assert chunk >= 1 and chunks >= 1 and (chunks - 1) * chunk < n <= chunks * chunk
     assert chunks * f <= max(cuda.COLUMN_SUM_THREADS, f)
 
@@ -296,7 +295,13 @@ def test_batchnorm_launches_spread_the_column_sums_over_many_threads(host_kernel
         args = CASES[name][0][1](np.random.default_rng(0), np.float32, 1024, False)
         f = args[0].shape[1]
         kernels = lambda k: module if k == "raw" else host_kernels(k)  # noqa: E731
-        compare(name, cuda.make_implementation(name, kernels), args)
+        compare(name, cuda_wrapper(name, kernels), args)
     # f = 16 features: one thread per column would be 16 threads.
-    assert grids["bp_batchnorm_fwd_partial"] >= 32 * f and grids["bp_batchnorm_bwd_partial"] >= 32 * f
-    assert grids["bp_batchnorm_fwd_apply"] >= 1024 * f and grids["bp_batchnorm_bwd_apply"] >= 1024 * f
+    assert (
+        grids["bp_batchnorm_forward_train_partial"] >= 32 * f
+        and grids["bp_batchnorm_backward_partial"] >= 32 * f
+    )
+    assert (
+        grids["bp_batchnorm_forward_train_apply"] >= 1024 * f
+        and grids["bp_batchnorm_backward_apply"] >= 1024 * f
+    )

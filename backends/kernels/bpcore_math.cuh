@@ -6,6 +6,10 @@
 // same kernel bodies into a shared library and compare them with the generic
 // NumPy versions), and, by mirroring, the Numba kernels.
 //
+// Naming: the per-element body of operation X is bp_X_at (bp_relu_backward_at
+// for relu_backward; the kernel itself is bp_X), mirrored by X_at in the
+// Numba kernels.  The other functions here are shared helpers.
+//
 // The formulas follow the generic implementations in bpcore/backends/ops:
 // same evaluation order, same NaN behaviour (a NaN input gives a NaN output
 // wherever the generic version gives one).
@@ -86,59 +90,59 @@ template <typename T> __host__ __device__ inline T bp_softplus(T x) {
 #define BP_GELU_K 0.7978845608028654  /* sqrt(2 / pi) */
 #define BP_GELU_C 0.044715
 
-template <typename T> __host__ __device__ inline T bp_act_identity(T x) { return x; }
-template <typename T> __host__ __device__ inline T bp_act_sigmoid(T x) { return bp_sigmoid(x); }
-template <typename T> __host__ __device__ inline T bp_act_tanh(T x) { return bp_tanh(x); }
-template <typename T> __host__ __device__ inline T bp_act_relu(T x) { return x < T(0) ? T(0) : x; }
-template <typename T> __host__ __device__ inline T bp_act_leaky_relu(T x, T slope) {
+template <typename T> __host__ __device__ inline T bp_identity_forward_at(T x) { return x; }
+template <typename T> __host__ __device__ inline T bp_sigmoid_forward_at(T x) { return bp_sigmoid(x); }
+template <typename T> __host__ __device__ inline T bp_tanh_forward_at(T x) { return bp_tanh(x); }
+template <typename T> __host__ __device__ inline T bp_relu_forward_at(T x) { return x < T(0) ? T(0) : x; }
+template <typename T> __host__ __device__ inline T bp_leaky_relu_forward_at(T x, T slope) {
     return x > T(0) ? x : x * slope;
 }
 // x <= 0 or NaN takes the second branch, where expm1 keeps the NaN.
-template <typename T> __host__ __device__ inline T bp_act_elu(T x, T alpha) {
+template <typename T> __host__ __device__ inline T bp_elu_forward_at(T x, T alpha) {
     return x > T(0) ? x : alpha * bp_expm1(x);
 }
-template <typename T> __host__ __device__ inline T bp_act_gelu(T x) {
+template <typename T> __host__ __device__ inline T bp_gelu_forward_at(T x) {
     const T t = bp_tanh(T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x));
     return x * (t + T(1)) * T(0.5);
 }
-template <typename T> __host__ __device__ inline T bp_act_silu(T x) { return x * bp_sigmoid(x); }
-template <typename T> __host__ __device__ inline T bp_act_softplus(T x) { return bp_softplus(x); }
+template <typename T> __host__ __device__ inline T bp_silu_forward_at(T x) { return x * bp_sigmoid(x); }
+template <typename T> __host__ __device__ inline T bp_softplus_forward_at(T x) { return bp_softplus(x); }
 
 // --- activations: backward gx = gy * f'(x), from the saved output y or input x
-template <typename T> __host__ __device__ inline T bp_grad_identity(T gy, T y) { return gy; }
-template <typename T> __host__ __device__ inline T bp_grad_sigmoid(T gy, T y) {
+template <typename T> __host__ __device__ inline T bp_identity_backward_at(T gy, T y) { return gy; }
+template <typename T> __host__ __device__ inline T bp_sigmoid_backward_at(T gy, T y) {
     return gy * y * (T(1) - y);
 }
-template <typename T> __host__ __device__ inline T bp_grad_tanh(T gy, T y) {
+template <typename T> __host__ __device__ inline T bp_tanh_backward_at(T gy, T y) {
     return gy * (T(1) - y * y);
 }
 // gy * (y > 0) as the generic version: a NaN gradient stays NaN.
-template <typename T> __host__ __device__ inline T bp_grad_relu(T gy, T y) {
+template <typename T> __host__ __device__ inline T bp_relu_backward_at(T gy, T y) {
     return gy * T(y > T(0) ? 1 : 0);
 }
-template <typename T> __host__ __device__ inline T bp_grad_leaky_relu(T gy, T x, T slope) {
+template <typename T> __host__ __device__ inline T bp_leaky_relu_backward_at(T gy, T x, T slope) {
     return x > T(0) ? gy : gy * slope;
 }
-template <typename T> __host__ __device__ inline T bp_grad_elu(T gy, T y, T alpha) {
+template <typename T> __host__ __device__ inline T bp_elu_backward_at(T gy, T y, T alpha) {
     return y > T(0) ? gy : gy * (y + alpha);
 }
-template <typename T> __host__ __device__ inline T bp_grad_gelu(T gy, T x) {
+template <typename T> __host__ __device__ inline T bp_gelu_backward_at(T gy, T x) {
     const T x2 = x * x;
     const T t = bp_tanh(T(BP_GELU_K) * x * (T(1) + T(BP_GELU_C) * x2));
     const T du = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * x2);
     return gy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
 }
-template <typename T> __host__ __device__ inline T bp_grad_silu(T gy, T x) {
+template <typename T> __host__ __device__ inline T bp_silu_backward_at(T gy, T x) {
     const T s = bp_sigmoid(x);
     return gy * (s * (T(1) + x * (T(1) - s)));
 }
-template <typename T> __host__ __device__ inline T bp_grad_softplus(T gy, T x) {
+template <typename T> __host__ __device__ inline T bp_softplus_backward_at(T gy, T x) {
     return gy * bp_sigmoid(x);
 }
 
 // --- optimiser element updates (torch.optim's rules; state flushed) -----------
 // SGD with momentum, dampening, Nesterov and L2 weight decay.
-template <typename T> __host__ __device__ inline void bp_sgd(
+template <typename T> __host__ __device__ inline void bp_sgd_step_at(
         T& p, T grad, T* buf, T lr, T momentum, T dampening, T wd, bool nesterov, bool first_step) {
     T g = grad + wd * p;
     if (buf != 0) {
@@ -151,7 +155,7 @@ template <typename T> __host__ __device__ inline void bp_sgd(
 }
 
 // AdaGrad: clr is the decayed learning rate, computed on the host.
-template <typename T> __host__ __device__ inline void bp_adagrad(
+template <typename T> __host__ __device__ inline void bp_adagrad_step_at(
         T& p, T grad, T& state_sum, T clr, T wd, T eps) {
     const T g = grad + wd * p;
     const T s = bp_flush(state_sum + g * g);
@@ -160,7 +164,7 @@ template <typename T> __host__ __device__ inline void bp_adagrad(
 }
 
 // RMSProp: plain, centered (grad_avg != 0) and with momentum (buf != 0).
-template <typename T> __host__ __device__ inline void bp_rmsprop(
+template <typename T> __host__ __device__ inline void bp_rmsprop_step_at(
         T& p, T grad, T& square_avg, T* grad_avg, T* buf, T lr, T alpha, T eps, T wd, T momentum) {
     const T g = grad + wd * p;
     const T sq = bp_flush(alpha * square_avg + (T(1) - alpha) * (g * g));
@@ -185,7 +189,7 @@ template <typename T> __host__ __device__ inline void bp_rmsprop(
 // Adam / AdamW (decoupled) with optional AMSGrad (vmax != 0).
 // step_size = lr / (1 - beta1^step) and bc2_sqrt = sqrt(1 - beta2^step) come
 // from the host, as torch computes them.
-template <typename T> __host__ __device__ inline void bp_adam(
+template <typename T> __host__ __device__ inline void bp_adam_step_at(
         T& p, T grad, T& m, T& v, T* vmax, T lr, T beta1, T beta2, T eps, T wd,
         T step_size, T bc2_sqrt, bool decoupled) {
     T g = grad;
@@ -231,11 +235,11 @@ template <typename T> __host__ __device__ inline T bp_soft_xent_row(
 }
 
 // Binary cross-entropy on logits: log1p(exp(-|z|)) + max(z, 0) - z*t.
-template <typename T> __host__ __device__ inline T bp_bce_logits(T z, T t) {
+template <typename T> __host__ __device__ inline T bp_binary_cross_entropy_logits_forward_at(T z, T t) {
     return bp_log1p(bp_exp(-bp_fabs(z))) + (z > T(0) ? z : T(0)) - z * t;
 }
 // Binary cross-entropy on probabilities: (p - t) / max((1 - p) p, eps) * scale.
-template <typename T> __host__ __device__ inline T bp_bce_grad(T p, T t, T scale, T eps) {
+template <typename T> __host__ __device__ inline T bp_binary_cross_entropy_backward_at(T p, T t, T scale, T eps) {
     return (p - t) / bp_nanmax((T(1) - p) * p, eps) * scale;
 }
 

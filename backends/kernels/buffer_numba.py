@@ -3,23 +3,22 @@
 One serial pass each: the buffers of the networks these serve (target
 networks, critics) are far below the size where threads pay off.  The
 arithmetic is done in the arrays' dtype (the scalars arrive already rounded
-to it), in the same order as the generic versions.
+to it), in the same order as the generic versions.  Each is named after its
+operation and compiled on first use (:mod:`.numba_jit`).
 """
 
 from __future__ import annotations
 
-import numba
-
-_kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
+from .numba_jit import serial_kernel
 
 
-@_kernel
+@serial_kernel
 def polyak_update(target, source, keep, take):  # type: ignore[no-untyped-def]
     for k in range(target.size):
         target[k] = target[k] * keep + take * source[k]
 
 
-@_kernel
+@serial_kernel
 def clamp_inplace(x, low, high):  # type: ignore[no-untyped-def]
     for k in range(x.size):
         value = x[k]
@@ -29,13 +28,13 @@ def clamp_inplace(x, low, high):  # type: ignore[no-untyped-def]
             x[k] = high
 
 
-@_kernel
+@serial_kernel
 def gather_rows(values, index, out):  # type: ignore[no-untyped-def]
     for r in range(values.shape[0]):
         out[r] = values[r, index[r]]
 
 
-@_kernel
+@serial_kernel
 def scatter_rows(grad, index, out):  # type: ignore[no-untyped-def]
     rows, cols = out.shape
     for r in range(rows):

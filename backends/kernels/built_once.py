@@ -1,4 +1,4 @@
-"""Kernel implementations built on first use, once per operation, for all threads."""
+"""Kernel implementations built on first use, once, for all threads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..ops.registry import KernelBuilder
+# A zero-argument callable returning an operation's compiled implementation
+# (what an operation declaration takes as ``cpu=`` / ``cuda=``).
+KernelBuilder = Callable[[], Callable[..., Any]]
 
 
 class BuiltOnce:
@@ -32,3 +34,21 @@ class BuiltOnce:
     def builder(self, name: str) -> KernelBuilder:
         """The zero-argument builder that an operation declaration takes as ``cpu=``/``cuda=``."""
         return functools.partial(self, name)
+
+
+def once(make: Callable[[], Callable[..., Any]]) -> KernelBuilder:
+    """A zero-argument builder that runs ``make`` on its first call only (under a lock) and keeps the result.
+
+    A failed build (``ImportError`` where Numba or CuPy is missing) is not
+    kept: the next call tries again and fails the same way.
+    """
+    built: list[Callable[..., Any]] = []
+    lock = threading.Lock()
+
+    def build() -> Callable[..., Any]:
+        with lock:
+            if not built:
+                built.append(make())
+        return built[0]
+
+    return build

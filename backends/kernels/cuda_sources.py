@@ -23,8 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from importlib import resources
-
-from ..ops.activations import ACTIVATIONS
+from typing import Any
 
 HEADER_NAME = "bpcore_math.cuh"
 # NVRTC options shared by CuPy's build and the compile test.
@@ -92,152 +91,222 @@ ELEMENTWISE: dict[str, Elementwise] = {}
 REDUCTIONS: dict[str, Reduction] = {}
 
 
-def _add(kernel: Elementwise) -> None:
-    ELEMENTWISE[kernel.name] = kernel
+def add(kernel: Elementwise | Reduction) -> None:
+    """Register a kernel's source under its name (``bp_<operation>[_<part>]``); each name once.
+
+    The kernels of this module register themselves; a topic's own kernel
+    module (``backends/kernels/<topic>_cuda.py``) calls this for its own.
+    """
+    table: dict[str, Any] = REDUCTIONS if isinstance(kernel, Reduction) else ELEMENTWISE
+    if kernel.name in ELEMENTWISE or kernel.name in REDUCTIONS:
+        if table.get(kernel.name) == kernel:
+            return
+        raise ValueError(f"CUDA kernel {kernel.name!r} is defined twice")
+    table[kernel.name] = kernel
+
+
 
 
 # --- activations ---------------------------------------------------------------------
-def _activation_kernels() -> None:
-    for spec in ACTIVATIONS.values():
-        scalars = "".join(f", float64 {p}" for p in spec.params)
-        args = "".join(f", (T){p}" for p in spec.params)
-        _add(Elementwise(f"bp_{spec.name}_fwd", f"T x{scalars}", "T y", f"y = bp_act_{spec.name}(x{args})"))
-        _add(
-            Elementwise(
-                f"bp_{spec.name}_bwd", f"T gy, T s{scalars}", "T gx", f"gx = bp_grad_{spec.name}(gy, s{args})"
-            )
-        )
-        # z may be the same array as y: z is written first, then y = f(z).
-        _add(
-            Elementwise(
-                f"bp_bias_{spec.name}_fwd",
-                f"T b{scalars}",
-                "T z, T y",
-                f"const T v = z + b; z = v; y = bp_act_{spec.name}(v{args})",
-            )
-        )
+def add_activation(name: str, params: tuple[str, ...] = ()) -> None:
+    """Add the kernels of activation ``name`` (with scalar ``params``) to :data:`ELEMENTWISE`.
 
+    ``bp_<name>_forward``, ``bp_<name>_backward`` and ``bp_bias_<name>_forward``,
+    over the per-element math ``bp_<name>_forward_at`` / ``bp_<name>_backward_at``
+    of ``bpcore_math.cuh``.  Called by the activations' declarations.
+    """
+    scalars = "".join(f", float64 {p}" for p in params)
+    args = "".join(f", (T){p}" for p in params)
+    add(Elementwise(f"bp_{name}_forward", f"T x{scalars}", "T y", f"y = bp_{name}_forward_at(x{args})"))
+    add(
+        Elementwise(
+            f"bp_{name}_backward", f"T gy, T s{scalars}", "T gx", f"gx = bp_{name}_backward_at(gy, s{args})"
+        )
+    )
+    # z may be the same array as y: z is written first, then y = f(z).
+    add(
+        Elementwise(
+            f"bp_bias_{name}_forward",
+            f"T b{scalars}",
+            "T z, T y",
+            f"const T v = z + b; z = v; y = bp_{name}_forward_at(v{args})",
+        )
+    )
 
-_activation_kernels()
 
 # --- optimisers ----------------------------------------------------------------------
-_add(
+add(
     Elementwise(
-        "bp_sgd_momentum",
+        "bp_sgd_step_momentum",
         "T grad, float64 lr, float64 momentum, float64 dampening, float64 wd, bool nesterov, bool first_step",
         "T param, T buf",
-        "bp_sgd<T>(param, grad, &buf, (T)lr, (T)momentum, (T)dampening, (T)wd, nesterov, first_step)",
+        "bp_sgd_step_at<T>(param, grad, &buf, (T)lr, (T)momentum, (T)dampening, (T)wd, nesterov, first_step)",
     )
 )
-_add(
+add(
     Elementwise(
-        "bp_sgd_plain",
+        "bp_sgd_step_plain",
         "T grad, float64 lr, float64 wd",
         "T param",
-        "bp_sgd<T>(param, grad, (T*)0, (T)lr, T(0), T(0), (T)wd, false, false)",
+        "bp_sgd_step_at<T>(param, grad, (T*)0, (T)lr, T(0), T(0), (T)wd, false, false)",
     )
 )
-_add(
+add(
     Elementwise(
-        "bp_adagrad",
+        "bp_adagrad_step",
         "T grad, float64 clr, float64 wd, float64 eps",
         "T param, T state_sum",
-        "bp_adagrad<T>(param, grad, state_sum, (T)clr, (T)wd, (T)eps)",
+        "bp_adagrad_step_at<T>(param, grad, state_sum, (T)clr, (T)wd, (T)eps)",
     )
 )
 # Optional state arrays are "raw" (they may be 0-size) and touched only when used.
-_add(
+add(
     Elementwise(
-        "bp_rmsprop",
+        "bp_rmsprop_step",
         "T grad, float64 lr, float64 alpha, float64 eps, float64 wd, float64 momentum, bool centered, "
         "bool use_momentum",
         "T param, T square_avg, raw T grad_avg, raw T buf",
-        "bp_rmsprop<T>(param, grad, square_avg, centered ? &grad_avg[i] : (T*)0, "
+        "bp_rmsprop_step_at<T>(param, grad, square_avg, centered ? &grad_avg[i] : (T*)0, "
         "use_momentum ? &buf[i] : (T*)0, (T)lr, (T)alpha, (T)eps, (T)wd, (T)momentum)",
     )
 )
-_add(
+add(
     Elementwise(
-        "bp_adam",
+        "bp_adam_step",
         "T grad, float64 lr, float64 beta1, float64 beta2, float64 eps, float64 wd, float64 step_size, "
         "float64 bc2_sqrt, bool decoupled, bool amsgrad",
         "T param, T m, T v, raw T vmax",
-        "bp_adam<T>(param, grad, m, v, amsgrad ? &vmax[i] : (T*)0, (T)lr, (T)beta1, (T)beta2, (T)eps, "
-        "(T)wd, (T)step_size, (T)bc2_sqrt, decoupled)",
+        "bp_adam_step_at<T>(param, grad, m, v, amsgrad ? &vmax[i] : (T*)0, (T)lr, (T)beta1, (T)beta2, "
+        "(T)eps, (T)wd, (T)step_size, (T)bc2_sqrt, decoupled)",
     )
 )
-_add(
+add(
     Elementwise(
-        "bp_l1_l2",
+        "bp_l1_l2_grad",
         "T grad, T p, T mask, float64 l1, float64 l2",
         "T res",
         "res = grad + mask * ((T)l1 * bp_sign(p) + (T)l2 * p)",
     )
 )
 # factor is a 0-d device array (broadcast): the clip coefficient never visits the host.
-_add(Elementwise("bp_scale", "F factor", "T x", "x = (T)(x * factor)"))
-REDUCTIONS["bp_sum_squares"] = Reduction(
-    "bp_sum_squares",
-    "T x",
-    "U total",
-    "(double)x * (double)x",
-    "a + b",
-    "total = (U)a",
-    "0",
-    "double",
+add(Elementwise("bp_scale_inplace", "F factor", "T x", "x = (T)(x * factor)"))
+add(
+    Reduction(
+        "bp_grad_norm_sq",
+        "T x",
+        "U total",
+        "(double)x * (double)x",
+        "a + b",
+        "total = (U)a",
+        "0",
+        "double",
+    )
 )
 
 # --- losses ----------------------------------------------------------------------------
-_add(Elementwise("bp_softmax_xent_bwd", "T p, T t, float64 scale", "T g", "g = (p - t) * (T)scale"))
-_add(
+add(
     Elementwise(
-        "bp_softmax_xent_index_bwd",
+        "bp_softmax_cross_entropy_backward", "T p, T t, float64 scale", "T g", "g = (p - t) * (T)scale"
+    )
+)
+add(
+    Elementwise(
+        "bp_softmax_cross_entropy_index_backward",
         "T p, raw int64 labels, int64 k, float64 scale",
         "T g",
         "g = p * (T)scale - ((long long)(i % k) == labels[i / k] ? (T)scale : T(0))",
     )
 )
-_add(Elementwise("bp_bce_logits_fwd", "T z, T t", "T loss", "loss = bp_bce_logits(z, t)"))
-_add(Elementwise("bp_bce_logits_bwd", "T z, T t, float64 scale", "T g", "g = (bp_sigmoid(z) - t) * (T)scale"))
-_add(
+add(
     Elementwise(
-        "bp_bce_bwd", "T p, T t, float64 scale, float64 eps", "T g", "g = bp_bce_grad(p, t, (T)scale, (T)eps)"
+        "bp_binary_cross_entropy_logits_forward",
+        "T z, T t",
+        "T loss",
+        "loss = bp_binary_cross_entropy_logits_forward_at(z, t)",
+    )
+)
+add(
+    Elementwise(
+        "bp_binary_cross_entropy_logits_backward",
+        "T z, T t, float64 scale",
+        "T g",
+        "g = (bp_sigmoid(z) - t) * (T)scale",
+    )
+)
+add(
+    Elementwise(
+        "bp_binary_cross_entropy_backward",
+        "T p, T t, float64 scale, float64 eps",
+        "T g",
+        "g = bp_binary_cross_entropy_backward_at(p, t, (T)scale, (T)eps)",
     )
 )
 
 # --- dropout -----------------------------------------------------------------------------
-_add(
+add(
     Elementwise(
-        "bp_dropout_fwd",
+        "bp_dropout_forward",
         "T x, T u, float64 p, float64 keep_scale",
         "T y, T mask",
         "const T s = u >= (T)p ? (T)keep_scale : T(0); mask = s; y = x * s",
     )
 )
-_add(Elementwise("bp_multiply", "T a, T b", "T c", "c = a * b"))
+add(Elementwise("bp_dropout_backward", "T a, T b", "T c", "c = a * b"))
+
+
+# --- whole-buffer and per-row operations of custom loops (``raw`` arrays are indexed flat) -------------
+add(
+    Elementwise(
+        "bp_polyak_update", "T source, T keep, T take", "T target", "target = target * keep + take * source"
+    )
+)
+add(Elementwise("bp_clamp_inplace", "T low, T high", "T x", "x = x < low ? low : (x > high ? high : x)"))
+add(
+    Elementwise(
+        "bp_gather_rows",
+        "raw T values, S index, int64 cols",
+        "T out",
+        "out = values[i * cols + (long long)index]",
+    )
+)
+add(
+    Elementwise(
+        "bp_scatter_rows",
+        "raw T grad, raw S index, int64 cols",
+        "T out",
+        "long long r = i / cols; out = ((long long)index[r] == i - r * cols) ? grad[r] : (T)0",
+    )
+)
 
 
 # --- row and column kernels --------------------------------------------------------------
 RAW_SOURCE = r"""
 // Softmax cross-entropy, one thread per row (k is small for classifiers; a
-// row is read three times from cache).  labels == 0: probability targets.
+// row is read three times from cache): with probability targets, and with
+// integer labels (a label outside [0, k) gives NaN).
 template <typename T>
-__global__ void bp_softmax_xent_fwd(const T* logits, const T* target, const long long* labels,
-                                    T* probs, T* losses, long long n, long long k) {
+__global__ void bp_softmax_cross_entropy_forward(const T* logits, const T* target, T* probs,
+                                                 T* losses, long long n, long long k) {
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x; r < n; r += stride) {
         const long long base = r * k;
         T mx, log_sum;
         bp_softmax_row(logits + base, probs + base, k, mx, log_sum);
-        T loss;
-        if (labels != 0) {
-            const long long label = labels[r];
-            loss = (label >= 0 && label < k) ? (mx - logits[base + label]) + log_sum
-                                             : bp_limits<T>::quiet_nan();
-        } else {
-            loss = bp_soft_xent_row(logits + base, target + base, k, mx, log_sum);
-        }
-        losses[r] = loss;
+        losses[r] = bp_soft_xent_row(logits + base, target + base, k, mx, log_sum);
+    }
+}
+
+template <typename T>
+__global__ void bp_softmax_cross_entropy_index_forward(const T* logits, const long long* labels,
+                                                       T* probs, T* losses, long long n, long long k) {
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x; r < n; r += stride) {
+        const long long base = r * k;
+        T mx, log_sum;
+        bp_softmax_row(logits + base, probs + base, k, mx, log_sum);
+        const long long label = labels[r];
+        losses[r] = (label >= 0 && label < k) ? (mx - logits[base + label]) + log_sum
+                                              : bp_limits<T>::quiet_nan();
     }
 }
 
@@ -251,7 +320,7 @@ __global__ void bp_softmax_xent_fwd(const T* logits, const T* target, const long
 // column's statistics.  Pass 3: one thread per element.  No shared memory, no
 // synchronisation inside a launch.
 template <typename T>
-__global__ void bp_batchnorm_fwd_partial(const T* x, double* partial, long long n, long long f,
+__global__ void bp_batchnorm_forward_train_partial(const T* x, double* partial, long long n, long long f,
                                          long long chunk, long long chunks) {
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < chunks * f; t += stride) {
@@ -273,7 +342,7 @@ __global__ void bp_batchnorm_fwd_partial(const T* x, double* partial, long long 
 // Biased variance to normalise, unbiased for running_var (PyTorch's rules).
 // mean[j] keeps the batch mean in float64 for pass 3.
 template <typename T>
-__global__ void bp_batchnorm_fwd_stats(const T* x, const double* partial, T* running_mean,
+__global__ void bp_batchnorm_forward_train_stats(const T* x, const double* partial, T* running_mean,
                                        T* running_var, double momentum, double eps, T* inv_std,
                                        double* mean, long long n, long long f, long long chunks) {
     const long long stride = (long long)blockDim.x * gridDim.x;
@@ -296,8 +365,9 @@ __global__ void bp_batchnorm_fwd_stats(const T* x, const double* partial, T* run
 }
 
 template <typename T>
-__global__ void bp_batchnorm_fwd_apply(const T* x, const T* gamma, const T* beta, const double* mean,
-                                       const T* inv_std, T* out, T* xhat, long long n, long long f) {
+__global__ void bp_batchnorm_forward_train_apply(const T* x, const T* gamma, const T* beta,
+                                                 const double* mean, const T* inv_std, T* out, T* xhat,
+                                                 long long n, long long f) {
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n * f; i += stride) {
         const long long j = i % f;
@@ -312,7 +382,7 @@ __global__ void bp_batchnorm_fwd_apply(const T* x, const T* gamma, const T* beta
 // sums kept, rounded to T, in sums[j] and sums[f + j]; then the three-term
 // input gradient per element.
 template <typename T>
-__global__ void bp_batchnorm_bwd_partial(const T* gy, const T* xhat, double* partial, long long n,
+__global__ void bp_batchnorm_backward_partial(const T* gy, const T* xhat, double* partial, long long n,
                                          long long f, long long chunk, long long chunks) {
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < chunks * f; t += stride) {
@@ -330,7 +400,7 @@ __global__ void bp_batchnorm_bwd_partial(const T* gy, const T* xhat, double* par
 }
 
 template <typename T>
-__global__ void bp_batchnorm_bwd_stats(const double* partial, T* grad_gamma, T* grad_beta,
+__global__ void bp_batchnorm_backward_stats(const double* partial, T* grad_gamma, T* grad_beta,
                                        double* sums, bool accumulate, long long f, long long chunks) {
     const long long stride = (long long)blockDim.x * gridDim.x;
     for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < f; j += stride) {
@@ -348,7 +418,7 @@ __global__ void bp_batchnorm_bwd_stats(const double* partial, T* grad_gamma, T* 
 }
 
 template <typename T>
-__global__ void bp_batchnorm_bwd_apply(const T* gy, const T* xhat, const T* gamma, const T* inv_std,
+__global__ void bp_batchnorm_backward_apply(const T* gy, const T* xhat, const T* gamma, const T* inv_std,
                                        const double* sums, T* out, long long n, long long f) {
     const long long stride = (long long)blockDim.x * gridDim.x;
     const T inv_n = T(1.0 / (double)n);
@@ -361,12 +431,13 @@ __global__ void bp_batchnorm_bwd_apply(const T* gy, const T* xhat, const T* gamm
 """
 
 RAW_KERNELS = (
-    "bp_softmax_xent_fwd",
-    "bp_batchnorm_fwd_partial",
-    "bp_batchnorm_fwd_stats",
-    "bp_batchnorm_fwd_apply",
-    "bp_batchnorm_bwd_partial",
-    "bp_batchnorm_bwd_stats",
-    "bp_batchnorm_bwd_apply",
+    "bp_softmax_cross_entropy_forward",
+    "bp_softmax_cross_entropy_index_forward",
+    "bp_batchnorm_forward_train_partial",
+    "bp_batchnorm_forward_train_stats",
+    "bp_batchnorm_forward_train_apply",
+    "bp_batchnorm_backward_partial",
+    "bp_batchnorm_backward_stats",
+    "bp_batchnorm_backward_apply",
 )
 RAW_NAME_EXPRESSIONS = tuple(f"{kernel}<{ctype}>" for kernel in RAW_KERNELS for ctype in ("float", "double"))

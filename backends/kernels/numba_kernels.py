@@ -1,22 +1,26 @@
 """One-pass CPU kernels, compiled by Numba (imported only when Numba is wanted).
 
-Each kernel is written once and compiled twice: a serial version for small
-arrays, where starting the thread pool would cost more than the work (about
-10 µs per parallel region on two cores), and a ``parallel=True`` version
-whose ``prange`` loops spread large arrays over the cores.  Both are compiled
-lazily, per dtype, and cached on disk (``cache=True``), so a second process
-pays no compile time.  :mod:`.cpu` picks the version by size.
+Each kernel is named after the operation it serves (``relu_backward``,
+``adam_step``, ...) and is compiled only when that operation is first used
+(see :mod:`.numba_jit`): a serial version for small arrays, where starting
+the thread pool would cost more than the work (about 10 µs per parallel
+region on two cores), and a ``parallel=True`` version whose ``prange`` loops
+spread large arrays over the cores.  Both are compiled lazily, per dtype,
+and cached on disk (``cache=True``), so a second process pays no compile
+time.  The operation's wrapper (declared with it in
+``bpcore.backends.ops``) picks the version by size.
 
-The per-element math mirrors ``bpcore_math.cuh`` (the CUDA kernels' header)
-and the generic versions in ``bpcore.backends.ops``.  The activations
-and losses compute float32 values in float64 registers and round once on
-store (as accurate as the generic float32 path or more; their libm calls do
-not vectorise anyway).  The optimiser kernels compute in the arrays' dtype,
-which vectorises, and flush subnormal state values to zero (``tiny`` is the
-dtype's smallest normal number, passed in by the caller).
+The per-element math of activation ``a`` is ``a_forward_at`` /
+``a_backward_at``, mirroring ``bp_a_forward_at`` / ``bp_a_backward_at`` in
+``bpcore_math.cuh`` (the CUDA kernels' header) and the generic versions.
+The activations and losses compute float32 values in float64 registers and
+round once on store (as accurate as the generic float32 path or more; their
+libm calls do not vectorise anyway).  The optimiser kernels compute in the
+arrays' dtype, which vectorises, and flush subnormal state values to zero
+(``tiny`` is the dtype's smallest normal number, passed in by the caller).
 
 Arrays reach these kernels flat (1-D, C-contiguous) or as explicit row and
-column counts; the wrappers in :mod:`.cpu` make sure of that.
+column counts; the wrappers make sure of that.
 """
 
 from __future__ import annotations
@@ -26,217 +30,167 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 from numba import prange
+
+from .numba_jit import KernelPair, element, kernel, serial_kernel
+
+__all__ = ["KernelPair", "kernel", "serial_kernel"]
 
 GELU_K = 0.7978845608028654  # sqrt(2 / pi)
 GELU_C = 0.044715
 
-# error_model="numpy": division by zero gives inf/NaN as in NumPy instead of
-# raising, which also removes the per-element check that stops LLVM from
-# vectorising the loops (measured: Adam over 235k float32 values 1.7 ms -> 0.14 ms).
-_OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy"}
-_element = numba.njit(**_OPTIONS)
-
-
-class KernelPair:
-    """The serial and the parallel compilation of one kernel.
-
-    Kernels whose work is small in practice (per-sample losses, ...) get no
-    parallel build: ``parallel`` is then the serial one, and compile time
-    is saved.
-    """
-
-    def __init__(self, function: Callable[..., Any], *, parallel: bool = True) -> None:
-        self.name = function.__name__
-        self.serial = _variant(function, "serial", parallel=False)
-        self.parallel = _variant(function, "parallel", parallel=True) if parallel else self.serial
-
-    @property
-    def has_parallel(self) -> bool:
-        return self.parallel is not self.serial
-
-
-def _variant(function: Callable[..., Any], suffix: str, *, parallel: bool) -> Any:
-    # Numba's on-disk cache is keyed by the function's qualified name, not by
-    # its compile flags: the two versions need distinct names or one would
-    # load the other's machine code.
-    copy = types.FunctionType(
-        function.__code__, function.__globals__, f"{function.__name__}_{suffix}", function.__defaults__
-    )
-    copy.__qualname__ = f"{function.__qualname__}_{suffix}"
-    copy.__module__ = function.__module__
-    return numba.njit(parallel=parallel, **_OPTIONS)(copy)
-
-
-KERNELS: dict[str, KernelPair] = {}
-
-
-def kernel(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Register ``function`` as a kernel with a serial and a parallel build."""
-    KERNELS[function.__name__] = KernelPair(function)
-    return function
-
-
-def serial_kernel(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Register ``function`` as a kernel with a serial build only."""
-    KERNELS[function.__name__] = KernelPair(function, parallel=False)
-    return function
-
 
 # --- per-element math ----------------------------------------------------------
-@_element
+@element
 def sigmoid(x: float) -> float:
     e = math.exp(-abs(x))
     r = 1.0 / (1.0 + e)
     return r if x >= 0.0 else e * r
 
 
-@_element
+@element
 def softplus(x: float) -> float:
     return (x if x > 0.0 else 0.0) + math.log1p(math.exp(-abs(x)))
 
 
-@_element
-def act_identity(x: float, p: float) -> float:
+@element
+def identity_forward_at(x: float, p: float) -> float:
     return x
 
 
-@_element
-def act_sigmoid(x: float, p: float) -> float:
+@element
+def sigmoid_forward_at(x: float, p: float) -> float:
     return sigmoid(x)
 
 
-@_element
-def act_relu(x: float, p: float) -> float:
+@element
+def relu_forward_at(x: float, p: float) -> float:
     return 0.0 if x < 0.0 else x
 
 
-@_element
-def act_leaky_relu(x: float, p: float) -> float:
+@element
+def leaky_relu_forward_at(x: float, p: float) -> float:
     return x if x > 0.0 else x * p
 
 
-@_element
-def act_elu(x: float, p: float) -> float:
+@element
+def elu_forward_at(x: float, p: float) -> float:
     return x if x > 0.0 else p * math.expm1(x)
 
 
-@_element
-def act_gelu(x: float, p: float) -> float:
+@element
+def gelu_forward_at(x: float, p: float) -> float:
     t = math.tanh(GELU_K * (x + GELU_C * x * x * x))
     return x * (t + 1.0) * 0.5
 
 
-@_element
-def act_silu(x: float, p: float) -> float:
+@element
+def silu_forward_at(x: float, p: float) -> float:
     return x * sigmoid(x)
 
 
-@_element
-def act_softplus(x: float, p: float) -> float:
+@element
+def softplus_forward_at(x: float, p: float) -> float:
     return softplus(x)
 
 
-@_element
-def grad_sigmoid(gy: float, y: float, p: float) -> float:
+@element
+def sigmoid_backward_at(gy: float, y: float, p: float) -> float:
     return gy * y * (1.0 - y)
 
 
-@_element
-def grad_tanh(gy: float, y: float, p: float) -> float:
+@element
+def tanh_backward_at(gy: float, y: float, p: float) -> float:
     return gy * (1.0 - y * y)
 
 
-@_element
-def grad_relu(gy: float, y: float, p: float) -> float:
+@element
+def relu_backward_at(gy: float, y: float, p: float) -> float:
     return gy * (1.0 if y > 0.0 else 0.0)
 
 
-@_element
-def grad_leaky_relu(gy: float, x: float, p: float) -> float:
+@element
+def leaky_relu_backward_at(gy: float, x: float, p: float) -> float:
     return gy if x > 0.0 else gy * p
 
 
-@_element
-def grad_elu(gy: float, y: float, p: float) -> float:
+@element
+def elu_backward_at(gy: float, y: float, p: float) -> float:
     return gy if y > 0.0 else gy * (y + p)
 
 
-@_element
-def grad_gelu(gy: float, x: float, p: float) -> float:
+@element
+def gelu_backward_at(gy: float, x: float, p: float) -> float:
     x2 = x * x
     t = math.tanh(GELU_K * x * (1.0 + GELU_C * x2))
     du = GELU_K * (1.0 + 3.0 * GELU_C * x2)
     return gy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
 
-@_element
-def grad_silu(gy: float, x: float, p: float) -> float:
+@element
+def silu_backward_at(gy: float, x: float, p: float) -> float:
     s = sigmoid(x)
     return gy * (s * (1.0 + x * (1.0 - s)))
 
 
-@_element
-def grad_softplus(gy: float, x: float, p: float) -> float:
+@element
+def softplus_backward_at(gy: float, x: float, p: float) -> float:
     return gy * sigmoid(x)
 
 
 # --- activations -----------------------------------------------------------------
-# Forward kernels serve both ``<act>_forward`` (has_bias False: a flat loop)
-# and ``bias_<act>_forward`` (rows of ``cols`` elements; ``z`` receives the
-# pre-activation ``z + b``).  Each branch is its own loop, with no test inside,
-# so that LLVM can vectorise what has no libm call.
+# ``a_forward(x, out, p)``: a flat loop; ``bias_a_forward(z, b, out, p, cols)``:
+# rows of ``cols`` elements, ``z`` receives the pre-activation ``z + b``;
+# ``a_backward(gy, s, out, p)``.  No test inside a loop, so that LLVM can
+# vectorise what has no libm call.
 
 
 @kernel
-def fwd_identity(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = v
-    else:
-        for i in prange(z.size):
-            v = z[i]
-            out[i] = v
+def bias_identity_forward(z, b, out, p, cols):  # type: ignore[no-untyped-def]
+    for r in prange(z.size // cols):
+        base = r * cols
+        for c in range(cols):
+            v = z[base + c] + b[c]
+            z[base + c] = v
+            out[base + c] = v
 
 
 @kernel
-def fwd_relu(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
+def relu_forward(x, out, p):  # type: ignore[no-untyped-def]
+    zero = x.dtype.type(0)
+    for i in prange(x.size):
+        v = x[i]
+        out[i] = zero if v < zero else v
+
+
+@kernel
+def bias_relu_forward(z, b, out, p, cols):  # type: ignore[no-untyped-def]
     zero = z.dtype.type(0)
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = zero if v < zero else v
-    else:
-        for i in prange(z.size):
-            v = z[i]
-            out[i] = zero if v < zero else v
+    for r in prange(z.size // cols):
+        base = r * cols
+        for c in range(cols):
+            v = z[base + c] + b[c]
+            z[base + c] = v
+            out[base + c] = zero if v < zero else v
 
 
 @kernel
-def bwd_sigmoid(gy, s, out, p):  # type: ignore[no-untyped-def]
+def sigmoid_backward(gy, s, out, p):  # type: ignore[no-untyped-def]
     one = s.dtype.type(1)
     for i in prange(s.size):
         out[i] = gy[i] * s[i] * (one - s[i])
 
 
 @kernel
-def bwd_tanh(gy, s, out, p):  # type: ignore[no-untyped-def]
+def tanh_backward(gy, s, out, p):  # type: ignore[no-untyped-def]
     one = s.dtype.type(1)
     for i in prange(s.size):
         out[i] = gy[i] * (one - s[i] * s[i])
 
 
 @kernel
-def bwd_relu(gy, s, out, p):  # type: ignore[no-untyped-def]
+def relu_backward(gy, s, out, p):  # type: ignore[no-untyped-def]
     zero, one = s.dtype.type(0), s.dtype.type(1)
     for i in prange(s.size):
         out[i] = gy[i] * (one if s[i] > zero else zero)  # gy * (y > 0): a NaN gradient stays NaN
@@ -244,9 +198,8 @@ def bwd_relu(gy, s, out, p):  # type: ignore[no-untyped-def]
 
 # The activations whose math is a libm call compute in float64 registers
 # through their per-element function; each kernel is one template compiled
-# once per activation (``ACT``/``GRAD`` bound per copy, see _specialise).
-ACT = act_identity
-GRAD = grad_relu
+# once per activation (``AT`` bound per copy, see _specialise).
+AT = identity_forward_at
 
 
 def _specialise(template: Callable[..., Any], name: str, **bindings: Any) -> Callable[..., Any]:
@@ -258,35 +211,38 @@ def _specialise(template: Callable[..., Any], name: str, **bindings: Any) -> Cal
     return copy
 
 
-def _forward_template(z, b, out, p, cols, has_bias):  # type: ignore[no-untyped-def]
-    if has_bias:
-        for r in prange(z.size // cols):
-            base = r * cols
-            for c in range(cols):
-                v = z[base + c] + b[c]
-                z[base + c] = v
-                out[base + c] = ACT(np.float64(v), p)
-    else:
-        for i in prange(z.size):
-            out[i] = ACT(np.float64(z[i]), p)
+def _forward_template(x, out, p):  # type: ignore[no-untyped-def]
+    for i in prange(x.size):
+        out[i] = AT(np.float64(x[i]), p)
+
+
+def _bias_forward_template(z, b, out, p, cols):  # type: ignore[no-untyped-def]
+    for r in prange(z.size // cols):
+        base = r * cols
+        for c in range(cols):
+            v = z[base + c] + b[c]
+            z[base + c] = v
+            out[base + c] = AT(np.float64(v), p)
 
 
 def _backward_template(gy, s, out, p):  # type: ignore[no-untyped-def]
     for i in prange(s.size):
-        out[i] = GRAD(np.float64(gy[i]), np.float64(s[i]), p)
+        out[i] = AT(np.float64(gy[i]), np.float64(s[i]), p)
 
 
 for _name in ("sigmoid", "leaky_relu", "elu", "gelu", "silu", "softplus"):
-    kernel(_specialise(_forward_template, f"fwd_{_name}", ACT=globals()[f"act_{_name}"]))
+    _at = globals()[f"{_name}_forward_at"]
+    kernel(_specialise(_forward_template, f"{_name}_forward", AT=_at))
+    kernel(_specialise(_bias_forward_template, f"bias_{_name}_forward", AT=_at))
 for _name in ("leaky_relu", "elu", "gelu", "silu", "softplus"):
-    kernel(_specialise(_backward_template, f"bwd_{_name}", GRAD=globals()[f"grad_{_name}"]))
+    kernel(_specialise(_backward_template, f"{_name}_backward", AT=globals()[f"{_name}_backward_at"]))
 
 
 # --- optimiser updates (torch.optim's rules; state flushed) ---------------------
 # Computed in the arrays' dtype, as the generic and the CUDA versions do: the
 # caller passes every scalar already converted to that dtype.
 @kernel
-def sgd(param, grad, buf, lr, momentum, dampening, wd, use_momentum, nesterov, first_step, tiny):  # type: ignore[no-untyped-def]
+def sgd_step(param, grad, buf, lr, momentum, dampening, wd, use_momentum, nesterov, first_step, tiny):  # type: ignore[no-untyped-def]
     one = param.dtype.type(1)
     zero = param.dtype.type(0)
     for i in prange(param.size):
@@ -301,7 +257,7 @@ def sgd(param, grad, buf, lr, momentum, dampening, wd, use_momentum, nesterov, f
 
 
 @kernel
-def adagrad(param, grad, state_sum, clr, wd, eps, tiny):  # type: ignore[no-untyped-def]
+def adagrad_step(param, grad, state_sum, clr, wd, eps, tiny):  # type: ignore[no-untyped-def]
     zero = param.dtype.type(0)
     for i in prange(param.size):
         p = param[i]
@@ -313,7 +269,7 @@ def adagrad(param, grad, state_sum, clr, wd, eps, tiny):  # type: ignore[no-unty
 
 
 @kernel
-def rmsprop(
+def rmsprop_step(
     param, grad, square_avg, grad_avg, buf, lr, alpha, eps, wd, momentum, centered, use_momentum, tiny
 ):  # type: ignore[no-untyped-def]
     one = param.dtype.type(1)
@@ -341,7 +297,7 @@ def rmsprop(
 
 
 @kernel
-def adam(param, grad, m, v, vmax, shrink, l2, beta1, beta2, eps, step_size, bc2_sqrt, amsgrad, tiny):  # type: ignore[no-untyped-def]
+def adam_step(param, grad, m, v, vmax, shrink, l2, beta1, beta2, eps, step_size, bc2_sqrt, amsgrad, tiny):  # type: ignore[no-untyped-def]
     # shrink = 1 - lr*wd for AdamW (else 1), l2 = wd for Adam (else 0), and
     # one loop per AMSGrad setting: no branch inside a loop, so LLVM
     # vectorises it.
@@ -375,7 +331,7 @@ def adam(param, grad, m, v, vmax, shrink, l2, beta1, beta2, eps, step_size, bc2_
 
 
 @kernel
-def l1_l2(grad, param, mask, out, l1, l2):  # type: ignore[no-untyped-def]
+def l1_l2_grad(grad, param, mask, out, l1, l2):  # type: ignore[no-untyped-def]
     for i in prange(grad.size):
         p = np.float64(param[i])
         sign = 1.0 if p > 0.0 else (-1.0 if p < 0.0 else p * 0.0)
@@ -383,7 +339,7 @@ def l1_l2(grad, param, mask, out, l1, l2):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def sum_squares(x, partial):  # type: ignore[no-untyped-def]
+def grad_norm_sq(x, partial):  # type: ignore[no-untyped-def]
     # ``partial`` has one float64 slot per chunk; the chunks run in parallel.
     n = x.size
     chunks = partial.size
@@ -397,46 +353,57 @@ def sum_squares(x, partial):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def scale(x, factor):  # type: ignore[no-untyped-def]
+def scale_inplace(x, factor):  # type: ignore[no-untyped-def]
     for i in prange(x.size):
         x[i] = x[i] * factor
 
 
 # --- losses --------------------------------------------------------------------
+@element
+def softmax_row(logits, probs, base, k):  # type: ignore[no-untyped-def]
+    # One row: max, log-sum-exp and the probabilities; returns (max, log-sum).
+    mx = np.float64(logits[base])
+    for j in range(1, k):
+        v = np.float64(logits[base + j])
+        if not v <= mx:
+            mx = v
+    total = 0.0
+    for j in range(k):
+        total += math.exp(logits[base + j] - mx)
+    log_sum = math.log(total)
+    for j in range(k):
+        probs[base + j] = math.exp((logits[base + j] - mx) - log_sum)
+    return mx, log_sum
+
+
 @kernel
-def softmax_xent(logits, target, labels, probs, losses, k, use_labels):  # type: ignore[no-untyped-def]
-    # One row per iteration: max, log-sum-exp, probabilities and the loss.
+def softmax_cross_entropy_forward(logits, target, probs, losses, k):  # type: ignore[no-untyped-def]
     for r in prange(losses.size):
         base = r * k
-        mx = np.float64(logits[base])
-        for j in range(1, k):
-            v = np.float64(logits[base + j])
-            if not v <= mx:
-                mx = v
-        total = 0.0
-        for j in range(k):
-            total += math.exp(logits[base + j] - mx)
-        log_sum = math.log(total)
+        mx, log_sum = softmax_row(logits, probs, base, k)
         loss = 0.0
         for j in range(k):
-            shifted = (logits[base + j] - mx) - log_sum
-            probs[base + j] = math.exp(shifted)
-            if not use_labels:
-                loss -= target[base + j] * shifted
-        if use_labels:
-            label = labels[r]
-            loss = mx - logits[base + label] + log_sum if 0 <= label < k else math.nan
+            loss -= target[base + j] * ((logits[base + j] - mx) - log_sum)
         losses[r] = loss
 
 
+@kernel
+def softmax_cross_entropy_index_forward(logits, labels, probs, losses, k):  # type: ignore[no-untyped-def]
+    for r in prange(losses.size):
+        base = r * k
+        mx, log_sum = softmax_row(logits, probs, base, k)
+        label = labels[r]
+        losses[r] = mx - logits[base + label] + log_sum if 0 <= label < k else math.nan
+
+
 @serial_kernel
-def softmax_xent_backward(probs, target, out, scale):  # type: ignore[no-untyped-def]
+def softmax_cross_entropy_backward(probs, target, out, scale):  # type: ignore[no-untyped-def]
     for i in prange(out.size):
         out[i] = (np.float64(probs[i]) - target[i]) * scale
 
 
 @serial_kernel
-def softmax_xent_index_backward(probs, labels, out, scale, k):  # type: ignore[no-untyped-def]
+def softmax_cross_entropy_index_backward(probs, labels, out, scale, k):  # type: ignore[no-untyped-def]
     for r in prange(labels.size):
         base = r * k
         for j in range(k):
@@ -447,20 +414,20 @@ def softmax_xent_index_backward(probs, labels, out, scale, k):  # type: ignore[n
 
 
 @serial_kernel
-def bce_logits(z, target, losses):  # type: ignore[no-untyped-def]
+def binary_cross_entropy_logits_forward(z, target, losses):  # type: ignore[no-untyped-def]
     for i in prange(z.size):
         v = np.float64(z[i])
         losses[i] = math.log1p(math.exp(-abs(v))) + (v if v > 0.0 else 0.0) - v * target[i]
 
 
 @serial_kernel
-def bce_logits_backward(z, target, out, scale):  # type: ignore[no-untyped-def]
+def binary_cross_entropy_logits_backward(z, target, out, scale):  # type: ignore[no-untyped-def]
     for i in prange(z.size):
         out[i] = (sigmoid(np.float64(z[i])) - target[i]) * scale
 
 
 @serial_kernel
-def bce_backward(p, target, out, scale, eps):  # type: ignore[no-untyped-def]
+def binary_cross_entropy_backward(p, target, out, scale, eps):  # type: ignore[no-untyped-def]
     for i in prange(p.size):
         v = np.float64(p[i])
         den = (1.0 - v) * v
@@ -471,7 +438,7 @@ def bce_backward(p, target, out, scale, eps):  # type: ignore[no-untyped-def]
 
 # --- dropout and batch normalisation ---------------------------------------------
 @kernel
-def dropout(x, uniform, out, mask, p, keep_scale):  # type: ignore[no-untyped-def]
+def dropout_forward(x, uniform, out, mask, p, keep_scale):  # type: ignore[no-untyped-def]
     for i in prange(x.size):
         s = keep_scale if uniform[i] >= p else 0.0
         mask[i] = s
@@ -479,13 +446,15 @@ def dropout(x, uniform, out, mask, p, keep_scale):  # type: ignore[no-untyped-de
 
 
 @kernel
-def multiply(a, b, out):  # type: ignore[no-untyped-def]
+def dropout_backward(a, b, out):  # type: ignore[no-untyped-def]
     for i in prange(out.size):
         out[i] = a[i] * b[i]
 
 
 @kernel
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std, n, f):  # type: ignore[no-untyped-def]
+def batchnorm_forward_train(
+    x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std, n, f
+):  # type: ignore[no-untyped-def]
     # Pass 1 (per block of features, rows outermost so that reads are
     # contiguous): shifted sums in float64, shifted by the first row so that a
     # large common offset does not cancel.  Pass 2: normalise and write.

@@ -1,7 +1,17 @@
-"""Hot operations, each declared once with its generic, CPU and CUDA versions."""
+"""Hot operations, each declared once with its generic, CPU and CUDA versions.
 
-from . import activations, buffers, losses, normalization, optimizers, pooling  # noqa: F401  (registers the operations)
-from .activations import ACTIVATIONS, ActivationSpec
-from .registry import OPERATIONS, Operation, declare, register
+Every module of this package is imported here, so that its declarations
+register themselves: a new topic (``backends/ops/<topic>.py``) needs no line
+added anywhere else.
+"""
 
-__all__ = ["ACTIVATIONS", "OPERATIONS", "ActivationSpec", "Operation", "declare", "register"]
+import importlib
+import pkgutil
+
+for _module in sorted(info.name for info in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
+
+from .activations import ACTIVATIONS, ActivationSpec  # noqa: E402
+from .registry import OPERATIONS, Cuda, Numba, Operation, declare, register  # noqa: E402
+
+__all__ = ["ACTIVATIONS", "OPERATIONS", "ActivationSpec", "Cuda", "Numba", "Operation", "declare", "register"]

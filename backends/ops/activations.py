@@ -20,9 +20,9 @@ import dataclasses
 import math
 from typing import Any
 
-from ..kernels.cpu import cpu_kernel
-from ..kernels.cuda import cuda_kernel
-from .registry import declare
+from ..kernels import cpu as kcpu
+from ..kernels import cuda_sources
+from .registry import Cuda, Numba, declare
 
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
@@ -42,6 +42,92 @@ ACTIVATIONS: dict[str, ActivationSpec] = {}
 
 def _spec(name: str, saves: str, *params: str) -> None:
     ACTIVATIONS[name] = ActivationSpec(name, saves, params)
+    cuda_sources.add_activation(name, params)
+
+
+# --- the wrappers of the compiled kernels (the same three for every activation) ----
+# Kernels of the activations without a libm call, by the kind of work (see kcpu.PARALLEL_MIN).
+_CHEAP = frozenset({"identity", "relu", "leaky_relu", "sigmoid", "tanh"})
+
+
+def _kind(activation: str) -> str:
+    return "cheap" if activation in _CHEAP else "transcendental"
+
+
+def _cpu_forward(kind: str) -> kcpu.Wrap:
+    def wrap(kernel: Any, generic: Any) -> Any:
+        def forward(x: Any, out: Any, *params: float) -> Any:
+            kcpu.pick(kernel, x.size, kind)(x.reshape(-1), out.reshape(-1), kcpu.param(out, params))
+            return out
+
+        return forward
+
+    return wrap
+
+
+def _cpu_bias_forward(kind: str) -> kcpu.Wrap:
+    def wrap(kernel: Any, generic: Any) -> Any:
+        def bias_forward(z: Any, b: Any, out: Any, *params: float) -> Any:
+            if z.ndim != 2 or b.shape != z.shape[1:]:
+                return generic(z, b, out, *params)
+            p = kcpu.param(out, params)
+            kcpu.pick(kernel, z.size, kind)(z.reshape(-1), b, out.reshape(-1), p, max(z.shape[1], 1))
+            return out
+
+        return bias_forward
+
+    return wrap
+
+
+def _cpu_backward(kind: str) -> kcpu.Wrap:
+    def wrap(kernel: Any, generic: Any) -> Any:
+        def backward(gy: Any, saved: Any, out: Any, *params: float) -> Any:
+            p = kcpu.param(out, params)
+            kcpu.pick(kernel, out.size, kind)(gy.reshape(-1), saved.reshape(-1), out.reshape(-1), p)
+            return out
+
+        return backward
+
+    return wrap
+
+
+def _cuda_forward(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def forward(x: Any, out: Any, *params: float) -> Any:
+        kernel(x, *params, out)
+        return out
+
+    return forward
+
+
+def _cuda_bias_forward(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def bias_forward(z: Any, b: Any, out: Any, *params: float) -> Any:
+        kernel(b, *params, z, out)
+        return out
+
+    return bias_forward
+
+
+def _cuda_backward(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def backward(gy: Any, saved: Any, out: Any, *params: float) -> Any:
+        kernel(gy, saved, *params, out)
+        return out
+
+    return backward
+
+
+def _forward(activation: str, *, cpu: bool = True) -> dict[str, Any]:
+    """The compiled versions of ``<activation>_forward`` (``cpu=False``: the generic one is faster)."""
+    return {"cpu": Numba(_cpu_forward(_kind(activation))) if cpu else None, "cuda": Cuda(_cuda_forward)}
+
+
+def _backward(activation: str, *, cpu: bool = True) -> dict[str, Any]:
+    return {"cpu": Numba(_cpu_backward(_kind(activation))) if cpu else None, "cuda": Cuda(_cuda_backward)}
 
 
 def _sigmoid(xp: Any, x: Any, out: Any) -> Any:
@@ -56,14 +142,14 @@ def _sigmoid(xp: Any, x: Any, out: Any) -> Any:
 _spec("identity", "output")
 
 
-@declare("identity_forward", "y = x", cuda=cuda_kernel("identity_forward"))
+@declare("identity_forward", "y = x", **_forward("identity", cpu=False))
 def identity_forward(xp: Any, x: Any, out: Any) -> Any:
     if out is not x:
         out[...] = x
     return out
 
 
-@declare("identity_backward", "gx = gy", cuda=cuda_kernel("identity_backward"))
+@declare("identity_backward", "gx = gy", **_backward("identity", cpu=False))
 def identity_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     if out is not gy:
         out[...] = gy
@@ -74,22 +160,12 @@ def identity_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("sigmoid", "output")
 
 
-@declare(
-    "sigmoid_forward",
-    "y = 1 / (1 + exp(-x))",
-    cpu=cpu_kernel("sigmoid_forward"),
-    cuda=cuda_kernel("sigmoid_forward"),
-)
+@declare("sigmoid_forward", "y = 1 / (1 + exp(-x))", **_forward("sigmoid"))
 def sigmoid_forward(xp: Any, x: Any, out: Any) -> Any:
     return _sigmoid(xp, x, out)
 
 
-@declare(
-    "sigmoid_backward",
-    "gx = gy * y * (1 - y), from the output",
-    cpu=cpu_kernel("sigmoid_backward"),
-    cuda=cuda_kernel("sigmoid_backward"),
-)
+@declare("sigmoid_backward", "gx = gy * y * (1 - y), from the output", **_backward("sigmoid"))
 def sigmoid_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     one_minus = 1.0 - y
     xp.multiply(gy, y, out=out)
@@ -100,17 +176,12 @@ def sigmoid_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("tanh", "output")
 
 
-@declare("tanh_forward", "y = tanh(x)", cuda=cuda_kernel("tanh_forward"))
+@declare("tanh_forward", "y = tanh(x)", **_forward("tanh", cpu=False))
 def tanh_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.tanh(x, out=out)
 
 
-@declare(
-    "tanh_backward",
-    "gx = gy * (1 - y^2), from the output",
-    cpu=cpu_kernel("tanh_backward"),
-    cuda=cuda_kernel("tanh_backward"),
-)
+@declare("tanh_backward", "gx = gy * (1 - y^2), from the output", **_backward("tanh"))
 def tanh_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     one_minus = y * y
     xp.subtract(1.0, one_minus, out=one_minus)
@@ -121,17 +192,12 @@ def tanh_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("relu", "output")
 
 
-@declare("relu_forward", "y = max(x, 0)", cpu=cpu_kernel("relu_forward"), cuda=cuda_kernel("relu_forward"))
+@declare("relu_forward", "y = max(x, 0)", **_forward("relu"))
 def relu_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.maximum(x, 0.0, out=out)
 
 
-@declare(
-    "relu_backward",
-    "gx = gy where y > 0, else 0, from the output",
-    cpu=cpu_kernel("relu_backward"),
-    cuda=cuda_kernel("relu_backward"),
-)
+@declare("relu_backward", "gx = gy where y > 0, else 0, from the output", **_backward("relu"))
 def relu_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
     return xp.multiply(gy, y > 0, out=out)
 
@@ -140,23 +206,13 @@ def relu_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
 _spec("leaky_relu", "input", "negative_slope")
 
 
-@declare(
-    "leaky_relu_forward",
-    "y = x if x > 0 else slope * x",
-    cpu=cpu_kernel("leaky_relu_forward"),
-    cuda=cuda_kernel("leaky_relu_forward"),
-)
+@declare("leaky_relu_forward", "y = x if x > 0 else slope * x", **_forward("leaky_relu"))
 def leaky_relu_forward(xp: Any, x: Any, out: Any, negative_slope: float) -> Any:
     out[...] = xp.where(x > 0, x, x * negative_slope)
     return out
 
 
-@declare(
-    "leaky_relu_backward",
-    "gx = gy if x > 0 else slope * gy, from the input",
-    cpu=cpu_kernel("leaky_relu_backward"),
-    cuda=cuda_kernel("leaky_relu_backward"),
-)
+@declare("leaky_relu_backward", "gx = gy if x > 0 else slope * gy, from the input", **_backward("leaky_relu"))
 def leaky_relu_backward(xp: Any, gy: Any, x: Any, out: Any, negative_slope: float) -> Any:
     out[...] = xp.where(x > 0, gy, gy * negative_slope)
     return out
@@ -166,23 +222,13 @@ def leaky_relu_backward(xp: Any, gy: Any, x: Any, out: Any, negative_slope: floa
 _spec("elu", "output", "alpha")
 
 
-@declare(
-    "elu_forward",
-    "y = x if x > 0 else alpha * (exp(x) - 1)",
-    cpu=cpu_kernel("elu_forward"),
-    cuda=cuda_kernel("elu_forward"),
-)
+@declare("elu_forward", "y = x if x > 0 else alpha * (exp(x) - 1)", **_forward("elu"))
 def elu_forward(xp: Any, x: Any, out: Any, alpha: float) -> Any:
     out[...] = xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0.0)))
     return out
 
 
-@declare(
-    "elu_backward",
-    "gx = gy if y > 0 else gy * (y + alpha), from the output",
-    cpu=cpu_kernel("elu_backward"),
-    cuda=cuda_kernel("elu_backward"),
-)
+@declare("elu_backward", "gx = gy if y > 0 else gy * (y + alpha), from the output", **_backward("elu"))
 def elu_backward(xp: Any, gy: Any, y: Any, out: Any, alpha: float) -> Any:
     out[...] = xp.where(y > 0, gy, gy * (y + alpha))
     return out
@@ -192,12 +238,7 @@ def elu_backward(xp: Any, gy: Any, y: Any, out: Any, alpha: float) -> Any:
 _spec("gelu", "input")
 
 
-@declare(
-    "gelu_forward",
-    "y = x/2 * (1 + tanh(k * (x + 0.044715 x^3)))",
-    cpu=cpu_kernel("gelu_forward"),
-    cuda=cuda_kernel("gelu_forward"),
-)
+@declare("gelu_forward", "y = x/2 * (1 + tanh(k * (x + 0.044715 x^3)))", **_forward("gelu"))
 def gelu_forward(xp: Any, x: Any, out: Any) -> Any:
     t = xp.tanh(GELU_K * (x + GELU_C * x * x * x))
     xp.add(t, 1.0, out=t)
@@ -205,12 +246,7 @@ def gelu_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.multiply(out, 0.5, out=out)
 
 
-@declare(
-    "gelu_backward",
-    "gx = gy * d/dx of the tanh-approximated GELU, from the input",
-    cpu=cpu_kernel("gelu_backward"),
-    cuda=cuda_kernel("gelu_backward"),
-)
+@declare("gelu_backward", "gx = gy * d/dx of the tanh-approximated GELU, from the input", **_backward("gelu"))
 def gelu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
     x2 = x * x
     t = xp.tanh(GELU_K * x * (1.0 + GELU_C * x2))
@@ -223,19 +259,14 @@ def gelu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
 _spec("silu", "input")
 
 
-@declare(
-    "silu_forward", "y = x * sigmoid(x)", cpu=cpu_kernel("silu_forward"), cuda=cuda_kernel("silu_forward")
-)
+@declare("silu_forward", "y = x * sigmoid(x)", **_forward("silu"))
 def silu_forward(xp: Any, x: Any, out: Any) -> Any:
     s = _sigmoid(xp, x, xp.empty_like(x))
     return xp.multiply(x, s, out=out)
 
 
 @declare(
-    "silu_backward",
-    "gx = gy * s * (1 + x * (1 - s)), s = sigmoid(x), from the input",
-    cpu=cpu_kernel("silu_backward"),
-    cuda=cuda_kernel("silu_backward"),
+    "silu_backward", "gx = gy * s * (1 + x * (1 - s)), s = sigmoid(x), from the input", **_backward("silu")
 )
 def silu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
     s = _sigmoid(xp, x, xp.empty_like(x))
@@ -247,22 +278,12 @@ def silu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
 _spec("softplus", "input")
 
 
-@declare(
-    "softplus_forward",
-    "y = log(1 + exp(x)), computed without overflow",
-    cpu=cpu_kernel("softplus_forward"),
-    cuda=cuda_kernel("softplus_forward"),
-)
+@declare("softplus_forward", "y = log(1 + exp(x)), computed without overflow", **_forward("softplus"))
 def softplus_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.logaddexp(0.0, x, out=out)
 
 
-@declare(
-    "softplus_backward",
-    "gx = gy * sigmoid(x), from the input",
-    cpu=cpu_kernel("softplus_backward"),
-    cuda=cuda_kernel("softplus_backward"),
-)
+@declare("softplus_backward", "gx = gy * sigmoid(x), from the input", **_backward("softplus"))
 def softplus_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
     s = _sigmoid(xp, x, xp.empty_like(x))
     return xp.multiply(gy, s, out=out)
@@ -281,8 +302,8 @@ def _declare_bias_forward(spec: ActivationSpec) -> None:
     name = f"bias_{spec.name}_forward"
     bias_forward.__name__ = name
     # tanh: NumPy's SIMD tanh beats a scalar compiled loop, so the CPU keeps the generic.
-    cpu = None if spec.name == "tanh" else cpu_kernel(name)
-    declare(name, f"z += b; y = {spec.name}(z)", cpu=cpu, cuda=cuda_kernel(name))(bias_forward)
+    cpu = None if spec.name == "tanh" else Numba(_cpu_bias_forward(_kind(spec.name)))
+    declare(name, f"z += b; y = {spec.name}(z)", cpu=cpu, cuda=Cuda(_cuda_bias_forward))(bias_forward)
 
 
 for _activation in list(ACTIVATIONS.values()):

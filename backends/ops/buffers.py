@@ -19,15 +19,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.buffer_kernels import cpu_buffer_kernel, cuda_buffer_kernel
-from .registry import declare
+from ..kernels import cpu as kcpu
+from .registry import Cuda, Numba, declare
+
+# The Numba kernels are in backends/kernels/buffer_numba.py, the CUDA ones in cuda_sources.py;
+# each wrapper rounds the scalars to the arrays' dtype, so that float32 arithmetic stays float32.
+_MODULE = "buffer_numba"
+
+
+def _polyak_cpu(kernel: Any, generic: Any) -> Any:
+    def polyak_update(target, source, tau):  # type: ignore[no-untyped-def]
+        if target.shape != source.shape:
+            return generic(target, source, tau)
+        scalar = target.dtype.type
+        kcpu.pick(kernel, target.size, "cheap")(
+            target.reshape(-1), source.reshape(-1), scalar(1.0 - tau), scalar(tau)
+        )
+        return target
+
+    return polyak_update
+
+
+def _polyak_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def polyak_update(target, source, tau):  # type: ignore[no-untyped-def]
+        scalar = target.dtype.type
+        kernel(source, scalar(1.0 - tau), scalar(tau), target)
+        return target
+
+    return polyak_update
 
 
 @declare(
     "polyak_update",
     "target = (1 - tau) * target + tau * source (soft target update)",
-    cpu=cpu_buffer_kernel("polyak_update"),
-    cuda=cuda_buffer_kernel("polyak_update"),
+    cpu=Numba(_polyak_cpu, _MODULE),
+    cuda=Cuda(_polyak_cuda),
 )
 def polyak_update(xp: Any, target: Any, source: Any, tau: float) -> Any:
     target *= 1.0 - tau
@@ -35,11 +63,29 @@ def polyak_update(xp: Any, target: Any, source: Any, tau: float) -> Any:
     return target
 
 
+def _clamp_cpu(kernel: Any, generic: Any) -> Any:
+    def clamp_inplace(x, low, high):  # type: ignore[no-untyped-def]
+        kcpu.pick(kernel, x.size, "cheap")(x.reshape(-1), x.dtype.type(low), x.dtype.type(high))
+        return x
+
+    return clamp_inplace
+
+
+def _clamp_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def clamp_inplace(x, low, high):  # type: ignore[no-untyped-def]
+        kernel(x.dtype.type(low), x.dtype.type(high), x)
+        return x
+
+    return clamp_inplace
+
+
 @declare(
     "clamp_inplace",
     "x = min(max(x, low), high) in place (weight clipping)",
-    cpu=cpu_buffer_kernel("clamp_inplace"),
-    cuda=cuda_buffer_kernel("clamp_inplace"),
+    cpu=Numba(_clamp_cpu, _MODULE),
+    cuda=Cuda(_clamp_cuda),
 )
 def clamp_inplace(xp: Any, x: Any, low: float, high: float) -> Any:
     xp.maximum(x, low, out=x)
@@ -47,11 +93,47 @@ def clamp_inplace(xp: Any, x: Any, low: float, high: float) -> Any:
     return x
 
 
+def _gather_cpu(kernel: Any, generic: Any) -> Any:
+    def gather_rows(values, index, out):  # type: ignore[no-untyped-def]
+        if values.ndim != 2:
+            return generic(values, index, out)
+        kcpu.pick(kernel, values.size, "cheap")(values, index, out.reshape(-1))
+        return out
+
+    return gather_rows
+
+
+def _scatter_cpu(kernel: Any, generic: Any) -> Any:
+    def scatter_rows(grad, index, out):  # type: ignore[no-untyped-def]
+        if out.ndim != 2:
+            return generic(grad, index, out)
+        kcpu.pick(kernel, out.size, "cheap")(grad.reshape(-1), index, out)
+        return out
+
+    return scatter_rows
+
+
+def _rows_cuda(kernels: Any, generic: Any) -> Any:
+    # gather: values (n, k) -> out (n,); scatter: grad (n,) -> out (n, k).  The first
+    # array and the index are read flat ("raw"), hence flat=True: the layout guard.
+    kernel = kernels()
+    gather = kernels.operation == "gather_rows"
+
+    def rows(first, index, out):  # type: ignore[no-untyped-def]
+        values = first if gather else out
+        if values.ndim != 2:
+            return generic(first, index, out)
+        kernel(first, index, values.shape[1], out)
+        return out
+
+    return rows
+
+
 @declare(
     "gather_rows",
     "out[i] = values[i, index[i]]",
-    cpu=cpu_buffer_kernel("gather_rows"),
-    cuda=cuda_buffer_kernel("gather_rows"),
+    cpu=Numba(_gather_cpu, _MODULE),
+    cuda=Cuda(_rows_cuda, flat=True),
 )
 def gather_rows(xp: Any, values: Any, index: Any, out: Any) -> Any:
     out[...] = values[xp.arange(values.shape[0]), index]
@@ -61,8 +143,8 @@ def gather_rows(xp: Any, values: Any, index: Any, out: Any) -> Any:
 @declare(
     "scatter_rows",
     "out[i, j] = grad[i] where j == index[i], else 0",
-    cpu=cpu_buffer_kernel("scatter_rows"),
-    cuda=cuda_buffer_kernel("scatter_rows"),
+    cpu=Numba(_scatter_cpu, _MODULE),
+    cuda=Cuda(_rows_cuda, flat=True),
 )
 def scatter_rows(xp: Any, grad: Any, index: Any, out: Any) -> Any:
     out.fill(0)

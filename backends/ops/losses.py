@@ -31,9 +31,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.cpu import cpu_kernel
-from ..kernels.cuda import cuda_kernel
-from .registry import declare
+import numpy as np
+
+from ..kernels import cpu as kcpu
+from ..kernels import cuda as kcuda
+from .registry import Cuda, Numba, declare
 
 
 def _log_normaliser(xp: Any, logits: Any, probs: Any) -> tuple[Any, Any]:
@@ -52,11 +54,36 @@ def _log_softmax(xp: Any, logits: Any, m: Any, log_sum: Any, out: Any) -> Any:
     return out
 
 
+def _softmax_cpu(kernel: Any, generic: Any) -> Any:
+    def forward(logits, target, probs, losses):  # type: ignore[no-untyped-def]
+        if logits.ndim != 2:
+            return generic(logits, target, probs, losses)
+        flat = logits.reshape(-1)
+        kcpu.pick(kernel, logits.size, "rows")(
+            flat, target.reshape(-1), probs.reshape(-1), losses, logits.shape[1]
+        )
+        return losses
+
+    return forward
+
+
+def _softmax_cuda(kernels: Any, generic: Any) -> Any:
+    rows = kernels.raw()
+
+    def forward(logits, target, probs, losses):  # type: ignore[no-untyped-def]
+        n, k = logits.shape
+        launch = rows(logits, target, probs, losses)
+        launch(*kcuda.grid(n), (logits, target, probs, losses, np.int64(n), np.int64(k)))
+        return losses
+
+    return forward
+
+
 @declare(
     "softmax_cross_entropy_forward",
     "probs = softmax(logits); losses = -sum(target * log_softmax(logits), axis=1)",
-    cpu=cpu_kernel("softmax_cross_entropy_forward"),
-    cuda=cuda_kernel("softmax_cross_entropy_forward"),
+    cpu=Numba(_softmax_cpu),
+    cuda=Cuda(_softmax_cuda, flat=True),
 )
 def softmax_cross_entropy_forward(xp: Any, logits: Any, target: Any, probs: Any, losses: Any) -> Any:
     m, log_sum = _log_normaliser(xp, logits, probs)
@@ -69,11 +96,38 @@ def softmax_cross_entropy_forward(xp: Any, logits: Any, target: Any, probs: Any,
     return losses
 
 
+def _softmax_index_cpu(kernel: Any, generic: Any) -> Any:
+    def index_forward(logits, labels, probs, losses):  # type: ignore[no-untyped-def]
+        if logits.ndim != 2:
+            return generic(logits, labels, probs, losses)
+        flat = logits.reshape(-1)
+        kcpu.pick(kernel, logits.size, "rows")(flat, labels, probs.reshape(-1), losses, logits.shape[1])
+        return losses
+
+    return index_forward
+
+
+def _softmax_index_cuda(kernels: Any, generic: Any) -> Any:
+    rows = kernels.raw()
+
+    def index_forward(logits, labels, probs, losses):  # type: ignore[no-untyped-def]
+        n, k = logits.shape
+        if labels.dtype != np.int64:
+            raise TypeError(
+                f"softmax_cross_entropy_index_forward: expected int64 labels, got dtype {labels.dtype}"
+            )
+        launch = rows(logits, probs, losses)
+        launch(*kcuda.grid(n), (logits, labels, probs, losses, np.int64(n), np.int64(k)))
+        return losses
+
+    return index_forward
+
+
 @declare(
     "softmax_cross_entropy_index_forward",
     "probs = softmax(logits); losses = logsumexp(logits) - logits[label], per row",
-    cpu=cpu_kernel("softmax_cross_entropy_index_forward"),
-    cuda=cuda_kernel("softmax_cross_entropy_index_forward"),
+    cpu=Numba(_softmax_index_cpu),
+    cuda=Cuda(_softmax_index_cuda, flat=True),
 )
 def softmax_cross_entropy_index_forward(xp: Any, logits: Any, labels: Any, probs: Any, losses: Any) -> Any:
     m, log_sum = _log_normaliser(xp, logits, probs)
@@ -86,11 +140,33 @@ def softmax_cross_entropy_index_forward(xp: Any, logits: Any, labels: Any, probs
     return losses
 
 
+def _softmax_backward_cpu(kernel: Any, generic: Any) -> Any:
+    def backward(probs, target, scale, out):  # type: ignore[no-untyped-def]
+        if target.shape != probs.shape:
+            return generic(probs, target, scale, out)
+        kcpu.pick(kernel, out.size, "cheap")(
+            probs.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
+        )
+        return out
+
+    return backward
+
+
+def _softmax_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def backward(probs, target, scale, out):  # type: ignore[no-untyped-def]
+        kernel(probs, target, scale, out)
+        return out
+
+    return backward
+
+
 @declare(
     "softmax_cross_entropy_backward",
     "dlogits = (probs - target) * scale",
-    cpu=cpu_kernel("softmax_cross_entropy_backward"),
-    cuda=cuda_kernel("softmax_cross_entropy_backward"),
+    cpu=Numba(_softmax_backward_cpu),
+    cuda=Cuda(_softmax_backward_cuda),
 )
 def softmax_cross_entropy_backward(xp: Any, probs: Any, target: Any, scale: float, out: Any) -> Any:
     xp.subtract(probs, target, out=out)
@@ -98,11 +174,33 @@ def softmax_cross_entropy_backward(xp: Any, probs: Any, target: Any, scale: floa
     return out
 
 
+def _softmax_index_backward_cpu(kernel: Any, generic: Any) -> Any:
+    def index_backward(probs, labels, scale, out):  # type: ignore[no-untyped-def]
+        if probs.ndim != 2:
+            return generic(probs, labels, scale, out)
+        kcpu.pick(kernel, out.size, "cheap")(
+            probs.reshape(-1), labels, out.reshape(-1), float(scale), probs.shape[1]
+        )
+        return out
+
+    return index_backward
+
+
+def _softmax_index_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def index_backward(probs, labels, scale, out):  # type: ignore[no-untyped-def]
+        kernel(probs, labels, probs.shape[1], scale, out)
+        return out
+
+    return index_backward
+
+
 @declare(
     "softmax_cross_entropy_index_backward",
     "dlogits = (probs - onehot(labels)) * scale",
-    cpu=cpu_kernel("softmax_cross_entropy_index_backward"),
-    cuda=cuda_kernel("softmax_cross_entropy_index_backward"),
+    cpu=Numba(_softmax_index_backward_cpu),
+    cuda=Cuda(_softmax_index_backward_cuda),
 )
 def softmax_cross_entropy_index_backward(xp: Any, probs: Any, labels: Any, scale: float, out: Any) -> Any:
     xp.multiply(probs, scale, out=out)
@@ -110,11 +208,31 @@ def softmax_cross_entropy_index_backward(xp: Any, probs: Any, labels: Any, scale
     return out
 
 
+def _bce_logits_cpu(kernel: Any, generic: Any) -> Any:
+    def bce_logits_forward(z, target, losses):  # type: ignore[no-untyped-def]
+        if target.shape != z.shape:
+            return generic(z, target, losses)
+        kcpu.pick(kernel, z.size, "transcendental")(z.reshape(-1), target.reshape(-1), losses.reshape(-1))
+        return losses
+
+    return bce_logits_forward
+
+
+def _bce_logits_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def bce_logits_forward(z, target, losses):  # type: ignore[no-untyped-def]
+        kernel(z, target, losses)
+        return losses
+
+    return bce_logits_forward
+
+
 @declare(
     "binary_cross_entropy_logits_forward",
     "losses = max(z, 0) - z * t + log1p(exp(-|z|))",
-    cpu=cpu_kernel("binary_cross_entropy_logits_forward"),
-    cuda=cuda_kernel("binary_cross_entropy_logits_forward"),
+    cpu=Numba(_bce_logits_cpu),
+    cuda=Cuda(_bce_logits_cuda),
 )
 def binary_cross_entropy_logits_forward(xp: Any, z: Any, target: Any, losses: Any) -> Any:
     xp.abs(z, out=losses)
@@ -126,11 +244,33 @@ def binary_cross_entropy_logits_forward(xp: Any, z: Any, target: Any, losses: An
     return losses
 
 
+def _bce_logits_backward_cpu(kernel: Any, generic: Any) -> Any:
+    def bce_logits_backward(z, target, scale, out):  # type: ignore[no-untyped-def]
+        if target.shape != z.shape:
+            return generic(z, target, scale, out)
+        kcpu.pick(kernel, z.size, "transcendental")(
+            z.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale)
+        )
+        return out
+
+    return bce_logits_backward
+
+
+def _bce_logits_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def bce_logits_backward(z, target, scale, out):  # type: ignore[no-untyped-def]
+        kernel(z, target, scale, out)
+        return out
+
+    return bce_logits_backward
+
+
 @declare(
     "binary_cross_entropy_logits_backward",
     "dz = (sigmoid(z) - t) * scale",
-    cpu=cpu_kernel("binary_cross_entropy_logits_backward"),
-    cuda=cuda_kernel("binary_cross_entropy_logits_backward"),
+    cpu=Numba(_bce_logits_backward_cpu),
+    cuda=Cuda(_bce_logits_backward_cuda),
 )
 def binary_cross_entropy_logits_backward(xp: Any, z: Any, target: Any, scale: float, out: Any) -> Any:
     # sigmoid(z) = exp(-log(1 + exp(-z))): exact in both tails, never overflows.
@@ -143,15 +283,35 @@ def binary_cross_entropy_logits_backward(xp: Any, z: Any, target: Any, scale: fl
     return out
 
 
+def _bce_backward_cpu(kernel: Any, generic: Any) -> Any:
+    def bce_backward(p, target, scale, eps, out):  # type: ignore[no-untyped-def]
+        if target.shape != p.shape:
+            return generic(p, target, scale, eps, out)
+        kcpu.pick(kernel, p.size, "cheap")(
+            p.reshape(-1), target.reshape(-1), out.reshape(-1), float(scale), float(eps)
+        )
+        return out
+
+    return bce_backward
+
+
+def _bce_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def bce_backward(p, target, scale, eps, out):  # type: ignore[no-untyped-def]
+        kernel(p, target, scale, eps, out)
+        return out
+
+    return bce_backward
+
+
 @declare(
     "binary_cross_entropy_backward",
     "dp = scale * (p - t) / max(p * (1 - p), eps)",
-    cpu=cpu_kernel("binary_cross_entropy_backward"),
-    cuda=cuda_kernel("binary_cross_entropy_backward"),
+    cpu=Numba(_bce_backward_cpu),
+    cuda=Cuda(_bce_backward_cuda),
 )
-def binary_cross_entropy_backward(
-    xp: Any, p: Any, target: Any, scale: float, eps: float, out: Any
-) -> Any:
+def binary_cross_entropy_backward(xp: Any, p: Any, target: Any, scale: float, eps: float, out: Any) -> Any:
     denominator = 1.0 - p
     denominator *= p
     xp.maximum(denominator, eps, out=denominator)

@@ -26,16 +26,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.cpu import cpu_kernel
-from ..kernels.cuda import cuda_kernel
-from .registry import declare
+import numpy as np
+
+from ..kernels import cpu as kcpu
+from ..kernels import cuda as kcuda
+from .registry import Cuda, Numba, declare
+
+
+def _dropout_cpu(kernel: Any, generic: Any) -> Any:
+    def dropout_forward(x, uniform, p, out, mask):  # type: ignore[no-untyped-def]
+        if uniform.shape != x.shape:
+            return generic(x, uniform, p, out, mask)
+        dtype = x.dtype.type
+        kcpu.pick(kernel, x.size, "cheap")(
+            x.reshape(-1),
+            uniform.reshape(-1),
+            out.reshape(-1),
+            mask.reshape(-1),
+            dtype(p),
+            dtype(1.0 / (1.0 - p)),
+        )
+        return out
+
+    return dropout_forward
+
+
+def _dropout_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def dropout_forward(x, uniform, p, out, mask):  # type: ignore[no-untyped-def]
+        kernel(x, uniform, p, 1.0 / (1.0 - p), out, mask)
+        return out
+
+    return dropout_forward
 
 
 @declare(
     "dropout_forward",
     "mask = (uniform >= p) / (1 - p); y = x * mask",
-    cpu=cpu_kernel("dropout_forward"),
-    cuda=cuda_kernel("dropout_forward"),
+    cpu=Numba(_dropout_cpu),
+    cuda=Cuda(_dropout_cuda),
 )
 def dropout_forward(xp: Any, x: Any, uniform: Any, p: float, out: Any, mask: Any) -> Any:
     xp.greater_equal(uniform, p, out=mask)
@@ -43,21 +73,101 @@ def dropout_forward(xp: Any, x: Any, uniform: Any, p: float, out: Any, mask: Any
     return xp.multiply(x, mask, out=out)
 
 
+def _dropout_backward_cpu(kernel: Any, generic: Any) -> Any:
+    def dropout_backward(gy, mask, out):  # type: ignore[no-untyped-def]
+        if mask.shape != gy.shape:
+            return generic(gy, mask, out)
+        kcpu.pick(kernel, out.size, "cheap")(gy.reshape(-1), mask.reshape(-1), out.reshape(-1))
+        return out
+
+    return dropout_backward
+
+
+def _dropout_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def dropout_backward(gy, mask, out):  # type: ignore[no-untyped-def]
+        kernel(gy, mask, out)
+        return out
+
+    return dropout_backward
+
+
 @declare(
     "dropout_backward",
     "gx = gy * mask",
-    cpu=cpu_kernel("dropout_backward"),
-    cuda=cuda_kernel("dropout_backward"),
+    cpu=Numba(_dropout_backward_cpu),
+    cuda=Cuda(_dropout_backward_cuda),
 )
 def dropout_backward(xp: Any, gy: Any, mask: Any, out: Any) -> Any:
     return xp.multiply(gy, mask, out=out)
 
 
+def _batchnorm_cpu(kernel: Any, generic: Any) -> Any:
+    def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std):  # type: ignore[no-untyped-def]
+        if x.ndim != 2:
+            return generic(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std)
+        n, f = x.shape
+        kcpu.pick(kernel, x.size, "columns")(
+            x.reshape(-1),
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            float(momentum),
+            float(eps),
+            out.reshape(-1),
+            xhat.reshape(-1),
+            inv_std,
+            n,
+            f,
+        )
+        return out
+
+    return batchnorm_forward_train
+
+
+def _batchnorm_cuda(kernels: Any, generic: Any) -> Any:
+    column_sums, statistics, normalise = kernels.raw("partial"), kernels.raw("stats"), kernels.raw("apply")
+
+    def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, out, xhat, inv_std):  # type: ignore[no-untyped-def]
+        n, f = x.shape
+        launches = (
+            column_sums(x),
+            statistics(x, running_mean, running_var, inv_std),
+            normalise(x, gamma, beta, inv_std, out, xhat),
+        )
+        chunk, chunks = kcuda.row_chunks(n, f)
+        work = kcuda.array_module((x,)).empty((2 * chunks + 1) * f, dtype=np.float64)
+        partial, mean = work[: 2 * chunks * f], work[2 * chunks * f :]
+        sizes = (np.int64(n), np.int64(f))
+        launches[0](*kcuda.grid(chunks * f), (x, partial, *sizes, np.int64(chunk), np.int64(chunks)))
+        launches[1](
+            *kcuda.grid(f),
+            (
+                x,
+                partial,
+                running_mean,
+                running_var,
+                np.float64(momentum),
+                np.float64(eps),
+                inv_std,
+                mean,
+                *sizes,
+                np.int64(chunks),
+            ),
+        )
+        launches[2](*kcuda.grid(n * f), (x, gamma, beta, mean, inv_std, out, xhat, *sizes))
+        return out
+
+    return batchnorm_forward_train
+
+
 @declare(
     "batchnorm_forward_train",
     "y = gamma * (x - mean) / sqrt(var + eps) + beta with batch statistics; running stats updated",
-    cpu=cpu_kernel("batchnorm_forward_train"),
-    cuda=cuda_kernel("batchnorm_forward_train"),
+    cpu=Numba(_batchnorm_cpu),
+    cuda=Cuda(_batchnorm_cuda, flat=True),
 )
 def batchnorm_forward_train(
     xp: Any,
@@ -92,11 +202,62 @@ def batchnorm_forward_train(
     return out
 
 
+def _batchnorm_backward_cpu(kernel: Any, generic: Any) -> Any:
+    def batchnorm_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate):  # type: ignore[no-untyped-def]
+        if gy.ndim != 2:
+            return generic(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate)
+        n, f = gy.shape
+        kcpu.pick(kernel, gy.size, "columns")(
+            gy.reshape(-1),
+            xhat.reshape(-1),
+            gamma,
+            inv_std,
+            grad_gamma,
+            grad_beta,
+            out.reshape(-1),
+            bool(accumulate),
+            n,
+            f,
+        )
+        return out
+
+    return batchnorm_backward
+
+
+def _batchnorm_backward_cuda(kernels: Any, generic: Any) -> Any:
+    column_sums, statistics, input_gradient = (
+        kernels.raw("partial"),
+        kernels.raw("stats"),
+        kernels.raw("apply"),
+    )
+
+    def batchnorm_backward(gy, xhat, gamma, inv_std, grad_gamma, grad_beta, out, accumulate):  # type: ignore[no-untyped-def]
+        n, f = gy.shape
+        launches = (
+            column_sums(gy, xhat),
+            statistics(grad_gamma, grad_beta),
+            input_gradient(gy, xhat, gamma, inv_std, out),
+        )
+        chunk, chunks = kcuda.row_chunks(n, f)
+        work = kcuda.array_module((gy,)).empty((2 * chunks + 2) * f, dtype=np.float64)
+        partial, sums = work[: 2 * chunks * f], work[2 * chunks * f :]
+        sizes = (np.int64(n), np.int64(f))
+        launches[0](*kcuda.grid(chunks * f), (gy, xhat, partial, *sizes, np.int64(chunk), np.int64(chunks)))
+        launches[1](
+            *kcuda.grid(f),
+            (partial, grad_gamma, grad_beta, sums, np.bool_(accumulate), np.int64(f), np.int64(chunks)),
+        )
+        launches[2](*kcuda.grid(n * f), (gy, xhat, gamma, inv_std, sums, out, *sizes))
+        return out
+
+    return batchnorm_backward
+
+
 @declare(
     "batchnorm_backward",
     "three-term batch-norm input gradient; gamma and beta gradients",
-    cpu=cpu_kernel("batchnorm_backward"),
-    cuda=cuda_kernel("batchnorm_backward"),
+    cpu=Numba(_batchnorm_backward_cpu),
+    cuda=Cuda(_batchnorm_backward_cuda, flat=True),
 )
 def batchnorm_backward(
     xp: Any,

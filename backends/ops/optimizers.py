@@ -45,20 +45,67 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.cpu import cpu_kernel
-from ..kernels.cuda import cuda_kernel
-from .registry import declare
+import numpy as np
+
+from ..kernels import cpu as kcpu
+from .registry import Cuda, Numba, declare
 
 
 def _with_weight_decay(param: Any, grad: Any, weight_decay: float) -> Any:
     return grad + weight_decay * param if weight_decay != 0 else grad
 
 
+# --- SGD ----------------------------------------------------------------------------
+def _sgd_cpu(kernel: Any, generic: Any) -> Any:
+    def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
+        t = param.dtype.type
+        buf = momentum_buf.reshape(-1) if momentum != 0 else param.reshape(-1)[:0]
+        kcpu.pick(kernel, param.size, "optimiser")(
+            param.reshape(-1),
+            grad.reshape(-1),
+            buf,
+            t(lr),
+            t(momentum),
+            t(dampening),
+            t(weight_decay),
+            momentum != 0,
+            bool(nesterov),
+            bool(first_step),
+            t(kcpu.tiny(param)),
+        )
+        return param
+
+    return sgd_step
+
+
+def _sgd_cuda(kernels: Any, generic: Any) -> Any:
+    with_momentum, plain = kernels("momentum"), kernels("plain")
+
+    def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
+        if momentum != 0:
+            with_momentum(
+                grad,
+                lr,
+                momentum,
+                dampening,
+                weight_decay,
+                bool(nesterov),
+                bool(first_step),
+                param,
+                momentum_buf,
+            )
+        else:
+            plain(grad, lr, weight_decay, param)
+        return param
+
+    return sgd_step
+
+
 @declare(
     "sgd_step",
     "SGD with optional momentum, dampening, Nesterov and L2 weight decay",
-    cpu=cpu_kernel("sgd_step"),
-    cuda=cuda_kernel("sgd_step"),
+    cpu=Numba(_sgd_cpu),
+    cuda=Cuda(_sgd_cuda),
 )
 def sgd_step(
     xp: Any,
@@ -84,11 +131,38 @@ def sgd_step(
     return param
 
 
+def _adagrad_cpu(kernel: Any, generic: Any) -> Any:
+    def adagrad_step(param, grad, state_sum, clr, weight_decay, eps):  # type: ignore[no-untyped-def]
+        t = param.dtype.type
+        kcpu.pick(kernel, param.size, "optimiser")(
+            param.reshape(-1),
+            grad.reshape(-1),
+            state_sum.reshape(-1),
+            t(clr),
+            t(weight_decay),
+            t(eps),
+            t(kcpu.tiny(param)),
+        )
+        return param
+
+    return adagrad_step
+
+
+def _adagrad_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def adagrad_step(param, grad, state_sum, clr, weight_decay, eps):  # type: ignore[no-untyped-def]
+        kernel(grad, clr, weight_decay, eps, param, state_sum)
+        return param
+
+    return adagrad_step
+
+
 @declare(
     "adagrad_step",
     "AdaGrad: state_sum += g*g; param -= clr * g / (sqrt(state_sum) + eps)",
-    cpu=cpu_kernel("adagrad_step"),
-    cuda=cuda_kernel("adagrad_step"),
+    cpu=Numba(_adagrad_cpu),
+    cuda=Cuda(_adagrad_cuda),
 )
 def adagrad_step(
     xp: Any, param: Any, grad: Any, state_sum: Any, clr: float, weight_decay: float, eps: float
@@ -101,11 +175,61 @@ def adagrad_step(
     return param
 
 
+def _rmsprop_cpu(kernel: Any, generic: Any) -> Any:
+    def rmsprop_step(
+        param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered
+    ):  # type: ignore[no-untyped-def]
+        t = param.dtype.type
+        kcpu.pick(kernel, param.size, "optimiser")(
+            param.reshape(-1),
+            grad.reshape(-1),
+            square_avg.reshape(-1),
+            grad_avg.reshape(-1),
+            momentum_buf.reshape(-1),
+            t(lr),
+            t(alpha),
+            t(eps),
+            t(weight_decay),
+            t(momentum),
+            bool(centered),
+            momentum > 0,
+            t(kcpu.tiny(param)),
+        )
+        return param
+
+    return rmsprop_step
+
+
+def _rmsprop_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def rmsprop_step(
+        param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered
+    ):  # type: ignore[no-untyped-def]
+        kernel(
+            grad,
+            lr,
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            bool(centered),
+            bool(momentum > 0),
+            param,
+            square_avg,
+            grad_avg,
+            momentum_buf,
+        )
+        return param
+
+    return rmsprop_step
+
+
 @declare(
     "rmsprop_step",
     "RMSProp with optional centring and momentum (torch.optim.RMSprop's rule)",
-    cpu=cpu_kernel("rmsprop_step"),
-    cuda=cuda_kernel("rmsprop_step"),
+    cpu=Numba(_rmsprop_cpu),
+    cuda=Cuda(_rmsprop_cuda),
 )
 def rmsprop_step(
     xp: Any,
@@ -149,11 +273,92 @@ def adam_scalars(lr: float, beta1: float, beta2: float, step: int) -> tuple[floa
     return lr / (1.0 - beta1**step), (1.0 - beta2**step) ** 0.5
 
 
+def _adam_cpu(kernel: Any, generic: Any) -> Any:
+    def adam_step(
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        step,
+        decoupled,
+        amsgrad,
+    ):  # type: ignore[no-untyped-def]
+        t = param.dtype.type
+        # torch's scalars, computed on the host in double as torch does.
+        step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
+        shrink, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+        kcpu.pick(kernel, param.size, "optimiser")(
+            param.reshape(-1),
+            grad.reshape(-1),
+            exp_avg.reshape(-1),
+            exp_avg_sq.reshape(-1),
+            max_exp_avg_sq.reshape(-1),
+            t(shrink),
+            t(l2),
+            t(beta1),
+            t(beta2),
+            t(eps),
+            t(step_size),
+            t(bc2_sqrt),
+            bool(amsgrad),
+            t(kcpu.tiny(param)),
+        )
+        return param
+
+    return adam_step
+
+
+def _adam_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def adam_step(
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq,
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        step,
+        decoupled,
+        amsgrad,
+    ):  # type: ignore[no-untyped-def]
+        step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
+        kernel(
+            grad,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step_size,
+            bc2_sqrt,
+            bool(decoupled),
+            bool(amsgrad),
+            param,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+        )
+        return param
+
+    return adam_step
+
+
 @declare(
     "adam_step",
     "Adam / AdamW (decoupled) with bias correction and optional AMSGrad",
-    cpu=cpu_kernel("adam_step"),
-    cuda=cuda_kernel("adam_step"),
+    cpu=Numba(_adam_cpu),
+    cuda=Cuda(_adam_cuda),
 )
 def adam_step(
     xp: Any,
@@ -193,11 +398,33 @@ def adam_step(
     return param
 
 
+def _l1_l2_cpu(kernel: Any, generic: Any) -> Any:
+    def l1_l2_grad(grad, param, l1, l2, mask, out):  # type: ignore[no-untyped-def]
+        if mask.shape != grad.shape:
+            return generic(grad, param, l1, l2, mask, out)
+        kcpu.pick(kernel, grad.size, "optimiser")(
+            grad.reshape(-1), param.reshape(-1), mask.reshape(-1), out.reshape(-1), float(l1), float(l2)
+        )
+        return out
+
+    return l1_l2_grad
+
+
+def _l1_l2_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def l1_l2_grad(grad, param, l1, l2, mask, out):  # type: ignore[no-untyped-def]
+        kernel(grad, param, mask, l1, l2, out)
+        return out
+
+    return l1_l2_grad
+
+
 @declare(
     "l1_l2_grad",
     "grad += mask * (l1 * sign(param) + l2 * param)",
-    cpu=cpu_kernel("l1_l2_grad"),
-    cuda=cuda_kernel("l1_l2_grad"),
+    cpu=Numba(_l1_l2_cpu),
+    cuda=Cuda(_l1_l2_cuda),
 )
 def l1_l2_grad(xp: Any, grad: Any, param: Any, l1: float, l2: float, mask: Any, out: Any) -> Any:
     penalty = xp.sign(param)
@@ -209,11 +436,33 @@ def l1_l2_grad(xp: Any, grad: Any, param: Any, l1: float, l2: float, mask: Any, 
     return out
 
 
+def _grad_norm_sq_cpu(kernel: Any, generic: Any) -> Any:
+    def grad_norm_sq(grad, out):  # type: ignore[no-untyped-def]
+        flat = grad.reshape(-1)
+        run = kcpu.pick(kernel, flat.size, "optimiser")
+        partial = np.empty(64 if run is kernel.parallel and kernel.has_parallel else 1)
+        run(flat, partial)
+        out[...] = partial.sum()
+        return out
+
+    return grad_norm_sq
+
+
+def _grad_norm_sq_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def grad_norm_sq(grad, out):  # type: ignore[no-untyped-def]
+        kernel(grad.reshape(-1), out.reshape(()))
+        return out
+
+    return grad_norm_sq
+
+
 @declare(
     "grad_norm_sq",
     "out = sum(grad * grad), accumulated in float64",
-    cpu=cpu_kernel("grad_norm_sq"),
-    cuda=cuda_kernel("grad_norm_sq"),
+    cpu=Numba(_grad_norm_sq_cpu),
+    cuda=Cuda(_grad_norm_sq_cuda),
 )
 def grad_norm_sq(xp: Any, grad: Any, out: Any) -> Any:
     flat = grad.reshape(-1)
@@ -226,11 +475,31 @@ def grad_norm_sq(xp: Any, grad: Any, out: Any) -> Any:
     return out
 
 
+def _scale_cpu(kernel: Any, generic: Any) -> Any:
+    def scale_inplace(x, factor):  # type: ignore[no-untyped-def]
+        # The product is formed in float64 and rounded once, as the generic
+        # ``x *= factor`` with a float64 0-d factor does.
+        kcpu.pick(kernel, x.size, "cheap")(x.reshape(-1), float(factor.reshape(-1)[0]))
+        return x
+
+    return scale_inplace
+
+
+def _scale_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def scale_inplace(x, factor):  # type: ignore[no-untyped-def]
+        kernel(factor.reshape(()), x)
+        return x
+
+    return scale_inplace
+
+
 @declare(
     "scale_inplace",
     "x *= factor (a 0-d device array)",
-    cpu=cpu_kernel("scale_inplace"),
-    cuda=cuda_kernel("scale_inplace"),
+    cpu=Numba(_scale_cpu),
+    cuda=Cuda(_scale_cuda),
 )
 def scale_inplace(xp: Any, x: Any, factor: Any) -> Any:
     x *= factor

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.pooling_numba import pooling_kernel
-from .registry import declare
+from ..kernels import cpu as kcpu
+from .registry import Numba, declare
 
 
 def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tuple[int, int]) -> Any:
@@ -24,10 +24,18 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
     return xp.ascontiguousarray(view).reshape(n, c, *out_hw, kh * kw)
 
 
+def _pool_cpu(kernel: Any, generic: Any) -> Any:
+    # The kernels (pooling_numba.py) take the operation's own arguments; one serial build each.
+    def pool(first: Any, *args: Any) -> Any:
+        return kcpu.pick(kernel, first.size, "cheap")(first, *args)
+
+    return pool
+
+
 @declare(
     "max_pool2d_forward",
     "out = max over each window; index = its argmax",
-    cpu=pooling_kernel("max_pool2d_forward"),
+    cpu=Numba(_pool_cpu, "pooling_numba"),
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
     windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
@@ -39,7 +47,7 @@ def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, 
 @declare(
     "max_pool2d_backward",
     "grad = scatter of gy to each window's argmax",
-    cpu=pooling_kernel("max_pool2d_backward"),
+    cpu=Numba(_pool_cpu, "pooling_numba"),
 )
 def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
     grad.fill(0.0)
