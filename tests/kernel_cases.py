@@ -234,6 +234,16 @@ def _adagrad(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
     return [p, g, s, 0.01, 0.01, 1e-10]
 
 
+def _embedding_backward(padding_idx: int) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        rows, vocabulary = 3 * n, 7  # many repeated indices per weight row
+        index = rng.integers(0, vocabulary, size=rows).astype(np.int64)
+        grad = _values(rng, dtype, (vocabulary, FEATURES), False)
+        return [_values(rng, dtype, (rows, FEATURES), edge), index, padding_idx, grad]
+
+    return make
+
+
 # name -> list of (label, maker)
 CASES: dict[str, list[tuple[str, Callable[..., list[Any]]]]] = {}
 for _name in OPERATIONS:
@@ -282,12 +292,13 @@ CASES.update(
             ("set", _batchnorm_backward(False)),
             ("accumulate", _batchnorm_backward(True)),
         ],
+        "embedding_backward": [("plain", _embedding_backward(-1)), ("padding", _embedding_backward(3))],
     }
 )
 
 # Operations that sum over many elements: the generic version's sums carry
 # rounding error that grows with the length (the kernels sum in float64).
-REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq"})
+REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq", "embedding_backward"})
 
 TOLERANCE = {np.dtype(np.float32): (2e-5, 5e-6), np.dtype(np.float64): (1e-11, 1e-13)}
 
