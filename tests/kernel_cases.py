@@ -121,6 +121,7 @@ def _softmax_forward(index: bool) -> Callable[..., list[Any]]:
             logits[2::7, 1] = np.nan
         if index:
             target: Any = rng.integers(0, k, size=n).astype(np.int64)
+            target[1::5] = -1  # ignored rows (CrossEntropy's ignore_index)
         else:
             target = rng.random((n, k)).astype(dtype)
             target /= target.sum(axis=1, keepdims=True)
@@ -136,6 +137,7 @@ def _softmax_backward(index: bool) -> Callable[..., list[Any]]:
         probs /= probs.sum(axis=1, keepdims=True)
         if index:
             target: Any = rng.integers(0, k, size=n).astype(np.int64)
+            target[1::5] = -100  # ignored rows (CrossEntropy's ignore_index)
         else:
             target = np.eye(k, dtype=dtype)[rng.integers(0, k, size=n)]
         return [probs, target, 1.0 / n, np.empty((n, k), dtype)]
