@@ -330,3 +330,20 @@ def test_cupy_generated_source_of_the_cuda_kernel_compiles(dtype: type, tmp_path
             result = compiled[program.key, arch]
             assert result.ok, f"{program.path} fails for sm_{arch}:\n{result.log}"
             assert result.binary_size > 0
+
+
+# --- end to end with the recurrent layers ------------------------------------------------------------
+@pytest.mark.parametrize("recurrent", ["LSTM", "GRU"])
+def test_padding_idx_masks_the_recurrent_layer_after_it(recurrent: str) -> None:
+    from bpcore import layers
+
+    rng = np.random.default_rng(11)
+    lengths = np.array([8, 5, 3, 1, 7, 2])
+    x = rng.integers(1, 10, (6, 8))
+    x[np.arange(8)[None, :] >= lengths[:, None]] = 0
+    net = network(Embedding(10, 4, padding_idx=0), getattr(layers, recurrent)(4, 5), Dense(5, 3))
+    out = net.forward(x)
+    for row, length in enumerate(lengths):  # each padded sequence reads as the same sequence unpadded
+        np.testing.assert_allclose(net.forward(x[row : row + 1, :length]), out[row : row + 1], rtol=1e-12)
+    labels = rng.integers(0, 3, 6)
+    assert bpcore.gradcheck(net, x, y=labels, loss=CrossEntropy(), seed=1) < 1e-6
