@@ -3,7 +3,7 @@
 No labelled text corpus ships inside a Python package (the usual ones, 20
 Newsgroups, IMDb, AG News, are downloads), so this example builds a real,
 offline one from the standard library itself: every public function, class
-and method docstring of 66 modules, labelled with the area of the library
+and method docstring of 62 modules, labelled with the area of the library
 its module belongs to (7 classes: files and the OS, text, numbers and maths,
 dates and times, networking and the internet, concurrency, data structures
 and algorithms).  A docstring that occurs in more than one area is dropped.
