@@ -1,7 +1,7 @@
 """Which part of the standard library does a docstring document? Embedding + LSTM on padded token sequences.
 
-No labelled text corpus ships inside a Python package (the usual ones, 20
-Newsgroups, IMDb, AG News, are downloads), so this example builds a real,
+The usual labelled text corpora (20 Newsgroups, IMDb, AG News) are
+downloads, not files inside a package, so this example builds a real,
 offline one from the standard library itself: every public function, class
 and method docstring of 62 modules, labelled with the area of the library
 its module belongs to (7 classes: files and the OS, text, numbers and maths,
