@@ -80,6 +80,8 @@ class Network:
         )
         self._bind_random()
         self._plan = fusion_plan(self.layers)
+        # Masks (variable-length sequences) are threaded only when a layer can start one.
+        self._masked = any(layer.produces_mask for layer in self.walk())
         self._needs_batch = any(getattr(layer, "needs_batch_statistics", False) for layer in self.walk())
         self._output_shape: tuple[int, ...] | None = None
         self._forward_thread: int | None = None  # the thread whose activations the layers hold
@@ -173,6 +175,7 @@ class Network:
         return as_samples(
             x, self.backend if backend is None else backend, self.dtype, check_shape=self.check_input_shape,
             kind=kind, argument=argument, check_finite=check_finite,
+            check_values=getattr(self.layers[0], "check_input_values", None),
         )
 
     def check_input_shape(self, shape: tuple[int, ...], argument: str = "x") -> None:
@@ -228,8 +231,20 @@ class Network:
 
     def _forward(self, x: Any, training: bool) -> Any:
         self._forward_thread = threading.get_ident()
+        if self._masked:
+            return self._forward_masked(x, training)
         for layer in self._plan:
             x = layer.forward(x, training)
+        return x
+
+    def _forward_masked(self, x: Any, training: bool) -> Any:
+        """The forward pass with the mask protocol: each layer's output mask from its input and mask."""
+        mask = None
+        for layer in self._plan:
+            out_mask = layer.compute_mask(x, mask)
+            run: Any = layer.forward  # takes mask= where the layer uses_mask
+            x = run(x, training, mask=mask) if layer.uses_mask else run(x, training)
+            mask = out_mask
         return x
 
     def _backward(self, grad_out: Any, *, accumulate: bool, need_input_grad: bool) -> Any:

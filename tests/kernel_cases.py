@@ -121,6 +121,7 @@ def _softmax_forward(index: bool) -> Callable[..., list[Any]]:
             logits[2::7, 1] = np.nan
         if index:
             target: Any = rng.integers(0, k, size=n).astype(np.int64)
+            target[1::5] = -1  # ignored rows (CrossEntropy's ignore_index)
         else:
             target = rng.random((n, k)).astype(dtype)
             target /= target.sum(axis=1, keepdims=True)
@@ -136,6 +137,7 @@ def _softmax_backward(index: bool) -> Callable[..., list[Any]]:
         probs /= probs.sum(axis=1, keepdims=True)
         if index:
             target: Any = rng.integers(0, k, size=n).astype(np.int64)
+            target[1::5] = -100  # ignored rows (CrossEntropy's ignore_index)
         else:
             target = np.eye(k, dtype=dtype)[rng.integers(0, k, size=n)]
         return [probs, target, 1.0 / n, np.empty((n, k), dtype)]
@@ -234,6 +236,65 @@ def _adagrad(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
     return [p, g, s, 0.01, 0.01, 1e-10]
 
 
+def _embedding_backward(padding_idx: int) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        rows, vocabulary = 3 * n, 7  # many repeated indices per weight row
+        index = rng.integers(0, vocabulary, size=rows).astype(np.int64)
+        grad = _values(rng, dtype, (vocabulary, FEATURES), False)
+        return [_values(rng, dtype, (rows, FEATURES), edge), index, padding_idx, grad]
+
+    return make
+
+
+HIDDEN = 5  # hidden units of the recurrent cell cases (odd, so that no gate block lines up with another)
+
+
+def _sequence_mask(rng: np.random.Generator, dtype: Any, n: int) -> np.ndarray:
+    mask = (rng.random(n) < 0.7).astype(dtype)
+    mask[0] = 1.0
+    return mask
+
+
+def _recurrent(name: str, relu: bool = False) -> Callable[..., list[Any]]:
+    """Cases of the recurrent cell steps: (n, H) states, gate blocks of H columns, a mask with padding."""
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[name.split("_")[0]]
+
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        h, g = HIDDEN, gates * HIDDEN
+        state = lambda: _values(rng, dtype, (n, h), False, scale=0.5)  # noqa: E731
+        pre = lambda: _values(rng, dtype, (n, g), edge)  # noqa: E731
+        mask = _sequence_mask(rng, dtype, n)
+        empty = lambda width: np.full((n, width), np.nan, dtype)  # noqa: E731  (every entry must be written)
+        if name == "rnn_cell_forward":
+            return [pre(), pre(), state(), mask, relu, empty(h)]
+        if name == "rnn_cell_backward":
+            saved = np.empty((n, h), dtype)
+            OPERATIONS["rnn_cell_forward"].generic(np, pre(), pre(), state(), np.ones(n, dtype), relu, saved)
+            return [state(), state(), state(), saved, mask, relu, empty(h)]
+        if name == "lstm_cell_forward":
+            return [pre(), pre(), state(), state(), mask, empty(g), empty(h), empty(h)]
+        if name == "lstm_cell_backward":
+            saved, c_prev, c, hidden = np.empty((n, g), dtype), state(), np.empty((n, h), dtype), state()
+            OPERATIONS["lstm_cell_forward"].generic(
+                np, pre(), pre(), c_prev, hidden, np.ones(n, dtype), saved, c, np.empty((n, h), dtype)
+            )
+            return [state(), state(), state(), state(), saved, c_prev, c, mask, empty(g)]
+        b_hh = _values(rng, dtype, (g,), False, scale=0.5)
+        if name == "gru_cell_forward":
+            return [pre(), pre(), b_hh, state(), mask, empty(4 * h), empty(h)]
+        saved, h_prev = np.empty((n, 4 * h), dtype), state()
+        OPERATIONS["gru_cell_forward"].generic(np, pre(), pre(), b_hh, h_prev, np.ones(n, dtype), saved,
+                                               np.empty((n, h), dtype))
+        return [state(), state(), state(), saved, h_prev, mask, empty(g), empty(g)]
+
+    return make
+
+
+RECURRENT_OPS = (
+    "rnn_cell_forward", "rnn_cell_backward", "lstm_cell_forward", "lstm_cell_backward",
+    "gru_cell_forward", "gru_cell_backward",
+)
+
 # name -> list of (label, maker)
 CASES: dict[str, list[tuple[str, Callable[..., list[Any]]]]] = {}
 for _name in OPERATIONS:
@@ -282,6 +343,15 @@ CASES.update(
             ("set", _batchnorm_backward(False)),
             ("accumulate", _batchnorm_backward(True)),
         ],
+        "embedding_backward": [("plain", _embedding_backward(-1)), ("padding", _embedding_backward(3))],
+    }
+)
+CASES.update(
+    {
+        name: [("tanh", _recurrent(name)), ("relu", _recurrent(name, relu=True))]
+        if name.startswith("rnn_")
+        else [("", _recurrent(name))]
+        for name in RECURRENT_OPS
     }
 )
 
@@ -334,7 +404,7 @@ CASES.update(
 
 # Operations that sum over many elements: the generic version's sums carry
 # rounding error that grows with the length (the kernels sum in float64).
-REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq"})
+REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq", "embedding_backward"})
 
 TOLERANCE = {np.dtype(np.float32): (2e-5, 5e-6), np.dtype(np.float64): (1e-11, 1e-13)}
 

@@ -214,7 +214,8 @@ add(
         "bp_softmax_cross_entropy_index_backward",
         "T p, raw int64 labels, int64 k, float64 scale",
         "T g",
-        "g = p * (T)scale - ((long long)(i % k) == labels[i / k] ? (T)scale : T(0))",
+        "const long long label = labels[i / k]; "
+        "g = label < 0 ? T(0) : p * (T)scale - ((long long)(i % k) == label ? (T)scale : T(0))",
     )
 )
 add(
@@ -283,7 +284,7 @@ add(
 RAW_SOURCE = r"""
 // Softmax cross-entropy, one thread per row (k is small for classifiers; a
 // row is read three times from cache): with probability targets, and with
-// integer labels (a label outside [0, k) gives NaN).
+// integer labels (a negative label is ignored: loss 0; one of k or more gives NaN).
 template <typename T>
 __global__ void bp_softmax_cross_entropy_forward(const T* logits, const T* target, T* probs,
                                                  T* losses, long long n, long long k) {
@@ -305,8 +306,9 @@ __global__ void bp_softmax_cross_entropy_index_forward(const T* logits, const lo
         T mx, log_sum;
         bp_softmax_row(logits + base, probs + base, k, mx, log_sum);
         const long long label = labels[r];
-        losses[r] = (label >= 0 && label < k) ? (mx - logits[base + label]) + log_sum
-                                              : bp_limits<T>::quiet_nan();
+        // A negative label is an ignored position (CrossEntropy's ignore_index): no loss.
+        losses[r] = label < 0 ? T(0)
+                              : (label < k ? (mx - logits[base + label]) + log_sum : bp_limits<T>::quiet_nan());
     }
 }
 

@@ -393,7 +393,11 @@ def softmax_cross_entropy_index_forward(logits, labels, probs, losses, k):  # ty
         base = r * k
         mx, log_sum = softmax_row(logits, probs, base, k)
         label = labels[r]
-        losses[r] = mx - logits[base + label] + log_sum if 0 <= label < k else math.nan
+        # A negative label is an ignored position (CrossEntropy's ignore_index): no loss.
+        if label < 0:
+            losses[r] = 0.0
+        else:
+            losses[r] = mx - logits[base + label] + log_sum if label < k else math.nan
 
 
 @serial_kernel
@@ -406,11 +410,15 @@ def softmax_cross_entropy_backward(probs, target, out, scale):  # type: ignore[n
 def softmax_cross_entropy_index_backward(probs, labels, out, scale, k):  # type: ignore[no-untyped-def]
     for r in prange(labels.size):
         base = r * k
-        for j in range(k):
-            out[base + j] = np.float64(probs[base + j]) * scale
         label = labels[r]
-        if 0 <= label < k:
-            out[base + label] = np.float64(probs[base + label]) * scale - scale
+        if label < 0:  # an ignored row (CrossEntropy's ignore_index): no gradient
+            for j in range(k):
+                out[base + j] = 0.0
+        else:
+            for j in range(k):
+                out[base + j] = np.float64(probs[base + j]) * scale
+            if label < k:
+                out[base + label] = np.float64(probs[base + label]) * scale - scale
 
 
 @serial_kernel

@@ -1,4 +1,4 @@
-"""Layers: Dense, Conv2D, pooling, Flatten/Reshape, activations, Dropout, BatchNorm and Residual."""
+"""Layers: Dense, Conv2D, pooling, Flatten/Reshape, RNN/LSTM/GRU, activations, Dropout, BatchNorm..."""
 
 from .activations import (
     ELU,
@@ -18,24 +18,32 @@ from .batchnorm import BatchNorm
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding
+from .masking import Masking, mask_from_lengths
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from .recurrent import GRU, LSTM, RNN
 from .reshape import Flatten, Reshape
 from .residual import Residual
 
 __all__ = [
     "ELU",
     "GELU",
+    "GRU",
+    "LSTM",
+    "RNN",
     "Activation",
     "AvgPool2D",
     "BatchNorm",
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GlobalAvgPool2D",
     "Identity",
     "Layer",
     "LeakyReLU",
+    "Masking",
     "MaxPool2D",
     "ReLU",
     "Reshape",
@@ -45,4 +53,5 @@ __all__ = [
     "Softmax",
     "Softplus",
     "Tanh",
+    "mask_from_lengths",
 ]

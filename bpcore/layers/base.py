@@ -68,6 +68,29 @@ class Layer:
         """
         return tuple(input_shape)
 
+    # --- the mask protocol (variable-length sequences) ------------------------
+    #: Whether ``forward`` takes ``mask=``: a boolean (N, T) array on the layer's
+    #: backend, True at real time steps, False at padding (the recurrent layers).
+    uses_mask: bool = False
+
+    @property
+    def produces_mask(self) -> bool:
+        """Whether the layer can START a mask from its input (``Masking``, ``Embedding(padding_idx=p)``).
+
+        A network threads masks through its layers only when one of them does,
+        so networks without one pay nothing.
+        """
+        return False
+
+    def compute_mask(self, x: Any, mask: Any) -> Any:
+        """The mask of this layer's output, given its input ``x`` and the mask that came with it.
+
+        The default passes ``mask`` on unchanged (elementwise layers, Dense on
+        the last axis, Dropout); layers that remove or reshape the time axis
+        return None.
+        """
+        return mask if self.preserves_shape else None
+
     def absorb(self, following: Layer | None) -> bool:
         """Fusion protocol: take over ``following`` (run it inside this layer); True if absorbed.
 

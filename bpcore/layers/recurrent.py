@@ -1,0 +1,397 @@
+"""Recurrent layers: RNN (Elman), LSTM and GRU, batch-first, with hand-written backpropagation through time.
+
+Parameters, gate order, equations and initialisation are PyTorch's
+(``weight_ih`` (G*H, F), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh``
+(G*H,), all drawn from U(-1/sqrt(H), 1/sqrt(H)); LSTM gates ``i, f, g, o``,
+GRU ``r, z, n``), so weights move between the two libraries by a plain copy.
+
+A forward pass has the structure cuDNN uses: the input projection of ALL
+time steps is one matrix product before the loop; each step is ONE
+recurrent product and ONE fused cell operation (gate activations, state
+update, what the backward needs saved).  The backward runs ONE fused cell
+backward operation and ONE product per step, then the weight gradients as
+one product over all steps and the bias gradients as one sum.  The cell
+operations are declared in :mod:`bpcore.backends.ops.recurrent` (generic
+``xp`` code, Numba on the CPU, one CuPy kernel launch on a GPU).
+
+Masks follow the layer mask protocol (:class:`~bpcore.layers.Layer`): a
+boolean ``(N, T)`` array, True at real time steps.  A padded step leaves the
+state unchanged and receives no gradient; with ``return_sequences=False``
+the output is each sequence's state after its last real step, with
+``return_sequences=True`` the output at padded steps is zero (as PyTorch's
+``pad_packed_sequence``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import checks
+from ..backends import Backend
+from ..parameters import Parameter
+from .base import Layer, Shape, shape_text
+
+
+def uniform_by_hidden_size(
+    rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int
+) -> np.ndarray:
+    """PyTorch's recurrent-layer initialisation: U(-1/sqrt(H), 1/sqrt(H)) (``fan_in`` carries H)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+class Recurrent(Layer):
+    """What RNN, LSTM and GRU share: parameters, shapes, masks, the state API and the time loop.
+
+    Input ``(N, T, input_size)``; output ``(N, hidden_size)`` (the last real
+    step, ``return_sequences=False``, as Keras) or ``(N, T, hidden_size)``.
+
+    State: ``layer.initial_state`` (None = zeros; set it to an ``(N, H)``
+    array, or for an LSTM a pair ``(h, c)``) is the state the next forward
+    starts from; after a forward, ``layer.state`` is a copy of the final state
+    in the same form.  Carrying the state between batches (truncated
+    backpropagation through time, generation step by step) is
+    ``layer.initial_state = layer.state``; ``layer.reset_state()`` starts
+    from zeros again.  The initial state is a constant: no gradient flows
+    into it.
+    """
+
+    uses_mask = True
+    preserves_shape = False
+    #: Gates per hidden unit (1 for the plain RNN, 4 for the LSTM, 3 for the GRU).
+    gate_count = 1
+    #: Number of state arrays (h; or h and c for the LSTM).
+    state_count = 1
+
+    def __init__(self, input_size: int, hidden_size: int, *, return_sequences: bool = False) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.input_size = checks.integer(input_size, f"{name}(input_size)", minimum=1)
+        self.hidden_size = checks.integer(hidden_size, f"{name}(hidden_size)", minimum=1)
+        self.return_sequences = checks.flag(return_sequences, f"{name}(return_sequences)")
+        rows = self.gate_count * self.hidden_size
+
+        def parameter(label: str, shape: tuple[int, ...], decay: bool) -> Parameter:
+            return Parameter(
+                label, shape, uniform_by_hidden_size, fan_in=self.hidden_size, fan_out=rows, decay=decay
+            )
+
+        self.weight_ih = parameter("weight_ih", (rows, self.input_size), True)
+        self.weight_hh = parameter("weight_hh", (rows, self.hidden_size), True)
+        self.bias_ih = parameter("bias_ih", (rows,), False)
+        self.bias_hh = parameter("bias_hh", (rows,), False)
+        self._initial: tuple[Any, ...] | None = None
+        self._run: tuple[Any, ...] | None = None
+
+    # --- description ------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "return_sequences": self.return_sequences,
+        }
+
+    def parameters(self) -> list[Parameter]:
+        return [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+
+    @property
+    def input_shape(self) -> Shape:
+        return (None, self.input_size)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 2 or input_shape[-1] not in (None, self.input_size):
+            raise ValueError(
+                f"{self!r}: expected sequences (N, T, {self.input_size}) (batch, time steps, "
+                f"features), but the input it receives has shape {shape_text(input_shape)}"
+            )
+        steps = input_shape[0]
+        if steps is not None and steps < 1:
+            raise ValueError(f"{self!r}: expected at least 1 time step, got shape {shape_text(input_shape)}")
+        return (steps, self.hidden_size) if self.return_sequences else (self.hidden_size,)
+
+    def compute_mask(self, x: Any, mask: Any) -> Any:
+        """The mask goes on with the sequence output; a single last state has no time axis."""
+        return mask if self.return_sequences else None
+
+    def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
+        out = super().build(input_shape if input_shape is not None else self.input_shape, dtype, backend)
+        self._run = None
+        if self._initial is not None:
+            self._initial = tuple(backend.asarray(part, dtype=self.dtype) for part in self._initial)
+        return out
+
+    def to(self, backend: Backend) -> None:
+        initial = None if self._initial is None else [self.backend.to_numpy(p) for p in self._initial]
+        super().to(backend)
+        self._run = None
+        self._initial = None if initial is None else tuple(backend.asarray(p, self.dtype) for p in initial)
+
+    # --- state --------------------------------------------------------------------
+    @property
+    def initial_state(self) -> Any:
+        """The state the next forward starts from: None (zeros), an (N, H) array, or (h, c) for an LSTM."""
+        if self._initial is None:
+            return None
+        return self._initial if self.state_count > 1 else self._initial[0]
+
+    @initial_state.setter
+    def initial_state(self, value: Any) -> None:
+        if value is None:
+            self._initial = None
+            return
+        name = f"{type(self).__name__}.initial_state"
+        if self.state_count > 1:
+            if not isinstance(value, (tuple, list)) or len(value) != self.state_count:
+                raise TypeError(f"{name}: expected None or a pair (h, c) of (N, {self.hidden_size}) arrays, "
+                                f"got {type(value).__name__}")
+            parts = tuple(value)
+        else:
+            parts = (value,)
+        checked = []
+        for part in parts:
+            shape = getattr(part, "shape", None)
+            if shape is None or len(shape) != 2 or shape[1] != self.hidden_size or shape[0] < 1:
+                seen = f"shape {tuple(shape)}" if shape is not None else type(part).__name__
+                raise ValueError(f"{name}: expected arrays of shape (N, {self.hidden_size}), got {seen}")
+            if getattr(part, "dtype", np.dtype(np.float64)).kind != "f":
+                raise TypeError(f"{name}: expected floating-point arrays, got dtype {part.dtype}")
+            checked.append(self.backend.asarray(part, dtype=self.dtype) if self.built else part)
+        if len({part.shape for part in checked}) != 1:
+            raise ValueError(f"{name}: h and c must have one shape, got {[tuple(p.shape) for p in checked]}")
+        self._initial = tuple(checked)
+
+    @property
+    def state(self) -> Any:
+        """A copy of the final state of the last forward (None before one): as :attr:`initial_state`."""
+        if self._run is None:
+            return None
+        steps, states = self._run[0], self._run[1]
+        parts = tuple(array[steps].copy() for array in states)
+        return parts if self.state_count > 1 else parts[0]
+
+    def reset_state(self) -> None:
+        """Start the next forward from zeros (``initial_state = None``)."""
+        self._initial = None
+
+    # --- computation ----------------------------------------------------------------
+    def _input_bias(self) -> Any:
+        """The bias folded into the input projection (both biases; the GRU keeps b_hh apart)."""
+        return self.bias_ih.data + self.bias_hh.data
+
+    def forward(self, x: Any, training: bool, mask: Any = None) -> Any:
+        xp = self.backend.xp
+        n, steps, features = x.shape
+        size, rows = self.hidden_size, self.gate_count * self.hidden_size
+        inputs = self.workspace("x_steps", (steps, n, features))
+        inputs[...] = x.transpose(1, 0, 2)
+        xw = self.workspace("xw", (steps, n, rows))
+        xp.matmul(inputs.reshape(steps * n, features), self.weight_ih.data.T, out=xw.reshape(steps * n, rows))
+        xw += self._input_bias()
+        real = self.workspace("mask", (steps, n))
+        if mask is None:
+            real.fill(1.0)
+        else:
+            real[...] = mask.T
+        states = tuple(self.workspace(f"state{k}", (steps + 1, n, size)) for k in range(self.state_count))
+        self._start(states, n)
+        gates = self._gates_workspace(steps, n)
+        hw = self.workspace("hw", (n, rows))
+        weight_hh = self.weight_hh.data.T
+        for t in range(steps):
+            xp.matmul(states[0][t], weight_hh, out=hw)
+            self._cell_forward(xw[t], hw, states, gates, real[t], t)
+        self._run = (steps, states, gates, inputs, real, mask is not None, n)
+        hidden = states[0]
+        if not self.return_sequences:
+            return hidden[steps]
+        out = self.workspace("out", (n, steps, size))
+        out[...] = hidden[1:].transpose(1, 0, 2)
+        if mask is not None:
+            out *= mask[:, :, None]
+        return out
+
+    def _start(self, states: tuple[Any, ...], n: int) -> None:
+        if self._initial is None:
+            for array in states:
+                array[0].fill(0.0)
+            return
+        if self._initial[0].shape[0] != n:
+            raise ValueError(
+                f"{type(self).__name__}.initial_state: expected {n} rows to match the batch of {n} "
+                f"sequences, got shape {tuple(self._initial[0].shape)}; set initial_state = None (zeros) "
+                "for a new batch size"
+            )
+        for array, part in zip(states, self._initial, strict=True):
+            array[0][...] = part
+
+    def _gates_workspace(self, steps: int, n: int) -> Any:
+        return None
+
+    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
+        raise NotImplementedError
+
+    def _cell_backward(
+        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
+    ) -> None:
+        raise NotImplementedError
+
+    def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
+        if self._run is None:
+            raise self._not_run()
+        xp = self.backend.xp
+        steps, states, _gates, inputs, _real, _masked, n = self._run
+        size, rows = self.hidden_size, self.gate_count * self.hidden_size
+        dgx = self.workspace("dgates_x", (steps, n, rows))
+        dgh = self.workspace("dgates_h", (steps, n, rows)) if self._separate_hidden_gradient else dgx
+        dh = self.workspace("dh", (n, size))
+        dh_rec = self.workspace("dh_rec", (n, size))
+        dh_rec.fill(0.0)
+        carry = tuple(self.workspace(f"dstate{k}", (n, size)) for k in range(1, self.state_count))
+        for array in carry:
+            array.fill(0.0)
+        if self.return_sequences:
+            dys = self.workspace("dy", (steps, n, size))
+            dys[...] = grad_out.transpose(1, 0, 2)
+            dh.fill(0.0)
+        else:
+            zero = self.workspace("dy_zero", (n, size))
+            zero.fill(0.0)
+            dh[...] = grad_out
+        weight_hh = self.weight_hh.data
+        for t in range(steps - 1, -1, -1):
+            dy = dys[t] if self.return_sequences else zero
+            self._cell_backward(dy, dh_rec, dh, carry, t, dgx[t], dgh[t])
+            if t:
+                xp.matmul(dgh[t], weight_hh, out=dh_rec)
+        flat_x, flat_h = dgx.reshape(steps * n, rows), dgh.reshape(steps * n, rows)
+        self._add_grad(self.weight_ih, flat_x.T, inputs.reshape(steps * n, -1), accumulate)
+        self._add_grad(self.weight_hh, flat_h.T, states[0][:steps].reshape(steps * n, size), accumulate)
+        self._add_sum(self.bias_ih, flat_x, accumulate)
+        self._add_sum(self.bias_hh, flat_h, accumulate)
+        if not need_input_grad:
+            return None
+        features = inputs.shape[2]
+        dxs = self.workspace("dx_steps", (steps, n, features))
+        xp.matmul(flat_x, self.weight_ih.data, out=dxs.reshape(steps * n, features))
+        grad_in = self.workspace("grad_in", (n, steps, features))
+        grad_in[...] = dxs.transpose(1, 0, 2)
+        return grad_in
+
+    #: Whether the hidden-side gate gradients differ from the input-side ones (the GRU's n gate).
+    _separate_hidden_gradient = False
+
+    def _add_grad(self, parameter: Parameter, left: Any, right: Any, accumulate: bool) -> None:
+        if not parameter.requires_grad:
+            return
+        xp = self.backend.xp
+        if accumulate:
+            product = xp.matmul(left, right, out=self.workspace(f"grad_{parameter.name}", parameter.shape))
+            parameter.grad += product
+        else:
+            xp.matmul(left, right, out=parameter.grad)
+
+    def _add_sum(self, parameter: Parameter, rows: Any, accumulate: bool) -> None:
+        if not parameter.requires_grad:
+            return
+        if accumulate:
+            parameter.grad += rows.sum(axis=0, out=self.workspace(f"grad_{parameter.name}", parameter.shape))
+        else:
+            rows.sum(axis=0, out=parameter.grad)
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {key}={value!r}" for key, value in self._extra_config().items())
+        if self.return_sequences:
+            extra += ", return_sequences=True"
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {}
+
+
+class RNN(Recurrent):
+    """Elman RNN: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, act = tanh or ReLU (PyTorch's RNN)."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh", return_sequences: bool = False
+    ) -> None:
+        self.nonlinearity = checks.choice(nonlinearity, "RNN(nonlinearity)", ("tanh", "relu"))
+        super().__init__(input_size, hidden_size, return_sequences=return_sequences)
+        self._relu = self.nonlinearity == "relu"
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "nonlinearity": self.nonlinearity}
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {} if self.nonlinearity == "tanh" else {"nonlinearity": self.nonlinearity}
+
+    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
+        hidden = states[0]
+        self.backend.ops.rnn_cell_forward(xw, hw, hidden[t], real, self._relu, hidden[t + 1])
+
+    def _cell_backward(
+        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
+    ) -> None:
+        assert self._run is not None
+        states, real = self._run[1], self._run[4]
+        self.backend.ops.rnn_cell_backward(dy, dh_rec, dh, states[0][t + 1], real[t], self._relu, dgx)
+
+
+class LSTM(Recurrent):
+    """Long short-term memory (PyTorch's LSTM): gates ``i, f, g, o`` in that order in the weight rows.
+
+    ``i, f, o = sigmoid(...)``, ``g = tanh(...)``, each ``W_i* x + b_i* + W_h* h + b_h*``;
+    ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``.  The state is the pair ``(h, c)``.
+    """
+
+    gate_count = 4
+    state_count = 2
+
+    def _gates_workspace(self, steps: int, n: int) -> Any:
+        return self.workspace("gates", (steps, n, 4 * self.hidden_size))
+
+    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
+        hidden, cells = states
+        self.backend.ops.lstm_cell_forward(
+            xw, hw, cells[t], hidden[t], real, gates[t], cells[t + 1], hidden[t + 1]
+        )
+
+    def _cell_backward(
+        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
+    ) -> None:
+        assert self._run is not None
+        states, gates, real = self._run[1], self._run[2], self._run[4]
+        cells = states[1]
+        self.backend.ops.lstm_cell_backward(
+            dy, dh_rec, dh, carry[0], gates[t], cells[t], cells[t + 1], real[t], dgx
+        )
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit (PyTorch's GRU): gates ``r, z, n`` in that order in the weight rows.
+
+    ``r, z = sigmoid(W_i* x + b_i* + W_h* h + b_h*)``,
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h_t = (1 - z) * n + z * h_{t-1}``.
+    """
+
+    gate_count = 3
+    _separate_hidden_gradient = True
+
+    def _input_bias(self) -> Any:
+        return self.bias_ih.data
+
+    def _gates_workspace(self, steps: int, n: int) -> Any:
+        return self.workspace("gates", (steps, n, 4 * self.hidden_size))
+
+    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
+        hidden = states[0]
+        self.backend.ops.gru_cell_forward(xw, hw, self.bias_hh.data, hidden[t], real, gates[t], hidden[t + 1])
+
+    def _cell_backward(
+        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
+    ) -> None:
+        assert self._run is not None
+        states, gates, real = self._run[1], self._run[2], self._run[4]
+        self.backend.ops.gru_cell_backward(dy, dh_rec, dh, gates[t], states[0][t], real[t], dgx, dgh)
