@@ -100,6 +100,7 @@ class ParameterStore:
         self.lock: Any = threading.RLock()
         self.backend = backend
         self._trainable: list[tuple[int, int]] | None = [(0, offset)]
+        self._all_trainable = True
         self.data: Any = backend.zeros((self.size,), self.dtype)
         self.grad: Any = backend.zeros((self.size,), self.dtype)
         self._bind()
@@ -147,11 +148,18 @@ class ParameterStore:
     def trainability_changed(self) -> None:
         """Forget the cached trainable ranges (called when a ``requires_grad`` flag changes)."""
         self._trainable = None
+        self._all_trainable = False  # until trainable_ranges() says otherwise
 
     @property
     def all_trainable(self) -> bool:
-        """True when no parameter of the store is frozen (the common case: one flat update)."""
-        return self.trainable_ranges() == [(0, self.size)]
+        """True when no parameter of the store is frozen (the common case: one flat update).
+
+        Cached with the ranges: a step reads one attribute, and a change of a
+        ``requires_grad`` flag recomputes it on the next read.
+        """
+        if self._trainable is None:
+            self.trainable_ranges()
+        return self._all_trainable
 
     def trainable_ranges(self) -> list[tuple[int, int]]:
         """The ``(start, stop)`` ranges of the flat buffers that hold trainable parameters.
@@ -171,4 +179,5 @@ class ParameterStore:
                 else:
                     ranges.append((start, stop))
             self._trainable = ranges
+            self._all_trainable = ranges == [(0, self.size)]
         return ranges
