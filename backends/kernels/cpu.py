@@ -64,8 +64,14 @@ def _pick(pair: Any, size: int, kind: str) -> Any:
     return pair.parallel if size >= PARALLEL_MIN[kind] else pair.serial
 
 
-def _tiny(array: Any) -> float:
-    return float(np.finfo(array.dtype).tiny)
+@functools.lru_cache(maxsize=256)
+def _rounded(scalar: type, *values: float) -> tuple[Any, ...]:
+    """``values`` rounded to the arrays' dtype, then that dtype's smallest normal number.
+
+    Cached: an optimiser's hyperparameters rarely change between steps, and
+    rounding them anew cost more than the update of a small network.
+    """
+    return (*(scalar(value) for value in values), scalar(np.finfo(scalar).tiny))
 
 
 def _make(name: str, nk: Any) -> Callable[..., Any]:
@@ -107,12 +113,18 @@ def _make_activation(name: str, nk: Any) -> Callable[..., Any]:
 
     pair = nk.KERNELS[f"fwd_{activation}"]
     if name.startswith("bias_"):
+        from .bias_activation_numba import INPLACE
+
+        inplace = INPLACE.get(activation)
 
         def bias_forward(z: Any, b: Any, out: Any, *params: float) -> Any:
             if z.ndim != 2 or b.shape != z.shape[1:]:
                 return generic(z, b, out, *params)
             p = _param(out, params)
             cols = max(z.shape[1], 1)
+            if out is z and inplace is not None and z.size < PARALLEL_MIN[kind]:
+                inplace(z.reshape(-1), b, p, cols)  # one store per element: vectorised
+                return out
             _pick(pair, z.size, kind)(z.reshape(-1), b, out.reshape(-1), p, cols, True)
             return out
 
@@ -135,20 +147,22 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["sgd"]
 
         def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
-            t = param.dtype.type
             buf = momentum_buf.reshape(-1) if momentum != 0 else param.reshape(-1)[:0]
+            lr_, momentum_, dampening_, weight_decay_, tiny = _rounded(
+                param.dtype.type, lr, momentum, dampening, weight_decay
+            )
             _pick(pair, param.size, kind)(
                 param.reshape(-1),
                 grad.reshape(-1),
                 buf,
-                t(lr),
-                t(momentum),
-                t(dampening),
-                t(weight_decay),
+                lr_,
+                momentum_,
+                dampening_,
+                weight_decay_,
                 momentum != 0,
                 bool(nesterov),
                 bool(first_step),
-                t(_tiny(param)),
+                tiny,
             )
             return param
 
@@ -157,15 +171,15 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         pair = nk.KERNELS["adagrad"]
 
         def adagrad_step(param, grad, state_sum, clr, weight_decay, eps):  # type: ignore[no-untyped-def]
-            t = param.dtype.type
+            weight_decay_, eps_, tiny = _rounded(param.dtype.type, weight_decay, eps)
             _pick(pair, param.size, kind)(
                 param.reshape(-1),
                 grad.reshape(-1),
                 state_sum.reshape(-1),
-                t(clr),
-                t(weight_decay),
-                t(eps),
-                t(_tiny(param)),
+                param.dtype.type(clr),
+                weight_decay_,
+                eps_,
+                tiny,
             )
             return param
 
@@ -176,21 +190,17 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
         def rmsprop_step(
             param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay, momentum, centered
         ):  # type: ignore[no-untyped-def]
-            t = param.dtype.type
+            scalars = _rounded(param.dtype.type, lr, alpha, eps, weight_decay, momentum)
             _pick(pair, param.size, kind)(
                 param.reshape(-1),
                 grad.reshape(-1),
                 square_avg.reshape(-1),
                 grad_avg.reshape(-1),
                 momentum_buf.reshape(-1),
-                t(lr),
-                t(alpha),
-                t(eps),
-                t(weight_decay),
-                t(momentum),
+                *scalars[:5],
                 bool(centered),
                 momentum > 0,
-                t(_tiny(param)),
+                scalars[5],
             )
             return param
 
@@ -219,21 +229,22 @@ def _make_optimiser(name: str, nk: Any) -> Callable[..., Any]:
             # torch's scalars, computed on the host in double as torch does.
             step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
             shrink, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+            shrink_, l2_, beta1_, beta2_, eps_, tiny = _rounded(t, shrink, l2, beta1, beta2, eps)
             _pick(pair, param.size, kind)(
                 param.reshape(-1),
                 grad.reshape(-1),
                 exp_avg.reshape(-1),
                 exp_avg_sq.reshape(-1),
                 max_exp_avg_sq.reshape(-1),
-                t(shrink),
-                t(l2),
-                t(beta1),
-                t(beta2),
-                t(eps),
+                shrink_,
+                l2_,
+                beta1_,
+                beta2_,
+                eps_,
                 t(step_size),
                 t(bc2_sqrt),
                 bool(amsgrad),
-                t(_tiny(param)),
+                tiny,
             )
             return param
 
