@@ -61,12 +61,15 @@ class Loss:
         self.reduction = _check_reduction(reduction)
         self._buffers: dict[str, Any] = {}
         self._saved: tuple[Backend, Any, Any] | None = None
+        self._backend: Backend | None = None  # the last call's, reused while it owns the prediction
 
     # --- public API ---------------------------------------------------------
     def __call__(self, pred: Any, target: Any, *, check: bool = True) -> Any:
         """The loss of ``pred`` against ``target`` as a 0-d array on ``pred``'s device."""
         pred = self._as_prediction(pred)
-        backend = backend_of(pred)
+        backend = self._backend
+        if backend is None or not backend.owns(pred):
+            backend = self._backend = backend_of(pred)
         target = self._prepare_target(import_array(target, argument="target"), pred, backend, check)
         value = self._forward(backend, pred, target)
         self._saved = (backend, pred, target)

@@ -95,6 +95,8 @@ class ParameterStore:
             parameter.offset = offset
             offset += parameter.size
         self.size = offset
+        #: Every parameter's shape, in buffer order (fixed: what two stores must share to be copied).
+        self.shapes: tuple[tuple[int, ...], ...] = tuple(parameter.shape for parameter in parameters)
         #: Held by every change of the buffers that must look atomic to other threads (a step, a save);
         #: a Network replaces it with its own lock.
         self.lock: Any = threading.RLock()
