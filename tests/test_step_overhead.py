@@ -168,3 +168,72 @@ def test_an_optimiser_step_waits_for_a_step_held_by_another_thread():
     holder.join(5)
     stepper.join(5)
     assert stepped.is_set() and not np.array_equal(net.store.data, before)
+
+
+# --- clipping by total norm in one operation ---------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 37, 17795])
+def test_the_fused_clip_matches_the_generic_sequence(dtype, size):
+    from bpcore import get_backend
+    from bpcore.backends.ops.clipping import clip_norm_inplace_generic
+
+    fused = get_backend("cpu", kernels="fused").ops.clip_norm_inplace
+    rng = np.random.default_rng(size)
+    close = {"rtol": 2e-6, "atol": 0} if dtype == np.float32 else {"rtol": 1e-13, "atol": 0}
+    for scale, limit in ((1e-3, 10.0), (1.0, 1.0), (100.0, 0.5), (1.0, 0.0), (1e-30, 1.0)):
+        grad = (rng.standard_normal(size) * scale).astype(dtype)
+        expected = grad.copy()
+        total, reference = np.zeros((), dtype), np.zeros((), dtype)
+        assert fused(grad, limit, total) is total
+        clip_norm_inplace_generic(np, expected, limit, reference)
+        np.testing.assert_allclose(total, reference, **close)
+        np.testing.assert_allclose(grad, expected, **close)
+        norm = np.sqrt(np.sum(expected.astype(np.float64) ** 2))
+        assert norm <= limit * (1 + 1e-5) + 1e-30 or size == 0
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_the_fused_clip_propagates_a_non_finite_norm(bad):
+    from bpcore import get_backend
+
+    grad = np.ones(9, np.float32)
+    grad[4] = bad
+    total = np.zeros((), np.float32)
+    get_backend("cpu", kernels="fused").ops.clip_norm_inplace(grad, 1.0, total)
+    assert not np.isfinite(total)
+    assert np.isnan(grad[4])  # scaled by 0 (inf) or NaN: as torch's clip
+
+
+def test_the_fused_clip_takes_a_strided_buffer():
+    from bpcore import get_backend
+
+    wide = np.random.default_rng(0).standard_normal(40).astype(np.float32) * 10
+    before = wide.copy()
+    expected = wide[::2].copy()
+    got = wide[::2]
+    total, reference = np.zeros((), np.float32), np.zeros((), np.float32)
+    get_backend("cpu", kernels="fused").ops.clip_norm_inplace(got, 1.0, total)
+    get_backend("cpu", kernels="generic").ops.clip_norm_inplace(expected, 1.0, reference)
+    np.testing.assert_allclose(got, expected, rtol=2e-6)
+    np.testing.assert_array_equal(wide[1::2], before[1::2])  # the entries in between are untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_grad_norm_of_a_whole_network_equals_the_per_parameter_way(dtype, kernels):
+    """The fused flat path and the checked per-parameter path give the same clip."""
+    from bpcore.optim import clip_grad_norm
+
+    whole, parts = mlp([3, 8, 2], dtype=dtype), mlp([3, 8, 2], dtype=dtype)
+    rng = np.random.default_rng(4)
+    for net in (whole, parts):
+        net.store.grad[...] = rng.standard_normal(net.store.size) * 5
+        rng = np.random.default_rng(4)
+    total = clip_grad_norm(whole.parameters(), 1.5)
+    reference = clip_grad_norm(list(reversed(parts.parameters())), 1.5)  # not the store's order
+    close = 1e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(total, reference, rtol=close)
+    np.testing.assert_allclose(whole.store.grad, parts.store.grad, rtol=close, atol=close)
+    assert total.shape == () and total.dtype == np.dtype(dtype)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        whole.store.grad[0] = np.nan
+        clip_grad_norm(whole.parameters(), 1.0, error_if_nonfinite=True)

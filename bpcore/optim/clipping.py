@@ -63,6 +63,10 @@ def clip_grad_norm(
     limit = checks.non_negative(max_norm, "max_norm")
     order = 2.0 if type(norm_type) is float and norm_type == 2.0 else _norm_type(norm_type)
     store = flat_store(params)  # network.parameters(), every step: no per-parameter checks needed
+    if store is not None and order == 2.0 and not error_if_nonfinite:
+        # The common case: norm, coefficient and scaling in one operation over the flat buffer.
+        total = store.backend.zeros((), store.dtype)
+        return store.backend.ops.clip_norm_inplace(store.grad, limit, total)
     if store is not None:
         backend, grads, flat = store.backend, [store.grad], True
     else:
@@ -84,9 +88,8 @@ def clip_grad_norm(
     xp.add(total, NORM_EPS, out=coefficient)
     xp.divide(limit, coefficient, out=coefficient)
     xp.minimum(coefficient, 1.0, out=coefficient)
-    scale = backend.ops.scale_inplace if len(grads) > 1 or not flat else unguarded(backend.ops.scale_inplace)
     for grad in grads:
-        scale(grad, coefficient)
+        backend.ops.scale_inplace(grad, coefficient)
     return total
 
 
