@@ -182,6 +182,8 @@ def compare(
 
     default_threads = torch.get_num_threads()
     timer = CLOCKS[clock]
+    if clock == "cpu":  # PyTorch on one thread throughout: no idle worker threads spinning beside bpcore
+        torch.set_num_threads(1)
     for function in (ours, theirs):
         for _ in range(20):
             function()
