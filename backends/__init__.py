@@ -91,7 +91,10 @@ def backend_of(array: Any, *, kernels: str | None = None) -> Backend:
     return get_backend(CPU, kernels=kernels)
 
 
+_NO_SCOPE = contextlib.nullcontext()  # stateless, so one instance serves every CPU call
+
+
 def device_scope(backend: Backend) -> Any:
     """A context manager that makes ``backend``'s GPU current (no-op on the CPU)."""
     scope = getattr(backend, "scope", None)
-    return scope() if scope is not None else contextlib.nullcontext()
+    return scope() if scope is not None else _NO_SCOPE

@@ -83,6 +83,7 @@ class Network:
         # Masks (variable-length sequences) are threaded only when a layer can start one.
         self._masked = any(layer.produces_mask for layer in self.walk())
         self._needs_batch = any(getattr(layer, "needs_batch_statistics", False) for layer in self.walk())
+        self._has_buffers = any(layer.buffers() for layer in self.walk())  # fixed by the layers' types
         self._output_shape: tuple[int, ...] | None = None
         self._forward_thread: int | None = None  # the thread whose activations the layers hold
 
@@ -416,11 +417,10 @@ class Network:
             raise TypeError(f"source: expected a bpcore Network, got {type(source).__name__}")
         if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)) or not 0.0 <= tau <= 1.0:
             raise ValueError(f"tau: expected a number in [0, 1], got {tau!r}")
-        mine = [p.shape for p in self.store.parameters]
-        theirs = [p.shape for p in source.store.parameters]
+        mine, theirs = self.store.shapes, source.store.shapes
         if mine != theirs:
             raise ValueError(
-                f"source: expected a network with parameter shapes {mine}, got {theirs}"
+                f"source: expected a network with parameter shapes {list(mine)}, got {list(theirs)}"
             )
         if source is self or tau == 0.0:
             return self
@@ -435,6 +435,8 @@ class Network:
                 self.xp.copyto(data, values)
             else:
                 self.backend.ops.polyak_update(data, values, float(tau))
+            if not (self._has_buffers or source._has_buffers):  # e.g. an MLP: nothing more to copy
+                return self
             for mine_layer, their_layer in zip(self.walk(), source.walk(), strict=False):
                 current = mine_layer.buffers()
                 for name, value in their_layer.buffers().items():

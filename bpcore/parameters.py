@@ -95,11 +95,14 @@ class ParameterStore:
             parameter.offset = offset
             offset += parameter.size
         self.size = offset
+        #: Every parameter's shape, in buffer order (fixed: what two stores must share to be copied).
+        self.shapes: tuple[tuple[int, ...], ...] = tuple(parameter.shape for parameter in parameters)
         #: Held by every change of the buffers that must look atomic to other threads (a step, a save);
         #: a Network replaces it with its own lock.
         self.lock: Any = threading.RLock()
         self.backend = backend
         self._trainable: list[tuple[int, int]] | None = [(0, offset)]
+        self._all_trainable = True
         self.data: Any = backend.zeros((self.size,), self.dtype)
         self.grad: Any = backend.zeros((self.size,), self.dtype)
         self._bind()
@@ -147,11 +150,18 @@ class ParameterStore:
     def trainability_changed(self) -> None:
         """Forget the cached trainable ranges (called when a ``requires_grad`` flag changes)."""
         self._trainable = None
+        self._all_trainable = False  # until trainable_ranges() says otherwise
 
     @property
     def all_trainable(self) -> bool:
-        """True when no parameter of the store is frozen (the common case: one flat update)."""
-        return self.trainable_ranges() == [(0, self.size)]
+        """True when no parameter of the store is frozen (the common case: one flat update).
+
+        Cached with the ranges: a step reads one attribute, and a change of a
+        ``requires_grad`` flag recomputes it on the next read.
+        """
+        if self._trainable is None:
+            self.trainable_ranges()
+        return self._all_trainable
 
     def trainable_ranges(self) -> list[tuple[int, int]]:
         """The ``(start, stop)`` ranges of the flat buffers that hold trainable parameters.
@@ -171,4 +181,5 @@ class ParameterStore:
                 else:
                     ranges.append((start, stop))
             self._trainable = ranges
+            self._all_trainable = ranges == [(0, self.size)]
         return ranges

@@ -66,7 +66,8 @@ class DoubleDQN:
     ) -> None:
         self.online = q_network(observations, actions, hidden, seed, device)
         self.target = self.online.clone()
-        self.optimizer = Adam(self.online.parameters(), lr=lr)
+        self.parameters = self.online.parameters()  # one list, reused by every clip
+        self.optimizer = Adam(self.parameters, lr=lr)
         self.gamma, self.tau, self.max_grad_norm = gamma, tau, max_grad_norm
         self.huber = Huber()
         self.pick, self.pick_next = bpcore.Gather(), bpcore.Gather()
@@ -94,7 +95,7 @@ class DoubleDQN:
         td_error = xp.subtract(chosen, td_target)
         online.zero_grad()
         online.backward(self.pick.backward(grad), check=False, input_grad=False)
-        clip_grad_norm(online.parameters(), self.max_grad_norm)
+        clip_grad_norm(self.parameters, self.max_grad_norm)
         self.optimizer.step()
         if soft_update:
             target.copy_from(online, tau=self.tau)

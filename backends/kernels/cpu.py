@@ -21,6 +21,8 @@ right answer).  Wrappers
 
 from __future__ import annotations
 
+import functools
+
 import importlib
 import logging
 import time
@@ -77,6 +79,16 @@ def pick(pair: Any, size: int, kind: str) -> Any:
 def tiny(array: Any) -> float:
     """The smallest normal number of ``array``'s dtype."""
     return float(np.finfo(array.dtype).tiny)
+
+
+@functools.lru_cache(maxsize=256)
+def rounded(scalar: type, *values: float) -> tuple[Any, ...]:
+    """``values`` rounded to the arrays' dtype, then that dtype's smallest normal number.
+
+    Cached: an optimiser's hyperparameters rarely change between steps, and
+    rounding them anew cost more than the update of a small network.
+    """
+    return (*(scalar(value) for value in values), scalar(np.finfo(scalar).tiny))
 
 
 def param(out: Any, params: tuple[float, ...]) -> float:

@@ -44,3 +44,15 @@ def flat_or_generic(kernel: Callable[..., Any], generic: Callable[..., Any]) -> 
     guarded.kernel = kernel  # type: ignore[attr-defined]
     guarded.generic = generic  # type: ignore[attr-defined]
     return guarded
+
+
+def unguarded(operation: Callable[..., Any]) -> Callable[..., Any]:
+    """``operation`` without the layout guard, for callers whose arrays are C-contiguous by construction.
+
+    A training step calls its kernels on arrays made C-contiguous where they
+    are created (workspaces, the flat parameter buffers and views of them,
+    optimiser state), so checking the layout again on every call is pure
+    overhead; such callers take the kernel itself.  An operation with no
+    guard (a generic version, an elementwise CUDA kernel) is returned as it is.
+    """
+    return getattr(operation, "kernel", operation)

@@ -67,11 +67,20 @@ def _cpu_forward(kind: str) -> kcpu.Wrap:
 
 def _cpu_bias_forward(kind: str) -> kcpu.Wrap:
     def wrap(kernel: Any, generic: Any) -> Any:
+        from ..kernels.bias_activation_numba import INPLACE  # Numba is wanted once a wrapper is built
+
+        inplace = INPLACE.get(kernel.name.removeprefix("bias_").removesuffix("_forward"))
+        parallel_min = kcpu.PARALLEL_MIN[kind]
+
         def bias_forward(z: Any, b: Any, out: Any, *params: float) -> Any:
             if z.ndim != 2 or b.shape != z.shape[1:]:
                 return generic(z, b, out, *params)
             p = kcpu.param(out, params)
-            kcpu.pick(kernel, z.size, kind)(z.reshape(-1), b, out.reshape(-1), p, max(z.shape[1], 1))
+            cols = max(z.shape[1], 1)
+            if out is z and inplace is not None and z.size < parallel_min:
+                inplace(z.reshape(-1), b, p, cols)  # one store per element: vectorised
+                return out
+            kcpu.pick(kernel, z.size, kind)(z.reshape(-1), b, out.reshape(-1), p, cols)
             return out
 
         return bias_forward

@@ -58,20 +58,22 @@ def _with_weight_decay(param: Any, grad: Any, weight_decay: float) -> Any:
 # --- SGD ----------------------------------------------------------------------------
 def _sgd_cpu(kernel: Any, generic: Any) -> Any:
     def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
-        t = param.dtype.type
         buf = momentum_buf.reshape(-1) if momentum != 0 else param.reshape(-1)[:0]
+        lr_, momentum_, dampening_, weight_decay_, tiny = kcpu.rounded(
+            param.dtype.type, lr, momentum, dampening, weight_decay
+        )
         kcpu.pick(kernel, param.size, "optimiser")(
             param.reshape(-1),
             grad.reshape(-1),
             buf,
-            t(lr),
-            t(momentum),
-            t(dampening),
-            t(weight_decay),
+            lr_,
+            momentum_,
+            dampening_,
+            weight_decay_,
             momentum != 0,
             bool(nesterov),
             bool(first_step),
-            t(kcpu.tiny(param)),
+            tiny,
         )
         return param
 
@@ -293,21 +295,22 @@ def _adam_cpu(kernel: Any, generic: Any) -> Any:
         # torch's scalars, computed on the host in double as torch does.
         step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
         shrink, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+        shrink_, l2_, beta1_, beta2_, eps_, tiny = kcpu.rounded(t, shrink, l2, beta1, beta2, eps)
         kcpu.pick(kernel, param.size, "optimiser")(
             param.reshape(-1),
             grad.reshape(-1),
             exp_avg.reshape(-1),
             exp_avg_sq.reshape(-1),
             max_exp_avg_sq.reshape(-1),
-            t(shrink),
-            t(l2),
-            t(beta1),
-            t(beta2),
-            t(eps),
+            shrink_,
+            l2_,
+            beta1_,
+            beta2_,
+            eps_,
             t(step_size),
             t(bc2_sqrt),
             bool(amsgrad),
-            t(kcpu.tiny(param)),
+            tiny,
         )
         return param
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import checks
+from ..backends.kernels.layout import unguarded
 from ..backends.ops import ACTIVATIONS
 from .base import Layer, Shape
 
@@ -61,6 +62,14 @@ class Activation(Layer):
             operation = self._ops[role] = getattr(self.backend.ops, role.format(self.kind))
         return operation
 
+    def _kernel(self, role: str) -> Any:
+        """The operation without its layout guard, for arrays C-contiguous by construction."""
+        key = "kernel:" + role
+        operation = self._ops.get(key)
+        if operation is None:
+            operation = self._ops[key] = unguarded(self._op(role))
+        return operation
+
     def forward(self, x: Any, training: bool) -> Any:
         out = self.workspace("out", x.shape)
         self._op("{}_forward")(x, out, *self._param_values)  # type: ignore[misc]
@@ -74,11 +83,29 @@ class Activation(Layer):
         return self._op("{}_backward")(grad_out, self._saved, grad_in, *self._param_values)  # type: ignore[misc]
 
     def bias_forward(self, z: Any, b: Any) -> Any:
-        """``f(z + b)`` fused after a Dense layer's matrix product; ``z`` is overwritten."""
+        """``f(z + b)`` fused after a Dense layer's matrix product; ``z`` is overwritten.
+
+        ``z`` (the caller's workspace) and ``b`` (a parameter, a view of the
+        flat buffer) are C-contiguous by construction, so the kernel runs
+        without the layout check.
+        """
         out = z if self.saves_output else self.workspace("out", z.shape)
-        self._op("bias_{}_forward")(z, b, out, *self._param_values)  # type: ignore[misc]
+        self._kernel("bias_{}_forward")(z, b, out, *self._param_values)  # type: ignore[misc]
         self._saved = out if self.saves_output else z
         return out
+
+    def fused_backward(self, grad_out: Any) -> Any:
+        """:meth:`backward` for the layer this activation is fused into; ``grad_out`` C-contiguous.
+
+        What it reads besides ``grad_out`` (the saved output or input of
+        :meth:`bias_forward`) and what it writes (a workspace) are
+        C-contiguous by construction, so the caller's one check of
+        ``grad_out`` replaces the kernel's layout check.
+        """
+        if self._saved is None:
+            raise self._not_run()
+        grad_in = self.workspace("grad_in", grad_out.shape)
+        return self._kernel("{}_backward")(grad_out, self._saved, grad_in, *self._param_values)  # type: ignore[misc]
 
 
 class Identity(Activation):

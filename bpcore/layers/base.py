@@ -179,7 +179,8 @@ class Layer:
         """
         array = self._workspace.get(key)
         want = self.dtype if dtype is None else dtype
-        if array is None or array.shape != shape or array.dtype != want:
+        # ``is`` first: NumPy's built-in dtypes are single objects, and the comparison costs more.
+        if array is None or array.shape != shape or (array.dtype is not want and array.dtype != want):
             array = self.backend.empty(shape, want)
             self._workspace[key] = array
         return array

@@ -106,7 +106,10 @@ class Dense(Layer):
             return self._forward_rows(x, training)
         xp = self.backend.xp
         z = self.workspace("z", (x.shape[0], self.out_features))
-        xp.matmul(x, self.weight.data, out=z)
+        if self.in_features == 1:  # an outer product: BLAS is slow at inner size 1, a broadcast is exact
+            xp.multiply(x, self.weight.data, out=z)
+        else:
+            xp.matmul(x, self.weight.data, out=z)
         self._input = x
         if self.activation is not None:
             return self.activation.bias_forward(z, self.bias.data)  # type: ignore[union-attr]
@@ -131,7 +134,9 @@ class Dense(Layer):
         xp = self.backend.xp
         g = grad_out
         if self.activation is not None:
-            g = self.activation.backward(grad_out)
+            if not grad_out.flags.c_contiguous:  # the fused kernel walks flat memory
+                grad_out = xp.ascontiguousarray(grad_out)
+            g = self.activation.fused_backward(grad_out)
         x = self._input
         weight, bias = self.weight, self.bias
         if bias is not None and not bias.requires_grad:
@@ -152,4 +157,6 @@ class Dense(Layer):
         if not need_input_grad:
             return None
         grad_in = self.workspace("grad_in", x.shape)
+        if self.out_features == 1:  # an outer product (a critic's score): a broadcast, exact
+            return xp.multiply(g, weight.data.T, out=grad_in)
         return xp.matmul(g, weight.data.T, out=grad_in)

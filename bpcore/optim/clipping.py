@@ -16,7 +16,8 @@ import numpy as np
 
 from .. import checks
 from ..backends import Backend
-from .params import ParameterSet
+from ..backends.kernels.layout import unguarded
+from .params import ParameterSet, flat_store
 
 NORM_EPS = 1e-6  # torch: clip_coef = max_norm / (total_norm + 1e-6)
 
@@ -32,9 +33,9 @@ def _total_norm(backend: Backend, grads: list[Any], norm_type: float, flat: bool
     xp = backend.xp
     dtype = grads[0].dtype
     if norm_type == 2.0:
-        if flat:
+        if flat:  # the flat gradient buffer and a new 0-d array: C-contiguous by construction
             total = backend.zeros((), dtype)
-            backend.ops.grad_norm_sq(grads[0], total)
+            unguarded(backend.ops.grad_norm_sq)(grads[0], total)
         else:
             squares = backend.zeros((len(grads),), dtype)
             for index, grad in enumerate(grads):
@@ -59,14 +60,23 @@ def clip_grad_norm(
     ``error_if_nonfinite=True`` a NaN or infinite norm raises RuntimeError
     instead, which costs one synchronisation.
     """
-    parameters = ParameterSet(params, allow_empty=True)
     limit = checks.non_negative(max_norm, "max_norm")
-    order = _norm_type(norm_type)
-    if not parameters.params:
-        return np.zeros((), dtype=np.float32)
-    backend = parameters.single_backend("clip_grad_norm(params)")
-    grads = [grad for _backend, _data, grad in parameters.units()]
-    total = _total_norm(backend, grads, order, parameters.flat)
+    order = 2.0 if type(norm_type) is float and norm_type == 2.0 else _norm_type(norm_type)
+    store = flat_store(params)  # network.parameters(), every step: no per-parameter checks needed
+    if store is not None and order == 2.0 and not error_if_nonfinite:
+        # The common case: norm, coefficient and scaling in one operation over the flat buffer.
+        total = store.backend.zeros((), store.dtype)
+        return store.backend.ops.clip_norm_inplace(store.grad, limit, total)
+    if store is not None:
+        backend, grads, flat = store.backend, [store.grad], True
+    else:
+        parameters = ParameterSet(params, allow_empty=True)
+        if not parameters.params:
+            return np.zeros((), dtype=np.float32)
+        backend = parameters.single_backend("clip_grad_norm(params)")
+        grads = [grad for _backend, _data, grad in parameters.units()]
+        flat = parameters.flat
+    total = _total_norm(backend, grads, order, flat)
     if error_if_nonfinite and not bool(backend.xp.isfinite(total)):
         raise RuntimeError(
             f"The total norm of order {order} for gradients from `parameters` is non-finite, "

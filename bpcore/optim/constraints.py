@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import checks
-from .params import ParameterSet
+from .params import ParameterSet, flat_store
 
 
 def clamp_parameters(params: Any, low: float, high: float) -> None:
@@ -25,6 +25,10 @@ def clamp_parameters(params: Any, low: float, high: float) -> None:
     upper = checks.real(high, "high", finite=False)
     if lower > upper:
         raise ValueError(f"low, high: expected low <= high, got low={low!r}, high={high!r}")
+    store = flat_store(params)  # network.parameters(): the flat buffer, without per-parameter checks
+    if store is not None:
+        store.backend.ops.clamp_inplace(store.data, lower, upper)
+        return
     selected = ParameterSet(params, allow_empty=True)
     for backend, data, _grad in selected.units():
         backend.ops.clamp_inplace(data, lower, upper)

@@ -32,10 +32,28 @@ import numpy as np
 
 from .. import checks
 from ..backends import Backend
+from ..backends.kernels.layout import unguarded
 from .params import ParameterSet
 from .regularization import Regularizer
 
 StateArrays = tuple[Any, ...]
+
+
+class _ContiguousOps:
+    """A backend's operations without the layout guard (:func:`unguarded`), looked up once each.
+
+    Everything an optimiser hands its operation is C-contiguous by
+    construction: the flat buffers, 1-D slices and per-parameter views of
+    them, and the state arrays it allocated itself.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        operation = unguarded(getattr(self.backend.ops, name))
+        setattr(self, name, operation)
+        return operation
 
 
 def _check_min(value: Any, argument: str, label: str) -> float:
@@ -69,6 +87,7 @@ class Optimizer:
         self._store = self.parameters.store
         self._backends: list[Backend] = []
         self._state: list[StateArrays] = []
+        self._ops: _ContiguousOps | None = None
         self._allocate()
 
     # --- hyperparameters ----------------------------------------------------
@@ -163,6 +182,11 @@ class Optimizer:
         The update holds the network's lock, so that a save or another
         thread's forward never sees half a step.
         """
+        store = self._store
+        if store is not None:  # one network: its lock alone, without the ExitStack's cost
+            with store.lock:
+                self._step_unlocked()
+            return
         with self._holding():
             self._step_unlocked()
 
@@ -175,14 +199,14 @@ class Optimizer:
             self._step += 1
             if self._regularizer.active:
                 self._regularizer.add_grad()
-            ranges = store.trainable_ranges()
-            if len(ranges) == 1 and ranges[0] == (0, store.size):
-                self._update(backend.ops, store.data, store.grad, self._state[0])
+            if store.all_trainable:
+                self._update(self._kernels(backend), store.data, store.grad, self._state[0])
                 return
+            ranges = store.trainable_ranges()
             # Some parameters are frozen: update each run of trainable ones in place.
             for start, stop in ranges:
                 state = tuple(array[start:stop] if array.size else array for array in self._state[0])
-                self._update(backend.ops, store.data[start:stop], store.grad[start:stop], state)
+                self._update(self._kernels(backend), store.data[start:stop], store.grad[start:stop], state)
             return
         self._follow_device()
         self._step += 1
@@ -191,7 +215,13 @@ class Optimizer:
         units = zip(self.parameters.params, self.parameters.units(), self._state, strict=True)
         for parameter, (backend, data, grad), state in units:
             if parameter.requires_grad:
-                self._update(backend.ops, data, grad, state)
+                self._update(self._kernels(backend), data, grad, state)
+
+    def _kernels(self, backend: Backend) -> _ContiguousOps:
+        ops = self._ops
+        if ops is None or ops.backend is not backend:
+            ops = self._ops = _ContiguousOps(backend)
+        return ops
 
     def _update(self, ops: Any, param: Any, grad: Any, state: StateArrays) -> None:
         raise NotImplementedError
