@@ -22,7 +22,6 @@ right answer).  Wrappers
 from __future__ import annotations
 
 import functools
-
 import importlib
 import logging
 import time

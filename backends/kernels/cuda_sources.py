@@ -307,8 +307,9 @@ __global__ void bp_softmax_cross_entropy_index_forward(const T* logits, const lo
         bp_softmax_row(logits + base, probs + base, k, mx, log_sum);
         const long long label = labels[r];
         // A negative label is an ignored position (CrossEntropy's ignore_index): no loss.
-        losses[r] = label < 0 ? T(0)
-                              : (label < k ? (mx - logits[base + label]) + log_sum : bp_limits<T>::quiet_nan());
+        losses[r] = label < 0    ? T(0)
+                    : label < k ? (mx - logits[base + label]) + log_sum
+                                : bp_limits<T>::quiet_nan();
     }
 }
 
