@@ -1,6 +1,6 @@
 """Hot operations, each declared once with its generic, CPU and CUDA versions."""
 
-from . import activations, buffers, losses, normalization, optimizers, pooling  # noqa: F401  (registers the operations)
+from . import activations, buffers, conv, losses, normalization, optimizers, pooling  # noqa: F401  (registers the operations)
 from .activations import ACTIVATIONS, ActivationSpec
 from .registry import OPERATIONS, Operation, declare, register
 

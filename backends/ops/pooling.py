@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.pooling_numba import pooling_kernel
+from ..kernels.max_pool_numba import max_pool_kernel
 from .registry import declare
 
 
@@ -27,7 +27,7 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
 @declare(
     "max_pool2d_forward",
     "out = max over each window; index = its argmax",
-    cpu=pooling_kernel("max_pool2d_forward"),
+    cpu=max_pool_kernel("max_pool2d_forward"),
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
     windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
@@ -39,7 +39,7 @@ def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, 
 @declare(
     "max_pool2d_backward",
     "grad = scatter of gy to each window's argmax",
-    cpu=pooling_kernel("max_pool2d_backward"),
+    cpu=max_pool_kernel("max_pool2d_backward"),
 )
 def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
     grad.fill(0.0)

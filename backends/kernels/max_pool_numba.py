@@ -1,0 +1,91 @@
+"""Max pooling's commonest window, 2x2 with stride 2, as straight-line Numba kernels.
+
+The general kernels (:mod:`.pooling_numba`) loop over every window position
+with a data-dependent branch; for the 2x2 window with stride 2 that almost
+every CNN uses, the four candidates are compared with selects instead (no
+branch, 3-4x faster on the LeNet shapes), and the backward writes every
+input pixel exactly once (the gradient or zero), so it needs no zeroing pass
+where the windows tile the image.  Same results as the general kernels:
+the first maximum on ties, window positions ``i * 2 + j``.
+
+:func:`max_pool_kernel` gives the operations their ``cpu=`` builder: it
+runs these kernels for that window and the general ones for any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .built_once import BuiltOnce
+from .pooling_numba import pooling_kernel
+
+
+def _make(name: str) -> Callable[..., Any]:
+    import numba  # ImportError here means: use the generic version
+
+    general = pooling_kernel(name)()
+    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+    @jit
+    def forward(image: Any, out: Any, index: Any) -> Any:  # pragma: no cover  (compiled)
+        n, c, oh, ow = out.shape
+        for a in range(n):
+            for b in range(c):
+                for y in range(oh):
+                    upper = image[a, b, 2 * y]
+                    lower = image[a, b, 2 * y + 1]
+                    best_row = out[a, b, y]
+                    where_row = index[a, b, y]
+                    for x in range(ow):
+                        p, q = upper[2 * x], upper[2 * x + 1]
+                        u, v = lower[2 * x], lower[2 * x + 1]
+                        right = q > p
+                        top = q if right else p
+                        top_at = 1 if right else 0
+                        right = v > u
+                        bottom = v if right else u
+                        bottom_at = 3 if right else 2
+                        low = bottom > top
+                        best_row[x] = bottom if low else top
+                        where_row[x] = bottom_at if low else top_at
+        return out
+
+    @jit
+    def backward(gy: Any, index: Any, grad: Any) -> Any:  # pragma: no cover  (compiled)
+        n, c, oh, ow = gy.shape
+        if grad.shape[2] != 2 * oh or grad.shape[3] != 2 * ow:
+            grad[...] = 0.0  # an odd row or column no window covers
+        for a in range(n):
+            for b in range(c):
+                for y in range(oh):
+                    upper = grad[a, b, 2 * y]
+                    lower = grad[a, b, 2 * y + 1]
+                    g_row = gy[a, b, y]
+                    where_row = index[a, b, y]
+                    for x in range(ow):
+                        g, where = g_row[x], where_row[x]
+                        upper[2 * x] = g if where == 0 else 0.0
+                        upper[2 * x + 1] = g if where == 1 else 0.0
+                        lower[2 * x] = g if where == 2 else 0.0
+                        lower[2 * x + 1] = g if where == 3 else 0.0
+        return grad
+
+    if name == "max_pool2d_forward":
+
+        def pool(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
+            if kh == kw == sh == sw == 2:
+                return forward(image, out, index)
+            return general(image, kh, kw, sh, sw, out, index)
+
+        return pool
+
+    def unpool(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
+        if kh == kw == sh == sw == 2:
+            return backward(gy, index, grad)
+        return general(gy, index, kh, kw, sh, sw, grad)
+
+    return unpool
+
+
+max_pool_kernel = BuiltOnce(_make).builder
