@@ -23,6 +23,7 @@ from .pooling_numba import pooling_kernel
 
 def _make(name: str) -> Callable[..., Any]:
     import numba  # ImportError here means: use the generic version
+    import numpy
 
     general = pooling_kernel(name)()
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -54,21 +55,24 @@ def _make(name: str) -> Callable[..., Any]:
     @jit
     def backward(gy: Any, index: Any, grad: Any) -> Any:  # pragma: no cover  (compiled)
         n, c, oh, ow = gy.shape
-        if grad.shape[2] != 2 * oh or grad.shape[3] != 2 * ow:
+        h, w = grad.shape[2], grad.shape[3]
+        if h != 2 * oh or w != 2 * ow:
             grad[...] = 0.0  # an odd row or column no window covers
-        for a in range(n):
-            for b in range(c):
-                for y in range(oh):
-                    upper = grad[a, b, 2 * y]
-                    lower = grad[a, b, 2 * y + 1]
-                    g_row = gy[a, b, y]
-                    where_row = index[a, b, y]
-                    for x in range(ow):
-                        g, where = g_row[x], where_row[x]
-                        upper[2 * x] = g if where == 0 else 0.0
-                        upper[2 * x + 1] = g if where == 1 else 0.0
-                        lower[2 * x] = g if where == 2 else 0.0
-                        lower[2 * x + 1] = g if where == 3 else 0.0
+        # Flat memory and unsigned offsets: Numba's wrap-around of negative
+        # signed indices would keep this write-bound loop from vectorising.
+        source, where_at, target = gy.ravel(), index.ravel(), grad.ravel()
+        for plane in range(n * c):
+            for y in range(oh):
+                row = numpy.uint64((plane * oh + y) * ow)
+                upper = numpy.uint64((plane * h + 2 * y) * w)
+                lower = upper + numpy.uint64(w)
+                for x in range(numpy.uint64(ow)):
+                    g, where = source[row + x], where_at[row + x]
+                    left = x + x
+                    target[upper + left] = g if where == 0 else 0.0
+                    target[upper + left + 1] = g if where == 1 else 0.0
+                    target[lower + left] = g if where == 2 else 0.0
+                    target[lower + left + 1] = g if where == 3 else 0.0
         return grad
 
     if name == "max_pool2d_forward":
@@ -81,7 +85,8 @@ def _make(name: str) -> Callable[..., Any]:
         return pool
 
     def unpool(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
-        if kh == kw == sh == sw == 2:
+        contiguous = gy.flags.c_contiguous and index.flags.c_contiguous and grad.flags.c_contiguous
+        if kh == kw == sh == sw == 2 and contiguous:
             return backward(gy, index, grad)
         return general(gy, index, kh, kw, sh, sw, grad)
 
