@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels.conv_cuda import cuda_conv_kernel
 from ..kernels.conv_numba import conv_kernel
 from .registry import declare
 
@@ -61,6 +62,7 @@ def _padded_shape(
     "im2col",
     "cols[(c, i, j), (n, y, x)] = the window pixels, padding folded in",
     cpu=conv_kernel("im2col"),
+    cuda=cuda_conv_kernel("im2col"),
 )
 def im2col(
     xp: Any, x: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
@@ -79,6 +81,7 @@ def im2col(
     "col2im",
     "grad = cols scatter-added back to the pixels they came from",
     cpu=conv_kernel("col2im"),
+    cuda=cuda_conv_kernel("col2im"),
 )
 def col2im(
     xp: Any, cols: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
@@ -97,6 +100,7 @@ def col2im(
     "channels_to_images",
     "out (N, O, OH, OW) = z (O, N*OH*OW) + bias, ReLU optional",
     cpu=conv_kernel("channels_to_images"),
+    cuda=cuda_conv_kernel("channels_to_images"),
 )
 def channels_to_images(xp: Any, z: Any, bias: Any, out: Any, relu: bool) -> Any:
     n, o = out.shape[:2]
@@ -111,6 +115,7 @@ def channels_to_images(xp: Any, z: Any, bias: Any, out: Any, relu: bool) -> Any:
     "images_to_channels",
     "g (O, N*OH*OW) = gy (N, O, OH, OW) (ReLU mask optional); bias_grad (+)= its sums",
     cpu=conv_kernel("images_to_channels"),
+    cuda=cuda_conv_kernel("images_to_channels"),
 )
 def images_to_channels(
     xp: Any, gy: Any, y: Any, g: Any, bias_grad: Any, relu: bool, with_bias: bool, accumulate: bool

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels.conv_cuda import cuda_conv_kernel
 from ..kernels.max_pool_numba import max_pool_kernel
 from .registry import declare
 
@@ -28,6 +29,7 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
     "max_pool2d_forward",
     "out = max over each window; index = its argmax",
     cpu=max_pool_kernel("max_pool2d_forward"),
+    cuda=cuda_conv_kernel("max_pool2d_forward"),
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
     windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
@@ -40,6 +42,7 @@ def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, 
     "max_pool2d_backward",
     "grad = scatter of gy to each window's argmax",
     cpu=max_pool_kernel("max_pool2d_backward"),
+    cuda=cuda_conv_kernel("max_pool2d_backward"),
 )
 def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
     grad.fill(0.0)
