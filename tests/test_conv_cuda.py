@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import shutil
 import subprocess
 from typing import Any
@@ -253,3 +254,21 @@ def test_indices_are_64_bit() -> None:
     # 2**31 elements and beyond: every integer in the bodies and parameters is 64-bit.
     for spec in conv_cuda.CUDA_SOURCES.values():
         assert "int " not in spec.body and "int32" not in spec.in_params + spec.out_params, spec.name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", OPERATION_NAMES)
+def test_the_shared_kernel_cases_agree_on_every_implementation(
+    name: str, dtype: type, host_kernels: Any
+) -> None:
+    """The cases the GPU check runs (kernel_cases): generic against the host-compiled CUDA and Numba."""
+    from kernel_cases import CASES, compare
+
+    implementations = [conv_cuda.make_cuda(name, host_kernels, np)]
+    if importlib.util.find_spec("numba") is not None:
+        implementations.append(OPERATIONS[name].cpu())  # type: ignore[misc]
+    rng = np.random.default_rng(11)
+    for _label, make in CASES[name]:
+        for edge in (False, True):
+            for implementation in implementations:
+                compare(name, implementation, make(rng, dtype, 80, edge))

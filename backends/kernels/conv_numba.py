@@ -138,7 +138,7 @@ def channels_to_images(z: Any, bias: Any, out: Any, relu: bool) -> Any:  # pragm
         if relu:
             for k in range(index(p)):
                 value = source[start + k] + b
-                target[first + k] = value if value > 0 else 0.0
+                target[first + k] = 0.0 if value < 0 else value  # NaN stays NaN, as in NumPy's maximum
         else:
             for k in range(index(p)):
                 target[first + k] = source[start + k] + b

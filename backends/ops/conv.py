@@ -123,8 +123,8 @@ def images_to_channels(
     n, o = gy.shape[:2]
     swapped = g.reshape(o, n, -1)
     swapped[...] = gy.reshape(n, o, -1).transpose(1, 0, 2)
-    if relu:
-        swapped *= y.reshape(n, o, -1).transpose(1, 0, 2) > 0
+    if relu:  # zero where the output is not positive, whatever the gradient (even NaN)
+        swapped[...] = xp.where(y.reshape(n, o, -1).transpose(1, 0, 2) > 0, swapped, 0.0)
     if with_bias:
         if accumulate:
             bias_grad += g.sum(axis=1)

@@ -51,5 +51,5 @@ def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int,
         for j in range(kw):
             rows = slice(i, i + sh * (oh - 1) + 1, sh)
             columns = slice(j, j + sw * (ow - 1) + 1, sw)
-            grad[:, :, rows, columns] += gy * (index == i * kw + j)
+            grad[:, :, rows, columns] += xp.where(index == i * kw + j, gy, 0.0)  # not NaN * 0 elsewhere
     return grad
