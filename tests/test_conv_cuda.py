@@ -250,10 +250,13 @@ class _BackendWith:
         return getattr(self._backend, name)
 
 
-def test_indices_are_64_bit() -> None:
-    # 2**31 elements and beyond: every integer in the bodies and parameters is 64-bit.
+def test_indices_are_64_bit_and_no_parameter_takes_a_name_cupy_reserves() -> None:
+    # 2**31 elements and beyond: every integer in the bodies and parameters is 64-bit.  CuPy reserves
+    # ``i`` (the element index), ``n`` and names starting with an underscore.
     for spec in conv_cuda.CUDA_SOURCES.values():
         assert "int " not in spec.body and "int32" not in spec.in_params + spec.out_params, spec.name
+        names = [p.name for p in src.parse_params(spec.in_params) + src.parse_params(spec.out_params)]
+        assert not {"i", "n"} & set(names) and not any(name.startswith("_") for name in names), spec.name
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])

@@ -16,6 +16,7 @@ kernel needs atomics and every result is deterministic:
   ``bpcore_max_pool_backward``: one padded input pixel's gradient, the sum
   over the windows that chose it.
 
+Parameters avoid the names CuPy reserves (``i``, ``n``, a leading ``_``).
 ``raw`` arrays are indexed as flat C-order memory, so the wrappers make them
 C-contiguous first (CuPy's ``ascontiguousarray`` copies only when needed);
 the non-raw output is indexed by CuPy through its strides.  Indices are
@@ -32,7 +33,7 @@ from typing import Any
 from .built_once import BuiltOnce
 from .cuda_sources import Elementwise
 
-_GEOMETRY = ("int64 n, int64 c, int64 h, int64 w, int64 kh, int64 kw, int64 sh, int64 sw, "
+_GEOMETRY = ("int64 batch, int64 c, int64 h, int64 w, int64 kh, int64 kw, int64 sh, int64 sw, "
              "int64 dh, int64 dw, int64 top, int64 left, int64 oh, int64 ow")
 
 CUDA_SOURCES: dict[str, Elementwise] = {
@@ -40,7 +41,7 @@ CUDA_SOURCES: dict[str, Elementwise] = {
     for kernel in (
         Elementwise(
             "bpcore_im2col", f"raw T x, {_GEOMETRY}", "T cols",
-            "long long p = oh * ow, col = i % (n * p), r = i / (n * p);"
+            "long long p = oh * ow, col = i % (batch * p), r = i / (batch * p);"
             " long long a = col / p, rest = col - a * p, y = rest / ow, o = rest - y * ow;"
             " long long j = r % kw, ti = (r / kw) % kh, ch = r / (kh * kw);"
             " long long row = y * sh + ti * dh - top, column = o * sw + j * dw - left;"
@@ -55,22 +56,23 @@ CUDA_SOURCES: dict[str, Elementwise] = {
             "   long long ty = yy + top - ti * dh; if (ty < 0 || ty % sh != 0 || ty / sh >= oh) continue;"
             "   for (long long j = 0; j < kw; ++j) {"
             "     long long tx = xx + left - j * dw; if (tx < 0 || tx % sw != 0 || tx / sw >= ow) continue;"
-            "     total += cols[((ch * kh + ti) * kw + j) * (n * p) + a * p + (ty / sh) * ow + tx / sw];"
+            "     total += cols[((ch * kh + ti) * kw + j) * (batch * p) + a * p + (ty / sh) * ow + tx / sw];"
             "   }"
             " }"
             " grad = total",
         ),
         Elementwise(
-            "bpcore_channels_to_images", "raw T z, raw T bias, int64 n, int64 channels, int64 p, bool relu",
+            "bpcore_channels_to_images",
+            "raw T z, raw T bias, int64 batch, int64 channels, int64 p, bool relu",
             "T out",
             "long long k = i % p, t = i / p, ch = t % channels, a = t / channels;"
-            " T value = z[(ch * n + a) * p + k] + bias[ch];"
+            " T value = z[(ch * batch + a) * p + k] + bias[ch];"
             " out = (relu && value < (T)0) ? (T)0 : value",
         ),
         Elementwise(
-            "bpcore_images_to_channels", "raw T gy, raw T y, int64 n, int64 channels, int64 p, bool relu",
+            "bpcore_images_to_channels", "raw T gy, raw T y, int64 batch, int64 channels, int64 p, bool relu",
             "T g",
-            "long long col = i % (n * p), ch = i / (n * p), a = col / p, k = col - a * p;"
+            "long long col = i % (batch * p), ch = i / (batch * p), a = col / p, k = col - a * p;"
             " long long s = (a * channels + ch) * p + k;"
             " g = (!relu || y[s] > (T)0) ? gy[s] : (T)0",
         ),

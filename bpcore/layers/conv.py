@@ -210,11 +210,11 @@ class Conv2D(Layer):
         w2 = weight.data.reshape(self.out_channels, -1)
         gw2 = weight.grad.reshape(self.out_channels, -1)
         groups = self._groups()
+        product = self.workspace("grad_weight", gw2.shape) if accumulate else gw2
         for out_slice, col_slice in groups:
-            if accumulate:
-                gw2[out_slice] += g[out_slice] @ cols[col_slice].T
-            else:
-                xp.matmul(g[out_slice], cols[col_slice].T, out=gw2[out_slice])
+            xp.matmul(g[out_slice], cols[col_slice].T, out=product[out_slice])
+        if accumulate:
+            gw2 += product
         if not need_input_grad:
             return None
         dcols = self.workspace("grad_cols", cols.shape)
