@@ -131,12 +131,12 @@ class Conv2D(Layer):
 
     def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
         out = super().build(input_shape if input_shape is not None else self.input_shape, dtype, backend)
-        self._cols = None
+        self._cols = self._out = None
         return out
 
     def to(self, backend: Backend) -> None:
         super().to(backend)
-        self._cols = None
+        self._cols = self._out = None
 
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
