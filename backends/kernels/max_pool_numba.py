@@ -4,8 +4,8 @@ The general kernels (:mod:`.pooling_numba`) loop over every window position
 with a data-dependent branch; for the 2x2 window with stride 2 that almost
 every CNN uses, the four candidates are compared with selects instead (no
 branch, 3-4x faster on the LeNet shapes), and the backward writes every
-input pixel exactly once (the gradient or zero), so it needs no zeroing pass
-where the windows tile the image.  Same results as the general kernels:
+input pixel exactly once (the gradient or zero, as masked bit patterns), so
+it needs no zeroing pass where the windows tile the image.  Same results as the general kernels:
 the first maximum on ties, window positions ``i * 2 + j``.
 
 :func:`max_pool_kernel` gives the operations their ``cpu=`` builder: it
@@ -53,14 +53,18 @@ def _make(name: str) -> Callable[..., Any]:
         return out
 
     @jit
-    def backward(gy: Any, index: Any, grad: Any) -> Any:  # pragma: no cover  (compiled)
-        n, c, oh, ow = gy.shape
-        h, w = grad.shape[2], grad.shape[3]
+    def backward(gy_bits: Any, index: Any, grad_bits: Any) -> Any:  # pragma: no cover  (compiled)
+        n, c, oh, ow = gy_bits.shape
+        h, w = grad_bits.shape[2], grad_bits.shape[3]
         if h != 2 * oh or w != 2 * ow:
-            grad[...] = 0.0  # an odd row or column no window covers
+            grad_bits[...] = 0  # an odd row or column no window covers
+        # The values travel as their bit patterns (integer views), masked by
+        # -(position == tap): all ones or zero.  Exact for every value (NaN
+        # included), and, unlike a float select against an int64 index, it
+        # vectorises (measured 0.9 ms instead of 2.9 ms at 64x32x28x28).
         # Flat memory and unsigned offsets: Numba's wrap-around of negative
-        # signed indices would keep this write-bound loop from vectorising.
-        source, where_at, target = gy.ravel(), index.ravel(), grad.ravel()
+        # signed indices would also keep the loop from vectorising.
+        source, where_at, target = gy_bits.ravel(), index.ravel(), grad_bits.ravel()
         for plane in range(n * c):
             for y in range(oh):
                 row = numpy.uint64((plane * oh + y) * ow)
@@ -69,11 +73,11 @@ def _make(name: str) -> Callable[..., Any]:
                 for x in range(numpy.uint64(ow)):
                     g, where = source[row + x], where_at[row + x]
                     left = x + x
-                    target[upper + left] = g if where == 0 else 0.0
-                    target[upper + left + 1] = g if where == 1 else 0.0
-                    target[lower + left] = g if where == 2 else 0.0
-                    target[lower + left + 1] = g if where == 3 else 0.0
-        return grad
+                    target[upper + left] = g & -(where == 0)
+                    target[upper + left + numpy.uint64(1)] = g & -(where == 1)
+                    target[lower + left] = g & -(where == 2)
+                    target[lower + left + numpy.uint64(1)] = g & -(where == 3)
+        return grad_bits
 
     if name == "max_pool2d_forward":
 
@@ -86,8 +90,10 @@ def _make(name: str) -> Callable[..., Any]:
 
     def unpool(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
         contiguous = gy.flags.c_contiguous and index.flags.c_contiguous and grad.flags.c_contiguous
-        if kh == kw == sh == sw == 2 and contiguous:
-            return backward(gy, index, grad)
+        if kh == kw == sh == sw == 2 and contiguous and gy.dtype == grad.dtype:
+            bits = numpy.dtype(f"int{8 * grad.dtype.itemsize}")
+            backward(gy.view(bits), index, grad.view(bits))
+            return grad
         return general(gy, index, kh, kw, sh, sw, grad)
 
     return unpool
