@@ -9,7 +9,7 @@ with ``Adam(fused=True)``); any other ``bpcore bench`` option may follow:
 On a machine that other jobs load, wall-clock times of separate processes
 mean little.  ``--cpu-time [SAMPLES]`` then measures the same three steps
 (bpcore, its matrix products alone, PyTorch) side by side in ONE process,
-interleaved, each on one thread (OpenBLAS and PyTorch), as the process's CPU
+interleaved, each on one thread (OpenBLAS, Numba and PyTorch), as the process's CPU
 time, and prints the medians and the range of the per-sample ratios:
 
     python benchmarks/cnn_step.py --cpu-time 9
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--cpu-time"]:
         samples = int(argv[1]) if len(argv) > 1 else 9
         if os.environ.get("OPENBLAS_NUM_THREADS") != "1":  # must be set before NumPy loads OpenBLAS
-            env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+            env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
             return subprocess.call([sys.executable, __file__, "--cpu-time", str(samples)], env=env)
         cpu_time_comparison(samples)
         return 0
