@@ -131,9 +131,9 @@ def test_channel_swaps_match(dtype: type, relu: bool, with_bias: bool, accumulat
 
 @pytest.mark.parametrize("kind", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (2, 1, 2, 2)])
-def test_the_two_by_two_max_pool_matches_the_general_kernel(kind: type, shape: tuple) -> None:
+def test_the_two_by_two_max_pool_matches_the_generic_version(kind: type, shape: tuple) -> None:
     dtype = kind
-    from bpcore.backends.kernels.pooling_numba import pooling_kernel
+    from bpcore.backends.kernels import max_pool_numba
 
     rng = np.random.default_rng(5)
     image = rng.standard_normal(shape).astype(dtype)
@@ -142,17 +142,20 @@ def test_the_two_by_two_max_pool_matches_the_general_kernel(kind: type, shape: t
     oh, ow = shape[2] // 2, shape[3] // 2
     gy = rng.standard_normal((shape[0], shape[1], oh, ow)).astype(dtype)
     results = []
+    names = ("max_pool2d_forward", "max_pool2d_backward")
     for forward, backward in (
-        (pooling_kernel("max_pool2d_forward")(), pooling_kernel("max_pool2d_backward")()),
-        (OPERATIONS["max_pool2d_forward"].cpu(), OPERATIONS["max_pool2d_backward"].cpu()),  # type: ignore[misc]
+        [functools.partial(OPERATIONS[name].generic, np) for name in names],
+        [max_pool_numba.two_by_two_kernel(name)() for name in names],  # the 2x2 kernels themselves
+        [OPERATIONS[name].cpu() for name in names],  # type: ignore[misc]  # as the operations run them
     ):
         out, index = np.empty(gy.shape, dtype), np.empty(gy.shape, np.int64)
         forward(image, 2, 2, 2, 2, out, index)
         grad = np.full(shape, np.nan, dtype)
         backward(gy, index, 2, 2, 2, 2, grad)
         results.append((out, index, grad))
-    for general, fast in zip(*results, strict=True):
-        np.testing.assert_array_equal(fast, general)
+    for generic, *kernels in zip(*results, strict=True):
+        for got in kernels:
+            np.testing.assert_array_equal(got, generic)
 
 
 @pytest.mark.parametrize("kind", ["float32", "float64"])

@@ -8,8 +8,9 @@ input pixel exactly once (the gradient or zero, as masked bit patterns), so
 it needs no zeroing pass where the windows tile the image.  Same results as the general kernels:
 the first maximum on ties, window positions ``i * 2 + j``.
 
-:func:`max_pool_kernel` gives the operations their ``cpu=`` builder: it
-runs these kernels for that window and the general ones for any other.
+:func:`two_by_two_kernel` builds them with the operations' signatures; the
+operations' ``cpu=`` builders (:mod:`bpcore.backends.ops.pooling`) run them for
+that window and the general kernels for any other.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .built_once import BuiltOnce
-from .pooling_numba import pooling_kernel
 
 
 def _make(name: str) -> Callable[..., Any]:
     import numba  # ImportError here means: use the generic version
     import numpy
 
-    general = pooling_kernel(name)()
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
     @jit
@@ -82,21 +81,21 @@ def _make(name: str) -> Callable[..., Any]:
     if name == "max_pool2d_forward":
 
         def pool(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
-            if kh == kw == sh == sw == 2:
-                return forward(image, out, index)
-            return general(image, kh, kw, sh, sw, out, index)
+            return forward(image, out, index)
 
         return pool
 
     def unpool(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
-        contiguous = gy.flags.c_contiguous and index.flags.c_contiguous and grad.flags.c_contiguous
-        if kh == kw == sh == sw == 2 and contiguous and gy.dtype == grad.dtype:
-            bits = numpy.dtype(f"int{8 * grad.dtype.itemsize}")
-            backward(gy.view(bits), index, grad.view(bits))
-            return grad
-        return general(gy, index, kh, kw, sh, sw, grad)
+        bits = numpy.dtype(f"int{8 * grad.dtype.itemsize}")
+        backward(gy.view(bits), index, grad.view(bits))
+        return grad
 
     return unpool
 
 
-max_pool_kernel = BuiltOnce(_make).builder
+def applies(kh: int, kw: int, sh: int, sw: int, *arrays: Any) -> bool:
+    """Whether the 2x2 kernels take this call: the 2x2 stride-2 window over C-contiguous arrays."""
+    return kh == kw == sh == sw == 2 and all(a.flags.c_contiguous for a in arrays)
+
+
+two_by_two_kernel = BuiltOnce(_make).builder

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels import max_pool_numba
 from ..kernels.conv_cuda import cuda_conv_kernel
-from ..kernels.max_pool_numba import max_pool_kernel
+from ..kernels.pooling_numba import pooling_kernel
 from .registry import declare
 
 
@@ -25,10 +26,32 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
     return xp.ascontiguousarray(view).reshape(n, c, *out_hw, kh * kw)
 
 
+def _max_pool_cpu(name: str) -> Any:
+    """The ``cpu=`` builder: the 2x2 stride-2 kernels where they apply, the general ones otherwise."""
+
+    def build() -> Any:
+        fast, general = max_pool_numba.two_by_two_kernel(name)(), pooling_kernel(name)()
+        if name == "max_pool2d_forward":
+
+            def forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
+                run = fast if max_pool_numba.applies(kh, kw, sh, sw, image, out, index) else general
+                return run(image, kh, kw, sh, sw, out, index)
+
+            return forward
+
+        def backward(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
+            take = max_pool_numba.applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype
+            return (fast if take else general)(gy, index, kh, kw, sh, sw, grad)
+
+        return backward
+
+    return build
+
+
 @declare(
     "max_pool2d_forward",
     "out = max over each window; index = its argmax",
-    cpu=max_pool_kernel("max_pool2d_forward"),
+    cpu=_max_pool_cpu("max_pool2d_forward"),
     cuda=cuda_conv_kernel("max_pool2d_forward"),
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
@@ -41,7 +64,7 @@ def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, 
 @declare(
     "max_pool2d_backward",
     "grad = scatter of gy to each window's argmax",
-    cpu=max_pool_kernel("max_pool2d_backward"),
+    cpu=_max_pool_cpu("max_pool2d_backward"),
     cuda=cuda_conv_kernel("max_pool2d_backward"),
 )
 def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
