@@ -21,10 +21,12 @@ the next):
 5. ``mnist-step``: the 784-256-128-10 training step (Adam, float32, batch 128
    and 1024) through the code path ``fit`` runs, fused against generic, timed
    with CUDA events, next to PyTorch eager CUDA when it is installed;
-6. ``launches``: kernel launches per step (Nsight Systems when ``nsys`` is
+6. ``lenet-step``: the same for the LeNet-shaped CNN of ``bpcore bench
+   --models cnn`` at batch 64 and 128 (the convolution and pooling kernels);
+7. ``launches``: kernel launches per step (Nsight Systems when ``nsys`` is
    installed, otherwise bpcore's own count of fused-operation calls);
-7. ``digits``: ``examples/digits.py`` on the GPU must reach 97 % test accuracy;
-8. ``pytest-gpu``: ``pytest -m gpu`` in whatever time remains, with a per-test
+8. ``digits``: ``examples/digits.py`` on the GPU must reach 97 % test accuracy;
+9. ``pytest-gpu``: ``pytest -m gpu`` in whatever time remains, with a per-test
    timeout; junit XML and the full log go to the output folder.
 
 ``--seconds`` is one deadline for the whole run: a section gets at most its own
@@ -690,7 +692,8 @@ def section_fused_ops(ctx: Context) -> Verdict:
     return Verdict(not failed and not not_run, summary, _table(rows, columns))
 
 
-def section_mnist_step(ctx: Context) -> Verdict:
+def _step_section(ctx: Context, model: str, batches: tuple[int, ...]) -> Verdict:
+    """One model's training step, fused against generic and PyTorch (fused and default Adam)."""
     import numpy as np
 
     from bpcore.backends import device_scope
@@ -699,7 +702,7 @@ def section_mnist_step(ctx: Context) -> Verdict:
     from bpcore.bench.models import MODELS, synthetic_data
     from bpcore.bench.timing import Budget, HostClock, Timed, measure_interleaved
 
-    spec = MODELS["mnist"]
+    spec = MODELS[model]
     budget = Budget(repeats=7, max_seconds=4.0)
     torch_reason = baselines.availability()["torch-adam-fused"]
     if torch_reason is None:
@@ -709,7 +712,7 @@ def section_mnist_step(ctx: Context) -> Verdict:
             torch_reason = f"PyTorch {torch.__version__} has no CUDA here"
     rows = []
     with device_scope(_backend(ctx.device)):
-        for batch in (128, 1024):
+        for batch in batches:
             data = synthetic_data(spec, batch, np.float32)
             contenders = [
                 bpcore_step(spec, data, ctx.device, "float32", kernels=k) for k in ("fused", "generic")
@@ -733,7 +736,7 @@ def section_mnist_step(ctx: Context) -> Verdict:
                 m = measured[contender.key]
                 rows.append(
                     ctx.emit(
-                        kind="mnist-step",
+                        kind=f"{model}-step",
                         implementation=contender.key,
                         label=contender.label,
                         batch=batch,
@@ -747,7 +750,7 @@ def section_mnist_step(ctx: Context) -> Verdict:
                 )
     by = {(r["implementation"], r["batch"]): r["ms_per_step"] for r in rows}
     notes = []
-    for batch in (128, 1024):
+    for batch in batches:
         notes.append(
             f"batch {batch}: fused {by['bpcore', batch]:.3f} ms, generic "
             f"{by['bpcore-generic', batch]:.3f} ms ({by['bpcore-generic', batch] / by['bpcore', batch]:.2f}x)"
@@ -773,6 +776,14 @@ def section_mnist_step(ctx: Context) -> Verdict:
     if torch_reason:
         markdown += f"\n\nPyTorch not compared: {torch_reason}."
     return Verdict(True, "; ".join(notes), markdown)
+
+
+def section_mnist_step(ctx: Context) -> Verdict:
+    return _step_section(ctx, "mnist", (128, 1024))
+
+
+def section_lenet_step(ctx: Context) -> Verdict:
+    return _step_section(ctx, "lenet", (64, 128))
 
 
 def _count_with_nsys(ctx: Context, nsys: str, kernels: str, steps: int) -> float:
@@ -945,6 +956,11 @@ SECTIONS: dict[str, tuple[str, Callable[[Context], Verdict], float]] = {
     "mnist-step": (
         "MNIST-shaped training step, fused against generic (and PyTorch)",
         section_mnist_step,
+        150,
+    ),
+    "lenet-step": (
+        "LeNet-shaped CNN training step, fused against generic (and PyTorch)",
+        section_lenet_step,
         150,
     ),
     "launches": ("Kernel launches per training step", section_launches, 120),

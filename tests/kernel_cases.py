@@ -488,3 +488,75 @@ def compare_layout(name: str, implementation: Callable[..., Any], args: list[Any
                 g, e, rtol=rtol * 50, atol=atol * 50, equal_nan=True,
                 err_msg=f"{name} ({layout}): argument {position} differs from the generic version",
             )
+
+
+# --- the convolution's data movement and max pooling (n sets the batch: n // 40 images) -------------
+def _window_case(name: str, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+                 start: tuple[int, int]) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        shape = (max(1, n // 40), 3, 9, 8)
+        out_hw = tuple(
+            (size + 2 * pad - d * (k - 1) - 1) // s + 1
+            for size, pad, d, k, s in zip(shape[2:], start, dilation, kernel, stride, strict=True)
+        )
+        window = (*kernel, *stride, *dilation, *start, *out_hw)
+        cols = (shape[1] * kernel[0] * kernel[1], shape[0] * out_hw[0] * out_hw[1])
+        if name == "im2col":
+            return [_values(rng, dtype, shape, edge), *window, np.zeros(cols, dtype)]
+        return [_values(rng, dtype, cols, edge), *window, np.zeros(shape, dtype)]
+
+    return make
+
+
+def _swap_case(name: str, relu: bool, with_bias: bool, accumulate: bool) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        images = (max(1, n // 40), 5, 4, 7)
+        channels = (images[1], images[0] * images[2] * images[3])
+        if name == "channels_to_images":
+            return [_values(rng, dtype, channels, edge), _values(rng, dtype, images[1], False),
+                    np.zeros(images, dtype), relu]
+        return [_values(rng, dtype, images, edge), _values(rng, dtype, images, False),
+                np.zeros(channels, dtype), _values(rng, dtype, images[1], False), relu, with_bias, accumulate]
+
+    return make
+
+
+def _max_pool_case(name: str, kernel: tuple[int, int], stride: tuple[int, int]) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        shape = (max(1, n // 40), 3, 8, 7)
+        out = (*shape[:2], (shape[2] - kernel[0]) // stride[0] + 1, (shape[3] - kernel[1]) // stride[1] + 1)
+        if name == "max_pool2d_forward":
+            return [_values(rng, dtype, shape, False), *kernel, *stride, np.zeros(out, dtype),
+                    np.zeros(out, np.int64)]
+        index = rng.integers(0, kernel[0] * kernel[1], out).astype(np.int64)
+        return [_values(rng, dtype, out, edge), index, *kernel, *stride, np.zeros(shape, dtype)]
+
+    return make
+
+
+CASES.update(
+    {
+        name: [("3x3-pad1", _window_case(name, (3, 3), (1, 1), (1, 1), (1, 1))),
+               ("strided-dilated", _window_case(name, (2, 3), (2, 1), (1, 2), (0, 2)))]
+        for name in ("im2col", "col2im")
+    }
+)
+CASES.update(
+    {
+        name: [
+            ("plain", _swap_case(name, False, True, False)),
+            ("relu-accumulate", _swap_case(name, True, True, True)),
+            ("no-bias", _swap_case(name, True, False, False)),
+        ]
+        for name in ("channels_to_images", "images_to_channels")
+    }
+)
+CASES.update(
+    {
+        name: [
+            ("2x2", _max_pool_case(name, (2, 2), (2, 2))),
+            ("3x2-overlapping", _max_pool_case(name, (3, 2), (1, 2))),
+        ]
+        for name in ("max_pool2d_forward", "max_pool2d_backward")
+    }
+)

@@ -301,3 +301,31 @@ def test_samples_run_whole_multiples_of_min_steps() -> None:
     result = measure_interleaved([Timed("pass", run, clock, min_steps=8)], budget)["pass"]
     assert all(steps % 8 == 0 for steps in calls)
     assert result.steps_per_sample == 48 and result.median == pytest.approx(0.001)
+
+
+@pytest.mark.slow
+def test_cnn_models_run_with_their_gemm_floor_and_are_not_in_the_standard_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "lenet" not in BenchConfig().models and "digits-cnn" not in BenchConfig().models
+    assert BenchConfig(models=("cnn", "lenet", "tiny")).models == ("lenet", "digits-cnn", "tiny")
+    out = tmp_path / "cnn.json"
+    status = main(["bench", "--models", "cnn", "--batch-sizes", "2", "--repeats", "1",
+                   "--max-seconds", "0.05", "--baselines", "sklearn", "--devices", "cpu", "--quiet",
+                   "--json", str(out)])
+    assert status == 0
+    table = capsys.readouterr().out
+    assert "digits-cnn" in table and "convolutions as im2col products" in table and "x matmuls" in table
+    report = json.loads(out.read_text())
+    rows = {(r["model"], r["implementation"]): r for r in report["results"]}
+    assert set(rows) == {(m, i) for m in ("lenet", "digits-cnn") for i in ("bpcore", "matmuls")}
+    lenet = rows["lenet", "bpcore"]
+    # conv 1->32 on 28x28 and 32->64 on 14x14 (im2col widths 9 and 288), Dense 3136->128->10
+    forward = 32 * 9 * 2 * 784 + 64 * 288 * 2 * 196 + 2 * (3136 * 128 + 128 * 10)
+    assert lenet["flops_per_step"] == 3 * 2 * forward and lenet["sizes"] == [1, 32, 64, 128, 10]
+    floor = rows["lenet", "matmuls"]
+    assert floor["role"] == "ceiling" and lenet["over_matmuls"] == pytest.approx(
+        lenet["ms_per_step"] / floor["ms_per_step"]
+    )
+    assert [s["implementation"] for s in report["skipped"]] == ["sklearn", "sklearn"]
+    assert all("no convolutional network" in s["reason"] for s in report["skipped"])

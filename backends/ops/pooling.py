@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels import max_pool_numba
+from ..kernels.conv_cuda import cuda_conv_kernel
 from ..kernels import cpu as kcpu
 from .registry import Numba, declare
 
@@ -24,18 +26,32 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
     return xp.ascontiguousarray(view).reshape(n, c, *out_hw, kh * kw)
 
 
-def _pool_cpu(kernel: Any, generic: Any) -> Any:
-    # The kernels (pooling_numba.py) take the operation's own arguments; one serial build each.
-    def pool(first: Any, *args: Any) -> Any:
-        return kcpu.pick(kernel, first.size, "cheap")(first, *args)
+def _max_pool_cpu(kernel: Any, generic: Any) -> Any:
+    """The CPU wrapper: the 2x2 stride-2 kernels where they apply, the general one (``kernel``) otherwise."""
+    name = kernel.name
+    fast = max_pool_numba.two_by_two_kernel(name)()
+    if name == "max_pool2d_forward":
 
-    return pool
+        def forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
+            general = kcpu.pick(kernel, out.size, "cheap")
+            run = fast if max_pool_numba.applies(kh, kw, sh, sw, image, out, index) else general
+            return run(image, kh, kw, sh, sw, out, index)
+
+        return forward
+
+    def backward(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
+        general = kcpu.pick(kernel, gy.size, "cheap")
+        take = max_pool_numba.applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype
+        return (fast if take else general)(gy, index, kh, kw, sh, sw, grad)
+
+    return backward
 
 
 @declare(
     "max_pool2d_forward",
     "out = max over each window; index = its argmax",
-    cpu=Numba(_pool_cpu, "pooling_numba"),
+    cpu=Numba(_max_pool_cpu, "pooling_numba"),
+    cuda=cuda_conv_kernel("max_pool2d_forward"),
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
     windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
@@ -47,7 +63,8 @@ def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, 
 @declare(
     "max_pool2d_backward",
     "grad = scatter of gy to each window's argmax",
-    cpu=Numba(_pool_cpu, "pooling_numba"),
+    cpu=Numba(_max_pool_cpu, "pooling_numba"),
+    cuda=cuda_conv_kernel("max_pool2d_backward"),
 )
 def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
     grad.fill(0.0)
@@ -56,5 +73,5 @@ def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int,
         for j in range(kw):
             rows = slice(i, i + sh * (oh - 1) + 1, sh)
             columns = slice(j, j + sw * (ow - 1) + 1, sw)
-            grad[:, :, rows, columns] += gy * (index == i * kw + j)
+            grad[:, :, rows, columns] += xp.where(index == i * kw + j, gy, 0.0)  # not NaN * 0 elsewhere
     return grad

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .contenders import LEARNING_RATE, BatchCycle, Contender
-from .models import ModelSpec, SyntheticData
+from .models import AnyModel, ModelSpec, SyntheticData
 from .timing import HostClock
 
 BASELINES = ("numpy-naive", "torch-adam-fused", "torch-adam-default", "sklearn")
@@ -46,13 +46,15 @@ def runs_on(name: str, device: str) -> bool:
     return device == "cpu" or name not in CPU_ONLY
 
 
-def build(name: str, spec: ModelSpec, data: SyntheticData, device: str, dtype: str) -> Contender:
+def build(name: str, spec: AnyModel, data: SyntheticData, device: str, dtype: str) -> Contender:
     """Baseline ``name`` for one model, batch size, device and dtype."""
-    if name == "numpy-naive":
-        return numpy_naive(spec, data)
     if name in ("torch-adam-fused", "torch-adam-default"):
         return torch_step(spec, data, device, dtype, fused=name == "torch-adam-fused")
-    if name == "sklearn":
+    if name in ("numpy-naive", "sklearn") and not isinstance(spec, ModelSpec):
+        raise ValueError(f"{name} has no convolutional network; it runs the MLPs only")
+    if name == "numpy-naive" and isinstance(spec, ModelSpec):
+        return numpy_naive(spec, data)
+    if name == "sklearn" and isinstance(spec, ModelSpec):
         return sklearn_step(spec, data, dtype)
     raise ValueError(f"baselines: expected names from {BASELINES}, got {name!r}")
 
@@ -123,19 +125,14 @@ def numpy_naive(spec: ModelSpec, data: SyntheticData) -> Contender:
 
 
 # --- PyTorch -------------------------------------------------------------------------
-def torch_step(spec: ModelSpec, data: SyntheticData, device: str, dtype: str, *, fused: bool) -> Contender:
+def torch_step(spec: AnyModel, data: SyntheticData, device: str, dtype: str, *, fused: bool) -> Contender:
     import torch
     import torch.nn.functional as functional
 
     torch_device = torch.device("cpu") if device == "cpu" else torch.device("cuda", int(device.split(":")[1]))
     torch_dtype = getattr(torch, str(np.dtype(dtype)))
     torch.manual_seed(0)
-    layers: list[Any] = []
-    for position, (fan_in, fan_out) in enumerate(spec.shapes):
-        layers.append(torch.nn.Linear(fan_in, fan_out))
-        if position < len(spec.shapes) - 1:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).to(device=torch_device, dtype=torch_dtype)
+    model = torch.nn.Sequential(*spec.torch_layers(torch)).to(device=torch_device, dtype=torch_dtype)
     optimizer = (torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, fused=True) if fused
                  else torch.optim.Adam(model.parameters(), lr=LEARNING_RATE))
     x = torch.from_numpy(np.ascontiguousarray(data.x)).to(device=torch_device, dtype=torch_dtype)

@@ -7,12 +7,12 @@ import sys
 from typing import Any
 
 from .baselines import BASELINES
-from .models import MODELS
+from .models import MODEL_GROUPS, MODELS, STANDARD_MODELS
 from .timing import Budget
 
 DESCRIPTION = """\
 Time a full training step (forward, cross-entropy, backward, Adam) of standard
-MLPs on every usable device, beside the device's own GEMM rate and copy
+MLPs (or, with --models cnn, of two CNNs) on every usable device, beside the device's own GEMM rate and copy
 bandwidth and against the installed baselines (tutorial NumPy, PyTorch,
 scikit-learn), all measured in the same run.  Prints a table; progress goes to
 stderr.
@@ -56,8 +56,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "bench", help="benchmark training speed on each device against baselines",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--models", type=_names, default=tuple(MODELS),
-                        help=f"comma-separated models from {', '.join(MODELS)} (default: all); "
+    parser.add_argument("--models", type=_names, default=STANDARD_MODELS,
+                        help=f"comma-separated models from {', '.join(MODELS)} or the groups "
+                        f"{', '.join(MODEL_GROUPS)} (default: {','.join(STANDARD_MODELS)}); "
                         + "; ".join(f"{m.name} = {m.label} at batch {'/'.join(map(str, m.batch_sizes))}"
                                     for m in MODELS.values()))
     parser.add_argument("--batch-sizes", type=_positive_ints, default=None,

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backends import KERNELS_ENV_VAR, Backend, get_backend
 from .ceilings import device_clock
-from .models import ModelSpec, SyntheticData
+from .models import AnyModel, ConvModelSpec, SyntheticData
 from .timing import Clock
 
 LEARNING_RATE = 1e-3
@@ -69,7 +69,7 @@ def kernel_mode(mode: str) -> Iterator[None]:
             os.environ[KERNELS_ENV_VAR] = previous
 
 
-def bpcore_step(spec: ModelSpec, data: SyntheticData, device: str, dtype: str, *, kernels: str = "fused",
+def bpcore_step(spec: AnyModel, data: SyntheticData, device: str, dtype: str, *, kernels: str = "fused",
                 seed: int = 0) -> Contender:
     """bpcore's own training step, exactly the loop that ``Network.fit`` runs, with Adam and cross-entropy."""
     from ..losses import CrossEntropy
@@ -108,11 +108,12 @@ def bpcore_step(spec: ModelSpec, data: SyntheticData, device: str, dtype: str, *
     )
 
 
-def matmuls_only(spec: ModelSpec, data: SyntheticData, device: str, dtype: str) -> Contender:
+def matmuls_only(spec: AnyModel, data: SyntheticData, device: str, dtype: str) -> Contender:
     """The training step's matrix products alone, into preallocated outputs: its floor.
 
     Per layer: the forward product, the weight gradient and (except for the
-    first layer) the input gradient, at the step's exact shapes.
+    first layer) the input gradient, at the step's exact shapes (for a
+    convolution, those of its im2col formulation, as Conv2D runs them).
     """
     backend: Backend = get_backend(device)
     xp = backend.xp
@@ -122,6 +123,8 @@ def matmuls_only(spec: ModelSpec, data: SyntheticData, device: str, dtype: str) 
     def array(*shape: int) -> Any:
         return backend.asarray(rng.standard_normal(shape, dtype=np.float32), dtype=dtype)
 
+    if isinstance(spec, ConvModelSpec):
+        return _conv_matmuls_only(spec, backend, array, batch, dtype)
     layers = []
     for position, (fan_in, fan_out) in enumerate(spec.shapes):
         x = backend.asarray(data.x[:batch], dtype=dtype) if position == 0 else array(batch, fan_in)
@@ -141,6 +144,42 @@ def matmuls_only(spec: ModelSpec, data: SyntheticData, device: str, dtype: str) 
     return Contender(
         key="matmuls",
         label="the step's matrix products alone",
+        role="ceiling",
+        device=str(backend.device),
+        dtype=str(np.dtype(dtype)),
+        run=run,
+        clock=device_clock(backend),
+    )
+
+
+def _conv_matmuls_only(
+    spec: ConvModelSpec, backend: Backend, array: Callable[..., Any], batch: int, dtype: str
+) -> Contender:
+    """:func:`matmuls_only` for a CNN: Conv2D's three products per convolution, then the Dense layers'."""
+    xp = backend.xp
+    products: list[tuple[Any, Any, Any]] = []  # (a, b, out) of each product, in the step's order
+    backward: list[tuple[Any, Any, Any]] = []
+    for position, (out_channels, width, pixels) in enumerate(spec.conv_products(batch)):
+        weight, cols, grad = array(out_channels, width), array(width, pixels), array(out_channels, pixels)
+        products.append((weight, cols, backend.empty((out_channels, pixels), dtype)))
+        backward.append((grad, cols.T, backend.empty((out_channels, width), dtype)))
+        if position > 0:
+            backward.append((weight.T, grad, backend.empty((width, pixels), dtype)))
+    for fan_in, fan_out in spec.dense:
+        x, w, g = array(batch, fan_in), array(fan_in, fan_out), array(batch, fan_out)
+        products.append((x, w, backend.empty((batch, fan_out), dtype)))
+        backward += [(x.T, g, backend.empty((fan_in, fan_out), dtype)),
+                     (g, w.T, backend.empty((batch, fan_in), dtype))]
+    every = products + backward[::-1]
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            for a, b, out in every:
+                xp.matmul(a, b, out=out)
+
+    return Contender(
+        key="matmuls",
+        label="the step's matrix products alone (convolutions as im2col products)",
         role="ceiling",
         device=str(backend.device),
         dtype=str(np.dtype(dtype)),

@@ -19,7 +19,7 @@ from ..validation import check_dtype
 from . import baselines
 from .contenders import LEARNING_RATE
 from .machine import OtherLoad, describe_machine
-from .models import MODELS, get_model
+from .models import STANDARD_MODELS, expand_models, get_model
 from .timing import Budget
 
 logger = logging.getLogger("bpcore")
@@ -32,7 +32,7 @@ Progress = Callable[[str], None]
 class BenchConfig:
     """What to measure.  ``None`` means the standard choice (see each field)."""
 
-    models: tuple[str, ...] = tuple(MODELS)  # every model
+    models: tuple[str, ...] = STANDARD_MODELS  # the MLPs; groups such as "cnn" stand for their models
     batch_sizes: tuple[int, ...] | None = None  # None: each model's own batch sizes
     devices: tuple[str, ...] | None = None  # None: every usable device
     dtype: str = "float32"
@@ -43,6 +43,7 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("models: expected at least one model name, got none")
+        object.__setattr__(self, "models", expand_models(tuple(self.models)))
         for name in self.models:
             get_model(name)
         if self.batch_sizes is not None:

@@ -82,6 +82,17 @@ class Activation(Layer):
         grad_in = self.workspace("grad_in", grad_out.shape)
         return self._op("{}_backward")(grad_out, self._saved, grad_in, *self._param_values)  # type: ignore[misc]
 
+    def forward_in_place(self, x: Any) -> Any:
+        """``f(x)`` fused after a layer that owns ``x`` (a Conv2D's output buffer), over ``x`` where it can.
+
+        An activation whose backward reads its output overwrites ``x``; one
+        that reads its input keeps ``x`` and writes into its own buffer.
+        """
+        out = x if self.saves_output else self.workspace("out", x.shape)
+        self._op("{}_forward")(x, out, *self._param_values)  # type: ignore[misc]
+        self._saved = out if self.saves_output else x
+        return out
+
     def bias_forward(self, z: Any, b: Any) -> Any:
         """``f(z + b)`` fused after a Dense layer's matrix product; ``z`` is overwritten.
 

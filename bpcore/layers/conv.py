@@ -1,13 +1,19 @@
 """2-D convolution (cross-correlation, as PyTorch's Conv2d) by one matrix product per group.
 
-The forward gathers every window of the padded image into a matrix
-(``im2col``: one strided copy, rows = output pixels, columns = the
-``C/groups * kh * kw`` inputs of a window), multiplies it by the weights (one
-GEMM per group), then adds the bias and applies a fused activation over the
-channels of that (pixels, channels) matrix with the same kernels as Dense.
-The backward multiplies back (two GEMMs per group) and scatter-adds the
-window gradients into the input (``col2im``: one strided add per kernel
-position, never a loop over samples).
+The forward gathers every window into the transposed im2col matrix ``cols``
+(``(C * kh * kw, N * OH * OW)``: one pass, the padding folded into the
+gather, see :mod:`bpcore.backends.ops.conv`), multiplies the weights by it
+(``z = W @ cols``, one GEMM per group, giving channel-major ``(O, N * OH * OW)``),
+then swaps ``z`` into ``(N, O, OH, OW)`` images while adding the bias (one
+pass), and applies a fused activation in place.  The backward applies the
+activation's derivative, swaps the gradient back while summing the bias
+gradient (one pass), multiplies back (two GEMMs per group) and scatter-adds
+the window gradients into the input (``col2im``: one pass, no temporaries).
+Every buffer is a workspace of the layer, reused from step to step.
+
+Channel-major ``z`` rather than pixel-major ``(N * OH * OW, O)``: the swap to
+the public ``(N, C, H, W)`` layout then moves whole image rows instead of
+transposing every pixel, and the gather reads and writes image rows in order.
 """
 
 from __future__ import annotations
@@ -19,18 +25,9 @@ import numpy as np
 from ..backends import Backend
 from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
-from .activations import Activation
+from .activations import Activation, ReLU
 from .base import Layer, Shape
-from .spatial import (
-    padded,
-    padding_config,
-    padding_of,
-    patches,
-    positive_pair,
-    unpad,
-    window_output_shape,
-    window_slices,
-)
+from .spatial import padding_config, padding_of, positive_pair, window_output_shape
 
 
 class Conv2D(Layer):
@@ -99,6 +96,7 @@ class Conv2D(Layer):
         )
         self.activation: Activation | None = None
         self._cols: Any = None
+        self._out: Any = None
         self._geometry: tuple[Any, ...] = ()
 
     def config(self) -> dict[str, Any]:
@@ -133,12 +131,12 @@ class Conv2D(Layer):
 
     def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
         out = super().build(input_shape if input_shape is not None else self.input_shape, dtype, backend)
-        self._cols = None
+        self._cols = self._out = None
         return out
 
     def to(self, backend: Backend) -> None:
         super().to(backend)
-        self._cols = None
+        self._cols = self._out = None
 
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
@@ -151,7 +149,7 @@ class Conv2D(Layer):
 
     # --- computation --------------------------------------------------------
     def _groups(self) -> list[tuple[slice, slice]]:
-        """Per group: its slice of output channels and of im2col columns."""
+        """Per group: its slice of output channels and of im2col rows."""
         per_out = self.out_channels // self.groups
         per_col = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         return [
@@ -159,73 +157,74 @@ class Conv2D(Layer):
             for g in range(self.groups)
         ]
 
+    def _window(self, oh: int, ow: int) -> tuple[int, ...]:
+        """The window arguments of the im2col/col2im operations."""
+        top, left = self.padding[0][0], self.padding[1][0]
+        return (*self.kernel_size, *self.stride, *self.dilation, top, left, oh, ow)
+
     def forward(self, x: Any, training: bool) -> Any:
-        xp = self.backend.xp
+        xp, ops = self.backend.xp, self.backend.ops
         n, _, h, w = x.shape
         _, oh, ow = self.output_shape((self.in_channels, h, w))
         assert oh is not None and ow is not None
-        image = padded(self, x, self.padding, 0.0)
-        rows, width = n * oh * ow, self.weight.size // self.out_channels * self.groups
-        cols = self.workspace("cols", (n, oh, ow, self.in_channels, *self.kernel_size))
-        xp.copyto(cols, patches(xp, image, self.kernel_size, self.stride, self.dilation, (oh, ow)))
-        cols2 = cols.reshape(rows, width)
-        z = self.workspace("z", (rows, self.out_channels))
+        x = xp.ascontiguousarray(x)
+        window = self._window(oh, ow)
+        cols = self.workspace("cols", (self.weight.size // self.out_channels * self.groups, n * oh * ow))
+        ops.im2col(x, *window, cols)
+        z = self.workspace("z", (self.out_channels, n * oh * ow))
         weight = self.weight.data.reshape(self.out_channels, -1)
         if self.groups == 1:
-            xp.matmul(cols2, weight.T, out=z)
+            xp.matmul(weight, cols, out=z)
         else:
             for out_slice, col_slice in self._groups():
-                z[:, out_slice] = cols2[:, col_slice] @ weight[out_slice].T
-        if self.activation is not None:
-            z = self.activation.bias_forward(z, self.bias.data)  # type: ignore[union-attr]
-        elif self.bias is not None:
-            z += self.bias.data
-        self._cols, self._geometry = cols2, (tuple(x.shape), tuple(image.shape), oh, ow)
+                xp.matmul(weight[out_slice], cols[col_slice], out=z[out_slice])
         out = self.workspace("out", (n, self.out_channels, oh, ow))
-        out[...] = z.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
+        relu = isinstance(self.activation, ReLU)
+        ops.channels_to_images(z, self._bias_data(), out, relu)
+        self._cols, self._geometry, self._out = cols, (tuple(x.shape), window), out
+        if self.activation is not None and not relu:
+            out = self.activation.forward_in_place(out)
         return out
+
+    def _bias_data(self) -> Any:
+        """The bias, or zeros for a convolution without one."""
+        if self.bias is not None:
+            return self.bias.data
+        zeros = self._workspace.get("no_bias")
+        if zeros is None:
+            zeros = self._workspace["no_bias"] = self.backend.zeros((self.out_channels,), self.dtype)
+        return zeros
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._cols is None:
             raise self._not_run()
-        xp = self.backend.xp
-        in_shape, padded_shape, oh, ow = self._geometry
-        n = in_shape[0]
-        g = self.workspace("grad_rows", (n * oh * ow, self.out_channels))
-        g.reshape(n, oh, ow, self.out_channels)[...] = grad_out.transpose(0, 2, 3, 1)
-        if self.activation is not None:
-            g = self.activation.backward(g)
+        xp, ops = self.backend.xp, self.backend.ops
+        in_shape, window = self._geometry
+        relu = isinstance(self.activation, ReLU)
+        if self.activation is not None and not relu:
+            grad_out = self.activation.backward(grad_out)
         cols, weight, bias = self._cols, self.weight, self.bias
+        g = self.workspace("grad_rows", (self.out_channels, cols.shape[1]))
+        bias_grad = bias.grad if bias is not None else self._bias_data()
+        ops.images_to_channels(grad_out, self._out, g, bias_grad, relu, bias is not None, accumulate)
         w2 = weight.data.reshape(self.out_channels, -1)
         gw2 = weight.grad.reshape(self.out_channels, -1)
         groups = self._groups()
-        if bias is not None:
-            if accumulate:
-                bias.grad += g.sum(axis=0)
-            else:
-                g.sum(axis=0, out=bias.grad)
+        product = self.workspace("grad_weight", gw2.shape) if accumulate else gw2
         for out_slice, col_slice in groups:
-            product = g[:, out_slice].T @ cols[:, col_slice]
-            if accumulate:
-                gw2[out_slice] += product
-            else:
-                gw2[out_slice] = product
+            xp.matmul(g[out_slice], cols[col_slice].T, out=product[out_slice])
+        if accumulate:
+            gw2 += product
         if not need_input_grad:
             return None
         dcols = self.workspace("grad_cols", cols.shape)
         if self.groups == 1:
-            xp.matmul(g, w2, out=dcols)
+            xp.matmul(w2.T, g, out=dcols)
         else:
             for out_slice, col_slice in groups:
-                dcols[:, col_slice] = g[:, out_slice] @ w2[out_slice]
-        windows = dcols.reshape(n, oh, ow, self.in_channels, *self.kernel_size)
-        grad_padded = self.workspace("grad_padded", padded_shape)
-        grad_padded.fill(0.0)
-        for i in range(self.kernel_size[0]):
-            for j in range(self.kernel_size[1]):
-                rows, columns = window_slices(i, j, self.stride, self.dilation, (oh, ow))
-                grad_padded[:, :, rows, columns] += windows[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-        return unpad(self, grad_padded, self.padding, in_shape)
+                xp.matmul(w2[out_slice].T, g[out_slice], out=dcols[col_slice])
+        grad_in = self.workspace("grad_in", in_shape)
+        return ops.col2im(dcols, *window, grad_in)
 
     def __repr__(self) -> str:
         """The channels and kernel, then only the arguments that differ from their defaults."""

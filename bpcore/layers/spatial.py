@@ -1,10 +1,8 @@
-"""Shared pieces of the image layers: argument checks, output sizes and the patch view.
+"""Shared pieces of the image layers: argument checks, output sizes, padding.
 
 Images are ``(N, C, H, W)``.  A window of a convolution or a pooling layer
 is described per axis by its kernel size, stride, padding (before, after)
-and dilation; ``patches`` gives every window of a padded image as one
-strided view, so that gathering them is one copy and no Python loop over
-samples.
+and dilation.
 """
 
 from __future__ import annotations
@@ -107,17 +105,6 @@ def padded(layer: Any, x: Any, padding: tuple[Pair, Pair], fill: float) -> Any:
     buffer.fill(fill)
     buffer[:, :, top : top + h, left : left + w] = x
     return buffer
-
-
-def patches(xp: Any, image: Any, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> Any:
-    """The view (N, OH, OW, C, kh, kw) of every window of the contiguous padded ``image`` (N, C, H, W)."""
-    n, c = image.shape[:2]
-    s_n, s_c, s_h, s_w = image.strides
-    return xp.lib.stride_tricks.as_strided(
-        image,
-        shape=(n, out_hw[0], out_hw[1], c, kernel[0], kernel[1]),
-        strides=(s_n, s_h * stride[0], s_w * stride[1], s_c, s_h * dilation[0], s_w * dilation[1]),
-    )
 
 
 def window_slices(i: int, j: int, stride: Pair, dilation: Pair, out_hw: Pair) -> tuple[slice, slice]:

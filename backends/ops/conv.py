@@ -1,0 +1,133 @@
+"""The convolution's data movement, around its matrix products (see :mod:`bpcore.layers.conv`).
+
+``cols`` is the transposed im2col matrix, shape ``(C * kh * kw, N * OH * OW)``:
+row ``(c, i, j)`` holds, for every output pixel ``(n, y, x)``, the input
+pixel ``x[n, c, y * sh + i * dh - top, x * sw + j * dw - left]`` (zero outside
+the image: the padding).  With it a convolution is ``z = W @ cols`` (``W`` of
+shape ``(O, C * kh * kw)``), and its input gradient ``col2im(W.T @ g)``.
+
+* ``im2col(x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, cols)``: fill ``cols``
+  from the images ``x`` (N, C, H, W).
+* ``col2im(cols, kh, kw, sh, sw, dh, dw, top, left, oh, ow, grad)``: ``grad``
+  (N, C, H, W) = each entry of ``cols`` added back at the pixel it came from
+  (padding entries dropped); overwrites ``grad``.
+* ``channels_to_images(z, bias, out, relu)``: ``out[n, o, y, x] = z[o, n * OH * OW +
+  y * OW + x] + bias[o]``, then ``max(out, 0)`` if ``relu``.
+* ``images_to_channels(gy, y, g, bias_grad, relu, with_bias, accumulate)``: the
+  reverse swap of ``gy`` (N, O, OH, OW) into ``g`` (O, N * OH * OW), zero where
+  the ReLU output ``y`` is not positive if ``relu``; with ``with_bias``,
+  ``bias_grad`` is set to (or, with ``accumulate``, has added) the sum of ``g``
+  over its second axis.
+
+The ReLU flag fuses the commonest activation after a convolution into
+these passes; any other activation runs as its own operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..kernels.conv_cuda import cuda_conv_kernel
+from ..kernels.conv_numba import conv_kernel
+from .registry import declare
+
+
+def _taps(
+    kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, oh: int, ow: int
+) -> list[tuple[int, int, slice, slice]]:
+    """Per kernel tap (i, j): the rows and columns of the padded image it reads over all windows."""
+    return [
+        (
+            i,
+            j,
+            slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (ow - 1) + 1, sw),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+def _padded_shape(
+    shape: tuple[int, ...], kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
+    oh: int, ow: int,
+) -> tuple[int, int, int, int]:
+    n, c, h, w = shape
+    height = max(top + h, sh * (oh - 1) + dh * (kh - 1) + 1)
+    width = max(left + w, sw * (ow - 1) + dw * (kw - 1) + 1)
+    return n, c, height, width
+
+
+@declare(
+    "im2col",
+    "cols[(c, i, j), (n, y, x)] = the window pixels, padding folded in",
+    cpu=conv_kernel("im2col"),
+    cuda=cuda_conv_kernel("im2col"),
+)
+def im2col(
+    xp: Any, x: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
+    oh: int, ow: int, cols: Any,
+) -> Any:
+    n, c, h, w = x.shape
+    image = xp.zeros(_padded_shape(x.shape, kh, kw, sh, sw, dh, dw, top, left, oh, ow), dtype=x.dtype)
+    image[:, :, top : top + h, left : left + w] = x
+    view = cols.reshape(c, kh, kw, n, oh, ow)
+    for i, j, rows, columns in _taps(kh, kw, sh, sw, dh, dw, oh, ow):
+        view[:, i, j] = image[:, :, rows, columns].transpose(1, 0, 2, 3)
+    return cols
+
+
+@declare(
+    "col2im",
+    "grad = cols scatter-added back to the pixels they came from",
+    cpu=conv_kernel("col2im"),
+    cuda=cuda_conv_kernel("col2im"),
+)
+def col2im(
+    xp: Any, cols: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
+    oh: int, ow: int, grad: Any,
+) -> Any:
+    n, c, h, w = grad.shape
+    image = xp.zeros(_padded_shape(grad.shape, kh, kw, sh, sw, dh, dw, top, left, oh, ow), dtype=grad.dtype)
+    view = cols.reshape(c, kh, kw, n, oh, ow)
+    for i, j, rows, columns in _taps(kh, kw, sh, sw, dh, dw, oh, ow):
+        image[:, :, rows, columns] += view[:, i, j].transpose(1, 0, 2, 3)
+    grad[...] = image[:, :, top : top + h, left : left + w]
+    return grad
+
+
+@declare(
+    "channels_to_images",
+    "out (N, O, OH, OW) = z (O, N*OH*OW) + bias, ReLU optional",
+    cpu=conv_kernel("channels_to_images"),
+    cuda=cuda_conv_kernel("channels_to_images"),
+)
+def channels_to_images(xp: Any, z: Any, bias: Any, out: Any, relu: bool) -> Any:
+    n, o = out.shape[:2]
+    planes = out.reshape(n, o, -1)
+    xp.add(z.reshape(o, n, -1).transpose(1, 0, 2), bias[:, None], out=planes)
+    if relu:
+        xp.maximum(planes, 0.0, out=planes)
+    return out
+
+
+@declare(
+    "images_to_channels",
+    "g (O, N*OH*OW) = gy (N, O, OH, OW) (ReLU mask optional); bias_grad (+)= its sums",
+    cpu=conv_kernel("images_to_channels"),
+    cuda=cuda_conv_kernel("images_to_channels"),
+)
+def images_to_channels(
+    xp: Any, gy: Any, y: Any, g: Any, bias_grad: Any, relu: bool, with_bias: bool, accumulate: bool
+) -> Any:
+    n, o = gy.shape[:2]
+    swapped = g.reshape(o, n, -1)
+    swapped[...] = gy.reshape(n, o, -1).transpose(1, 0, 2)
+    if relu:  # zero where the output is not positive, whatever the gradient (even NaN)
+        swapped[...] = xp.where(y.reshape(n, o, -1).transpose(1, 0, 2) > 0, swapped, 0.0)
+    if with_bias:
+        if accumulate:
+            bias_grad += g.sum(axis=1)
+        else:
+            g.sum(axis=1, out=bias_grad)
+    return g
