@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels import cpu as kcpu
 from ..kernels import max_pool_numba
 from ..kernels.conv_cuda import cuda_conv_kernel
-from ..kernels import cpu as kcpu
 from .registry import Numba, declare
 
 
