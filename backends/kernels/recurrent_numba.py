@@ -46,13 +46,13 @@ def tanh_rational(terms: int = 12) -> tuple[list[float], list[float]]:
 
 
 def _make(name: str) -> Callable[..., Any]:
-    by_dtype = {dtype: _kernels(np.dtype(dtype))[name] for dtype in ("float32", "float64")}
+    by_dtype = {dtype: _kernels(np.dtype(dtype))[name] for dtype in (np.float32, np.float64)}
     generic = _generic(name)
 
     result = -2 if name == "gru_cell_backward" else -1  # the array the generic version returns
 
     def dispatch(*args: Any) -> Any:
-        kernel = by_dtype.get(args[-1].dtype.name)
+        kernel = by_dtype.get(args[-1].dtype.type)  # (dtype.name is slow to compute)
         if kernel is None:
             return generic(*args)
         kernel(*args)
