@@ -77,6 +77,17 @@ def _target(y: Any, backend: Any) -> Any:
     return moved if moved.dtype.kind in "iub" else backend.asarray(moved, dtype=np.float64)
 
 
+def _as_index_input(x: Any) -> np.ndarray:
+    """Integer indices for a layer that takes them (an embedding): checked as input, never perturbed."""
+    array = to_backend(import_array(x, argument="gradcheck(x)"), get_backend(CPU))
+    if array.dtype.kind not in "iu" or array.size == 0:
+        raise TypeError(
+            f"gradcheck(x): the layer takes integer indices; expected a non-empty integer array, "
+            f"got dtype {array.dtype} and shape {array.shape}"
+        )
+    return np.array(array, dtype=np.int64)
+
+
 def _as_float64_input(x: Any, argument: str = "x") -> np.ndarray:
     array = to_backend(import_array(x, argument=f"gradcheck({argument})"), get_backend(CPU))
     if array.dtype.kind != "f":
@@ -147,7 +158,9 @@ def _layer_problem(
     saved_buffers = [{name: value.copy() for name, value in m.buffers().items()} for m in members]
     generator = backend.random(seed)
     previous = [m.bind_random(_ReplayRandom(generator)) for m in members]
-    xin = backend.asarray(x, dtype=np.float64).copy()
+    # Integer indices (an embedding's input) have no gradient: only the parameters are checked.
+    indices = layer.input_kind == "index"
+    xin = backend.asarray(x, dtype=np.int64 if indices else np.float64).copy()
     weights: dict[str, Any] = {"rng": rng}
     target = _target(y, backend)
 
@@ -165,10 +178,11 @@ def _layer_problem(
             parameter.grad[...] = 0
         _, w = value_and_seed()
         grad_out = w if loss is None else backend.asarray(loss.backward(), dtype=np.float64)
-        grad_in = layer.backward(grad_out, accumulate=True, need_input_grad=True)
-        return [_host(grad_in)] + [_host(parameter.grad) for parameter in parameters]
+        grad_in = layer.backward(grad_out, accumulate=True, need_input_grad=not indices)
+        grads = [_host(parameter.grad) for parameter in parameters]
+        return grads if indices else [_host(grad_in), *grads]
 
-    variables = [("x", xin)] + [
+    variables = ([] if indices else [("x", xin)]) + [
         (f"parameters()[{k}] ({p.name}, shape {p.shape})", p.data) for k, p in enumerate(parameters)
     ]
 
@@ -192,6 +206,7 @@ def _network_problem(
     backend = network.backend
     xp = backend.xp
     xin = network.as_input(x).copy()
+    indices = network.layers[0].input_kind == "index"
     if training and network._needs_batch and xin.shape[0] < 2:
         raise ValueError(
             f"gradcheck(x): BatchNorm needs more than 1 sample in training, got shape {tuple(xin.shape)}"
@@ -220,10 +235,11 @@ def _network_problem(
         network.store.zero_grad()
         _, w = value_and_seed()
         grad_out = w if loss is None else backend.asarray(loss.backward(), dtype=np.float64)
-        grad_in = network._backward(grad_out, accumulate=True, need_input_grad=True)
-        return [_host(grad_in)] + [_host(parameter.grad) for parameter in parameters]
+        grad_in = network._backward(grad_out, accumulate=True, need_input_grad=not indices)
+        grads = [_host(parameter.grad) for parameter in parameters]
+        return grads if indices else [_host(grad_in), *grads]
 
-    variables = [("x", xin)] + [
+    variables = ([] if indices else [("x", xin)]) + [
         (f"parameters()[{k}] ({p.name}, shape {p.shape})", p.data) for k, p in enumerate(parameters)
     ]
 
@@ -393,7 +409,8 @@ def gradcheck(
     if isinstance(target, Network):
         problem, restore = _network_problem(target, x, training, loss, y, rng, seed)
     elif isinstance(target, Layer):
-        problem, restore = _layer_problem(target, _as_float64_input(x), training, loss, y, rng, seed)
+        layer_input = _as_index_input(x) if target.input_kind == "index" else _as_float64_input(x)
+        problem, restore = _layer_problem(target, layer_input, training, loss, y, rng, seed)
     elif _is_loss(target):
         if loss is not None:
             raise ValueError("gradcheck(loss): the target is already a loss; pass the target values as y")

@@ -302,6 +302,14 @@ class CrossEntropy(Loss):
     class axis.  ``"mean"`` averages over every label (n times the sizes of
     the middle axes); the gradient is ``(softmax(pred) - target) / labels``.
 
+    ``ignore_index`` (PyTorch's, default -100): labels equal to it contribute
+    neither loss nor gradient, and ``"mean"`` averages over the others only
+    (NaN when every label is ignored, with a zero gradient, as in PyTorch).
+    Set padded time steps' labels to it for a per-step loss on padded
+    sequences.  It applies to class labels; a non-negative ``ignore_index``
+    with probability targets is an error, as in PyTorch.  With
+    ``check=False`` any negative label counts as ignored.
+
     bpcore keeps the classes on the last axis, as Keras does; PyTorch puts
     them on axis 1.  A channels-first per-pixel output (n, k, h, w), such as
     a :class:`~bpcore.layers.Conv2D`'s, is moved in a custom loop::
@@ -311,6 +319,14 @@ class CrossEntropy(Loss):
     """
 
     name = "cross_entropy"
+
+    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean") -> None:
+        self.ignore_index = checks.integer(ignore_index, "CrossEntropy(ignore_index)")
+        super().__init__(reduction=reduction)
+        self._count: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {"ignore_index": self.ignore_index, "reduction": self.reduction}
 
     def _check_shape(self, target: Any, pred_shape: tuple[int, ...]) -> None:
         name = type(self).__name__
@@ -336,6 +352,11 @@ class CrossEntropy(Loss):
                 f"{name}(target): expected {count} class labels (shape {labels_shape}) or probabilities of "
                 f"shape {pred_shape} for logits of shape {pred_shape}, got shape {shape}"
             )
+        if self.ignore_index >= 0:
+            raise ValueError(
+                f"{name}(target): ignore_index={self.ignore_index} applies to class labels, but the target "
+                f"holds probabilities (shape {shape}); pass labels of shape {labels_shape} (PyTorch's rule)"
+            )
 
     @staticmethod
     def _holds_labels(target: Any, pred_shape: tuple[int, ...]) -> bool:
@@ -345,11 +366,19 @@ class CrossEntropy(Loss):
         name = type(self).__name__
         k = pred_shape[-1]
         if self._holds_labels(target, pred_shape):
-            low, high = int(target.min()), int(target.max())
-            if low < 0 or high >= k:
+            ignore = self.ignore_index
+            outside = (target < 0) | (target >= k)
+            if 0 <= ignore < k:
+                pass  # an ignored class label lies inside the range anyway
+            else:
+                outside &= target != ignore
+            if bool(outside.any()):
+                counted = target[target != ignore]
+                low, high = int(counted.min()), int(counted.max())
                 raise ValueError(
-                    f"{name}(target): class labels must lie in [0, {k - 1}] for {k} classes, "
-                    f"got labels from {low} to {high} (target shape {tuple(target.shape)})"
+                    f"{name}(target): class labels must lie in [0, {k - 1}] for {k} classes (or equal "
+                    f"ignore_index={ignore}), got labels from {low} to {high} "
+                    f"(target shape {tuple(target.shape)})"
                 )
             return
         super()._check_values(target, pred_shape)
@@ -373,7 +402,15 @@ class CrossEntropy(Loss):
         if check:
             self._check_values(target, pred_shape)
         if self._holds_labels(target, pred_shape):
-            return to_backend(target, backend, np.int64).reshape(-1)
+            if self.ignore_index >= 0:
+                # The kernels skip negative labels: ignored labels become -1 (a copy, never the caller's).
+                target = _namespace(target).where(target == self.ignore_index, -1, target)
+            labels = to_backend(target, backend, np.int64).reshape(-1)
+            # The labels that count (for the mean): on the host a number, on a device a 0-d array.
+            self._count = (
+                int(np.count_nonzero(target >= 0)) if isinstance(target, np.ndarray) else (labels >= 0).sum()
+            )
+            return labels
         return to_backend(target, backend, pred.dtype).reshape(-1, pred_shape[-1])
 
     @staticmethod
@@ -388,16 +425,37 @@ class CrossEntropy(Loss):
         losses = self._buffer("losses", backend, (m,), pred.dtype)
         if target.ndim == 1:
             backend.ops.softmax_cross_entropy_index_forward(logits, target, probs, losses)
-        else:
-            backend.ops.softmax_cross_entropy_forward(logits, target, probs, losses)
+            return self._reduce_labels(backend, losses.sum())
+        backend.ops.softmax_cross_entropy_forward(logits, target, probs, losses)
         return self._reduce(backend, losses.sum(), m)
+
+    def _reduce_labels(self, backend: Backend, total: Any) -> Any:
+        """The reduction over the labels that count (not ``ignore_index``); "mean" of none is NaN."""
+        count = self._count
+        if self.reduction == "sum":
+            return backend.xp.asarray(total)
+        if isinstance(count, int):
+            return backend.xp.asarray(total * (1.0 / count if count else np.nan))
+        return backend.xp.asarray(total / count)  # on the device: 0 / 0 is NaN
+
+    def _label_scale(self, backend: Backend) -> tuple[float, Any]:
+        """The gradient's scale for label targets: a number, or 1 and a device factor to apply after."""
+        count = self._count
+        if self.reduction == "sum":
+            return 1.0, None
+        if isinstance(count, int):
+            return (1.0 / count if count else 0.0), None  # every row ignored: the kernel writes zeros
+        return 1.0, 1.0 / backend.xp.maximum(count, 1)
 
     def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
         probs = self._buffers["probs"][1]
         grad = self._buffer("grad", backend, probs.shape, pred.dtype)
         scale = self._scale(probs.shape[0])
         if target.ndim == 1:
+            scale, device_factor = self._label_scale(backend)
             backend.ops.softmax_cross_entropy_index_backward(probs, target, scale, grad)
+            if device_factor is not None:
+                grad *= device_factor
         else:
             backend.ops.softmax_cross_entropy_backward(probs, target, scale, grad)
         return grad.reshape(pred.shape)

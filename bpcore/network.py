@@ -175,6 +175,7 @@ class Network:
         return as_samples(
             x, self.backend if backend is None else backend, self.dtype, check_shape=self.check_input_shape,
             kind=kind, argument=argument, check_finite=check_finite,
+            check_values=getattr(self.layers[0], "check_input_values", None),
         )
 
     def check_input_shape(self, shape: tuple[int, ...], argument: str = "x") -> None:

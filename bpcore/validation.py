@@ -37,6 +37,7 @@ def as_samples(
     kind: str = "float",
     argument: str = "x",
     check_finite: bool = True,
+    check_values: Callable[[Any, str], None] | None = None,
 ) -> Any:
     """``data`` (samples on axis 0, any per-sample shape) on ``backend``'s device, checked once.
 
@@ -47,9 +48,13 @@ def as_samples(
     ``ValueError`` naming ``argument`` and the layer that cannot take it.  NaN and
     Inf are refused after the cast to ``dtype`` (device arrays are checked on
     the device, one synchronisation).  Nothing is copied when dtype and device already fit.
+    ``check_values(array, argument)``, for index input, is the first layer's own
+    check of the values (an embedding's index range), run before the conversion.
     """
     array = import_array(data, argument=argument)
     dtype_kind = array.dtype.kind
+    if kind == "index" and check_values is not None:
+        check_values(array, argument)
     if kind == "index":
         if dtype_kind not in "iu":
             raise TypeError(

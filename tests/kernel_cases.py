@@ -121,6 +121,7 @@ def _softmax_forward(index: bool) -> Callable[..., list[Any]]:
             logits[2::7, 1] = np.nan
         if index:
             target: Any = rng.integers(0, k, size=n).astype(np.int64)
+            target[1::5] = -1  # ignored rows (CrossEntropy's ignore_index)
         else:
             target = rng.random((n, k)).astype(dtype)
             target /= target.sum(axis=1, keepdims=True)
@@ -136,6 +137,7 @@ def _softmax_backward(index: bool) -> Callable[..., list[Any]]:
         probs /= probs.sum(axis=1, keepdims=True)
         if index:
             target: Any = rng.integers(0, k, size=n).astype(np.int64)
+            target[1::5] = -100  # ignored rows (CrossEntropy's ignore_index)
         else:
             target = np.eye(k, dtype=dtype)[rng.integers(0, k, size=n)]
         return [probs, target, 1.0 / n, np.empty((n, k), dtype)]
@@ -232,6 +234,16 @@ def _adagrad(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
     p, g = _flat(rng, dtype, n, False), _flat(rng, dtype, n, edge)
     s = _flat(rng, dtype, n, False, positive=True)
     return [p, g, s, 0.01, 0.01, 1e-10]
+
+
+def _embedding_backward(padding_idx: int) -> Callable[..., list[Any]]:
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        rows, vocabulary = 3 * n, 7  # many repeated indices per weight row
+        index = rng.integers(0, vocabulary, size=rows).astype(np.int64)
+        grad = _values(rng, dtype, (vocabulary, FEATURES), False)
+        return [_values(rng, dtype, (rows, FEATURES), edge), index, padding_idx, grad]
+
+    return make
 
 
 HIDDEN = 5  # hidden units of the recurrent cell cases (odd, so that no gate block lines up with another)
@@ -331,6 +343,7 @@ CASES.update(
             ("set", _batchnorm_backward(False)),
             ("accumulate", _batchnorm_backward(True)),
         ],
+        "embedding_backward": [("plain", _embedding_backward(-1)), ("padding", _embedding_backward(3))],
     }
 )
 CASES.update(
@@ -344,7 +357,7 @@ CASES.update(
 
 # Operations that sum over many elements: the generic version's sums carry
 # rounding error that grows with the length (the kernels sum in float64).
-REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq"})
+REDUCING = frozenset({"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq", "embedding_backward"})
 
 TOLERANCE = {np.dtype(np.float32): (2e-5, 5e-6), np.dtype(np.float64): (1e-11, 1e-13)}
 

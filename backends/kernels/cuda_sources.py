@@ -194,7 +194,8 @@ _add(
         "bp_softmax_xent_index_bwd",
         "T p, raw int64 labels, int64 k, float64 scale",
         "T g",
-        "g = p * (T)scale - ((long long)(i % k) == labels[i / k] ? (T)scale : T(0))",
+        "const long long label = labels[i / k]; "
+        "g = label < 0 ? T(0) : p * (T)scale - ((long long)(i % k) == label ? (T)scale : T(0))",
     )
 )
 _add(Elementwise("bp_bce_logits_fwd", "T z, T t", "T loss", "loss = bp_bce_logits(z, t)"))
@@ -232,8 +233,9 @@ __global__ void bp_softmax_xent_fwd(const T* logits, const T* target, const long
         T loss;
         if (labels != 0) {
             const long long label = labels[r];
+            // A negative label is an ignored position (CrossEntropy's ignore_index): no loss.
             loss = (label >= 0 && label < k) ? (mx - logits[base + label]) + log_sum
-                                             : bp_limits<T>::quiet_nan();
+                                             : (label < 0 ? T(0) : bp_limits<T>::quiet_nan());
         } else {
             loss = bp_soft_xent_row(logits + base, target + base, k, mx, log_sum);
         }

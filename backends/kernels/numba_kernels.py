@@ -425,7 +425,10 @@ def softmax_xent(logits, target, labels, probs, losses, k, use_labels):  # type:
                 loss -= target[base + j] * shifted
         if use_labels:
             label = labels[r]
+            # A negative label is an ignored position (CrossEntropy's ignore_index): no loss.
             loss = mx - logits[base + label] + log_sum if 0 <= label < k else math.nan
+            if label < 0:
+                loss = 0.0
         losses[r] = loss
 
 
@@ -439,11 +442,15 @@ def softmax_xent_backward(probs, target, out, scale):  # type: ignore[no-untyped
 def softmax_xent_index_backward(probs, labels, out, scale, k):  # type: ignore[no-untyped-def]
     for r in prange(labels.size):
         base = r * k
-        for j in range(k):
-            out[base + j] = np.float64(probs[base + j]) * scale
         label = labels[r]
-        if 0 <= label < k:
-            out[base + label] = np.float64(probs[base + label]) * scale - scale
+        if label < 0:  # an ignored row (CrossEntropy's ignore_index): no gradient
+            for j in range(k):
+                out[base + j] = 0.0
+        else:
+            for j in range(k):
+                out[base + j] = np.float64(probs[base + j]) * scale
+            if label < k:
+                out[base + label] = np.float64(probs[base + label]) * scale - scale
 
 
 @serial_kernel

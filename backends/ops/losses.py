@@ -9,11 +9,14 @@ device):
   ``probs = softmax(logits)`` (n, k) and ``losses = -sum(target * log_softmax(logits), axis=1)``
   (n,), with a stable log-sum-exp.
 * ``softmax_cross_entropy_index_forward(logits, labels, probs, losses)``: the
-  same with class indices ``labels`` (n,) instead of probabilities.
+  same with class indices ``labels`` (n,) instead of probabilities.  A
+  negative label marks an ignored row (``CrossEntropy(ignore_index=...)``):
+  its loss is 0; a label >= k gives NaN.
 * ``softmax_cross_entropy_backward(probs, target, scale, out)``:
   ``out = (probs - target) * scale`` (targets summing to one per row).
 * ``softmax_cross_entropy_index_backward(probs, labels, scale, out)``:
-  ``out = probs * scale``, minus ``scale`` at each row's label.
+  ``out = probs * scale``, minus ``scale`` at each row's label; rows with a
+  negative (ignored) label are 0.
 * ``binary_cross_entropy_logits_forward(z, target, losses)``:
   ``losses = max(z, 0) - z * t + log1p(exp(-|z|))``, elementwise and stable.
 * ``binary_cross_entropy_logits_backward(z, target, scale, out)``:
@@ -77,10 +80,14 @@ def softmax_cross_entropy_forward(xp: Any, logits: Any, target: Any, probs: Any,
 )
 def softmax_cross_entropy_index_forward(xp: Any, logits: Any, labels: Any, probs: Any, losses: Any) -> Any:
     m, log_sum = _log_normaliser(xp, logits, probs)
-    picked = xp.take_along_axis(logits, labels[:, None], axis=1)
+    k = logits.shape[1]
+    inside = (labels >= 0) & (labels < k)
+    picked = xp.take_along_axis(logits, xp.where(inside, labels, 0)[:, None], axis=1)
     # (m - picked) is exact when the label's logit is near the maximum.
     xp.subtract(m[:, 0], picked[:, 0], out=losses)
     losses += log_sum[:, 0]
+    losses[labels >= k] = xp.nan
+    losses[labels < 0] = 0.0  # ignored rows
     _log_softmax(xp, logits, m, log_sum, probs)
     xp.exp(probs, out=probs)
     return losses
@@ -106,7 +113,9 @@ def softmax_cross_entropy_backward(xp: Any, probs: Any, target: Any, scale: floa
 )
 def softmax_cross_entropy_index_backward(xp: Any, probs: Any, labels: Any, scale: float, out: Any) -> Any:
     xp.multiply(probs, scale, out=out)
-    out[xp.arange(out.shape[0]), labels] -= scale
+    inside = (labels >= 0) & (labels < out.shape[1])
+    out[xp.arange(out.shape[0])[inside], labels[inside]] -= scale
+    out[labels < 0] = 0.0  # ignored rows
     return out
 
 

@@ -18,6 +18,7 @@ from .batchnorm import BatchNorm
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .embedding import Embedding
 from .masking import Masking, mask_from_lengths
 from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .recurrent import GRU, LSTM, RNN
@@ -36,6 +37,7 @@ __all__ = [
     "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GlobalAvgPool2D",
     "Identity",

@@ -134,7 +134,7 @@ def prepare_targets(
             raise ValueError(
                 f"loss: {loss_name} needs a network with at least 2 outputs, this one has {outputs}"
             )
-        _check_labels(labels, xp, outputs, argument, f"a network with {outputs} outputs")
+        _check_labels(labels, xp, outputs, argument, f"a network with {outputs} outputs", ignored_label(loss))
         return _to(labels, backend, np.int64), INDEX
 
     if array.ndim == 1:
@@ -161,12 +161,23 @@ def prepare_targets(
     return _to(array, backend, dtype), DENSE
 
 
-def _check_labels(labels: Any, xp: Any, classes: int, argument: str, network_text: str) -> None:
-    low, high = int(xp.min(labels)), int(xp.max(labels))
+def ignored_label(loss: Any) -> int | None:
+    """The label that ``loss`` ignores (``CrossEntropy(ignore_index=...)``), or None."""
+    return getattr(loss, "ignore_index", None)
+
+
+def _check_labels(
+    labels: Any, xp: Any, classes: int, argument: str, network_text: str, ignore: int | None = None
+) -> None:
+    counted = labels if ignore is None else labels[labels != ignore]
+    if counted.size == 0:
+        return
+    low, high = int(xp.min(counted)), int(xp.max(counted))
     if low < 0 or high >= classes:
+        also = "" if ignore is None else f" (or equal ignore_index={ignore})"
         raise ValueError(
-            f"{argument}: class labels must lie in [0, {classes}) for {network_text}, "
-            f"got labels {_describe_range(xp, labels)}"
+            f"{argument}: class labels must lie in [0, {classes}){also} for {network_text}, "
+            f"got labels {_describe_range(xp, counted)}"
         )
 
 
@@ -215,7 +226,8 @@ def _prepare_label_maps(
                 f"convert labels with {argument}.astype('int64')"
             )
         _check_labels(array, xp, classes, argument,
-                      f"a network whose output has {classes} classes on its last axis (shape {shape})")
+                      f"a network whose output has {classes} classes on its last axis (shape {shape})",
+                      ignored_label(loss))
         return _to(array, backend, np.int64), INDEX
     if shape != probs_shape:
         raise ValueError(
@@ -237,6 +249,23 @@ def target_sizes(data: Dataset, network: Any) -> tuple[int, int]:
         width = int(network.out_features or 1)
         return labels * width, labels
     return int(np.prod(y.shape[1:])), int(np.prod(y.shape[1:-1]))
+
+
+def counted_labels(data: Dataset, loss: Any) -> int | None:
+    """How many class labels of ``data`` count (are not the loss's ``ignore_index``); None if none is."""
+    ignore = ignored_label(loss)
+    if data.kind != INDEX or ignore is None:
+        return None
+    return int((data.y != ignore).sum())
+
+
+def label_counts(data: Dataset, loss: Any) -> np.ndarray | None:
+    """Per sample, on the host: the class labels the loss counts; None if it ignores none."""
+    ignore = ignored_label(loss)
+    if data.kind != INDEX or ignore is None:
+        return None
+    counts = (data.y != ignore).reshape(len(data), -1).sum(axis=1)
+    return np.asarray(data.backend.to_numpy(counts), dtype=np.float64)
 
 
 def _to(array: Any, backend: Backend, dtype: Any) -> Any:

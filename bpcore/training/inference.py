@@ -11,7 +11,17 @@ import numpy as np
 from .. import checks
 from ..interop import import_array
 from .batches import _Stage
-from .data import Dataset, check_loss, prepare, storage_backend, takes_logits, target_sizes
+from .data import (
+    Dataset,
+    check_loss,
+    counted_labels,
+    ignored_label,
+    label_counts,
+    prepare,
+    storage_backend,
+    takes_logits,
+    target_sizes,
+)
 from .metrics import BoundMetric, bind_metrics, check_metrics
 
 DEFAULT_BATCH_SIZE = 4096
@@ -89,13 +99,19 @@ def evaluation_sums(
     n = len(data)
     sizes = [min(start + batch_size, n) - start for start in range(0, n, batch_size)]
     weights = loss_weights(loss, sizes, n)
+    counts = label_counts(data, loss) if getattr(loss, "reduction", "mean") == "mean" else None
+    if counts is not None and counts.sum() > 0:
+        # The mean over the labels that count: each batch weighs by its own count of them.
+        per_batch = np.add.reduceat(counts, np.arange(0, n, batch_size))
+        weights = per_batch / counts.sum()
     call = unchecked(loss)
     stage = _Stage(data.backend, network.backend)
     totals = xp.zeros(1 + len(metrics), dtype=np.float64)
     for start, size, weight in zip(range(0, n, batch_size), sizes, weights, strict=True):
         xb, yb = stage(data.x[start : start + size]), stage(data.y[start : start + size])
         pred = network._forward(xb, False)
-        totals[0] += call(pred, yb) * float(weight)
+        if weight or counts is None:  # a batch whose labels are all ignored has a NaN mean, weight 0
+            totals[0] += call(pred, yb) * float(weight)
         for position, metric in enumerate(metrics, start=1):
             totals[position] += metric(pred, yb)
     return totals
@@ -135,6 +151,7 @@ def evaluate(
         data = prepare(network, x, y, loss=loss)
         outputs, labels = target_sizes(data, network)
         bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,
-                             logits=takes_logits(loss), labels=labels)
+                             logits=takes_logits(loss), labels=labels, ignore_index=ignored_label(loss),
+                             counted=counted_labels(data, loss))
         totals = evaluation_sums(network, data, loss, bound, size)
         return summarise(network.backend.to_numpy(totals), bound, len(data))

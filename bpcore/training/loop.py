@@ -23,7 +23,15 @@ import numpy as np
 from .. import checks
 from .batches import Batches
 from .callbacks import EarlyStopping, as_callbacks
-from .data import Dataset, prepare, split_validation, takes_logits, target_sizes
+from .data import (
+    Dataset,
+    counted_labels,
+    ignored_label,
+    prepare,
+    split_validation,
+    takes_logits,
+    target_sizes,
+)
 from .errors import TrainingDivergedError
 from .history import History
 from .inference import (
@@ -194,12 +202,15 @@ def fit(
         xp = network.backend.xp
         logits = takes_logits(loss)
         train_metrics = bind_metrics(metric_names, xp=xp, kind=data.kind, outputs=_outputs(data, network),
-                                     logits=logits, labels=target_sizes(data, network)[1])
+                                     logits=logits, labels=target_sizes(data, network)[1],
+                                     ignore_index=ignored_label(loss), counted=counted_labels(data, loss))
         val_metrics: list[BoundMetric] = []
         if validation is not None:
             val_metrics = bind_metrics(metric_names, xp=xp, kind=validation.kind,
                                        outputs=_outputs(validation, network), logits=logits,
-                                       labels=target_sizes(validation, network)[1])
+                                       labels=target_sizes(validation, network)[1],
+                                       ignore_index=ignored_label(loss),
+                                       counted=counted_labels(validation, loss))
         keys = ["loss", *metric_names]
         if validation is not None:
             keys += ["val_loss", *(f"val_{name}" for name in metric_names)]

@@ -10,6 +10,7 @@ index (or with the arg-max of one-hot / probability targets); for an output
 pixel) counts once.  For a single
 output column it thresholds the output at 0.5, or at 0 when the loss takes
 logits (``BinaryCrossEntropy(from_logits=True)``), and the target at 0.5.
+With ``CrossEntropy(ignore_index=...)`` the ignored labels are not counted.
 ``mse`` and ``mae`` average over every output of every sample and need
 targets of the output's shape.
 """
@@ -29,6 +30,12 @@ def _accuracy(xp: Any, pred: Any, target: Any, kind: str, threshold: float) -> A
     else:
         truth = target if kind == INDEX else xp.argmax(target, axis=-1)
         hit = xp.argmax(pred, axis=-1) == truth
+    return hit.sum(dtype=xp.float64)
+
+
+def _accuracy_counted(xp: Any, pred: Any, target: Any, ignore: int) -> Any:
+    """Hits among the class labels that are not ``ignore``."""
+    hit = (xp.argmax(pred, axis=-1) == target) & (target != ignore)
     return hit.sum(dtype=xp.float64)
 
 
@@ -66,9 +73,12 @@ class BoundMetric:
     """A metric bound to one target layout and output width, ready for the training loop."""
 
     def __init__(
-        self, spec: MetricSpec, xp: Any, kind: str, threshold: float, outputs: int, labels: int = 1
+        self, spec: MetricSpec, xp: Any, kind: str, threshold: float, outputs: int, labels: int = 1,
+        *, ignore: int | None = None, counted: int | None = None,
     ) -> None:
         self.spec = spec
+        self._ignore = ignore  # a class label not counted (accuracy on index targets only)
+        self._counted = counted  # then: how many labels the data holds that count
         self.name = spec.name
         self._xp = xp
         self._kind = kind
@@ -78,10 +88,14 @@ class BoundMetric:
 
     def __call__(self, pred: Any, target: Any) -> Any:
         """The sum of this metric over the batch, as a 0-d device array."""
+        if self._ignore is not None:
+            return _accuracy_counted(self._xp, pred, target, self._ignore)
         return self.spec.batch_sum(self._xp, pred, target, self._kind, self._threshold)
 
     def denominator(self, samples: int) -> int:
         """What the summed values are divided by to give the mean."""
+        if self._counted is not None:
+            return self._counted
         return samples * (self._outputs if self.spec.per_output else self._labels)
 
 
@@ -104,13 +118,16 @@ def check_metrics(metrics: Any) -> list[str]:
 
 
 def bind_metrics(
-    names: Sequence[str], *, xp: Any, kind: str, outputs: int, logits: bool, labels: int = 1
+    names: Sequence[str], *, xp: Any, kind: str, outputs: int, logits: bool, labels: int = 1,
+    ignore_index: int | None = None, counted: int | None = None,
 ) -> list[BoundMetric]:
     """Bind checked metric names to a target layout (``"index"`` or ``"dense"``).
 
     ``outputs`` is the number of target values per sample (``mse``, ``mae``),
     ``labels`` the number of class labels per sample (``accuracy``: 1, or the
-    time steps / pixels of a per-label output).
+    time steps / pixels of a per-label output).  ``ignore_index`` (the loss's)
+    and ``counted`` (how many labels of the data are not ignored) make
+    ``accuracy`` on index targets skip the ignored labels.
     """
     bound = []
     for name in names:
@@ -120,5 +137,7 @@ def bind_metrics(
                 f"metrics: {name!r} needs targets of the output's shape (n, {outputs}), "
                 "but the targets are class indices; use 'accuracy', or one-hot targets"
             )
-        bound.append(BoundMetric(spec, xp, kind, 0.0 if logits else 0.5, outputs, labels))
+        skip = ignore_index if name == "accuracy" and kind == INDEX and counted is not None else None
+        bound.append(BoundMetric(spec, xp, kind, 0.0 if logits else 0.5, outputs, labels,
+                                 ignore=skip, counted=counted if skip is not None else None))
     return bound
