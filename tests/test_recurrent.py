@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import bpcore
 from bpcore import gradcheck
-from bpcore.layers import GRU, LSTM, RNN, Dense, Layer, Masking, mask_from_lengths
+from bpcore.layers import GRU, LSTM, RNN, Bidirectional, Dense, Layer, Masking, mask_from_lengths
 from bpcore.layers.recurrent import Recurrent
 
 TOLERANCE = 1e-6
@@ -338,3 +338,47 @@ def test_save_load_summary_and_to() -> None:
     lstm.initial_state = (np.zeros((2, 8)), np.zeros((2, 8)))
     assert net.to("cpu") is net and net.forward(x).shape == (2, 2)
     assert isinstance(lstm.initial_state[0], np.ndarray)
+
+
+# --- Bidirectional ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("sequences", [False, True])
+def test_bidirectional_gradients_with_masks(kind: str, sequences: bool) -> None:
+    rng = np.random.default_rng(4)
+    layer = Bidirectional(make(kind, 2, 3, return_sequences=sequences))
+    net = bpcore.Network([GivenMask(random_mask(rng, 3, 5, "anywhere")), layer], dtype="float64", seed=0)
+    assert gradcheck(net, rng.standard_normal((3, 5, 2)), seed=1) < TOLERANCE
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_bidirectional_matches_pytorch(kind: str) -> None:
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (comparison only)")
+    rng = np.random.default_rng(6)
+    lengths = np.array([6, 2, 4])
+    layer = Bidirectional(make(kind, 3, 4, return_sequences=True))
+    net = bpcore.Network([GivenMask(mask_from_lengths(lengths, 6)), layer], dtype="float64", seed=0)
+    twin = getattr(torch.nn, kind.upper())(3, 4, batch_first=True, bidirectional=True).double()
+    with torch.no_grad():
+        for parameter, (name, tensor) in zip(layer.parameters(), twin.named_parameters(), strict=True):
+            assert name.replace("_l0", "") == parameter.name and tuple(tensor.shape) == parameter.shape
+            tensor.copy_(torch.from_numpy(np.asarray(parameter.data)))
+    x = rng.standard_normal((3, 6, 3))
+    y = net.forward(x)
+    for row in range(3):
+        out, _ = twin(torch.from_numpy(x[row : row + 1, : lengths[row]].copy()))
+        np.testing.assert_allclose(y[row, : lengths[row]], out.detach().numpy()[0], atol=1e-12)
+        assert np.all(y[row, lengths[row] :] == 0)
+
+
+def test_bidirectional_saves_and_loads() -> None:
+    net = bpcore.Network([Bidirectional(GRU(3, 4)), Dense(8, 1)], seed=0)
+    buffer = io.BytesIO()
+    bpcore.save(net, buffer)
+    buffer.seek(0)
+    loaded = bpcore.load(buffer)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.forward(x), net.forward(x))
+    assert repr(loaded.layers[0]) == "Bidirectional(GRU(3, 4))"
+    assert "(N, 8)" in net.summary((5, 3))
+    with pytest.raises(TypeError, match="Bidirectional\\(layer\\): expected an RNN, LSTM or GRU layer"):
+        Bidirectional(Dense(2, 2))  # type: ignore[arg-type]
