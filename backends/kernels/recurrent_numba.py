@@ -103,133 +103,142 @@ def _kernels(dtype: Any) -> dict[str, Callable[..., Any]]:
     def sigmoid(x):  # type: ignore[no-untyped-def]  # pragma: no cover
         return half * tanh(half * x) + half
 
+    # Each row works on 1-D views (one per gate block): LLVM then sees distinct
+    # pointers and vectorises the loops, which it does not over one 2-D array.
     @jit
     def rnn_forward(xw, hw, h_prev, mask, relu, h):  # type: ignore[no-untyped-def]  # pragma: no cover
         n, size = h.shape
         for a in range(n):
-            if mask[a] > zero:
-                if relu:
-                    for j in range(size):
-                        pre = xw[a, j] + hw[a, j]
-                        h[a, j] = pre if pre > zero else zero
-                else:
-                    for j in range(size):
-                        h[a, j] = tanh(xw[a, j] + hw[a, j])
+            x, y, out, prev = xw[a], hw[a], h[a], h_prev[a]
+            if mask[a] <= zero:
+                out[:] = prev
+            elif relu:
+                for j in range(size):
+                    pre = x[j] + y[j]
+                    out[j] = pre if pre > zero else zero
             else:
                 for j in range(size):
-                    h[a, j] = h_prev[a, j]
+                    out[j] = tanh(x[j] + y[j])
         return None
 
     @jit
     def rnn_backward(dy, dh_rec, dh, h, mask, relu, dgates):  # type: ignore[no-untyped-def]  # pragma: no cover
         n, size = h.shape
         for a in range(n):
-            if mask[a] > zero:
+            up, rec, carry, value, out = dy[a], dh_rec[a], dh[a], h[a], dgates[a]
+            if mask[a] <= zero:
                 for j in range(size):
-                    total = dy[a, j] + dh_rec[a, j] + dh[a, j]
-                    value = h[a, j]
-                    if relu:
-                        dgates[a, j] = total if value > zero else zero
-                    else:
-                        dgates[a, j] = total * (one - value * value)
-                    dh[a, j] = zero
+                    out[j] = zero
+                    carry[j] = rec[j] + carry[j]
+            elif relu:
+                for j in range(size):
+                    total = up[j] + rec[j] + carry[j]
+                    out[j] = total if value[j] > zero else zero
+                    carry[j] = zero
             else:
                 for j in range(size):
-                    dgates[a, j] = zero
-                    dh[a, j] = dh_rec[a, j] + dh[a, j]
+                    total = up[j] + rec[j] + carry[j]
+                    out[j] = total * (one - value[j] * value[j])
+                    carry[j] = zero
         return None
 
     @jit
     def lstm_forward(xw, hw, c_prev, h_prev, mask, gates, c, h):  # type: ignore[no-untyped-def]  # pragma: no cover
         n, size = h.shape
         for a in range(n):
-            # One branch-free loop over the row's 4H gates: sigmoid(x) = tanh(x/2)/2 + 1/2, g = tanh(x).
-            for k in range(4 * size):
-                s = one if 2 * size <= k < 3 * size else half
-                gates[a, k] = s * tanh(s * (xw[a, k] + hw[a, k])) + (one - s)
-            if mask[a] > zero:
-                for j in range(size):
-                    cell = gates[a, size + j] * c_prev[a, j] + gates[a, j] * gates[a, 2 * size + j]
-                    c[a, j] = cell
-                    h[a, j] = gates[a, 3 * size + j] * tanh(cell)
-            else:
-                for j in range(size):
-                    c[a, j] = c_prev[a, j]
-                    h[a, j] = h_prev[a, j]
+            x, y, row = xw[a], hw[a], gates[a]
+            i, f, g, o = row[:size], row[size : 2 * size], row[2 * size : 3 * size], row[3 * size :]
+            xi, xf, xg, xo = x[:size], x[size : 2 * size], x[2 * size : 3 * size], x[3 * size :]
+            yi, yf, yg, yo = y[:size], y[size : 2 * size], y[2 * size : 3 * size], y[3 * size :]
+            cell, out, cp, hp = c[a], h[a], c_prev[a], h_prev[a]
+            for j in range(size):  # all five activations of a unit in one vectorised loop
+                gi = sigmoid(xi[j] + yi[j])
+                gf = sigmoid(xf[j] + yf[j])
+                gg = tanh(xg[j] + yg[j])
+                go = sigmoid(xo[j] + yo[j])
+                i[j], f[j], g[j], o[j] = gi, gf, gg, go
+                value = gf * cp[j] + gi * gg
+                cell[j] = value
+                out[j] = go * tanh(value)
+            if mask[a] <= zero:  # padding: the state stays (the gates are kept all the same)
+                cell[:] = cp
+                out[:] = hp
         return None
 
     @jit
     def lstm_backward(dy, dh_rec, dh, dc, gates, c_prev, c, mask, dgates):  # type: ignore[no-untyped-def]  # pragma: no cover
         n, size = c.shape
         for a in range(n):
-            if mask[a] > zero:
+            up, rec, carry, dcell, out = dy[a], dh_rec[a], dh[a], dc[a], dgates[a]
+            if mask[a] <= zero:
+                out[:] = zero
                 for j in range(size):
-                    i = gates[a, j]
-                    f = gates[a, size + j]
-                    g = gates[a, 2 * size + j]
-                    o = gates[a, 3 * size + j]
-                    total = dy[a, j] + dh_rec[a, j] + dh[a, j]
-                    tanh_c = tanh(c[a, j])
-                    dct = dc[a, j] + total * o * (one - tanh_c * tanh_c)
-                    dgates[a, j] = dct * g * i * (one - i)
-                    dgates[a, size + j] = dct * c_prev[a, j] * f * (one - f)
-                    dgates[a, 2 * size + j] = dct * i * (one - g * g)
-                    dgates[a, 3 * size + j] = total * tanh_c * o * (one - o)
-                    dc[a, j] = dct * f
-                    dh[a, j] = zero
-            else:
-                for j in range(4 * size):
-                    dgates[a, j] = zero
-                for j in range(size):
-                    dh[a, j] = dh_rec[a, j] + dh[a, j]
+                    carry[j] = rec[j] + carry[j]
+                continue
+            row, cp, cell = gates[a], c_prev[a], c[a]
+            i, f, g, o = row[:size], row[size : 2 * size], row[2 * size : 3 * size], row[3 * size :]
+            di, df, dg, do = out[:size], out[size : 2 * size], out[2 * size : 3 * size], out[3 * size :]
+            for j in range(size):
+                total = up[j] + rec[j] + carry[j]
+                tanh_c = tanh(cell[j])
+                dct = dcell[j] + total * o[j] * (one - tanh_c * tanh_c)
+                di[j] = dct * g[j] * i[j] * (one - i[j])
+                df[j] = dct * cp[j] * f[j] * (one - f[j])
+                dg[j] = dct * i[j] * (one - g[j] * g[j])
+                do[j] = total * tanh_c * o[j] * (one - o[j])
+                dcell[j] = dct * f[j]
+                carry[j] = zero
         return None
 
     @jit
     def gru_forward(xw, hw, b_hh, h_prev, mask, gates, h):  # type: ignore[no-untyped-def]  # pragma: no cover
         n, size = h.shape
+        b_n = b_hh[2 * size :]
         for a in range(n):
+            x, y, row = xw[a], hw[a], gates[a]
             for k in range(2 * size):
-                gates[a, k] = sigmoid(xw[a, k] + hw[a, k] + b_hh[k])
+                row[k] = sigmoid(x[k] + y[k] + b_hh[k])
+            r, z, cand, hn = row[:size], row[size : 2 * size], row[2 * size : 3 * size], row[3 * size :]
+            x_n, y_n = x[2 * size :], y[2 * size :]
             for j in range(size):
-                hn = hw[a, 2 * size + j] + b_hh[2 * size + j]
-                gates[a, 3 * size + j] = hn
-                gates[a, 2 * size + j] = tanh(xw[a, 2 * size + j] + gates[a, j] * hn)
+                value = y_n[j] + b_n[j]
+                hn[j] = value
+                cand[j] = tanh(x_n[j] + r[j] * value)
+            out, prev = h[a], h_prev[a]
             if mask[a] > zero:
                 for j in range(size):
-                    z = gates[a, size + j]
-                    h[a, j] = (one - z) * gates[a, 2 * size + j] + z * h_prev[a, j]
+                    out[j] = (one - z[j]) * cand[j] + z[j] * prev[j]
             else:
-                for j in range(size):
-                    h[a, j] = h_prev[a, j]
+                out[:] = prev
         return None
 
     @jit
     def gru_backward(dy, dh_rec, dh, gates, h_prev, mask, dgx, dgh):  # type: ignore[no-untyped-def]  # pragma: no cover
         n, size = h_prev.shape
         for a in range(n):
-            if mask[a] > zero:
+            up, rec, carry, gx, gh = dy[a], dh_rec[a], dh[a], dgx[a], dgh[a]
+            if mask[a] <= zero:
+                gx[:] = zero
+                gh[:] = zero
                 for j in range(size):
-                    r = gates[a, j]
-                    z = gates[a, size + j]
-                    candidate = gates[a, 2 * size + j]
-                    hn = gates[a, 3 * size + j]
-                    total = dy[a, j] + dh_rec[a, j] + dh[a, j]
-                    dn = total * (one - z) * (one - candidate * candidate)
-                    dr = dn * hn * r * (one - r)
-                    dz = total * (h_prev[a, j] - candidate) * z * (one - z)
-                    dgx[a, j] = dr
-                    dgx[a, size + j] = dz
-                    dgx[a, 2 * size + j] = dn
-                    dgh[a, j] = dr
-                    dgh[a, size + j] = dz
-                    dgh[a, 2 * size + j] = dn * r
-                    dh[a, j] = total * z
-            else:
-                for j in range(3 * size):
-                    dgx[a, j] = zero
-                    dgh[a, j] = zero
-                for j in range(size):
-                    dh[a, j] = dh_rec[a, j] + dh[a, j]
+                    carry[j] = rec[j] + carry[j]
+                continue
+            row, prev = gates[a], h_prev[a]
+            r, z, cand, hn = row[:size], row[size : 2 * size], row[2 * size : 3 * size], row[3 * size :]
+            gx_r, gx_z, gx_n = gx[:size], gx[size : 2 * size], gx[2 * size :]
+            gh_r, gh_z, gh_n = gh[:size], gh[size : 2 * size], gh[2 * size :]
+            for j in range(size):
+                total = up[j] + rec[j] + carry[j]
+                dn = total * (one - z[j]) * (one - cand[j] * cand[j])
+                dr = dn * hn[j] * r[j] * (one - r[j])
+                dz = total * (prev[j] - cand[j]) * z[j] * (one - z[j])
+                gx_r[j] = dr
+                gx_z[j] = dz
+                gx_n[j] = dn
+                gh_r[j] = dr
+                gh_z[j] = dz
+                gh_n[j] = dn * r[j]
+                carry[j] = total * z[j]
         return None
 
     return {
