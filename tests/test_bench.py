@@ -244,6 +244,7 @@ def test_recurrent_models_refuse_company(capsys: pytest.CaptureFixture[str]) -> 
     assert "--models rnn runs on its own (without tiny)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_pytorch_process_answers_its_commands() -> None:
     pytest.importorskip("torch", reason="PyTorch is not installed (comparison only)")
     from bpcore.bench.recurrent import serve_torch

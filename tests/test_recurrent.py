@@ -58,7 +58,8 @@ def random_mask(rng: np.random.Generator, n: int, steps: int, kind: str) -> np.n
 
 
 # --- gradients ------------------------------------------------------------------------------------------
-@settings(max_examples=16, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None)
 @given(
     kind=st.sampled_from(KINDS),
     n=st.integers(1, 3),
