@@ -436,7 +436,7 @@ class CrossEntropy(Loss):
             return backend.xp.asarray(total)
         if isinstance(count, int):
             return backend.xp.asarray(total * (1.0 / count if count else np.nan))
-        return backend.xp.asarray(total / count)  # on the device: 0 / 0 is NaN
+        return backend.xp.asarray(total / count.astype(total.dtype))  # on the device: 0 / 0 is NaN
 
     def _label_scale(self, backend: Backend) -> tuple[float, Any]:
         """The gradient's scale for label targets: a number, or 1 and a device factor to apply after."""
@@ -445,7 +445,7 @@ class CrossEntropy(Loss):
             return 1.0, None
         if isinstance(count, int):
             return (1.0 / count if count else 0.0), None  # every row ignored: the kernel writes zeros
-        return 1.0, 1.0 / backend.xp.maximum(count, 1)
+        return 1.0, 1.0 / backend.xp.maximum(count, 1).astype(self._buffers["probs"][1].dtype)
 
     def _backward(self, backend: Backend, pred: Any, target: Any) -> Any:
         probs = self._buffers["probs"][1]

@@ -347,3 +347,12 @@ def test_padding_idx_masks_the_recurrent_layer_after_it(recurrent: str) -> None:
         np.testing.assert_allclose(net.forward(x[row : row + 1, :length]), out[row : row + 1], rtol=1e-12)
     labels = rng.integers(0, 3, 6)
     assert bpcore.gradcheck(net, x, y=labels, loss=CrossEntropy(), seed=1) < 1e-5  # float64 noise ~1e-6
+
+
+def test_an_embedding_anywhere_but_first_is_refused_when_the_network_is_built() -> None:
+    from bpcore.layers import Residual
+
+    with pytest.raises(ValueError, match=r"layers\[1\]: Embedding\(.*must be the network's first layer"):
+        bpcore.Network([Dense(3, 4), Embedding(4, 2)])
+    with pytest.raises(ValueError, match=r"Residual layers\[0\]: Embedding"):
+        bpcore.Network([Residual(Embedding(4, 4))])

@@ -148,3 +148,28 @@ def test_fit_refuses_labels_that_are_neither_classes_nor_ignored():
     with pytest.raises(ValueError, match=r"\[0, 3\) \(or equal ignore_index=-100\).*from -1 to"):
         net.fit(x, y, loss=CrossEntropy(), optimizer=bpcore.optim.SGD(net.parameters(), lr=0.1), epochs=1,
                 verbose=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("every_label_ignored", [False, True])
+def test_the_count_kept_on_a_device_gives_the_host_result(dtype, every_label_ignored):
+    """Labels on a GPU are counted there (a 0-d array, no synchronisation): emulated with 0-d NumPy."""
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(8, 5, 4)).astype(dtype)
+    labels = rng.integers(0, 4, (8, 5))
+    labels[:, 3:] = -100
+    if every_label_ignored:
+        labels[...] = -100
+    loss = CrossEntropy()
+    expected_value, expected_grad = float(loss(logits, labels)), loss.backward().copy()
+    backend, pred, target = loss._saved
+    loss._count = np.asarray(loss._count)  # what a device keeps: (labels >= 0).sum()
+    with np.errstate(invalid="ignore"):  # 0 / 0 on the host warns; CuPy does not
+        value = loss._forward(backend, pred, target)
+    grad = loss._backward(backend, pred, target)
+    assert value.dtype == dtype and grad.dtype == dtype
+    if every_label_ignored:
+        assert np.isnan(float(value)) and np.isnan(expected_value)
+    else:
+        assert float(value) == pytest.approx(expected_value, rel=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-8)

@@ -18,15 +18,20 @@ import bpcore
 from bpcore.layers import (
     ELU,
     GELU,
+    GRU,
+    LSTM,
+    RNN,
     AvgPool2D,
     BatchNorm,
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAvgPool2D,
     Identity,
     LeakyReLU,
+    Masking,
     MaxPool2D,
     ReLU,
     Reshape,
@@ -75,7 +80,22 @@ NETWORKS = {
     "GlobalAvgPool2D": lambda: [
         Reshape((1, 2, 2)), Conv2D(1, 3, 1, bias=False), GlobalAvgPool2D(), Dense(3, 3),
     ],
+    "Embedding": lambda: [Embedding(6, 3, padding_idx=-1), Flatten(), Dense(12, 3)],
+    "RNN": lambda: [Reshape((2, 2)), RNN(2, 3, nonlinearity="relu", return_sequences=True), Flatten(),
+                    Dense(6, 3)],
+    "LSTM": lambda: [Reshape((2, 2)), LSTM(2, 3), Dense(3, 3)],
+    "GRU": lambda: [Reshape((2, 2)), GRU(2, 3), Dense(3, 3)],
+    "Masking": lambda: [Reshape((2, 2)), Masking(0.5), GRU(2, 3), Dense(3, 3)],
 }
+# The kinds whose first layer takes integer indices: (n, 4) of them instead of features.
+INDEX_INPUT = {"Embedding": 6}
+
+
+def inputs(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    """A batch of (n, 4) inputs for network ``kind``."""
+    if kind in INDEX_INPUT:
+        return rng.integers(0, INDEX_INPUT[kind], size=(n, 4))
+    return rng.normal(size=(n, 4))
 
 
 def trained_network(kind: str, dtype: str, seed: int = 3) -> bpcore.Network:
@@ -84,7 +104,7 @@ def trained_network(kind: str, dtype: str, seed: int = 3) -> bpcore.Network:
     rng = np.random.default_rng(seed)
     network.store.load(rng.normal(size=network.store.size))
     for _ in range(3):  # moves BatchNorm's running statistics away from their start
-        network.forward(rng.normal(size=(8, 4)), training=True)
+        network.forward(inputs(kind, rng, 8), training=True)
     return network
 
 
@@ -103,7 +123,7 @@ def test_round_trip_is_bit_identical(tmp_path, kind, dtype):
     path = tmp_path / "model.bpc"
     save(network, path)
     loaded = load(path)
-    x = np.random.default_rng(0).normal(size=(7, 4))
+    x = inputs(kind, np.random.default_rng(0), 7)
     assert loaded.dtype == np.dtype(dtype)
     assert [describe(layer, "") for layer in loaded.layers] == [
         describe(layer, "") for layer in network.layers

@@ -85,6 +85,11 @@ def build_sequence(
 ) -> Shape | None:
     """Build ``layers`` in order; a shape mismatch names the position within ``owner``."""
     for position, layer in enumerate(layers):
+        if layer.input_kind == "index" and (position > 0 or owner != "layers"):
+            raise ValueError(
+                f"{owner}[{position}]: {layer!r} takes integer indices, so it must be the network's first "
+                "layer (the layers before it would give it floating-point values)"
+            )
         try:
             shape = layer.build(shape, dtype, backend)  # type: ignore[arg-type]
         except ValueError as exc:
