@@ -184,6 +184,7 @@ class Recurrent(Layer):
     def forward(self, x: Any, training: bool, mask: Any = None) -> Any:
         xp = self.backend.xp
         n, steps, features = x.shape
+        self._check_initial_state(n)  # before anything is overwritten
         size, rows = self.hidden_size, self.gate_count * self.hidden_size
         inputs = self.workspace("x_steps", (steps, n, features))
         inputs[...] = x.transpose(1, 0, 2)
@@ -213,17 +214,19 @@ class Recurrent(Layer):
             out *= mask[:, :, None]
         return out
 
-    def _start(self, states: tuple[Any, ...], n: int) -> None:
-        if self._initial is None:
-            for array in states:
-                array[0].fill(0.0)
-            return
-        if self._initial[0].shape[0] != n:
+    def _check_initial_state(self, n: int) -> None:
+        if self._initial is not None and self._initial[0].shape[0] != n:
             raise ValueError(
                 f"{type(self).__name__}.initial_state: expected {n} rows to match the batch of {n} "
                 f"sequences, got shape {tuple(self._initial[0].shape)}; set initial_state = None (zeros) "
                 "for a new batch size"
             )
+
+    def _start(self, states: tuple[Any, ...], n: int) -> None:
+        if self._initial is None:
+            for array in states:
+                array[0].fill(0.0)
+            return
         for array, part in zip(states, self._initial, strict=True):
             array[0][...] = part
 
