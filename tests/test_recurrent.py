@@ -156,6 +156,22 @@ def test_matches_pytorch_with_padded_sequences(
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_one_input_feature_matches_pytorch(kind: str) -> None:
+    # One feature takes another path for the input projection (an outer product).
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (comparison only)")
+    layer = make(kind, 1, 4)
+    net = bpcore.Network([layer], dtype="float64", seed=2)
+    twin = _torch_twin(layer, torch)
+    x = np.random.default_rng(0).standard_normal((3, 6, 1))
+    tx = torch.from_numpy(x).requires_grad_()
+    out, _ = twin(tx)
+    out[:, -1].sum().backward()
+    np.testing.assert_allclose(net.forward(x, training=True), out.detach().numpy()[:, -1], atol=1e-12)
+    np.testing.assert_allclose(net.backward(np.ones((3, 4))), tx.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(layer.weight_ih.grad, twin.weight_ih_l0.grad.numpy(), atol=1e-11)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_the_initialisation_is_pytorchs(kind: str) -> None:
     layer = make(kind, 3, 16)
     bpcore.Network([layer], seed=0)

@@ -189,7 +189,12 @@ class Recurrent(Layer):
         inputs = self.workspace("x_steps", (steps, n, features))
         inputs[...] = x.transpose(1, 0, 2)
         xw = self.workspace("xw", (steps, n, rows))
-        xp.matmul(inputs.reshape(steps * n, features), self.weight_ih.data.T, out=xw.reshape(steps * n, rows))
+        if features == 1:
+            # An outer product: NumPy's matmul does not hand an inner dimension of 1 to BLAS (7x slower).
+            xp.multiply(inputs, self.weight_ih.data[:, 0], out=xw)
+        else:
+            flat = inputs.reshape(steps * n, features)
+            xp.matmul(flat, self.weight_ih.data.T, out=xw.reshape(steps * n, rows))
         xw += self._input_bias()
         real = self.workspace("mask", (steps, n))
         if mask is None:
