@@ -329,3 +329,39 @@ def test_cnn_models_run_with_their_gemm_floor_and_are_not_in_the_standard_matrix
     )
     assert [s["implementation"] for s in report["skipped"]] == ["sklearn", "sklearn"]
     assert all("no convolutional network" in s["reason"] for s in report["skipped"])
+
+
+def test_recurrent_models_run_and_print_their_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "rnn.json"
+    status = main(["bench", "--models", "rnn", "--batch-sizes", "2", "--repeats", "1", "--max-seconds",
+                   "0.05", "--baselines", "none", "--devices", "cpu", "--quiet", "--json", str(out)])
+    assert status == 0
+    table = capsys.readouterr().out
+    from bpcore.bench.recurrent import RECURRENT_MODELS
+
+    report = json.loads(out.read_text())
+    assert [row["model"] for row in report["results"]] == list(RECURRENT_MODELS)
+    assert all(row["batch"] == 2 and row["ms"]["bpcore"] > 0 for row in report["results"])
+    assert "lstm-char" in table and "PyTorch not measured: not asked for" in table
+
+
+def test_recurrent_models_refuse_company(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--models", "rnn,tiny"]) == 2
+    assert "--models rnn runs on its own (without tiny)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_pytorch_process_answers_its_commands() -> None:
+    pytest.importorskip("torch", reason="PyTorch is not installed (comparison only)")
+    from bpcore.bench.recurrent import serve_torch
+
+    commands = [{"op": "threads"}, {"op": "build", "model": "gru-series", "batch": 2, "device": "cpu",
+                                    "seconds": 0.001, "threads": [1]},
+                {"op": "sample", "threads": 1}, {"op": "sample", "threads": 3}, {"op": "quit"}]
+    stdout = io.StringIO()
+    serve_torch(io.StringIO("".join(json.dumps(c) + "\n" for c in commands)), stdout)
+    answers = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert answers[0]["threads"] >= 1 and answers[1] == {"ok": True} and answers[2]["seconds"] > 0
+    assert "KeyError" in answers[3]["error"] and answers[4] == {"ok": True}

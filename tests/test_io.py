@@ -23,6 +23,7 @@ from bpcore.layers import (
     RNN,
     AvgPool2D,
     BatchNorm,
+    Bidirectional,
     Conv2D,
     Dense,
     Dropout,
@@ -86,6 +87,8 @@ NETWORKS = {
     "LSTM": lambda: [Reshape((2, 2)), LSTM(2, 3), Dense(3, 3)],
     "GRU": lambda: [Reshape((2, 2)), GRU(2, 3), Dense(3, 3)],
     "Masking": lambda: [Reshape((2, 2)), Masking(0.5), GRU(2, 3), Dense(3, 3)],
+    "Bidirectional": lambda: [Reshape((2, 2)), Bidirectional(LSTM(2, 3, return_sequences=True)), Flatten(),
+                              Dense(12, 3)],
 }
 # The kinds whose first layer takes integer indices: (n, 4) of them instead of features.
 INDEX_INPUT = {"Embedding": 6}
@@ -391,7 +394,8 @@ def test_an_unknown_layer_type_is_rejected_without_importing_it(tmp_path, good_f
 
     _expect_model_file_error(
         _rewrite_document(good_file, tmp_path / "x", evil),
-        r"layer 0: unknown layer type 'os\.system'; known types: AvgPool2D, BatchNorm, Conv2D, Dense",
+        r"layer 0: unknown layer type 'os\.system'; known types: AvgPool2D, BatchNorm, Bidirectional, "
+        "Conv2D, Dense",
     )
 
 

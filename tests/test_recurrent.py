@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import bpcore
 from bpcore import gradcheck
-from bpcore.layers import GRU, LSTM, RNN, Dense, Layer, Masking, mask_from_lengths
+from bpcore.layers import GRU, LSTM, RNN, Bidirectional, Dense, Layer, Masking, mask_from_lengths
 from bpcore.layers.recurrent import Recurrent
 
 TOLERANCE = 1e-6
@@ -58,7 +58,8 @@ def random_mask(rng: np.random.Generator, n: int, steps: int, kind: str) -> np.n
 
 
 # --- gradients ------------------------------------------------------------------------------------------
-@settings(max_examples=16, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None)
 @given(
     kind=st.sampled_from(KINDS),
     n=st.integers(1, 3),
@@ -155,6 +156,22 @@ def test_matches_pytorch_with_padded_sequences(
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_one_input_feature_matches_pytorch(kind: str) -> None:
+    # One feature takes another path for the input projection (an outer product).
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (comparison only)")
+    layer = make(kind, 1, 4)
+    net = bpcore.Network([layer], dtype="float64", seed=2)
+    twin = _torch_twin(layer, torch)
+    x = np.random.default_rng(0).standard_normal((3, 6, 1))
+    tx = torch.from_numpy(x).requires_grad_()
+    out, _ = twin(tx)
+    out[:, -1].sum().backward()
+    np.testing.assert_allclose(net.forward(x, training=True), out.detach().numpy()[:, -1], atol=1e-12)
+    np.testing.assert_allclose(net.backward(np.ones((3, 4))), tx.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(layer.weight_ih.grad, twin.weight_ih_l0.grad.numpy(), atol=1e-11)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_the_initialisation_is_pytorchs(kind: str) -> None:
     layer = make(kind, 3, 16)
     bpcore.Network([layer], seed=0)
@@ -235,11 +252,20 @@ def test_initial_state_errors_are_clear() -> None:
         layer.initial_state = np.zeros((2, 4))
     with pytest.raises(ValueError, match=r"expected arrays of shape \(N, 4\), got shape \(2, 5\)"):
         layer.initial_state = (np.zeros((2, 5)), np.zeros((2, 5)))
-    gru = GRU(3, 4)
-    bpcore.Network([gru])
-    gru.initial_state = np.zeros((2, 4))
-    with pytest.raises(ValueError, match="expected 3 rows to match the batch of 3 sequences"):
-        gru.forward(np.zeros((3, 5, 3), np.float32), False)
+    gru = GRU(3, 4, return_sequences=True)
+    net_gru = bpcore.Network([gru])
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    y = net_gru.forward(x, training=True)
+    gru.initial_state = np.zeros((1, 4))
+    with pytest.raises(ValueError, match="expected 2 rows to match the batch of 2 sequences"):
+        gru.forward(np.zeros((2, 5, 3), np.float32), False)  # the shapes of the last forward's buffers
+    # The refused call changed nothing: the last forward's backward still holds.
+    gru.reset_state()
+    reference = bpcore.Network([GRU(3, 4, return_sequences=True)])
+    reference.store.data[...] = net_gru.store.data
+    np.testing.assert_array_equal(reference.forward(x, training=True), y)
+    np.testing.assert_allclose(net_gru.backward(np.ones_like(y)), reference.backward(np.ones_like(y)))
+    np.testing.assert_allclose(net_gru.store.grad, reference.store.grad, rtol=1e-6)
     layer.initial_state = (np.zeros((2, 4)), np.ones((2, 4)))
     assert layer.initial_state[1].dtype == np.float32
     assert net.forward(np.zeros((2, 5, 3))).shape == (2, 4)
@@ -338,3 +364,47 @@ def test_save_load_summary_and_to() -> None:
     lstm.initial_state = (np.zeros((2, 8)), np.zeros((2, 8)))
     assert net.to("cpu") is net and net.forward(x).shape == (2, 2)
     assert isinstance(lstm.initial_state[0], np.ndarray)
+
+
+# --- Bidirectional ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn-tanh"])
+@pytest.mark.parametrize("sequences", [False, True])
+def test_bidirectional_gradients_with_masks(kind: str, sequences: bool) -> None:
+    rng = np.random.default_rng(4)
+    layer = Bidirectional(make(kind, 2, 3, return_sequences=sequences))
+    net = bpcore.Network([GivenMask(random_mask(rng, 3, 5, "anywhere")), layer], dtype="float64", seed=0)
+    assert gradcheck(net, rng.standard_normal((3, 5, 2)), seed=1) < TOLERANCE
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_bidirectional_matches_pytorch(kind: str) -> None:
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (comparison only)")
+    rng = np.random.default_rng(6)
+    lengths = np.array([6, 2, 4])
+    layer = Bidirectional(make(kind, 3, 4, return_sequences=True))
+    net = bpcore.Network([GivenMask(mask_from_lengths(lengths, 6)), layer], dtype="float64", seed=0)
+    twin = getattr(torch.nn, kind.upper())(3, 4, batch_first=True, bidirectional=True).double()
+    with torch.no_grad():
+        for parameter, (name, tensor) in zip(layer.parameters(), twin.named_parameters(), strict=True):
+            assert name.replace("_l0", "") == parameter.name and tuple(tensor.shape) == parameter.shape
+            tensor.copy_(torch.from_numpy(np.asarray(parameter.data)))
+    x = rng.standard_normal((3, 6, 3))
+    y = net.forward(x)
+    for row in range(3):
+        out, _ = twin(torch.from_numpy(x[row : row + 1, : lengths[row]].copy()))
+        np.testing.assert_allclose(y[row, : lengths[row]], out.detach().numpy()[0], atol=1e-12)
+        assert np.all(y[row, lengths[row] :] == 0)
+
+
+def test_bidirectional_saves_and_loads() -> None:
+    net = bpcore.Network([Bidirectional(GRU(3, 4)), Dense(8, 1)], seed=0)
+    buffer = io.BytesIO()
+    bpcore.save(net, buffer)
+    buffer.seek(0)
+    loaded = bpcore.load(buffer)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.forward(x), net.forward(x))
+    assert repr(loaded.layers[0]) == "Bidirectional(GRU(3, 4))"
+    assert "(N, 8)" in net.summary((5, 3))
+    with pytest.raises(TypeError, match="Bidirectional\\(layer\\): expected an RNN, LSTM or GRU layer"):
+        Bidirectional(Dense(2, 2))  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from typing import Any
 
 from .baselines import BASELINES
 from .models import MODEL_GROUPS, MODELS, STANDARD_MODELS
+from .recurrent import GROUP as RECURRENT_GROUP
 from .timing import Budget
 
 DESCRIPTION = """\
@@ -60,7 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help=f"comma-separated models from {', '.join(MODELS)} or the groups "
                         f"{', '.join(MODEL_GROUPS)} (default: {','.join(STANDARD_MODELS)}); "
                         + "; ".join(f"{m.name} = {m.label} at batch {'/'.join(map(str, m.batch_sizes))}"
-                                    for m in MODELS.values()))
+                                    for m in MODELS.values())
+                        + f"; {RECURRENT_GROUP} = the recurrent models (LSTM, GRU and RNN on a series and on "
+                        "characters) against PyTorch")
     parser.add_argument("--batch-sizes", type=_positive_ints, default=None,
                         help="comma-separated batch sizes for every model (default: each model's own)")
     parser.add_argument("--devices", type=_names, default=None,
@@ -100,8 +103,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"bpcore bench: error: {exc}", file=sys.stderr)
             return 2
     baselines = () if args.baselines == ("none",) else args.baselines
+    models = tuple(name for name in args.models if name != RECURRENT_GROUP)
+    if RECURRENT_GROUP in args.models:
+        return _run_recurrent(args, models, baselines)
     config = BenchConfig(
-        models=args.models,
+        models=models,
         batch_sizes=args.batch_sizes,
         devices=args.devices,
         dtype=args.dtype,
@@ -122,6 +128,35 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_report(report, args.plot)
         print(f"wrote the plot to {args.plot}")
+    return 0
+
+
+def _run_recurrent(args: argparse.Namespace, models: tuple[str, ...], baselines: Any) -> int:
+    """``--models rnn``: the recurrent models against PyTorch (alone: other models are refused)."""
+    from ..backends import available_devices, resolve_device
+    from .recurrent import format_recurrent, run_recurrent
+    from .report import write_json
+
+    if models or args.plot:
+        given = ", ".join(models) if models else "--plot"
+        print(f"bpcore bench: error: --models {RECURRENT_GROUP} runs on its own (without {given}); "
+              "run the other models in a second call", file=sys.stderr)
+        return 2
+    devices = ([str(resolve_device(name, origin="devices")) for name in args.devices] if args.devices
+               else available_devices())
+    budget = Budget(repeats=args.repeats, min_repeats=min(Budget.min_repeats, args.repeats),
+                    max_seconds=args.max_seconds)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    report = run_recurrent(batch_sizes=args.batch_sizes, devices=devices, budget=budget,
+                           torch_baseline=baselines is None or "torch-adam-fused" in baselines,
+                           progress=None if args.quiet else progress)
+    print(format_recurrent(report))
+    if args.json:
+        write_json(report, args.json)
+        print(f"wrote the JSON report to {args.json}")
     return 0
 
 

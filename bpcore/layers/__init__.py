@@ -15,6 +15,7 @@ from .activations import (
 )
 from .base import Layer
 from .batchnorm import BatchNorm
+from .bidirectional import Bidirectional
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -34,6 +35,7 @@ __all__ = [
     "Activation",
     "AvgPool2D",
     "BatchNorm",
+    "Bidirectional",
     "Conv2D",
     "Dense",
     "Dropout",

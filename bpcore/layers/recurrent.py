@@ -184,11 +184,17 @@ class Recurrent(Layer):
     def forward(self, x: Any, training: bool, mask: Any = None) -> Any:
         xp = self.backend.xp
         n, steps, features = x.shape
+        self._check_initial_state(n)  # before anything is overwritten
         size, rows = self.hidden_size, self.gate_count * self.hidden_size
         inputs = self.workspace("x_steps", (steps, n, features))
         inputs[...] = x.transpose(1, 0, 2)
         xw = self.workspace("xw", (steps, n, rows))
-        xp.matmul(inputs.reshape(steps * n, features), self.weight_ih.data.T, out=xw.reshape(steps * n, rows))
+        if features == 1:
+            # An outer product: NumPy's matmul does not hand an inner dimension of 1 to BLAS (7x slower).
+            xp.multiply(inputs, self.weight_ih.data[:, 0], out=xw)
+        else:
+            flat = inputs.reshape(steps * n, features)
+            xp.matmul(flat, self.weight_ih.data.T, out=xw.reshape(steps * n, rows))
         xw += self._input_bias()
         real = self.workspace("mask", (steps, n))
         if mask is None:
@@ -199,7 +205,8 @@ class Recurrent(Layer):
         self._start(states, n)
         gates = self._gates_workspace(steps, n)
         hw = self.workspace("hw", (n, rows))
-        weight_hh = self.weight_hh.data.T
+        weight_hh = self.workspace("weight_hh_t", (size, rows))
+        weight_hh[...] = self.weight_hh.data.T  # contiguous: the per-step product is 15% faster
         for t in range(steps):
             xp.matmul(states[0][t], weight_hh, out=hw)
             self._cell_forward(xw[t], hw, states, gates, real[t], t)
@@ -213,17 +220,19 @@ class Recurrent(Layer):
             out *= mask[:, :, None]
         return out
 
-    def _start(self, states: tuple[Any, ...], n: int) -> None:
-        if self._initial is None:
-            for array in states:
-                array[0].fill(0.0)
-            return
-        if self._initial[0].shape[0] != n:
+    def _check_initial_state(self, n: int) -> None:
+        if self._initial is not None and self._initial[0].shape[0] != n:
             raise ValueError(
                 f"{type(self).__name__}.initial_state: expected {n} rows to match the batch of {n} "
                 f"sequences, got shape {tuple(self._initial[0].shape)}; set initial_state = None (zeros) "
                 "for a new batch size"
             )
+
+    def _start(self, states: tuple[Any, ...], n: int) -> None:
+        if self._initial is None:
+            for array in states:
+                array[0].fill(0.0)
+            return
         for array, part in zip(states, self._initial, strict=True):
             array[0][...] = part
 
