@@ -35,6 +35,10 @@ HOST_EMULATION = r"""
 #define BP_HOST_EMULATION 1
 struct bp_dim3 { unsigned int x, y, z; };
 static bp_dim3 threadIdx, blockIdx, blockDim, gridDim;
+// The threads of a launch run one after another here, so a plain add is atomic.
+template <typename T> T atomicAdd(T* address, T value) {
+    const T old = *address; *address = old + value; return old;
+}
 """
 
 # Host launchers of the raw kernels: C argument lists (T is the element type).

@@ -1,18 +1,14 @@
-"""Embedding: PyTorch's semantics, gradients, the index check, the mask, saving, its scatter-add kernels."""
+"""Embedding: PyTorch's semantics, gradients, the index check, the mask, saving, its scatter-add wrappers."""
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
 from typing import Any
 
 import numpy as np
 import pytest
-from kernel_cases import CASES, compare
+from kernel_cases import CASES, cuda_wrapper
 
 import bpcore
-from bpcore.backends.kernels import embedding_cuda
 from bpcore.backends.ops import OPERATIONS
 from bpcore.layers import Dense, Embedding, Tanh
 from bpcore.losses import CrossEntropy
@@ -239,18 +235,6 @@ def test_matches_torch_nn_embedding(padding_idx: int | None) -> None:
 OPERATION = "embedding_backward"
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_numba_kernel_matches_the_generic_version(dtype: type) -> None:
-    kernel = OPERATIONS[OPERATION].cpu()  # type: ignore[misc]
-    rng = np.random.default_rng(7)
-    for _label, make in CASES[OPERATION]:
-        for edge in (False, True):
-            compare(OPERATION, kernel, make(rng, dtype, 41, edge))
-            gy, index, padding_idx, grad = make(rng, dtype, 20, edge)
-            compare(OPERATION, kernel, [np.asfortranarray(gy), index, padding_idx, grad])
-            compare(OPERATION, kernel, [gy[::2], index[::2], padding_idx, grad])
-
-
 def test_the_generic_version_matches_add_at() -> None:
     rng = np.random.default_rng(8)
     gy, index = rng.normal(size=(300, 6)), rng.integers(0, 40, 300)
@@ -264,72 +248,34 @@ def test_the_generic_version_matches_add_at() -> None:
     np.testing.assert_array_equal(grad, untouched)
 
 
-COMPILER = shutil.which("g++") or shutil.which("c++")
-HOST_ATOMIC = (
-    "template <typename T> T atomicAdd(T* address, T value) { T old = *address; *address = old + value; "
-    "return old; }\n"
-)
+# The Numba and CUDA kernels go through the registry's checks (tests/kernel_cases.py): Numba against the
+# generic version, the CUDA body compiled on the host, CuPy's generated source compiled by NVRTC.
+def test_the_cuda_wrapper_keeps_the_flat_arguments_flat() -> None:
+    launched: list[tuple[Any, ...]] = []
 
+    def kernel(gy, index, width, padding_idx, grad):  # type: ignore[no-untyped-def]
+        # A stand-in for the kernel, which reads index and grad as flat C-order memory.
+        assert index.flags.c_contiguous and grad.flags.c_contiguous and width == gy.shape[1]
+        launched.append((index, grad))
+        OPERATIONS[OPERATION].generic(np, gy, index, padding_idx, grad)
 
-@pytest.fixture(scope="module")
-def host_kernel(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The CUDA kernel's body compiled for the CPU (threads run in turn), behind CuPy's calling convention."""
-    if COMPILER is None:
-        pytest.skip("no host C++ compiler (g++) to build the CUDA kernel for the CPU")
-    import kernel_codegen
-    from test_kernels_host import HostElementwise
+    implementation = cuda_wrapper(OPERATION, lambda name: kernel)
+    gy, index, padding_idx, before = CASES[OPERATION][1][1](np.random.default_rng(9), np.float64, 12, False)
+    expected = before.copy()
+    OPERATIONS[OPERATION].generic(np, gy, index, padding_idx, expected)
 
-    from bpcore.backends.kernels import cuda_sources as src
+    grad, strided = before.copy(), np.repeat(index, 2)[::2]
+    assert implementation(gy, strided, padding_idx, grad) is grad
+    (launch,) = launched  # a strided index is copied; grad is written in place
+    assert launch[0] is not strided and launch[1] is grad
+    np.testing.assert_allclose(grad, expected, rtol=1e-12)
 
-    folder = tmp_path_factory.mktemp("embedding_host")
-    source = folder / "embedding.cpp"
-    spec = embedding_cuda.SCATTER_ADD_ROWS
-    source.write_text(
-        kernel_codegen.HOST_EMULATION + src.header_source() + HOST_ATOMIC + kernel_codegen.LOOP_MACROS
-        + "".join(kernel_codegen.elementwise_unit(spec, dtype) for dtype in kernel_codegen.CTYPES)
-    )
-    target = folder / "embedding.so"
-    result = subprocess.run(
-        [COMPILER, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(target), str(source)],
-        capture_output=True, text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return HostElementwise(spec, ctypes.CDLL(str(target)))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_cuda_kernel_arithmetic_matches_the_generic_version(dtype: type, host_kernel: Any) -> None:
-    implementation = embedding_cuda.make_embedding_backward(host_kernel)
-    rng = np.random.default_rng(9)
-    for _label, make in CASES[OPERATION]:
-        for edge in (False, True):
-            compare(OPERATION, implementation, make(rng, dtype, 41, edge))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_cupy_generated_source_of_the_cuda_kernel_compiles(dtype: type, tmp_path: Any) -> None:
-    import cupy_codegen as cg
-
-    reason = cg.unavailable()
-    if reason is not None:
-        pytest.skip(f"CuPy's code generation cannot be checked: {reason}")
-    recorder = cg.Recorder()
-    implementation = embedding_cuda.make_embedding_backward(
-        cg.ElementwiseCall(embedding_cuda.scatter_add_kernel(), recorder)
-    )
-    rng = np.random.default_rng(10)
-    for _label, make in CASES[OPERATION]:
-        for rows in (41, 2):
-            implementation(*make(rng, dtype, rows, False))
-    programs = list(recorder.programs.values())
-    assert programs, "the wrapper generated no program"
-    compiled = cg.compile_programs(programs, cache_dir=str(tmp_path))
-    for program in programs:
-        for arch in cg.ARCHITECTURES:
-            result = compiled[program.key, arch]
-            assert result.ok, f"{program.path} fails for sm_{arch}:\n{result.log}"
-            assert result.binary_size > 0
+    launched.clear()
+    f_grad = np.asfortranarray(before)  # not C-ordered: the generic version, no launch
+    assert implementation(gy, index, padding_idx, f_grad) is f_grad and launched == []
+    np.testing.assert_allclose(f_grad, expected, rtol=1e-12)
+    implementation(gy[:0], index[:0], padding_idx, grad)  # no rows: nothing to launch
+    assert launched == []
 
 
 # --- end to end with the recurrent layers ------------------------------------------------------------

@@ -2,38 +2,22 @@
 
 One pass over the gradient rows, no temporaries: row ``r`` of ``gy`` is added
 to row ``index[r]`` of ``grad`` (repeated indices add up), except for the
-padding row.  Compiled on first use (never at import) and cached on disk,
-like the other Numba kernels.
+padding row.  Serial only: rows with a repeated index would race in a
+parallel loop over rows.  Named after its operation and compiled on first
+use (:mod:`.numba_jit`), never at import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from .built_once import BuiltOnce
+from .numba_jit import serial_kernel
 
 
-def _make(name: str) -> Callable[..., Any]:
-    if name != "embedding_backward":
-        raise ImportError(f"no CPU kernel for operation {name!r}")
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def scatter_add_rows(gy: Any, index: Any, padding_idx: int, grad: Any) -> Any:  # pragma: no cover
-        rows, width = gy.shape
-        for r in range(rows):
-            row = index[r]
-            if row == padding_idx:
-                continue
-            for c in range(width):
-                grad[row, c] += gy[r, c]
-        return grad
-
-    def embedding_backward(gy: Any, index: Any, padding_idx: int, grad: Any) -> Any:
-        return scatter_add_rows(gy, index, padding_idx, grad)
-
-    return embedding_backward
-
-
-embedding_kernel = BuiltOnce(_make).builder
+@serial_kernel
+def embedding_backward(gy, index, padding_idx, grad):  # type: ignore[no-untyped-def]
+    rows, width = gy.shape
+    for r in range(rows):
+        row = index[r]
+        if row == padding_idx:
+            continue
+        for c in range(width):
+            grad[row, c] += gy[r, c]
