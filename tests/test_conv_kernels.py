@@ -21,7 +21,7 @@ from bpcore.layers import ELU, Conv2D, MaxPool2D, ReLU, Tanh
 
 pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the generic versions")
 
-from bpcore.backends.kernels import conv_numba
+from bpcore.backends.kernels import cpu
 
 DTYPES = [np.float32, np.float64]
 # (N, C, H, W), kernel, stride, dilation, (top, left), output size
@@ -63,7 +63,7 @@ VARIANT_IDS = ["f32-serial", "f64-serial", "f64-parallel"]
 def dtype(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
     """The dtype to test, with the build (serial or parallel) that runs on it."""
     kind, build = request.param
-    monkeypatch.setattr(conv_numba, "PARALLEL_MIN", 0 if build == "parallel" else 1 << 40)
+    monkeypatch.setitem(cpu.PARALLEL_MIN, "cheap", 0 if build == "parallel" else 1 << 40)
     return kind  # type: ignore[no-any-return]
 
 

@@ -33,6 +33,7 @@ SERIAL_ONLY = {
     "scatter_rows",
     "max_pool2d_forward",
     "max_pool2d_backward",
+    "clip_norm_inplace",
 }
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels import conv_cuda, max_pool_numba  # noqa: F401  (conv_cuda registers the CUDA kernels)
 from ..kernels import cpu as kcpu
-from ..kernels import max_pool_numba
-from ..kernels.conv_cuda import cuda_conv_kernel
-from .registry import Numba, declare
+from ..kernels.layout import c_ordered
+from .registry import Cuda, Numba, declare
 
 
 def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tuple[int, int]) -> Any:
@@ -47,11 +47,34 @@ def _max_pool_cpu(kernel: Any, generic: Any) -> Any:
     return backward
 
 
+def _max_pool_cuda(kernels: Any, generic: Any) -> Any:
+    """The CUDA wrapper: one thread per output (forward) or per padded input pixel (backward)."""
+    kernel = kernels()
+    if kernels.operation == "max_pool2d_forward":
+
+        def forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
+            oh, ow = out.shape[2:]
+            chosen = c_ordered(index)  # a raw output: written flat
+            kernel(c_ordered(image), image.shape[2], image.shape[3], kh, kw, sh, sw, oh, ow, out, chosen)
+            if chosen is not index:
+                index[...] = chosen
+            return out
+
+        return forward
+
+    def backward(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
+        oh, ow = gy.shape[2:]
+        kernel(c_ordered(gy), c_ordered(index), grad.shape[2], grad.shape[3], kh, kw, sh, sw, oh, ow, grad)
+        return grad
+
+    return backward
+
+
 @declare(
     "max_pool2d_forward",
     "out = max over each window; index = its argmax",
     cpu=Numba(_max_pool_cpu, "pooling_numba"),
-    cuda=cuda_conv_kernel("max_pool2d_forward"),
+    cuda=Cuda(_max_pool_cuda),
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
     windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
@@ -64,7 +87,7 @@ def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, 
     "max_pool2d_backward",
     "grad = scatter of gy to each window's argmax",
     cpu=Numba(_max_pool_cpu, "pooling_numba"),
-    cuda=cuda_conv_kernel("max_pool2d_backward"),
+    cuda=Cuda(_max_pool_cuda),
 )
 def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
     grad.fill(0.0)
