@@ -189,3 +189,14 @@ def test_conv2d_is_the_same_on_fused_and_generic_kernels(
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     for generic, fused in zip(*results, strict=True):
         np.testing.assert_allclose(fused, generic, rtol=tolerance, atol=tolerance)
+
+
+def test_only_the_bias_gradient_sums_may_be_reassociated() -> None:
+    """``with_options`` reaches both builds of its kernel and no other kernel."""
+    from bpcore.backends.kernels import numba_jit
+
+    for name in ("im2col", "col2im", "channels_to_images", "images_to_channels"):
+        OPERATIONS[name].cpu()  # type: ignore[misc]
+        for dispatcher in numba_jit.pair(name).dispatchers:
+            expected = {"reassoc"} if name == "images_to_channels" else None
+            assert dispatcher.targetoptions.get("fastmath") == expected, name
