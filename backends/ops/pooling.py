@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels import conv_cuda, max_pool_numba  # noqa: F401  (conv_cuda registers the CUDA kernels)
+from ..kernels import conv_cuda  # noqa: F401  (registers the CUDA kernels' source text)
 from ..kernels import cpu as kcpu
 from ..kernels.layout import c_ordered
 from .registry import Cuda, Numba, declare
@@ -28,21 +28,25 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
 
 def _max_pool_cpu(kernel: Any, generic: Any) -> Any:
     """The CPU wrapper: the 2x2 stride-2 kernels where they apply, the general one (``kernel``) otherwise."""
-    name = kernel.name
-    fast = max_pool_numba.two_by_two_kernel(name)()
-    if name == "max_pool2d_forward":
+    # Imported here, at build time: Numba is known to be there (the general kernels' module needed it).
+    from ..kernels import max_pool_numba
+
+    applies = max_pool_numba.applies
+    if kernel.name == "max_pool2d_forward":
+        fast = max_pool_numba.max_pool2d_forward_2x2
 
         def forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
             general = kcpu.pick(kernel, out.size, "cheap")
-            run = fast if max_pool_numba.applies(kh, kw, sh, sw, image, out, index) else general
+            run = fast if applies(kh, kw, sh, sw, image, out, index) else general
             return run(image, kh, kw, sh, sw, out, index)
 
         return forward
+    fast_back = max_pool_numba.max_pool2d_backward_2x2
 
     def backward(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
         general = kcpu.pick(kernel, gy.size, "cheap")
-        take = max_pool_numba.applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype
-        return (fast if take else general)(gy, index, kh, kw, sh, sw, grad)
+        take = applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype
+        return (fast_back if take else general)(gy, index, kh, kw, sh, sw, grad)
 
     return backward
 
