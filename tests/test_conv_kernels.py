@@ -21,7 +21,7 @@ from bpcore.layers import ELU, Conv2D, MaxPool2D, ReLU, Tanh
 
 pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the generic versions")
 
-from bpcore.backends.kernels import conv_numba
+from bpcore.backends.kernels import cpu
 
 DTYPES = [np.float32, np.float64]
 # (N, C, H, W), kernel, stride, dilation, (top, left), output size
@@ -63,7 +63,7 @@ VARIANT_IDS = ["f32-serial", "f64-serial", "f64-parallel"]
 def dtype(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
     """The dtype to test, with the build (serial or parallel) that runs on it."""
     kind, build = request.param
-    monkeypatch.setattr(conv_numba, "PARALLEL_MIN", 0 if build == "parallel" else 1 << 40)
+    monkeypatch.setitem(cpu.PARALLEL_MIN, "cheap", 0 if build == "parallel" else 1 << 40)
     return kind  # type: ignore[no-any-return]
 
 
@@ -145,7 +145,7 @@ def test_the_two_by_two_max_pool_matches_the_generic_version(kind: type, shape: 
     names = ("max_pool2d_forward", "max_pool2d_backward")
     for forward, backward in (
         [functools.partial(OPERATIONS[name].generic, np) for name in names],
-        [max_pool_numba.two_by_two_kernel(name)() for name in names],  # the 2x2 kernels themselves
+        [max_pool_numba.max_pool2d_forward_2x2, max_pool_numba.max_pool2d_backward_2x2],  # themselves
         [OPERATIONS[name].cpu() for name in names],  # type: ignore[misc]  # as the operations run them
     ):
         out, index = np.empty(gy.shape, dtype), np.empty(gy.shape, np.int64)
@@ -189,3 +189,14 @@ def test_conv2d_is_the_same_on_fused_and_generic_kernels(
     tolerance = 1e-5 if dtype == "float32" else 1e-12
     for generic, fused in zip(*results, strict=True):
         np.testing.assert_allclose(fused, generic, rtol=tolerance, atol=tolerance)
+
+
+def test_only_the_bias_gradient_sums_may_be_reassociated() -> None:
+    """``with_options`` reaches both builds of its kernel and no other kernel."""
+    from bpcore.backends.kernels import numba_jit
+
+    for name in ("im2col", "col2im", "channels_to_images", "images_to_channels"):
+        OPERATIONS[name].cpu()  # type: ignore[misc]
+        for dispatcher in numba_jit.pair(name).dispatchers:
+            expected = {"reassoc"} if name == "images_to_channels" else None
+            assert dispatcher.targetoptions.get("fastmath") == expected, name

@@ -34,6 +34,7 @@ SERIAL_ONLY = {
     "max_pool2d_forward",
     "max_pool2d_backward",
     "embedding_backward",
+    "clip_norm_inplace",
 }
 
 

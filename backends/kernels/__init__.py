@@ -11,8 +11,9 @@ the per-element math ``relu_backward_at`` / ``bp_relu_backward_at``).
 * :mod:`.cuda_sources`: the CUDA kernels' source text, as data;
 * :mod:`.cuda`: what the CUDA wrappers share (kernel objects made on first
   use, never on import; launch geometry; the raw-kernel launcher);
-* :mod:`.numba_kernels`, :mod:`.buffer_numba`, :mod:`.pooling_numba`: the
-  Numba kernels, compiled per operation on first use by :mod:`.numba_jit`;
+* :mod:`.numba_kernels`, :mod:`.buffer_numba`, :mod:`.pooling_numba`,
+  :mod:`.conv_numba`, :mod:`.clipping_numba`: the Numba kernels, compiled
+  per operation on first use by :mod:`.numba_jit`;
   :mod:`.cpu`: what the CPU wrappers share;
 * :mod:`.layout`: the one memory-layout guard of every flat-memory kernel.
 """

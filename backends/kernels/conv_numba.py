@@ -17,29 +17,30 @@ padded copy of the images is ever made.
   ReLU's derivative if asked), with the bias gradient (float64 sums) in the
   same pass.
 
-Each kernel is compiled on first use (never at import) and cached on disk,
-in a serial build for the sizes of the networks we benchmark and a
-``prange`` build for large ones (see :data:`PARALLEL_MIN`).
+Each is named after its operation and compiled on first use (never at
+import) and cached on disk (:mod:`.numba_jit`), in a serial build for the
+sizes of the networks we benchmark and a ``prange`` build for large ones.
+The kernels walk the arrays' flat memory with unsigned indices (``index``):
+Numba wraps a negative signed index around, and that per-access check kept
+the copies from vectorising (measured 3-4x slower than NumPy's own strided
+copy).
 """
 
 from __future__ import annotations
 
-import functools
-import types
-from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
+from numba import prange
 
-from .built_once import BuiltOnce
+from .numba_jit import OPTIONS, kernel, with_options
 
-# Elements from which the parallel build runs.  Right after a matrix product
-# the BLAS threads still spin, and a parallel region started then fights them
-# for the cores (see the note in :mod:`.cpu`), so only large arrays use it.
-PARALLEL_MIN = 1 << 22
+index = np.uint64
 
 
-def _span(size: int, out: int, stride: int, offset: int) -> tuple[int, int]:
+@numba.njit(inline="always", **OPTIONS)
+def span(size: int, out: int, stride: int, offset: int) -> tuple[int, int]:  # pragma: no cover  (compiled)
     """The outputs ``o`` in ``[lo, hi)`` whose input ``o * stride + offset`` lies in ``[0, size)``."""
     lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
     hi = 0 if size - 1 - offset < 0 else (size - 1 - offset) // stride + 1
@@ -47,18 +48,7 @@ def _span(size: int, out: int, stride: int, offset: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
-# The kernels below call ``span``, loop with ``prange`` and index with
-# ``index``; :func:`_compile` binds them to the compiled ``_span``, to
-# ``numba.prange`` (parallel build) or ``range`` (serial build) and to
-# ``numpy.uint64``.  They walk the arrays' flat memory with unsigned indices:
-# Numba wraps a negative signed index around, and that per-access check kept
-# the copies from vectorising (measured 3-4x slower than NumPy's own strided
-# copy).  As plain Python they run unchanged.
-span = _span
-prange = range
-index = int
-
-
+@kernel
 def im2col(  # pragma: no cover  (compiled)
     x: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int, oh: int, ow: int,
     cols: Any,
@@ -95,6 +85,7 @@ def im2col(  # pragma: no cover  (compiled)
     return cols
 
 
+@kernel
 def col2im(  # pragma: no cover  (compiled)
     cols: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int, oh: int, ow: int,
     grad: Any,
@@ -126,6 +117,7 @@ def col2im(  # pragma: no cover  (compiled)
     return grad
 
 
+@kernel
 def channels_to_images(z: Any, bias: Any, out: Any, relu: bool) -> Any:  # pragma: no cover  (compiled)
     n, c = out.shape[0], out.shape[1]
     p = out.size // max(n * c, 1)
@@ -145,6 +137,11 @@ def channels_to_images(z: Any, bias: Any, out: Any, relu: bool) -> Any:  # pragm
     return out
 
 
+# The bias-gradient sums may be reassociated (float64 partial sums in any
+# order): without it the sum is one serial chain of dependent adds, 5-10x
+# slower than the swap it rides on.
+@kernel
+@with_options(fastmath={"reassoc"})
 def images_to_channels(  # pragma: no cover  (compiled)
     gy: Any, y: Any, g: Any, bias_grad: Any, relu: bool, with_bias: bool, accumulate: bool
 ) -> Any:
@@ -172,60 +169,3 @@ def images_to_channels(  # pragma: no cover  (compiled)
                 bias_grad[ch] = total
     return g
 
-
-_KERNELS: dict[str, Callable[..., Any]] = {
-    "im2col": im2col,
-    "col2im": col2im,
-    "channels_to_images": channels_to_images,
-    "images_to_channels": images_to_channels,
-}
-# Per kernel: the positions of the arrays it reads (made C-contiguous first)
-# and of those it writes (which must be: otherwise the generic version runs),
-# and of the array whose size picks the build.
-_READS = {"im2col": (0,), "col2im": (0,), "channels_to_images": (0, 1), "images_to_channels": (0, 1)}
-_WRITES = {"im2col": (11,), "col2im": (11,), "channels_to_images": (2,), "images_to_channels": (2, 3)}
-_SIZE_OF = {"im2col": 11, "col2im": 0, "channels_to_images": 0, "images_to_channels": 2}
-
-# The bias-gradient sums may be reassociated (float64 partial sums in any
-# order): without it the sum is one serial chain of dependent adds, 5-10x
-# slower than the swap it rides on.
-_FASTMATH: dict[str, Any] = {"images_to_channels": {"reassoc"}}
-
-
-def _compile(function: Callable[..., Any], parallel: bool, span: Any, numba: Any) -> Any:
-    # A copy with its own name per build: Numba's disk cache is keyed by the
-    # qualified name, not the flags, so the two builds must not share one.
-    suffix = "parallel" if parallel else "serial"
-    scope = dict(function.__globals__, prange=numba.prange if parallel else range, span=span, index=np.uint64)
-    copy = types.FunctionType(function.__code__, scope, f"{function.__name__}_{suffix}")
-    copy.__qualname__ = f"{function.__qualname__}_{suffix}"
-    copy.__module__ = function.__module__
-    fastmath = _FASTMATH.get(function.__name__, False)
-    return numba.njit(parallel=parallel, cache=True, nogil=True, error_model="numpy", fastmath=fastmath)(copy)
-
-
-def _make(name: str) -> Callable[..., Any]:
-    import numba  # ImportError here means: use the generic version
-
-    from ..ops.registry import OPERATIONS
-
-    span = numba.njit(cache=True, nogil=True, inline="always")(_span)
-    serial = _compile(_KERNELS[name], False, span, numba)
-    parallel = _compile(_KERNELS[name], True, span, numba)
-    generic = functools.partial(OPERATIONS[name].generic, np)
-    reads, writes, size_of = _READS[name], _WRITES[name], _SIZE_OF[name]
-
-    def run(*args: Any) -> Any:
-        if not all(args[position].flags.c_contiguous for position in writes):
-            return generic(*args)
-        given = list(args)
-        for position in reads:
-            given[position] = np.ascontiguousarray(given[position])
-        kernel = parallel if given[size_of].size >= PARALLEL_MIN else serial
-        return kernel(*given)
-
-    run.__name__ = name
-    return run
-
-
-conv_kernel = BuiltOnce(_make).builder

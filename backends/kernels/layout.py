@@ -32,6 +32,14 @@ def c_contiguous(*arrays: Any) -> bool:
     return True
 
 
+def c_ordered(array: Any) -> Any:
+    """``array`` as C-contiguous memory, copied only where it is not (a CUDA ``raw`` argument is read flat).
+
+    ``copy()`` is C-ordered in NumPy and CuPy alike, so no array module is needed.
+    """
+    return array if array.flags.c_contiguous else array.copy()
+
+
 def flat_or_generic(kernel: Callable[..., Any], generic: Callable[..., Any]) -> Callable[..., Any]:
     """``kernel`` when all array arguments are C-contiguous, else ``generic`` (same signature)."""
 

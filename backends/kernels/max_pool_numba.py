@@ -8,94 +8,89 @@ input pixel exactly once (the gradient or zero, as masked bit patterns), so
 it needs no zeroing pass where the windows tile the image.  Same results as the general kernels:
 the first maximum on ties, window positions ``i * 2 + j``.
 
-:func:`two_by_two_kernel` builds them with the operations' signatures; the
-operations' ``cpu=`` builders (:mod:`bpcore.backends.ops.pooling`) run them for
-that window and the general kernels for any other.
+:func:`max_pool2d_forward_2x2` and :func:`max_pool2d_backward_2x2` take the
+operations' arguments; the operations' CPU wrappers
+(:mod:`bpcore.backends.ops.pooling`) run them for that window (:func:`applies`)
+and the general kernels for any other.  Imported, like every kernel module,
+only when a backend first resolves the operations; compiled on first call
+and cached on disk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from .built_once import BuiltOnce
+import numpy
+
+from .numba_jit import element
 
 
-def _make(name: str) -> Callable[..., Any]:
-    import numba  # ImportError here means: use the generic version
-    import numpy
-
-    jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-
-    @jit
-    def forward(image: Any, out: Any, index: Any) -> Any:  # pragma: no cover  (compiled)
-        n, c, oh, ow = out.shape
-        for a in range(n):
-            for b in range(c):
-                for y in range(oh):
-                    upper = image[a, b, 2 * y]
-                    lower = image[a, b, 2 * y + 1]
-                    best_row = out[a, b, y]
-                    where_row = index[a, b, y]
-                    for x in range(ow):
-                        p, q = upper[2 * x], upper[2 * x + 1]
-                        u, v = lower[2 * x], lower[2 * x + 1]
-                        right = q > p
-                        top = q if right else p
-                        top_at = 1 if right else 0
-                        right = v > u
-                        bottom = v if right else u
-                        bottom_at = 3 if right else 2
-                        low = bottom > top
-                        best_row[x] = bottom if low else top
-                        where_row[x] = bottom_at if low else top_at
-        return out
-
-    @jit
-    def backward(gy_bits: Any, index: Any, grad_bits: Any) -> Any:  # pragma: no cover  (compiled)
-        n, c, oh, ow = gy_bits.shape
-        h, w = grad_bits.shape[2], grad_bits.shape[3]
-        if h != 2 * oh or w != 2 * ow:
-            grad_bits[...] = 0  # an odd row or column no window covers
-        # The values travel as their bit patterns (integer views), masked by
-        # -(position == tap): all ones or zero.  Exact for every value (NaN
-        # included), and, unlike a float select against an int64 index, it
-        # vectorises (measured 0.9 ms instead of 2.9 ms at 64x32x28x28).
-        # Flat memory and unsigned offsets: Numba's wrap-around of negative
-        # signed indices would also keep the loop from vectorising.
-        source, where_at, target = gy_bits.ravel(), index.ravel(), grad_bits.ravel()
-        for plane in range(n * c):
+@element
+def _forward(image: Any, out: Any, index: Any) -> Any:  # pragma: no cover  (compiled)
+    n, c, oh, ow = out.shape
+    for a in range(n):
+        for b in range(c):
             for y in range(oh):
-                row = numpy.uint64((plane * oh + y) * ow)
-                upper = numpy.uint64((plane * h + 2 * y) * w)
-                lower = upper + numpy.uint64(w)
-                for x in range(numpy.uint64(ow)):
-                    g, where = source[row + x], where_at[row + x]
-                    left = x + x
-                    target[upper + left] = g & -(where == 0)
-                    target[upper + left + numpy.uint64(1)] = g & -(where == 1)
-                    target[lower + left] = g & -(where == 2)
-                    target[lower + left + numpy.uint64(1)] = g & -(where == 3)
-        return grad_bits
+                upper = image[a, b, 2 * y]
+                lower = image[a, b, 2 * y + 1]
+                best_row = out[a, b, y]
+                where_row = index[a, b, y]
+                for x in range(ow):
+                    p, q = upper[2 * x], upper[2 * x + 1]
+                    u, v = lower[2 * x], lower[2 * x + 1]
+                    right = q > p
+                    top = q if right else p
+                    top_at = 1 if right else 0
+                    right = v > u
+                    bottom = v if right else u
+                    bottom_at = 3 if right else 2
+                    low = bottom > top
+                    best_row[x] = bottom if low else top
+                    where_row[x] = bottom_at if low else top_at
+    return out
 
-    if name == "max_pool2d_forward":
 
-        def pool(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
-            return forward(image, out, index)
+@element
+def _backward(gy_bits: Any, index: Any, grad_bits: Any) -> Any:  # pragma: no cover  (compiled)
+    n, c, oh, ow = gy_bits.shape
+    h, w = grad_bits.shape[2], grad_bits.shape[3]
+    if h != 2 * oh or w != 2 * ow:
+        grad_bits[...] = 0  # an odd row or column no window covers
+    # The values travel as their bit patterns (integer views), masked by
+    # -(position == tap): all ones or zero.  Exact for every value (NaN
+    # included), and, unlike a float select against an int64 index, it
+    # vectorises (measured 0.9 ms instead of 2.9 ms at 64x32x28x28).
+    # Flat memory and unsigned offsets: Numba's wrap-around of negative
+    # signed indices would also keep the loop from vectorising.
+    source, where_at, target = gy_bits.ravel(), index.ravel(), grad_bits.ravel()
+    for plane in range(n * c):
+        for y in range(oh):
+            row = numpy.uint64((plane * oh + y) * ow)
+            upper = numpy.uint64((plane * h + 2 * y) * w)
+            lower = upper + numpy.uint64(w)
+            for x in range(numpy.uint64(ow)):
+                g, where = source[row + x], where_at[row + x]
+                left = x + x
+                target[upper + left] = g & -(where == 0)
+                target[upper + left + numpy.uint64(1)] = g & -(where == 1)
+                target[lower + left] = g & -(where == 2)
+                target[lower + left + numpy.uint64(1)] = g & -(where == 3)
+    return grad_bits
 
-        return pool
 
-    def unpool(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
-        bits = numpy.dtype(f"int{8 * grad.dtype.itemsize}")
-        backward(gy.view(bits), index, grad.view(bits))
-        return grad
+def max_pool2d_forward_2x2(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
+    """``max_pool2d_forward`` for the 2x2 window with stride 2 (C-contiguous arrays)."""
+    return _forward(image, out, index)
 
-    return unpool
+
+def max_pool2d_backward_2x2(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
+    """``max_pool2d_backward`` for the 2x2 window with stride 2 (C-contiguous arrays of one dtype)."""
+    bits = numpy.dtype(f"int{8 * grad.dtype.itemsize}")
+    _backward(gy.view(bits), index, grad.view(bits))
+    return grad
 
 
 def applies(kh: int, kw: int, sh: int, sw: int, *arrays: Any) -> bool:
     """Whether the 2x2 kernels take this call: the 2x2 stride-2 window over C-contiguous arrays."""
     return kh == kw == sh == sw == 2 and all(a.flags.c_contiguous for a in arrays)
 
-
-two_by_two_kernel = BuiltOnce(_make).builder

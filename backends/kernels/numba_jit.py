@@ -44,10 +44,10 @@ class KernelPair:
     is saved.
     """
 
-    def __init__(self, function: Callable[..., Any], *, parallel: bool = True) -> None:
+    def __init__(self, function: Callable[..., Any], *, parallel: bool = True, **options: Any) -> None:
         self.name = function.__name__
-        self.serial = _variant(function, "serial", parallel=False)
-        self.parallel = _variant(function, "parallel", parallel=True) if parallel else self.serial
+        self.serial = _variant(function, "serial", parallel=False, **options)
+        self.parallel = _variant(function, "parallel", parallel=True, **options) if parallel else self.serial
 
     @property
     def has_parallel(self) -> bool:
@@ -58,7 +58,7 @@ class KernelPair:
         return (self.serial, self.parallel) if self.has_parallel else (self.serial,)
 
 
-def _variant(function: Callable[..., Any], suffix: str, *, parallel: bool) -> Any:
+def _variant(function: Callable[..., Any], suffix: str, *, parallel: bool, **options: Any) -> Any:
     # Numba's on-disk cache is keyed by the function's qualified name, not by
     # its compile flags: the two versions need distinct names or one would
     # load the other's machine code.
@@ -67,7 +67,7 @@ def _variant(function: Callable[..., Any], suffix: str, *, parallel: bool) -> An
     )
     copy.__qualname__ = f"{function.__qualname__}_{suffix}"
     copy.__module__ = function.__module__
-    dispatcher = numba.njit(parallel=parallel, **OPTIONS)(copy)
+    dispatcher = numba.njit(parallel=parallel, **OPTIONS, **options)(copy)
     _LABELS[id(dispatcher)] = f"{function.__name__} ({suffix})"
     return dispatcher
 
@@ -76,6 +76,8 @@ def _variant(function: Callable[..., Any], suffix: str, *, parallel: bool) -> An
 FUNCTIONS: dict[str, tuple[Callable[..., Any], bool]] = {}
 # name -> its compiled pair, created on first request.
 PAIRS: dict[str, KernelPair] = {}
+# name -> the Numba options a kernel adds to OPTIONS (:func:`with_options`).
+EXTRA_OPTIONS: dict[str, dict[str, Any]] = {}
 _LABELS: dict[int, str] = {}
 _lock = threading.Lock()
 
@@ -88,6 +90,20 @@ def kernel(function: Callable[..., Any]) -> Callable[..., Any]:
 def serial_kernel(function: Callable[..., Any]) -> Callable[..., Any]:
     """Record ``function`` as a kernel with a serial build only."""
     return _record(function, parallel=False)
+
+
+def with_options(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a kernel (below its ``@kernel``) to be compiled with ``options`` beyond :data:`OPTIONS`.
+
+    For instance ``fastmath={"reassoc"}``: a sum whose additions may be
+    reordered vectorises instead of running as one chain of dependent adds.
+    """
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        EXTRA_OPTIONS[function.__name__] = options
+        return function
+
+    return mark
 
 
 def _record(function: Callable[..., Any], *, parallel: bool) -> Callable[..., Any]:
@@ -107,7 +123,7 @@ def pair(name: str) -> KernelPair:
                 function, parallel = FUNCTIONS[name]
             except KeyError:
                 raise ImportError(f"no Numba kernel named {name!r}") from None
-            found = PAIRS[name] = KernelPair(function, parallel=parallel)
+            found = PAIRS[name] = KernelPair(function, parallel=parallel, **EXTRA_OPTIONS.get(name, {}))
     return found
 
 

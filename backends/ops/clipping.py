@@ -13,26 +13,24 @@ the CPU kernel does the same in one call (a sum pass and a scaling pass).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from ..kernels.clipping_numba import SERIAL_MAX, clipping_kernel
-from .registry import declare
+from ..kernels import cpu as kcpu
+from .registry import Numba, declare
 
 NORM_EPS = 1e-6  # torch: clip_coef = max_norm / (total_norm + 1e-6)
+#: From this many elements the generic version (a threaded BLAS dot product) is faster.
+SERIAL_MAX = 1 << 21
 
 
-def _cpu_clip_norm() -> Callable[..., Any]:
-    kernel = clipping_kernel("clip_norm_inplace")  # ImportError without Numba: the generic runs
+def _clip_norm_cpu(kernel: Any, generic: Any) -> Any:
+    """The CPU wrapper: the one-call kernel (backends/kernels/clipping_numba.py) on a flat buffer."""
 
     def clip_norm_inplace(grad: Any, max_norm: float, total: Any) -> Any:
-        if (grad.ndim != 1 or not grad.flags.c_contiguous or grad.size >= SERIAL_MAX
-                or total.shape != () or total.dtype != grad.dtype):
-            return clip_norm_inplace_generic(np, grad, max_norm, total)
+        if grad.ndim != 1 or grad.size >= SERIAL_MAX or total.shape != () or total.dtype != grad.dtype:
+            return generic(grad, max_norm, total)
         scalar = grad.dtype.type
-        kernel(grad, scalar(max_norm), scalar(NORM_EPS), total.reshape(1))
+        kcpu.pick(kernel, grad.size, "cheap")(grad, scalar(max_norm), scalar(NORM_EPS), total.reshape(1))
         return total
 
     return clip_norm_inplace
@@ -41,7 +39,7 @@ def _cpu_clip_norm() -> Callable[..., Any]:
 @declare(
     "clip_norm_inplace",
     "total = ||grad||_2; grad *= min(max_norm / (total + 1e-6), 1)",
-    cpu=_cpu_clip_norm,
+    cpu=Numba(_clip_norm_cpu, "clipping_numba"),
 )
 def clip_norm_inplace_generic(xp: Any, grad: Any, max_norm: float, total: Any) -> Any:
     flat = grad.reshape(-1)

@@ -27,9 +27,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.conv_cuda import cuda_conv_kernel
-from ..kernels.conv_numba import conv_kernel
-from .registry import declare
+from ..kernels import conv_cuda  # noqa: F401  (registers the CUDA kernels' source text)
+from ..kernels import cpu as kcpu
+from ..kernels.layout import c_ordered
+from .registry import Cuda, Numba, declare
+
+# The Numba kernels are in backends/kernels/conv_numba.py, the CUDA ones in conv_cuda.py.
+_MODULE = "conv_numba"
+
+
+def _window_cpu(kernel: Any, generic: Any) -> Any:
+    """im2col / col2im: the serial or parallel build by the size of ``cols``."""
+    cols_at = 11 if kernel.name == "im2col" else 0
+
+    def window(*args: Any) -> Any:
+        return kcpu.pick(kernel, args[cols_at].size, "cheap")(*args)
+
+    return window
+
+
+def _window_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+    gathers = kernels.operation == "im2col"
+
+    def window(source: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
+               oh: int, ow: int, target: Any) -> Any:
+        n, c, h, w = (source if gathers else target).shape
+        kernel(c_ordered(source), n, c, h, w, kh, kw, sh, sw, dh, dw, top, left, oh, ow, target)
+        return target
+
+    return window
 
 
 def _taps(
@@ -61,8 +88,8 @@ def _padded_shape(
 @declare(
     "im2col",
     "cols[(c, i, j), (n, y, x)] = the window pixels, padding folded in",
-    cpu=conv_kernel("im2col"),
-    cuda=cuda_conv_kernel("im2col"),
+    cpu=Numba(_window_cpu, _MODULE),
+    cuda=Cuda(_window_cuda),
 )
 def im2col(
     xp: Any, x: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
@@ -80,8 +107,8 @@ def im2col(
 @declare(
     "col2im",
     "grad = cols scatter-added back to the pixels they came from",
-    cpu=conv_kernel("col2im"),
-    cuda=cuda_conv_kernel("col2im"),
+    cpu=Numba(_window_cpu, _MODULE),
+    cuda=Cuda(_window_cuda),
 )
 def col2im(
     xp: Any, cols: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
@@ -96,11 +123,29 @@ def col2im(
     return grad
 
 
+def _to_images_cpu(kernel: Any, generic: Any) -> Any:
+    def channels_to_images(z: Any, bias: Any, out: Any, relu: bool) -> Any:
+        return kcpu.pick(kernel, z.size, "cheap")(z, bias, out, relu)
+
+    return channels_to_images
+
+
+def _to_images_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def channels_to_images(z: Any, bias: Any, out: Any, relu: bool) -> Any:
+        n, c = out.shape[:2]
+        kernel(c_ordered(z), c_ordered(bias), n, c, out.size // max(n * c, 1), bool(relu), out)
+        return out
+
+    return channels_to_images
+
+
 @declare(
     "channels_to_images",
     "out (N, O, OH, OW) = z (O, N*OH*OW) + bias, ReLU optional",
-    cpu=conv_kernel("channels_to_images"),
-    cuda=cuda_conv_kernel("channels_to_images"),
+    cpu=Numba(_to_images_cpu, _MODULE),
+    cuda=Cuda(_to_images_cuda),
 )
 def channels_to_images(xp: Any, z: Any, bias: Any, out: Any, relu: bool) -> Any:
     n, o = out.shape[:2]
@@ -111,11 +156,38 @@ def channels_to_images(xp: Any, z: Any, bias: Any, out: Any, relu: bool) -> Any:
     return out
 
 
+def _to_channels_cpu(kernel: Any, generic: Any) -> Any:
+    def images_to_channels(
+        gy: Any, y: Any, g: Any, bias_grad: Any, relu: bool, with_bias: bool, accumulate: bool
+    ) -> Any:
+        return kcpu.pick(kernel, g.size, "cheap")(gy, y, g, bias_grad, relu, with_bias, accumulate)
+
+    return images_to_channels
+
+
+def _to_channels_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def images_to_channels(
+        gy: Any, y: Any, g: Any, bias_grad: Any, relu: bool, with_bias: bool, accumulate: bool
+    ) -> Any:
+        n, c = gy.shape[:2]
+        kernel(c_ordered(gy), c_ordered(y), n, c, gy.size // max(n * c, 1), bool(relu), g)
+        if with_bias:  # one CuPy row sum
+            if accumulate:
+                bias_grad += g.sum(axis=1)
+            else:
+                g.sum(axis=1, out=bias_grad)
+        return g
+
+    return images_to_channels
+
+
 @declare(
     "images_to_channels",
     "g (O, N*OH*OW) = gy (N, O, OH, OW) (ReLU mask optional); bias_grad (+)= its sums",
-    cpu=conv_kernel("images_to_channels"),
-    cuda=cuda_conv_kernel("images_to_channels"),
+    cpu=Numba(_to_channels_cpu, _MODULE),
+    cuda=Cuda(_to_channels_cuda),
 )
 def images_to_channels(
     xp: Any, gy: Any, y: Any, g: Any, bias_grad: Any, relu: bool, with_bias: bool, accumulate: bool

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..kernels import conv_cuda  # noqa: F401  (registers the CUDA kernels' source text)
 from ..kernels import cpu as kcpu
-from ..kernels import max_pool_numba
-from ..kernels.conv_cuda import cuda_conv_kernel
-from .registry import Numba, declare
+from ..kernels.layout import c_ordered
+from .registry import Cuda, Numba, declare
 
 
 def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tuple[int, int]) -> Any:
@@ -28,21 +28,48 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
 
 def _max_pool_cpu(kernel: Any, generic: Any) -> Any:
     """The CPU wrapper: the 2x2 stride-2 kernels where they apply, the general one (``kernel``) otherwise."""
-    name = kernel.name
-    fast = max_pool_numba.two_by_two_kernel(name)()
-    if name == "max_pool2d_forward":
+    # Imported here, at build time: Numba is known to be there (the general kernels' module needed it).
+    from ..kernels import max_pool_numba
+
+    applies = max_pool_numba.applies
+    if kernel.name == "max_pool2d_forward":
+        fast = max_pool_numba.max_pool2d_forward_2x2
 
         def forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
             general = kcpu.pick(kernel, out.size, "cheap")
-            run = fast if max_pool_numba.applies(kh, kw, sh, sw, image, out, index) else general
+            run = fast if applies(kh, kw, sh, sw, image, out, index) else general
             return run(image, kh, kw, sh, sw, out, index)
+
+        return forward
+    fast_back = max_pool_numba.max_pool2d_backward_2x2
+
+    def backward(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
+        general = kcpu.pick(kernel, gy.size, "cheap")
+        take = applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype
+        return (fast_back if take else general)(gy, index, kh, kw, sh, sw, grad)
+
+    return backward
+
+
+def _max_pool_cuda(kernels: Any, generic: Any) -> Any:
+    """The CUDA wrapper: one thread per output (forward) or per padded input pixel (backward)."""
+    kernel = kernels()
+    if kernels.operation == "max_pool2d_forward":
+
+        def forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
+            oh, ow = out.shape[2:]
+            chosen = c_ordered(index)  # a raw output: written flat
+            kernel(c_ordered(image), image.shape[2], image.shape[3], kh, kw, sh, sw, oh, ow, out, chosen)
+            if chosen is not index:
+                index[...] = chosen
+            return out
 
         return forward
 
     def backward(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
-        general = kcpu.pick(kernel, gy.size, "cheap")
-        take = max_pool_numba.applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype
-        return (fast if take else general)(gy, index, kh, kw, sh, sw, grad)
+        oh, ow = gy.shape[2:]
+        kernel(c_ordered(gy), c_ordered(index), grad.shape[2], grad.shape[3], kh, kw, sh, sw, oh, ow, grad)
+        return grad
 
     return backward
 
@@ -51,7 +78,7 @@ def _max_pool_cpu(kernel: Any, generic: Any) -> Any:
     "max_pool2d_forward",
     "out = max over each window; index = its argmax",
     cpu=Numba(_max_pool_cpu, "pooling_numba"),
-    cuda=cuda_conv_kernel("max_pool2d_forward"),
+    cuda=Cuda(_max_pool_cuda),
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
     windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
@@ -64,7 +91,7 @@ def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, 
     "max_pool2d_backward",
     "grad = scatter of gy to each window's argmax",
     cpu=Numba(_max_pool_cpu, "pooling_numba"),
-    cuda=cuda_conv_kernel("max_pool2d_backward"),
+    cuda=Cuda(_max_pool_cuda),
 )
 def max_pool2d_backward(xp: Any, gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
     grad.fill(0.0)

@@ -203,6 +203,7 @@ class Conv2D(Layer):
         relu = isinstance(self.activation, ReLU)
         if self.activation is not None and not relu:
             grad_out = self.activation.backward(grad_out)
+        grad_out = xp.ascontiguousarray(grad_out)  # the fused kernels read flat memory (no copy if it is)
         cols, weight, bias = self._cols, self.weight, self.bias
         g = self.workspace("grad_rows", (self.out_channels, cols.shape[1]))
         bias_grad = bias.grad if bias is not None else self._bias_data()
