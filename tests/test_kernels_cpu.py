@@ -35,6 +35,12 @@ SERIAL_ONLY = {
     "max_pool2d_backward",
     "embedding_backward",
     "clip_norm_inplace",
+    "rnn_cell_forward",
+    "rnn_cell_backward",
+    "lstm_cell_forward",
+    "lstm_cell_backward",
+    "gru_cell_forward",
+    "gru_cell_backward",
 }
 
 

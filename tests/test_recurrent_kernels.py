@@ -1,59 +1,92 @@
-"""The recurrent cell kernels against their generic versions: Numba, the CUDA bodies on the host, NVRTC.
+"""The recurrent cell operations' own kernel properties (the registry's checks do the rest).
 
-* every Numba kernel on the cases of ``kernel_cases`` (both dtypes, edge
-  pre-activations, padded rows), and in layouts it must hand to the generic
-  version;
-* the same CUDA kernel bodies that NVRTC compiles, built by the host C++
-  compiler and driven through the wrappers that launch them on a GPU;
-* CuPy's own generated source for each kernel (``cupy_codegen``), compiled by
-  NVRTC for sm_80 and sm_90, where the ``nvrtc`` test extra is installed.
+Every cell operation is declared in the registry form, so ``test_kernels_cpu``
+(Numba against the generic version: both dtypes, edge values, layouts),
+``test_kernels_host`` (the CUDA bodies built for the host) and
+``test_cuda_codegen`` (CuPy's generated source compiled by NVRTC) run it on the
+cases of ``kernel_cases``.  Here: that it is in those checks, what they do not
+look at (the float32 tanh's accuracy, the float64 one being libm's, other
+dtypes, the CUDA wrappers' layout guard), and that the cases catch a wrong
+gate derivative.
 """
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
+import copy
 from typing import Any
 
-import kernel_codegen
 import numpy as np
 import pytest
-from kernel_cases import CASES, RECURRENT_OPS, compare, compare_layout
+from kernel_cases import CASES, LAYOUTS, RECURRENT_OPS, compare, cuda_wrapper, relayout
 
-from bpcore.backends.kernels import recurrent_cuda
+from bpcore.backends.kernels import cuda_sources as src
 from bpcore.backends.ops import OPERATIONS
 
-DTYPES = [np.float32, np.float64]
-IDS = ["f32", "f64"]
 
-
-def test_every_recurrent_operation_has_all_three_versions() -> None:
+def test_every_recurrent_operation_is_in_the_registry_checks() -> None:
     for name in RECURRENT_OPS:
         operation = OPERATIONS[name]
-        assert operation.cpu is not None and operation.cuda is not None, name
-        assert name in CASES and name in recurrent_cuda.KERNEL_OF
+        assert operation.numba_module == "recurrent_numba", name
+        assert operation.cuda_wrapper is not None, name
+        assert name in CASES and f"bp_{name}" in src.ELEMENTWISE, name
 
 
-# --- Numba -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("name", RECURRENT_OPS)
-def test_numba_kernel_matches_generic(name: str, dtype: type) -> None:
+def _tanh_through_the_cell(dtype: type, x: np.ndarray) -> np.ndarray:
+    forward = OPERATIONS["rnn_cell_forward"].cpu()
+    assert forward is not None
+    xw = x.astype(dtype).reshape(1, -1)
+    h = np.empty_like(xw)
+    forward(xw, np.zeros_like(xw), np.zeros_like(xw), np.ones(1, dtype), False, h)
+    return h[0]
+
+
+def test_the_float32_tanh_is_within_its_bound_and_float64_is_libm() -> None:
     pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the generic versions")
-    implementation = OPERATIONS[name].cpu()  # type: ignore[misc]
-    rng = np.random.default_rng(7)
-    for _label, make in CASES[name]:
-        for rows in (1, 37):
-            for edge in (False, True):
-                compare(name, implementation, make(rng, dtype, rows, edge))
+    x = np.concatenate([np.linspace(-12.0, 12.0, 4001), [-1e4, -50.0, 50.0, 1e4, 0.0, -0.0]])
+    exact = np.tanh(x)
+    f32 = _tanh_through_the_cell(np.float32, x)
+    # The bound is on the float32 inputs the kernel sees.
+    np.testing.assert_allclose(f32, np.tanh(x.astype(np.float32).astype(np.float64)), rtol=0, atol=3.5e-7)
+    np.testing.assert_allclose(_tanh_through_the_cell(np.float64, x), exact, rtol=1e-15, atol=0)
+
+
+def test_another_dtype_runs_the_generic_version() -> None:
+    pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the generic versions")
+    implementation = OPERATIONS["lstm_cell_forward"].cpu()
+    args = CASES["lstm_cell_forward"][0][1](np.random.default_rng(2), np.float64, 6, False)
+    half = [a.astype(np.float16) if isinstance(a, np.ndarray) else a for a in args]
+    expected = copy.deepcopy(half)
+    OPERATIONS["lstm_cell_forward"].generic(np, *expected)
+    assert implementation(*half) is half[-1]
+    for got, want in zip(half, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("name", RECURRENT_OPS)
-def test_numba_kernel_hands_other_layouts_to_the_generic_version(name: str) -> None:
-    pytest.importorskip("numba", reason="Numba is not installed: the CPU runs the generic versions")
-    implementation = OPERATIONS[name].cpu()  # type: ignore[misc]
-    for _label, make in CASES[name]:
-        compare_layout(name, implementation, make(np.random.default_rng(1), np.float64, 9, False), "strided")
+def test_the_cuda_wrappers_launch_on_c_order_only(name: str) -> None:
+    # The gate arrays are raw (flat C-order) in the kernels: any other layout must reach the generic version.
+    launched: list[str] = []
+
+    def provider(kernel_name: str) -> Any:
+        def kernel(*args: Any) -> None:
+            assert all(a.flags.c_contiguous for a in args if isinstance(a, np.ndarray)), kernel_name
+            launched.append(kernel_name)
+
+        return kernel
+
+    implementation = cuda_wrapper(name, provider)
+    args = CASES[name][0][1](np.random.default_rng(4), np.float64, 9, False)
+    implementation(*copy.deepcopy(args))
+    assert launched == [f"bp_{name}"]
+    for layout in LAYOUTS:
+        launched.clear()
+        expected, got = copy.deepcopy(args), relayout(args, layout)
+        OPERATIONS[name].generic(np, *expected)
+        implementation(*got)
+        assert launched == [], layout
+        for e, g in zip(expected, got, strict=True):
+            if isinstance(e, np.ndarray):
+                np.testing.assert_allclose(g, e, rtol=1e-12, equal_nan=True, err_msg=layout)
 
 
 def test_a_wrong_gate_derivative_is_caught() -> None:
@@ -71,70 +104,3 @@ def test_a_wrong_gate_derivative_is_caught() -> None:
     args = CASES["lstm_cell_backward"][0][1](np.random.default_rng(0), np.float64, 8, False)
     with pytest.raises(AssertionError, match="differs from the generic version"):
         compare("lstm_cell_backward", wrong, args)
-
-
-# --- the CUDA bodies, compiled for the host ------------------------------------------------------------
-COMPILER = shutil.which("g++") or shutil.which("c++")
-
-
-@pytest.fixture(scope="module")
-def host_library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    if COMPILER is None:
-        pytest.skip("no host C++ compiler (g++) to build the CUDA kernels for the CPU")
-    from bpcore.backends.kernels import cuda_sources as src
-
-    parts = [kernel_codegen.HOST_EMULATION, src.header_source(), kernel_codegen.LOOP_MACROS]
-    for dtype in kernel_codegen.CTYPES:
-        parts += [kernel_codegen.elementwise_unit(spec, dtype) for spec in recurrent_cuda.SPECS.values()]
-    folder = tmp_path_factory.mktemp("recurrent_host_kernels")
-    source, target = folder / "recurrent.cpp", folder / "recurrent.so"
-    source.write_text("\n".join(parts))
-    result = subprocess.run(
-        [COMPILER, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(target), str(source)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return ctypes.CDLL(str(target))
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("name", RECURRENT_OPS)
-def test_cuda_kernel_arithmetic_matches_generic(name: str, dtype: type, host_library: ctypes.CDLL) -> None:
-    from test_kernels_host import HostElementwise
-
-    implementation = recurrent_cuda.make_implementation(
-        name, lambda kernel_name: HostElementwise(recurrent_cuda.SPECS[kernel_name], host_library)
-    )
-    rng = np.random.default_rng(11)
-    for _label, make in CASES[name]:
-        for rows in (1, 23):
-            for edge in (False, True):
-                compare(name, implementation, make(rng, dtype, rows, edge))
-
-
-# --- CuPy's generated source, compiled by NVRTC ----------------------------------------------------------
-@pytest.mark.slow
-def test_cupy_generated_source_of_every_recurrent_kernel_compiles(tmp_path: Any) -> None:
-    cg = pytest.importorskip("cupy_codegen")
-    reason = cg.unavailable()
-    if reason is not None:
-        pytest.skip(f"CuPy's code generation cannot be checked: {reason}")
-    recorder = cg.Recorder()
-    rng = np.random.default_rng(0)
-    for name in RECURRENT_OPS:
-        implementation = recurrent_cuda.make_implementation(
-            name, lambda kernel_name: cg.elementwise_call(recurrent_cuda.SPECS[kernel_name], recorder)
-        )
-        for dtype in DTYPES:
-            for _label, make in CASES[name]:
-                implementation(*make(rng, dtype, 13, False))
-    programs = list(recorder.programs.values())
-    assert {p.path for p in programs} == {"elementwise"}
-    assert len(programs) == 2 * len(recurrent_cuda.SPECS)  # each kernel, for float32 and float64
-    compiled = cg.compile_programs(programs, cache_dir=str(tmp_path))
-    for program in programs:
-        for arch in cg.ARCHITECTURES:
-            result = compiled[program.key, arch]
-            assert result.ok, f"{program.path} fails for sm_{arch}:\n{result.log}"
-            assert result.binary_size > 0

@@ -47,9 +47,98 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.recurrent_cuda import recurrent_cuda_kernel
-from ..kernels.recurrent_numba import recurrent_cpu_kernel
-from .registry import declare
+import numpy as np
+
+from ..kernels import cpu as kcpu
+from ..kernels import recurrent_cuda  # noqa: F401  (registers the CUDA kernels' sources)
+from .registry import Cuda, Numba, declare
+
+# The Numba kernels are in backends/kernels/recurrent_numba.py, the CUDA ones in recurrent_cuda.py.
+
+_KERNEL_DTYPES = (np.float32, np.float64)
+
+
+def _cell_cpu(returned: int) -> Any:
+    """The CPU wrapper of a cell operation that returns its argument ``returned`` (one serial build).
+
+    Behind the layout guard, so every array is C-contiguous here; another dtype
+    than float32 or float64 (the one of the last array) gets the generic version.
+    """
+
+    def wrap(kernel: Any, generic: Any) -> Any:
+        def cell(*args: Any) -> Any:
+            out = args[returned]
+            if args[-1].dtype.type not in _KERNEL_DTYPES:
+                return generic(*args)
+            kcpu.pick(kernel, out.size, "transcendental")(*args)
+            return out
+
+        return cell
+
+    return wrap
+
+
+# The CUDA wrappers: one ElementwiseKernel launch, a thread per hidden unit (the state's
+# elements); the gate arrays are "raw" (read and written as flat C-order memory), so the
+# wrappers run behind the layout guard (flat=True).
+def _rnn_forward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def rnn_cell_forward(xw, hw, h_prev, mask, relu, h):  # type: ignore[no-untyped-def]
+        kernel(xw, hw, h_prev, mask, np.int64(h.shape[1]), bool(relu), h)
+        return h
+
+    return rnn_cell_forward
+
+
+def _rnn_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def rnn_cell_backward(dy, dh_rec, dh, h, mask, relu, dgates):  # type: ignore[no-untyped-def]
+        kernel(dy, dh_rec, h, mask, np.int64(h.shape[1]), bool(relu), dh, dgates)
+        return dgates
+
+    return rnn_cell_backward
+
+
+def _lstm_forward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def lstm_cell_forward(xw, hw, c_prev, h_prev, mask, gates, c, h):  # type: ignore[no-untyped-def]
+        kernel(xw, hw, c_prev, h_prev, mask, np.int64(h.shape[1]), gates, c, h)
+        return h
+
+    return lstm_cell_forward
+
+
+def _lstm_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def lstm_cell_backward(dy, dh_rec, dh, dc, gates, c_prev, c, mask, dgates):  # type: ignore[no-untyped-def]
+        kernel(dy, dh_rec, c_prev, c, gates, mask, np.int64(c.shape[1]), dh, dc, dgates)
+        return dgates
+
+    return lstm_cell_backward
+
+
+def _gru_forward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def gru_cell_forward(xw, hw, b_hh, h_prev, mask, gates, h):  # type: ignore[no-untyped-def]
+        kernel(xw, hw, b_hh, h_prev, mask, np.int64(h.shape[1]), gates, h)
+        return h
+
+    return gru_cell_forward
+
+
+def _gru_backward_cuda(kernels: Any, generic: Any) -> Any:
+    kernel = kernels()
+
+    def gru_cell_backward(dy, dh_rec, dh, gates, h_prev, mask, dgx, dgh):  # type: ignore[no-untyped-def]
+        kernel(dy, dh_rec, h_prev, gates, mask, np.int64(h_prev.shape[1]), dh, dgx, dgh)
+        return dgx
+
+    return gru_cell_backward
 
 
 def _sigmoid(xp: Any, x: Any) -> Any:
@@ -64,8 +153,8 @@ def _real(mask: Any) -> Any:
 @declare(
     "rnn_cell_forward",
     "h = act(xw + hw) (tanh or ReLU); padded rows keep h_prev",
-    cpu=recurrent_cpu_kernel("rnn_cell_forward"),
-    cuda=recurrent_cuda_kernel("rnn_cell_forward"),
+    cpu=Numba(_cell_cpu(-1), "recurrent_numba"),
+    cuda=Cuda(_rnn_forward_cuda, flat=True),
 )
 def rnn_cell_forward(xp: Any, xw: Any, hw: Any, h_prev: Any, mask: Any, relu: bool, h: Any) -> Any:
     pre = xw + hw
@@ -77,8 +166,8 @@ def rnn_cell_forward(xp: Any, xw: Any, hw: Any, h_prev: Any, mask: Any, relu: bo
 @declare(
     "rnn_cell_backward",
     "dgates = (dy + dh_rec + dh) * act'(h); padded rows pass the gradient through",
-    cpu=recurrent_cpu_kernel("rnn_cell_backward"),
-    cuda=recurrent_cuda_kernel("rnn_cell_backward"),
+    cpu=Numba(_cell_cpu(-1), "recurrent_numba"),
+    cuda=Cuda(_rnn_backward_cuda, flat=True),
 )
 def rnn_cell_backward(
     xp: Any, dy: Any, dh_rec: Any, dh: Any, h: Any, mask: Any, relu: bool, dgates: Any
@@ -94,8 +183,8 @@ def rnn_cell_backward(
 @declare(
     "lstm_cell_forward",
     "LSTM gates i, f, g, o; c = f * c_prev + i * g; h = o * tanh(c); padded rows keep the state",
-    cpu=recurrent_cpu_kernel("lstm_cell_forward"),
-    cuda=recurrent_cuda_kernel("lstm_cell_forward"),
+    cpu=Numba(_cell_cpu(-1), "recurrent_numba"),
+    cuda=Cuda(_lstm_forward_cuda, flat=True),
 )
 def lstm_cell_forward(
     xp: Any, xw: Any, hw: Any, c_prev: Any, h_prev: Any, mask: Any, gates: Any, c: Any, h: Any
@@ -116,8 +205,8 @@ def lstm_cell_forward(
 @declare(
     "lstm_cell_backward",
     "LSTM gate gradients, dc carried to c_prev; padded rows pass the gradients through",
-    cpu=recurrent_cpu_kernel("lstm_cell_backward"),
-    cuda=recurrent_cuda_kernel("lstm_cell_backward"),
+    cpu=Numba(_cell_cpu(-1), "recurrent_numba"),
+    cuda=Cuda(_lstm_backward_cuda, flat=True),
 )
 def lstm_cell_backward(
     xp: Any, dy: Any, dh_rec: Any, dh: Any, dc: Any, gates: Any, c_prev: Any, c: Any, mask: Any, dgates: Any
@@ -140,8 +229,8 @@ def lstm_cell_backward(
 @declare(
     "gru_cell_forward",
     "GRU gates r, z, n (n = tanh(xw_n + r * (hw_n + b_hn))); h = (1 - z) * n + z * h_prev",
-    cpu=recurrent_cpu_kernel("gru_cell_forward"),
-    cuda=recurrent_cuda_kernel("gru_cell_forward"),
+    cpu=Numba(_cell_cpu(-1), "recurrent_numba"),
+    cuda=Cuda(_gru_forward_cuda, flat=True),
 )
 def gru_cell_forward(
     xp: Any, xw: Any, hw: Any, b_hh: Any, h_prev: Any, mask: Any, gates: Any, h: Any
@@ -160,8 +249,8 @@ def gru_cell_forward(
 @declare(
     "gru_cell_backward",
     "GRU gate gradients (input side dgx, hidden side dgh), dh * z carried to h_prev",
-    cpu=recurrent_cpu_kernel("gru_cell_backward"),
-    cuda=recurrent_cuda_kernel("gru_cell_backward"),
+    cpu=Numba(_cell_cpu(-2), "recurrent_numba"),
+    cuda=Cuda(_gru_backward_cuda, flat=True),
 )
 def gru_cell_backward(
     xp: Any, dy: Any, dh_rec: Any, dh: Any, gates: Any, h_prev: Any, mask: Any, dgx: Any, dgh: Any
