@@ -290,7 +290,12 @@ def _recurrent(name: str, relu: bool = False) -> Callable[..., list[Any]]:
             return [state(), state(), state(), state(), saved, c_prev, c, mask, empty(g)]
         b_hh = _values(rng, dtype, (g,), False, scale=0.5)
         if name == "gru_cell_forward":
-            return [pre(), pre(), b_hh, state(), mask, empty(4 * h), empty(h)]
+            # The candidate reads tanh(xw + r * hn): r's last-bit rounding is multiplied by |hn|, so edge
+            # values there (|hn| in the thousands) would test the conditioning, not the kernel. Edge values
+            # still reach every gate's input projection and the reset and update gates' recurrent part.
+            hw = pre()
+            hw[:, 2 * h :] = _values(rng, dtype, (n, h), False)
+            return [pre(), hw, b_hh, state(), mask, empty(4 * h), empty(h)]
         saved, h_prev = np.empty((n, 4 * h), dtype), state()
         OPERATIONS["gru_cell_forward"].generic(np, pre(), pre(), b_hh, h_prev, np.ones(n, dtype), saved,
                                                np.empty((n, h), dtype))

@@ -81,8 +81,8 @@ for _kernel in (
         "raw T gates, T h",
         _UNIT
         + " const long long k = a * 3 * size + j, s = a * 4 * size + j;"
-        " const T r = bp_sigmoid(xw[k] + hw[k] + b_hh[j]);"
-        " const T z = bp_sigmoid(xw[k + size] + hw[k + size] + b_hh[j + size]);"
+        " const T r = bp_sigmoid(xw[k] + (hw[k] + b_hh[j]));"  # the generic version's order of sums
+        " const T z = bp_sigmoid(xw[k + size] + (hw[k + size] + b_hh[j + size]));"
         " const T hn = hw[k + 2 * size] + b_hh[j + 2 * size];"
         " const T cand = bp_tanh(xw[k + 2 * size] + r * hn);"
         " gates[s] = r; gates[s + size] = z; gates[s + 2 * size] = cand; gates[s + 3 * size] = hn;"

@@ -195,7 +195,7 @@ def gru_cell_forward(xw, hw, b_hh, h_prev, mask, gates, h):  # type: ignore[no-u
     for a in range(n):
         x, y, row = xw[a], hw[a], gates[a]
         for k in range(2 * size):
-            row[k] = cell_sigmoid(x[k] + y[k] + b_hh[k])
+            row[k] = cell_sigmoid(x[k] + (y[k] + b_hh[k]))  # the generic version's order of sums
         r, z, cand, hn = row[:size], row[size : 2 * size], row[2 * size : 3 * size], row[3 * size :]
         x_n, y_n = x[2 * size :], y[2 * size :]
         for j in range(size):
