@@ -19,12 +19,10 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 
 from . import numba_kernels as nk
-
-_kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
+from .numba_jit import element as _kernel  # the shared compile options (on-disk cache, numpy error model)
 
 ACT = nk.identity_forward_at
 
