@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
+from ..backends import backend_of
 from .base import Layer, Shape, shape_text
 
 
@@ -25,11 +26,7 @@ def mask_from_lengths(lengths: Any, steps: int) -> Any:
     mask comes back on the same device as ``lengths`` (NumPy for a list).
     """
     steps = checks.integer(steps, "steps", minimum=1)
-    xp: Any = np
-    if type(lengths).__module__.split(".")[0] == "cupy":
-        import cupy
-
-        xp = cupy
+    xp = backend_of(lengths).xp  # NumPy for a list or a NumPy array, CuPy for a CuPy array
     values = xp.asarray(lengths)
     if values.ndim != 1 or values.dtype.kind not in "iu":
         raise ValueError(
