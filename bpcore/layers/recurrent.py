@@ -55,8 +55,19 @@ class Recurrent(Layer):
     in the same form.  Carrying the state between batches (truncated
     backpropagation through time, generation step by step) is
     ``layer.initial_state = layer.state``; ``layer.reset_state()`` starts
-    from zeros again.  The initial state is a constant: no gradient flows
-    into it.
+    from zeros again.
+
+    Gradients of the states, as PyTorch's ``h0.grad`` and ``h_n.backward()``:
+    after a ``backward``, ``layer.initial_state_grad`` is dLoss/d(initial
+    state) in the form of :attr:`initial_state` (an ``(N, H)`` array, or
+    ``(dh, dc)`` for an LSTM): fresh arrays, kept until the next backward.
+    It is None when the forward started from zeros (``initial_state`` None:
+    a constant, as PyTorch's omitted ``h0``).  A gradient INTO the final state
+    (:attr:`state`), where the final state feeds something else (a decoder's
+    initial state, the next chunk of a sequence), is set beforehand as
+    ``layer.final_state_grad`` (same form); the next ``backward`` adds it to
+    the gradient the output brings and then resets it to None.  Padded steps
+    carry both gradients through unchanged, as they carry the state.
     """
 
     uses_mask = True
@@ -85,6 +96,9 @@ class Recurrent(Layer):
         self.bias_hh = parameter("bias_hh", (rows,), False)
         self._initial: tuple[Any, ...] | None = None
         self._run: tuple[Any, ...] | None = None
+        self._from_initial = False  # whether the last forward started from a given initial state
+        self._initial_grad: tuple[Any, ...] | None = None
+        self._final_grad: tuple[Any, ...] | None = None
 
     # --- description ------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -119,15 +133,21 @@ class Recurrent(Layer):
     def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
         out = super().build(input_shape if input_shape is not None else self.input_shape, dtype, backend)
         self._run = None
+        self._initial_grad = None
         if self._initial is not None:
             self._initial = tuple(backend.asarray(part, dtype=self.dtype) for part in self._initial)
+        if self._final_grad is not None:
+            self._final_grad = tuple(backend.asarray(part, dtype=self.dtype) for part in self._final_grad)
         return out
 
     def to(self, backend: Backend) -> None:
         initial = None if self._initial is None else [self.backend.to_numpy(p) for p in self._initial]
+        final = None if self._final_grad is None else [self.backend.to_numpy(p) for p in self._final_grad]
         super().to(backend)
         self._run = None
+        self._initial_grad = None
         self._initial = None if initial is None else tuple(backend.asarray(p, self.dtype) for p in initial)
+        self._final_grad = None if final is None else tuple(backend.asarray(p, self.dtype) for p in final)
 
     # --- state --------------------------------------------------------------------
     @property
@@ -139,10 +159,40 @@ class Recurrent(Layer):
 
     @initial_state.setter
     def initial_state(self, value: Any) -> None:
-        if value is None:
-            self._initial = None
-            return
-        name = f"{type(self).__name__}.initial_state"
+        self._initial = None if value is None else self._state_parts(value, "initial_state")
+
+    @property
+    def initial_state_grad(self) -> Any:
+        """dLoss/d(initial state) from the last backward, in the form of :attr:`initial_state`.
+
+        Fresh arrays (``(dh, dc)`` for an LSTM), kept until the next backward;
+        None before one and when the forward started from zeros.
+        """
+        if self._initial_grad is None:
+            return None
+        return self._initial_grad if self.state_count > 1 else self._initial_grad[0]
+
+    @property
+    def final_state_grad(self) -> Any:
+        """A gradient for the final state (:attr:`state`) that the next backward adds in, or None.
+
+        Set it as :attr:`initial_state` is set (an ``(N, H)`` array, ``(dh, dc)``
+        for an LSTM, N the batch of the last forward); the next ``backward``
+        adds it to what the output's gradient brings (with
+        ``return_sequences=False`` the output IS the final ``h``), carries it
+        back through the steps and resets this to None.
+        """
+        if self._final_grad is None:
+            return None
+        return self._final_grad if self.state_count > 1 else self._final_grad[0]
+
+    @final_state_grad.setter
+    def final_state_grad(self, value: Any) -> None:
+        self._final_grad = None if value is None else self._state_parts(value, "final_state_grad")
+
+    def _state_parts(self, value: Any, attribute: str) -> tuple[Any, ...]:
+        """``value`` checked as a state (an (N, H) array, or a pair for an LSTM), on the layer's device."""
+        name = f"{type(self).__name__}.{attribute}"
         if self.state_count > 1:
             if not isinstance(value, (tuple, list)) or len(value) != self.state_count:
                 raise TypeError(f"{name}: expected None or a pair (h, c) of (N, {self.hidden_size}) arrays, "
@@ -161,7 +211,7 @@ class Recurrent(Layer):
             checked.append(self.backend.asarray(part, dtype=self.dtype) if self.built else part)
         if len({part.shape for part in checked}) != 1:
             raise ValueError(f"{name}: h and c must have one shape, got {[tuple(p.shape) for p in checked]}")
-        self._initial = tuple(checked)
+        return tuple(checked)
 
     @property
     def state(self) -> Any:
@@ -229,6 +279,7 @@ class Recurrent(Layer):
             )
 
     def _start(self, states: tuple[Any, ...], n: int) -> None:
+        self._from_initial = self._initial is not None
         if self._initial is None:
             for array in states:
                 array[0].fill(0.0)
@@ -252,6 +303,12 @@ class Recurrent(Layer):
             raise self._not_run()
         xp = self.backend.xp
         steps, states, _gates, inputs, _real, _masked, n = self._run
+        final = self._final_grad
+        if final is not None and final[0].shape[0] != n:
+            raise ValueError(
+                f"{type(self).__name__}.final_state_grad: expected {n} rows to match the batch of the "
+                f"last forward, got shape {tuple(final[0].shape)}"
+            )
         size, rows = self.hidden_size, self.gate_count * self.hidden_size
         dgx = self.workspace("dgates_x", (steps, n, rows))
         dgh = self.workspace("dgates_h", (steps, n, rows)) if self._separate_hidden_gradient else dgx
@@ -269,12 +326,20 @@ class Recurrent(Layer):
             zero = self.workspace("dy_zero", (n, size))
             zero.fill(0.0)
             dh[...] = grad_out
+        if final is not None:  # the gradient into the final state joins the carried ones
+            dh += final[0]
+            for array, part in zip(carry, final[1:], strict=True):
+                array[...] = part
+            self._final_grad = None
         weight_hh = self.weight_hh.data
         for t in range(steps - 1, -1, -1):
             dy = dys[t] if self.return_sequences else zero
             self._cell_backward(dy, dh_rec, dh, carry, t, dgx[t], dgh[t])
             if t:
                 xp.matmul(dgh[t], weight_hh, out=dh_rec)
+        self._initial_grad = None
+        if self._from_initial:  # what the step at t = 0 carries on (fresh arrays, for the caller)
+            self._initial_grad = (dh + xp.matmul(dgh[0], weight_hh), *(array.copy() for array in carry))
         flat_x, flat_h = dgx.reshape(steps * n, rows), dgh.reshape(steps * n, rows)
         self._add_grad(self.weight_ih, flat_x.T, inputs.reshape(steps * n, -1), accumulate)
         self._add_grad(self.weight_hh, flat_h.T, states[0][:steps].reshape(steps * n, size), accumulate)
