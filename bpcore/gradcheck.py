@@ -132,7 +132,14 @@ def _objective(output: Any, weights: dict[str, Any], backend_xp: Any) -> Any:
 
 
 def _layer_problem(
-    layer: Layer, x: np.ndarray, training: bool, loss: Any, y: Any, rng: np.random.Generator, seed: int | None
+    layer: Layer,
+    x: np.ndarray,
+    training: bool,
+    loss: Any,
+    y: Any,
+    rng: np.random.Generator,
+    seed: int | None,
+    mask: Any = None,
 ) -> tuple[_Problem, Callable[[], None]]:
     if layer.built:
         if layer.dtype != np.float64:
@@ -163,9 +170,11 @@ def _layer_problem(
     xin = backend.asarray(x, dtype=np.int64 if indices else np.float64).copy()
     weights: dict[str, Any] = {"rng": rng}
     target = _target(y, backend)
+    real = None if mask is None else _layer_mask(layer, mask, xin.shape, backend)
+    run: Any = layer.forward  # takes mask= where the layer uses_mask
 
     def value_and_seed() -> tuple[float, Any]:
-        out = layer.forward(xin, training)
+        out = layer.forward(xin, training) if real is None else run(xin, training, mask=real)
         if loss is None:
             return _objective(out, weights, xp)
         return float(_host(loss(out, target))), None
@@ -198,14 +207,28 @@ def _layer_problem(
     return _Problem(variables, evaluate, analytic), restore
 
 
+def _layer_mask(layer: Layer, mask: Any, shape: tuple[int, ...], backend: Any) -> Any:
+    if not layer.uses_mask:
+        raise ValueError(f"gradcheck(mask): {layer!r} takes no mask (a recurrent layer does)")
+    array = import_array(mask, argument="gradcheck(mask)")
+    if array.dtype != np.bool_ or tuple(array.shape) != tuple(shape[:2]):
+        raise ValueError(
+            f"gradcheck(mask): expected a boolean array of shape {tuple(shape[:2])} (the first two axes of "
+            f"x), got dtype {array.dtype} and shape {tuple(array.shape)}"
+        )
+    return to_backend(array, backend)
+
+
 def _network_problem(
-    network: Network, x: Any, training: bool, loss: Any, y: Any, rng: np.random.Generator, seed: int | None
+    network: Network, x: Any, training: bool, loss: Any, y: Any, rng: np.random.Generator, seed: int | None,
+    mask: Any = None,
 ) -> tuple[_Problem, Callable[[], None]]:
     if network.dtype != np.float64:
         raise ValueError(_float64_message("the network", network.dtype))
     backend = network.backend
     xp = backend.xp
     xin = network.as_input(x).copy()
+    real = network.as_mask(mask, shape=xin.shape)
     indices = network.layers[0].input_kind == "index"
     if training and network._needs_batch and xin.shape[0] < 2:
         raise ValueError(
@@ -223,7 +246,7 @@ def _network_problem(
     target = _target(y, backend)
 
     def value_and_seed() -> tuple[float, Any]:
-        out = network._forward(xin, training)
+        out = network._forward(xin, training, real)
         if loss is None:
             return _objective(out, weights, xp)
         return float(_host(loss(out, target))), None
@@ -370,6 +393,7 @@ def gradcheck(
     directions: int = 3,
     floor: float | None = None,
     return_location: bool = False,
+    mask: Any = None,
 ) -> float | tuple[float, str]:
     """Check ``target``'s backward pass against central differences; return the worst relative error.
 
@@ -389,7 +413,9 @@ def gradcheck(
     cover everything.  ``training`` selects the mode of the forward pass
     (dropout uses one fixed mask).  A float64 implementation with a correct
     backward pass typically scores below 1e-6.  With ``return_location`` the
-    result is ``(error, where)``, naming the worst entry.
+    result is ``(error, where)``, naming the worst entry.  ``mask`` (a boolean
+    ``(N, T)`` array, True at real steps) goes with ``x`` into a network's
+    forward (:meth:`~bpcore.Network.forward`) or a recurrent layer's.
     """
     training = checks.flag(training, "gradcheck(training)")
     eps = checks.real(eps, "gradcheck(eps)", above=0.0, expected="a small positive step such as 1e-6")
@@ -407,11 +433,13 @@ def gradcheck(
         raise ValueError("gradcheck(y): a loss was given, so the target values y are needed too")
     rng = np.random.default_rng(seed)
     if isinstance(target, Network):
-        problem, restore = _network_problem(target, x, training, loss, y, rng, seed)
+        problem, restore = _network_problem(target, x, training, loss, y, rng, seed, mask)
     elif isinstance(target, Layer):
         layer_input = _as_index_input(x) if target.input_kind == "index" else _as_float64_input(x)
-        problem, restore = _layer_problem(target, layer_input, training, loss, y, rng, seed)
+        problem, restore = _layer_problem(target, layer_input, training, loss, y, rng, seed, mask)
     elif _is_loss(target):
+        if mask is not None:
+            raise ValueError("gradcheck(mask): a loss takes no mask (a network or a recurrent layer does)")
         if loss is not None:
             raise ValueError("gradcheck(loss): the target is already a loss; pass the target values as y")
         problem, restore = _loss_problem(target, _as_float64_input(x), y)

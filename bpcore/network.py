@@ -11,6 +11,7 @@ import numpy as np
 
 from . import checks
 from .backends import Backend, DeviceLike, device_scope, get_backend
+from .interop import import_array, to_backend
 from .layers.base import Layer, Shape, shape_text
 from .layers.fusion import (
     build_sequence,
@@ -82,6 +83,7 @@ class Network:
         self._plan = fusion_plan(self.layers)
         # Masks (variable-length sequences) are threaded only when a layer can start one.
         self._masked = any(layer.produces_mask for layer in self.walk())
+        self._uses_mask = any(layer.uses_mask for layer in self.walk())  # whether forward(mask=) can matter
         self._needs_batch = any(getattr(layer, "needs_batch_statistics", False) for layer in self.walk())
         self._has_buffers = any(layer.buffers() for layer in self.walk())  # fixed by the layers' types
         self._output_shape: tuple[int, ...] | None = None
@@ -230,17 +232,64 @@ class Network:
         with self.exclusive():
             yield
 
-    def _forward(self, x: Any, training: bool) -> Any:
+    def as_mask(self, mask: Any = None, *, lengths: Any = None, shape: Sequence[int]) -> Any:
+        """The boolean ``(N, T)`` mask for input of ``shape`` from ``mask`` or ``lengths``, on the device.
+
+        ``mask``: True at real time steps, False at padding, in any pattern
+        (the recurrent layers skip padded steps wherever they are; a row with
+        no real step keeps its initial state); ``lengths``: one length in
+        ``[0, T]`` per sequence, real steps first (:func:`~bpcore.layers.mask_from_lengths`).
+        None for neither.  Raises one exception naming the argument when the
+        mask does not match ``shape``'s first two axes, is not boolean, or no
+        layer of this network uses a mask.
+        """
+        if mask is None and lengths is None:
+            return None
+        argument = "mask" if lengths is None else "lengths"
+        if mask is not None and lengths is not None:
+            raise ValueError("mask, lengths: expected one of them (lengths is a mask's short form), got both")
+        if not self._uses_mask:
+            raise ValueError(
+                f"{argument}: no layer of this network uses a mask (RNN, LSTM, GRU and Bidirectional do); "
+                "a mask here would change nothing"
+            )
+        shape = tuple(int(size) for size in shape)
+        if len(shape) < 2:
+            raise ValueError(
+                f"{argument}: a mask needs input with a time axis (N, T, ...), got input of shape {shape}"
+            )
+        if lengths is not None:
+            from .layers.masking import mask_from_lengths
+
+            counted = import_array(lengths, argument="lengths")
+            if counted.ndim != 1 or counted.shape[0] != shape[0]:
+                raise ValueError(
+                    f"lengths: expected {shape[0]} lengths (one per sequence of x), got shape "
+                    f"{tuple(counted.shape)}"
+                )
+            mask = mask_from_lengths(counted, shape[1])
+        array = import_array(mask, argument="mask")
+        if array.dtype != np.bool_:
+            raise TypeError(
+                f"mask: expected a boolean array (True at real steps), got dtype {array.dtype}; "
+                "lengths= takes sequence lengths"
+            )
+        if tuple(array.shape) != shape[:2]:
+            raise ValueError(
+                f"mask: expected shape {shape[:2]} (N, T: the first two axes of x), got {tuple(array.shape)}"
+            )
+        return to_backend(array, self.backend)
+
+    def _forward(self, x: Any, training: bool, mask: Any = None) -> Any:
         self._forward_thread = threading.get_ident()
-        if self._masked:
-            return self._forward_masked(x, training)
+        if self._masked or mask is not None:
+            return self._forward_masked(x, training, mask)
         for layer in self._plan:
             x = layer.forward(x, training)
         return x
 
-    def _forward_masked(self, x: Any, training: bool) -> Any:
+    def _forward_masked(self, x: Any, training: bool, mask: Any = None) -> Any:
         """The forward pass with the mask protocol: each layer's output mask from its input and mask."""
-        mask = None
         for layer in self._plan:
             out_mask = layer.compute_mask(x, mask)
             run: Any = layer.forward  # takes mask= where the layer uses_mask
@@ -256,12 +305,21 @@ class Network:
             grad = self._plan[position].backward(grad, accumulate=accumulate, need_input_grad=needed)
         return grad
 
-    def forward(self, x: Any, training: bool = False, *, check: bool = True) -> Any:
+    def forward(
+        self, x: Any, training: bool = False, *, mask: Any = None, lengths: Any = None, check: bool = True
+    ) -> Any:
         """The network's output for ``x`` (an array on the network's device).
 
         The result is a fresh array; intermediate results are kept for
         :meth:`backward`.  ``training=True`` draws dropout masks and uses
         (and updates) batch statistics.
+
+        Padded sequences: ``mask`` is a boolean ``(N, T)`` array matching the
+        first two axes of ``x``, True at real steps (any pattern), or
+        ``lengths`` gives each sequence's length (real steps first).  It goes
+        through the layers as a mask that a ``Masking`` layer would start
+        (combined with one a layer starts itself): recurrent layers skip the
+        padded steps, and :meth:`backward` follows the same steps.
 
         ``check=False`` is the fast path for custom training loops: ``x``
         must already be an array of the network's input shape, dtype and device
@@ -269,20 +327,24 @@ class Network:
         and the result is the network's own output buffer, valid only until
         the next ``forward`` of this network (copy it to keep it).  The same
         call runs on the CPU and on a GPU and never synchronises the device.
+        There ``mask`` must be a boolean array on the device (:meth:`as_mask`).
         """
         if not check:
             with self._lock, device_scope(self.backend):
-                out = self._forward(x, training)
+                if lengths is not None:  # lengths from the host: made into a mask here
+                    mask = self.as_mask(mask, lengths=lengths, shape=x.shape)
+                out = self._forward(x, training, mask)
                 self._output_shape = out.shape
                 return out
         training = checks.flag(training, "training")  # a string such as "False" would be true
         with self.exclusive():
             x = self.as_input(x)
+            real = self.as_mask(mask, lengths=lengths, shape=x.shape)
             if training and self._needs_batch and x.shape[0] < 2:
                 raise ValueError(
                     f"x: BatchNorm needs more than 1 sample per batch in training, got shape {tuple(x.shape)}"
                 )
-            out = self._forward(x, training)
+            out = self._forward(x, training, real)
             self._output_shape = tuple(out.shape)
             return out.copy()
 
@@ -445,19 +507,29 @@ class Network:
                     )
         return self
 
-    def predict(self, x: Any, *, batch_size: int = 4096) -> Any:
+    def predict(self, x: Any, *, mask: Any = None, lengths: Any = None, batch_size: int = 4096) -> Any:
         """The network's output for ``x`` in evaluation mode, computed in batches."""
         from .training import predict
 
-        return predict(self, x, batch_size=batch_size)
+        return predict(self, x, mask=mask, lengths=lengths, batch_size=batch_size)
 
     def evaluate(
-        self, x: Any, y: Any, *, loss: Any, metrics: Sequence[str] = (), batch_size: int = 4096
+        self,
+        x: Any,
+        y: Any,
+        *,
+        loss: Any,
+        metrics: Sequence[str] = (),
+        mask: Any = None,
+        lengths: Any = None,
+        batch_size: int = 4096,
     ) -> dict[str, float]:
         """The loss (and metrics) on ``(x, y)`` in evaluation mode."""
         from .training import evaluate
 
-        return evaluate(self, x, y, loss=loss, metrics=metrics, batch_size=batch_size)
+        return evaluate(
+            self, x, y, loss=loss, metrics=metrics, mask=mask, lengths=lengths, batch_size=batch_size
+        )
 
     def fit(self, x: Any, y: Any, **options: Any) -> Any:
         """Train on ``(x, y)``; see :func:`bpcore.training.fit` for the options."""

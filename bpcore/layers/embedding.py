@@ -103,15 +103,17 @@ class Embedding(Layer):
         return self.padding_idx is not None
 
     def compute_mask(self, x: Any, mask: Any) -> Any:
-        """``x != padding_idx`` for (N, T) indices with a ``padding_idx``; otherwise ``mask`` unchanged.
+        """``x != padding_idx`` for (N, T) indices with a ``padding_idx`` (and ``mask``, if one came).
 
-        Indices of another rank give no (N, T) mask, so None.
+        Without a ``padding_idx``, ``mask`` unchanged; indices of another rank
+        give no (N, T) mask, so None.
         """
         if self.padding_idx is None:
             return mask
         if x.ndim != 2:
             return None
-        return x != self.padding_idx
+        real = x != self.padding_idx
+        return real if mask is None else real & mask
 
     # --- computation --------------------------------------------------------
     def forward(self, x: Any, training: bool) -> Any:

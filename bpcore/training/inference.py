@@ -62,14 +62,18 @@ def loss_weights(loss: Any, sizes: Sequence[int], samples: int) -> np.ndarray:
     return np.asarray(sizes, dtype=np.float64) / samples
 
 
-def predict(network: Any, x: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> Any:
+def predict(
+    network: Any, x: Any, *, mask: Any = None, lengths: Any = None, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Any:
     """The network's outputs for ``x`` (n, features) in evaluation mode, ``batch_size`` rows at a time.
 
     Returns an array of the network's array module: NumPy for a network on
     the CPU, CuPy (on the network's GPU) for a network on a GPU, whatever
     ``x`` was; ``bpcore.backends`` ``to_numpy`` or ``cupy.asnumpy`` bring it
     to the host.  Dropout is off and batch normalisation uses its running
-    statistics.  The result is a new array owned by the caller.
+    statistics.  The result is a new array owned by the caller.  Padded
+    sequences: ``mask`` (boolean (n, T), True at real steps) or ``lengths``
+    (n,), as in :meth:`bpcore.Network.forward`.
     """
     size = check_batch_size(batch_size, allow_none=False)
     assert size is not None
@@ -77,24 +81,32 @@ def predict(network: Any, x: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> An
         imported = import_array(x, argument="x")
         backend = storage_backend(network, imported)
         features = network.as_input(imported, backend=backend)
+        real = network.as_mask(mask, lengths=lengths, shape=features.shape)
         stage = _Stage(backend, network.backend)
         n = int(features.shape[0])
         if n <= size:
-            return network._forward(stage(features), False).copy()
+            return network._forward(stage(features), False, real).copy()
         out: Any = None
         for start in range(0, n, size):
             stop = min(start + size, n)
-            batch = network._forward(stage(features[start:stop]), False)
+            batch = network._forward(stage(features[start:stop]), False, _rows(real, start, stop))
             if out is None:
                 out = network.backend.empty((n, *batch.shape[1:]), batch.dtype)
             out[start:stop] = batch
         return out
 
 
+def _rows(mask: Any, start: int, stop: int) -> Any:
+    return None if mask is None else mask[start:stop]
+
+
 def evaluation_sums(
-    network: Any, data: Dataset, loss: Any, metrics: Sequence[BoundMetric], batch_size: int
+    network: Any, data: Dataset, loss: Any, metrics: Sequence[BoundMetric], batch_size: int, mask: Any = None
 ) -> Any:
-    """A float64 device vector: the loss over ``data``, then each metric's sum; no host synchronisation."""
+    """A float64 device vector: the loss over ``data``, then each metric's sum; no host synchronisation.
+
+    ``mask``: the (n, T) mask of ``data``'s sequences on the network's device, or None.
+    """
     xp = network.backend.xp
     n = len(data)
     sizes = [min(start + batch_size, n) - start for start in range(0, n, batch_size)]
@@ -109,7 +121,7 @@ def evaluation_sums(
     totals = xp.zeros(1 + len(metrics), dtype=np.float64)
     for start, size, weight in zip(range(0, n, batch_size), sizes, weights, strict=True):
         xb, yb = stage(data.x[start : start + size]), stage(data.y[start : start + size])
-        pred = network._forward(xb, False)
+        pred = network._forward(xb, False, _rows(mask, start, start + size))
         if weight or counts is None:  # a batch whose labels are all ignored has a NaN mean, weight 0
             totals[0] += call(pred, yb) * float(weight)
         for position, metric in enumerate(metrics, start=1):
@@ -134,6 +146,8 @@ def evaluate(
     *,
     loss: Any,
     metrics: Sequence[str] = (),
+    mask: Any = None,
+    lengths: Any = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, float]:
     """``{"loss": ..., <metric>: ...}`` on ``(x, y)`` in evaluation mode, as Python floats.
@@ -141,7 +155,9 @@ def evaluate(
     The loss is what ``loss(network.predict(x), y)`` would give (the mean or
     the sum, following the loss's reduction), computed in batches; metrics
     are ``"accuracy"``, ``"mse"`` and ``"mae"`` (see :mod:`bpcore.training.metrics`).
-    Reads the device once.
+    Reads the device once.  ``mask`` or ``lengths``: as in :func:`predict`
+    (the mask picks the steps the layers read; per-step losses skip padding
+    through their labels, e.g. ``CrossEntropy(ignore_index=-100)``).
     """
     loss = resolve_loss(loss)
     names = check_metrics(metrics)
@@ -149,9 +165,10 @@ def evaluate(
     assert size is not None
     with network.exclusive():
         data = prepare(network, x, y, loss=loss)
+        real = network.as_mask(mask, lengths=lengths, shape=data.x.shape)
         outputs, labels = target_sizes(data, network)
         bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,
                              logits=takes_logits(loss), labels=labels, ignore_index=ignored_label(loss),
                              counted=counted_labels(data, loss))
-        totals = evaluation_sums(network, data, loss, bound, size)
+        totals = evaluation_sums(network, data, loss, bound, size, real)
         return summarise(network.backend.to_numpy(totals), bound, len(data))
