@@ -232,31 +232,40 @@ class Network:
         with self.exclusive():
             yield
 
-    def as_mask(self, mask: Any = None, *, lengths: Any = None, shape: Sequence[int]) -> Any:
+    def as_mask(
+        self,
+        mask: Any = None,
+        *,
+        lengths: Any = None,
+        shape: Sequence[int],
+        argument: str = "mask",
+        x_argument: str = "x",
+    ) -> Any:
         """The boolean ``(N, T)`` mask for input of ``shape`` from ``mask`` or ``lengths``, on the device.
 
         ``mask``: True at real time steps, False at padding, in any pattern
         (the recurrent layers skip padded steps wherever they are; a row with
         no real step keeps its initial state); ``lengths``: one length in
         ``[0, T]`` per sequence, real steps first (:func:`~bpcore.layers.mask_from_lengths`).
-        None for neither.  Raises one exception naming the argument when the
-        mask does not match ``shape``'s first two axes, is not boolean, or no
-        layer of this network uses a mask.
+        None for neither.  Raises one exception naming the argument (``argument``
+        for the mask, ``x_argument`` for the input it goes with) when the mask
+        does not match ``shape``'s first two axes, is not boolean, or no layer
+        of this network uses a mask.
         """
         if mask is None and lengths is None:
             return None
-        argument = "mask" if lengths is None else "lengths"
         if mask is not None and lengths is not None:
             raise ValueError("mask, lengths: expected one of them (lengths is a mask's short form), got both")
+        named = argument if lengths is None else "lengths"
         if not self._uses_mask:
             raise ValueError(
-                f"{argument}: no layer of this network uses a mask (RNN, LSTM, GRU and Bidirectional do); "
+                f"{named}: no layer of this network uses a mask (RNN, LSTM, GRU and Bidirectional do); "
                 "a mask here would change nothing"
             )
         shape = tuple(int(size) for size in shape)
         if len(shape) < 2:
             raise ValueError(
-                f"{argument}: a mask needs input with a time axis (N, T, ...), got input of shape {shape}"
+                f"{named}: a mask needs input with a time axis (N, T, ...), got {x_argument} of shape {shape}"
             )
         if lengths is not None:
             from .layers.masking import mask_from_lengths
@@ -264,19 +273,20 @@ class Network:
             counted = import_array(lengths, argument="lengths")
             if counted.ndim != 1 or counted.shape[0] != shape[0]:
                 raise ValueError(
-                    f"lengths: expected {shape[0]} lengths (one per sequence of x), got shape "
+                    f"lengths: expected {shape[0]} lengths (one per sequence of {x_argument}), got shape "
                     f"{tuple(counted.shape)}"
                 )
             mask = mask_from_lengths(counted, shape[1])
-        array = import_array(mask, argument="mask")
+        array = import_array(mask, argument=argument)
         if array.dtype != np.bool_:
             raise TypeError(
-                f"mask: expected a boolean array (True at real steps), got dtype {array.dtype}; "
+                f"{argument}: expected a boolean array (True at real steps), got dtype {array.dtype}; "
                 "lengths= takes sequence lengths"
             )
         if tuple(array.shape) != shape[:2]:
             raise ValueError(
-                f"mask: expected shape {shape[:2]} (N, T: the first two axes of x), got {tuple(array.shape)}"
+                f"{argument}: expected shape {shape[:2]} (N, T: the first two axes of {x_argument}), got "
+                f"{tuple(array.shape)}"
             )
         return to_backend(array, self.backend)
 

@@ -2,7 +2,8 @@
 
     mpiexec -n 2 python tests/mpi_job.py SCENARIO OUT_DIR [options]
 
-Scenarios: ``train`` (a small float64 network; writes ``rank<r>.npz``),
+Scenarios: ``train`` (a small float64 network, or with ``--masked`` a GRU on
+padded sequences; writes ``rank<r>.npz``),
 ``fail`` (rank 1 raises during epoch 2), ``mismatch`` (rank 1 builds a wider
 network).  The tests import :func:`problem` to train the same network in one
 process for comparison.
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 import bpcore
-from bpcore.layers import BatchNorm, Dense, Tanh
+from bpcore.layers import GRU, BatchNorm, Dense, Tanh
 from bpcore.optim import Adam
 
 FIT = {"loss": "cross_entropy", "seed": 0, "metrics": ["accuracy"]}
@@ -36,6 +37,17 @@ def problem(
     layers = [Dense(6, hidden), *([BatchNorm(hidden)] if batch_norm else []), Tanh(), Dense(hidden, 3)]
     network = bpcore.Network(layers, dtype="float64", seed=seed)
     return network, Adam(network.parameters(), lr=0.02), x, y
+
+
+def masked_problem(samples: int = 50, *, seed: int = 0) -> tuple[Any, ...]:
+    """A GRU over padded sequences with their mask: network, optimiser, x, y and the mask."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 6, size=samples)
+    mask = np.arange(5)[None, :] < lengths[:, None]
+    x = rng.normal(size=(samples, 5, 2))
+    y = ((x[:, :, 0] * mask).sum(axis=1) > 0).astype(np.int64) + (lengths > 3).astype(np.int64)
+    network = bpcore.Network([GRU(2, 8), Dense(8, 3)], dtype="float64", seed=seed)
+    return network, Adam(network.parameters(), lr=0.02), x, y, mask
 
 
 def state(network: Any) -> dict[str, np.ndarray]:
@@ -97,6 +109,7 @@ def main() -> int:
     parser.add_argument("--checkpoints", default=None, help="ModelCheckpoint directory (rank suffix added)")
     parser.add_argument("--resume", default=None)
     parser.add_argument("--fake-nccl", action="store_true")
+    parser.add_argument("--masked", action="store_true", help="a GRU on padded sequences, fit(mask=...)")
     args = parser.parse_args()
 
     from bpcore import distributed
@@ -112,6 +125,9 @@ def main() -> int:
     hidden = 24 if args.scenario == "mismatch" and ctx.rank == 1 else 16
     # Different seeds on purpose: fit broadcasts rank 0's parameters first.
     network, optimizer, x, y = problem(args.samples, batch_norm=args.batch_norm, hidden=hidden, seed=ctx.rank)
+    masked: dict[str, Any] = {}
+    if args.masked:
+        network, optimizer, x, y, masked["mask"] = masked_problem(args.samples, seed=ctx.rank)
     callbacks: list[Any] = []
     if args.checkpoints:
         directory = f"{args.checkpoints}-rank{ctx.rank}"  # rank 1 must not write into its own
@@ -124,7 +140,7 @@ def main() -> int:
     history = network.fit(
         x, y, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
         validation_split=args.validation_split, callbacks=callbacks, resume_from=args.resume,
-        distributed=True, **FIT,
+        distributed=True, **FIT, **masked,
     )
     np.savez(os.path.join(args.out, f"rank{ctx.rank}.npz"), **state(network))
     with open(os.path.join(args.out, f"rank{ctx.rank}.json"), "w") as stream:

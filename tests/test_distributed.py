@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JOB = Path(__file__).resolve().parent / "mpi_job.py"
 
 sys.path.insert(0, str(JOB.parent))
-from mpi_job import FIT, problem, state  # noqa: E402
+from mpi_job import FIT, masked_problem, problem, state  # noqa: E402
 
 try:
     import mpi4py  # noqa: F401
@@ -123,6 +123,20 @@ def test_ranks_train_like_one_process_on_the_same_global_batches(
     assert_close_to(found[0], expected, history)
     assert_identical_ranks(found)
     assert found[0]["world"] == ranks
+
+
+@needs_mpi
+def test_padded_sequences_with_a_mask_train_like_one_process(tmp_path: Path) -> None:
+    # Each rank's share of a batch takes its rows of the mask, and so do the validation shares.
+    found = train_job(2, tmp_path, "--masked", "--epochs", "2", "--validation-split", "0.2")
+    network, optimizer, x, y, mask = masked_problem(50)
+    history = network.fit(x, y, optimizer=optimizer, epochs=2, batch_size=16, validation_split=0.2,
+                          mask=mask, **FIT)
+    assert_close_to(found[0], state(network), history.history)
+    assert_identical_ranks(found)
+    unmasked, optimizer, *_ = masked_problem(50)
+    unmasked.fit(x, y, optimizer=optimizer, epochs=2, batch_size=16, validation_split=0.2, **FIT)
+    assert not np.allclose(found[0]["parameters"], state(unmasked)["parameters"])
 
 
 @needs_mpi

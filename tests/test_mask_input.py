@@ -205,3 +205,67 @@ def test_networks_without_a_given_mask_behave_as_before() -> None:
     np.testing.assert_array_equal(masking.forward(x), masking.forward(x, mask=np.ones((2, 4), dtype=bool)))
     np.testing.assert_array_equal(masking.predict(x), masking.forward(x))
     assert not plain._masked  # no mask is threaded when none is given or started
+
+
+# --- fit ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("batch_size", "shuffle"), [(4, True), (4, False), (None, True)])
+def test_fit_with_a_mask_equals_fit_with_a_masking_layer(batch_size: int | None, shuffle: bool) -> None:
+    rng = np.random.default_rng(8)
+    mask = mask_from_lengths(rng.integers(1, 7, size=16), 6)
+    x = padded(rng, mask)
+    y = rng.standard_normal((16, 2))
+    plain, masking = twins("lstm", False, masking=True)
+    histories = []
+    for net, options in ((plain, {"mask": mask}), (masking, {})):
+        optimizer = bpcore.optim.Adam(net.parameters(), lr=1e-2)
+        history = net.fit(x, y, loss="mse", optimizer=optimizer, epochs=3, batch_size=batch_size,
+                          shuffle=shuffle, validation_split=0.25, seed=3, verbose=0, **options)
+        histories.append((history["loss"], history["val_loss"]))
+    assert histories[0] == histories[1]
+    np.testing.assert_array_equal(plain.store.data, masking.store.data)
+    # Without the mask the padding counts as input: another training.
+    other, _ = twins("lstm", False, masking=False)
+    other.fit(x, y, loss="mse", optimizer=bpcore.optim.Adam(other.parameters(), lr=1e-2), epochs=3,
+              batch_size=batch_size, shuffle=shuffle, validation_split=0.25, seed=3, verbose=0)
+    assert not np.allclose(other.store.data, plain.store.data)
+
+
+def test_fit_with_lengths_and_validation_data_with_its_mask() -> None:
+    rng = np.random.default_rng(9)
+    n, steps = 48, 7
+    lengths = rng.integers(1, steps + 1, size=n)
+    x = rng.standard_normal((n, steps, 1))
+    y = np.array([[x[row, : lengths[row], 0].sum()] for row in range(n)])
+    net = bpcore.Network([GRU(1, 8), Dense(8, 1)], dtype="float64", seed=0)
+    x_val, lengths_val = x[:12], lengths[:12]
+    val = (x_val, y[:12], mask_from_lengths(lengths_val, steps))
+    history = net.fit(x, y, loss="mse", optimizer=bpcore.optim.Adam(net.parameters(), lr=2e-2), epochs=40,
+                      batch_size=16, lengths=lengths, validation_data=val, seed=0, verbose=0)
+    assert history["loss"][-1] < 0.2 * history["loss"][0]
+    assert history["val_loss"][-1] == pytest.approx(
+        net.evaluate(x_val, y[:12], loss="mse", lengths=lengths_val)["loss"], rel=1e-12
+    )
+
+
+def test_fit_mask_errors_name_the_argument_and_change_nothing() -> None:
+    rng = np.random.default_rng(10)
+    x, y = rng.standard_normal((8, 5, 3)), rng.standard_normal((8, 2))
+    mask = mask_from_lengths([5, 4, 3, 2, 1, 5, 4, 3], 5)
+    net = bpcore.Network([GRU(3, 4), Dense(4, 2)], dtype="float64", seed=0)
+    before = net.store.data.copy()
+    optimizer = bpcore.optim.SGD(net.parameters(), lr=0.1)
+    common: dict[str, Any] = {"loss": "mse", "optimizer": optimizer, "epochs": 1, "verbose": 0}
+    with pytest.raises(ValueError, match=r"^mask: expected shape \(8, 5\) \(N, T: the first two axes of x\)"):
+        net.fit(x, y, mask=mask[:, :4], **common)
+    with pytest.raises(ValueError, match=r"^validation_data: fit has a mask for x, so the validation "
+                                         r"sequences need theirs: pass \(x_val, y_val, mask_val\)"):
+        net.fit(x, y, mask=mask, validation_data=(x[:2], y[:2]), **common)
+    with pytest.raises(ValueError, match=r"^validation_data\[2\]: expected shape \(2, 5\) \(N, T: the first "
+                                         r"two axes of validation_data\[0\]\), got \(2, 4\)"):
+        net.fit(x, y, mask=mask, validation_data=(x[:2], y[:2], mask[:2, :4]), **common)
+    with pytest.raises(TypeError, match=r"^validation_data: expected a pair \(x_val, y_val\) or, for padded "
+                                        r"sequences, \(x_val, y_val, mask_val\), got tuple of length 4"):
+        net.fit(x, y, validation_data=(x, y, mask, mask), **common)
+    with pytest.raises(ValueError, match=r"^lengths: expected 8 lengths \(one per sequence of x\)"):
+        net.fit(x, y, lengths=[5, 4], **common)
+    np.testing.assert_array_equal(net.store.data, before)

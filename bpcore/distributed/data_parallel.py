@@ -42,6 +42,11 @@ def share_bounds(start: int, stop: int, rank: int, world_size: int) -> tuple[int
     return lo, lo + size + (1 if rank < extra else 0)
 
 
+def _arrays(data: Dataset) -> tuple[Any, ...]:
+    """What the ranks must agree on: features, targets and (for padded sequences) the mask."""
+    return (data.x, data.y) if data.mask is None else (data.x, data.y, data.mask)
+
+
 class ShardedBatches(Batches):
     """The global batches of one ``fit``, of which this rank gets its share.
 
@@ -97,9 +102,9 @@ class DataParallel:
         mine = {
             **settings,
             "samples": len(data),
-            "data": fingerprint(data.x, data.y),
+            "data": fingerprint(*_arrays(data)),
             "validation samples": 0 if validation is None else len(validation),
-            "validation data": None if validation is None else fingerprint(validation.x, validation.y),
+            "validation data": None if validation is None else fingerprint(*_arrays(validation)),
         }
         everyone = self.ctx.comm.allgather(mine)
         for other, theirs in enumerate(everyone):

@@ -50,7 +50,7 @@ class _Stage:
 
 
 class Batches:
-    """The batches of one ``fit``: ``for xb, yb in batches.epoch(): ...``."""
+    """The batches of one ``fit``: ``for xb, yb, mb in batches.epoch(): ...`` (``mb``: the mask or None)."""
 
     def __init__(
         self,
@@ -75,8 +75,10 @@ class Batches:
         self._device_order: Any = None
         self._x_buffers: dict[int, Any] = {}
         self._y_buffers: dict[int, Any] = {}
+        self._mask_buffers: dict[int, Any] = {}
         if self.full:  # moved to the device once for the whole fit
-            self._full = (self._stage(data.x), self._stage(data.y))
+            mask = None if data.mask is None else self._stage(data.mask)
+            self._full = (self._stage(data.x), self._stage(data.y), mask)
             self._stage = _Stage(network_backend, network_backend)
 
     @property
@@ -92,15 +94,17 @@ class Batches:
             buffer = store[rows] = self._xp.empty((rows, *source.shape[1:]), dtype=source.dtype)
         return buffer
 
-    def epoch(self) -> Iterator[tuple[Any, Any]]:
-        """The batches of one epoch, in a fresh order when shuffling."""
+    def epoch(self) -> Iterator[tuple[Any, Any, Any]]:
+        """The batches of one epoch ``(x, y, mask or None)``, in a fresh order when shuffling."""
         if self.full:
             yield self._full
             return
         data, stage = self.data, self._stage
+        mask = data.mask
         if not self.shuffle:
             for start, stop in self.bounds:
-                yield stage(data.x[start:stop]), stage(data.y[start:stop])
+                mb = None if mask is None else stage(mask[start:stop])
+                yield stage(data.x[start:stop]), stage(data.y[start:stop]), mb
             return
         self._rng.shuffle(self._order)
         order = self._order
@@ -116,4 +120,6 @@ class Batches:
             index = order[start:stop]
             xb = take(data.x, index, axis=0, out=self._buffer(self._x_buffers, data.x, rows))
             yb = take(data.y, index, axis=0, out=self._buffer(self._y_buffers, data.y, rows))
-            yield stage(xb), stage(yb)
+            mb = None if mask is None else take(mask, index, axis=0,
+                                                out=self._buffer(self._mask_buffers, mask, rows))
+            yield stage(xb), stage(yb), None if mb is None else stage(mb)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, get_backend
-from ..interop import import_array, is_cupy_array
+from ..interop import import_array, is_cupy_array, to_backend
 from ..layers.fusion import output_shapes
 from .metrics import DENSE, INDEX
 
@@ -58,6 +58,7 @@ class Dataset:
     y: Any
     kind: str  # INDEX: int64 class indices (n,) or (n, ...); DENSE: floats (n, outputs) or (n, ..., k)
     backend: Backend
+    mask: Any = None  # the sequences' boolean (n, T) mask, beside x on ``backend``, or None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -68,7 +69,8 @@ class Dataset:
 
     def take(self, start: int, stop: int) -> Dataset:
         """Samples ``start:stop`` (views, no copy)."""
-        return Dataset(self.x[start:stop], self.y[start:stop], self.kind, self.backend)
+        mask = None if self.mask is None else self.mask[start:stop]
+        return Dataset(self.x[start:stop], self.y[start:stop], self.kind, self.backend, mask)
 
 
 def storage_backend(network: Any, data: Any) -> Backend:
@@ -276,11 +278,16 @@ def _to(array: Any, backend: Backend, dtype: Any) -> Any:
 
 def prepare(
     network: Any, x: Any, y: Any, *, loss: Any, x_argument: str = "x", y_argument: str = "y",
+    mask: Any = None, lengths: Any = None, mask_argument: str = "mask",
 ) -> Dataset:
-    """Check ``(x, y)`` for ``network`` and ``loss``; features in the network's dtype."""
+    """Check ``(x, y)`` (and a mask or lengths) for ``network`` and ``loss``; features in its dtype."""
     imported = import_array(x, argument=x_argument)
     backend = storage_backend(network, imported)
     features = network.as_input(imported, backend=backend, argument=x_argument)
+    real = network.as_mask(mask, lengths=lengths, shape=features.shape, argument=mask_argument,
+                           x_argument=x_argument)
+    if real is not None and backend is not network.backend:
+        real = to_backend(real, backend)  # kept beside the features, staged with them
     shapes = output_shapes(network.layers, tuple(features.shape[1:]), owner="layers")
     output_shape = tuple(int(size or 0) for size in (shapes[-1] if shapes else features.shape[1:]))
     targets, kind = prepare_targets(
@@ -288,7 +295,7 @@ def prepare(
         loss=loss, backend=backend, dtype=network.dtype, argument=y_argument,
         x_argument=x_argument, x_shape=tuple(imported.shape), output_shape=output_shape,
     )
-    return Dataset(features, targets, kind, backend)
+    return Dataset(features, targets, kind, backend, real)
 
 
 def split_validation(data: Dataset, fraction: float) -> tuple[Dataset, Dataset]:

@@ -101,12 +101,9 @@ def _rows(mask: Any, start: int, stop: int) -> Any:
 
 
 def evaluation_sums(
-    network: Any, data: Dataset, loss: Any, metrics: Sequence[BoundMetric], batch_size: int, mask: Any = None
+    network: Any, data: Dataset, loss: Any, metrics: Sequence[BoundMetric], batch_size: int
 ) -> Any:
-    """A float64 device vector: the loss over ``data``, then each metric's sum; no host synchronisation.
-
-    ``mask``: the (n, T) mask of ``data``'s sequences on the network's device, or None.
-    """
+    """A float64 device vector: the loss over ``data``, then each metric's sum; no host synchronisation."""
     xp = network.backend.xp
     n = len(data)
     sizes = [min(start + batch_size, n) - start for start in range(0, n, batch_size)]
@@ -121,7 +118,8 @@ def evaluation_sums(
     totals = xp.zeros(1 + len(metrics), dtype=np.float64)
     for start, size, weight in zip(range(0, n, batch_size), sizes, weights, strict=True):
         xb, yb = stage(data.x[start : start + size]), stage(data.y[start : start + size])
-        pred = network._forward(xb, False, _rows(mask, start, start + size))
+        mb = None if data.mask is None else stage(data.mask[start : start + size])
+        pred = network._forward(xb, False, mb)
         if weight or counts is None:  # a batch whose labels are all ignored has a NaN mean, weight 0
             totals[0] += call(pred, yb) * float(weight)
         for position, metric in enumerate(metrics, start=1):
@@ -164,11 +162,10 @@ def evaluate(
     size = check_batch_size(batch_size, allow_none=False)
     assert size is not None
     with network.exclusive():
-        data = prepare(network, x, y, loss=loss)
-        real = network.as_mask(mask, lengths=lengths, shape=data.x.shape)
+        data = prepare(network, x, y, loss=loss, mask=mask, lengths=lengths)
         outputs, labels = target_sizes(data, network)
         bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,
                              logits=takes_logits(loss), labels=labels, ignore_index=ignored_label(loss),
                              counted=counted_labels(data, loss))
-        totals = evaluation_sums(network, data, loss, bound, size, real)
+        totals = evaluation_sums(network, data, loss, bound, size)
         return summarise(network.backend.to_numpy(totals), bound, len(data))

@@ -93,15 +93,22 @@ def _validation_set(
                 "validation_data and validation_split: give one or the other, not both "
                 f"(got validation_split={validation_split})"
             )
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise TypeError(
-                "validation_data: expected a pair (x_val, y_val), "
-                f"got {type(validation_data).__name__}"
+                "validation_data: expected a pair (x_val, y_val) or, for padded sequences, (x_val, y_val, "
+                f"mask_val), got {type(validation_data).__name__}"
                 + (f" of length {len(validation_data)}" if isinstance(validation_data, (tuple, list)) else "")
             )
-        x_val, y_val = validation_data
+        x_val, y_val = validation_data[:2]
+        mask_val = validation_data[2] if len(validation_data) == 3 else None
+        if data.mask is not None and mask_val is None:
+            raise ValueError(
+                "validation_data: fit has a mask for x, so the validation sequences need theirs: pass "
+                "(x_val, y_val, mask_val), with mask_val all True if they have no padding"
+            )
         return data, prepare(
-            network, x_val, y_val, loss=loss, x_argument="validation_data[0]", y_argument="validation_data[1]"
+            network, x_val, y_val, loss=loss, x_argument="validation_data[0]",
+            y_argument="validation_data[1]", mask=mask_val, mask_argument="validation_data[2]",
         )
     if validation_split:
         return split_validation(data, validation_split)
@@ -123,8 +130,10 @@ def fit(
     epochs: int,
     batch_size: int | None = 32,
     shuffle: bool = True,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: tuple[Any, ...] | None = None,
     validation_split: float = 0.0,
+    mask: Any = None,
+    lengths: Any = None,
     early_stopping: EarlyStopping | None = None,
     callbacks: Sequence[Any] = (),
     metrics: Sequence[str] = (),
@@ -148,6 +157,10 @@ def fit(
     * ``validation_data=(x_val, y_val)`` or ``validation_split`` (the *last*
       fraction of the samples, taken before shuffling) adds ``val_loss`` and
       ``val_<metric>`` per epoch, measured in evaluation mode.
+    * ``mask`` (boolean (n, T), True at real steps) or ``lengths`` (n,): padded
+      sequences, as in :meth:`bpcore.Network.forward`; the mask goes with its
+      samples into every batch (and into the split-off validation samples);
+      ``validation_data`` then takes a third element, the validation mask.
     * ``metrics``: any of ``"accuracy"``, ``"mse"``, ``"mae"``.
     * ``early_stopping``: an :class:`EarlyStopping`; ``callbacks``: objects
       with ``on_epoch_end(epoch, logs)`` (or functions), returning True to stop.
@@ -197,7 +210,7 @@ def fit(
     distributed = checks.flag(distributed, "distributed")
 
     with network.exclusive():
-        data = prepare(network, x, y, loss=loss)
+        data = prepare(network, x, y, loss=loss, mask=mask, lengths=lengths)
         data, validation = _validation_set(network, data, validation_data, validation_split, loss)
         xp = network.backend.xp
         logits = takes_logits(loss)
@@ -359,12 +372,12 @@ class _Trainer:
         losses, metric_sums = self.step_losses, self.step_metrics
         sync = self.sync
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            for index, (xb, yb) in enumerate(self.batches.epoch()):
+            for index, (xb, yb, mb) in enumerate(self.batches.epoch()):
                 if sync is not None and index in sync.empty_steps:  # this rank's share is empty
                     sync.empty_step(index, losses, metric_sums)
                     step()
                     continue
-                out = forward(xb, True)
+                out = forward(xb, True, mb)
                 losses[index] = loss(out, yb)
                 for row, metric in enumerate(metrics):
                     metric_sums[row, index] = metric(out, yb)

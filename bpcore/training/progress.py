@@ -97,7 +97,7 @@ class _FollowedBatches:
     def __getattr__(self, name: str) -> Any:  # steps, data, sizes(), ...: those of the batches
         return getattr(self._batches, name)
 
-    def epoch(self) -> Iterator[tuple[Any, Any]]:
+    def epoch(self) -> Iterator[tuple[Any, ...]]:
         bar = self._bar
         bar.set_description(f"fit (epoch {bar.n // self._steps + 1} of {self._epochs})", refresh=False)
         for batch in self._batches.epoch():
