@@ -269,3 +269,16 @@ def test_fit_mask_errors_name_the_argument_and_change_nothing() -> None:
     with pytest.raises(ValueError, match=r"^lengths: expected 8 lengths \(one per sequence of x\)"):
         net.fit(x, y, lengths=[5, 4], **common)
     np.testing.assert_array_equal(net.store.data, before)
+
+
+def test_a_given_mask_is_combined_with_the_one_a_masking_layer_starts() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 5, 3))
+    x[0, 3:] = 0.0  # Masking(0.0) marks these as padding
+    given = np.ones((2, 5), dtype=bool)
+    given[1, 2] = False
+    net = bpcore.Network([Masking(0.0), GRU(3, 4)], dtype="float64", seed=0)
+    got = net.forward(x, mask=given)
+    both = given & (x != 0).any(axis=2)
+    for row in range(2):
+        np.testing.assert_allclose(got[row], net.forward(x[row : row + 1, both[row]])[0], atol=1e-13)

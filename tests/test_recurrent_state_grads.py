@@ -320,6 +320,33 @@ def test_an_lstm_encoder_decoder_gets_its_gradients_through_both_states() -> Non
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
 
+def test_a_learned_initial_state_gets_the_batch_sum_of_the_gradients() -> None:
+    # The README's recipe: one (H,) vector repeated over the batch; its gradient is the sum over the rows.
+    rng = np.random.default_rng(5)
+    layer = GRU(2, 3, return_sequences=True)
+    net = bpcore.Network([layer], dtype="float64", seed=0)
+    x, g = rng.standard_normal((4, 5, 2)), rng.standard_normal((4, 5, 3))
+    learned = rng.standard_normal(3)
+
+    def loss() -> float:
+        layer.initial_state = np.repeat(learned[None], 4, axis=0)
+        return float((net.forward(x, training=True) * g).sum())
+
+    loss()
+    net.backward(g)
+    analytic = layer.initial_state_grad.sum(axis=0)
+    numeric = np.zeros(3)
+    for k in range(3):
+        keep = learned[k]
+        learned[k] = keep + EPS
+        plus = loss()
+        learned[k] = keep - EPS
+        minus = loss()
+        learned[k] = keep
+        numeric[k] = (plus - minus) / (2 * EPS)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
 def _readme_example() -> str:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Recurrent networks", 1)[1].split("\n### ", 1)[0]
