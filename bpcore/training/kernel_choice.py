@@ -183,30 +183,33 @@ def for_inference(
 
 @contextlib.contextmanager
 def bound(network: Any, choice: KernelChoice, loss: Any = None) -> Iterator[KernelChoice]:
-    """Run ``network`` (and ``loss``) with ``choice``'s kernels inside the block; restored on exit.
+    """Run ``network`` and ``loss`` with ``choice``'s kernels inside the block; restored on exit.
 
     In ``auto`` mode a ``generic`` choice binds the generic twin of the
     network's CPU backend (the same device and arrays, nothing copied) to
-    the network, its layers, its parameter store (the optimiser follows it)
-    and the loss; everything else keeps the network's own backend.  The
-    caller holds the network's lock, so no other thread sees the twin.
+    the network, its layers and its parameter store (the optimiser follows
+    the store).  A bpcore ``loss`` computes with the network's backend (or
+    its twin) inside the block, whatever ``BPCORE_KERNELS`` says when it is
+    called.  The caller holds the network's lock, so no other thread sees
+    the twin.
     """
-    backend = network.backend
-    if choice.kernels == "fused" or backend.kernels == choice.kernels:
-        yield choice
-        return
     from ..backends import get_backend
     from ..losses import Loss
 
-    twin = get_backend(backend.device, kernels=choice.kernels)
+    backend = network.backend
+    twin = backend
+    if choice.kernels != "fused" and backend.kernels != choice.kernels:
+        twin = get_backend(backend.device, kernels=choice.kernels)
     binds_loss = isinstance(loss, Loss)
     previous_loss = loss._backend if binds_loss else None
     try:
-        network._use_kernels(twin)
+        if twin is not backend:
+            network._use_kernels(twin)
         if binds_loss:
             loss._backend = twin
         yield choice
     finally:
-        network._use_kernels(backend)
+        if twin is not backend:
+            network._use_kernels(backend)
         if binds_loss:
             loss._backend = previous_loss
