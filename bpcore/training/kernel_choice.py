@@ -209,7 +209,7 @@ def bound(network: Any, choice: KernelChoice, loss: Any = None) -> Iterator[Kern
             loss._backend = twin
         yield choice
     finally:
-        if twin is not backend:
+        if twin is not backend and network.backend is twin:  # (a callback may have moved the network)
             network._use_kernels(backend)
         if binds_loss:
             loss._backend = previous_loss
