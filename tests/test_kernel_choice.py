@@ -91,6 +91,27 @@ def test_a_fit_logs_its_choice_in_one_line(
     assert caplog.records[[r.getMessage() for r in caplog.records].index(lines[0])].levelno == logging.INFO
 
 
+def test_predict_and_evaluate_decide_from_their_rows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    network = digits_net("auto", monkeypatch)
+    seen: list[str] = []
+    original = network._forward
+
+    def forward(x: Any, training: bool) -> Any:
+        seen.append(network.backend.kernels)
+        return original(x, training)
+
+    monkeypatch.setattr(network, "_forward", forward)
+    with caplog.at_level(logging.DEBUG, logger="bpcore"):
+        network.predict(X)
+        network.evaluate(X, Y, loss="cross_entropy")
+    assert seen == ["generic", "generic"] and network.backend.kernels == "auto"
+    messages = [r.getMessage() for r in caplog.records if "chose" in r.getMessage()]
+    assert [m.split(":")[0] for m in messages] == ["predict", "evaluate"]
+    assert all("300 rows in 1 batches" in m and "generic" in m for m in messages)
+
+
 @pytest.mark.parametrize("mode", ["fused", "generic"])
 def test_forced_modes_are_not_overridden(mode: str, monkeypatch: pytest.MonkeyPatch,
                                          caplog: pytest.LogCaptureFixture) -> None:

@@ -119,7 +119,7 @@ def threshold() -> float:
     return MARGIN * NUMBA_START_UP
 
 
-def _decide(network: Any, what: str, saving: float, work: str) -> KernelChoice:
+def _decide(what: str, saving: float, work: str) -> KernelChoice:
     limit = threshold()
     if saving > limit:
         verdict, relation = "fused", "exceeds"
@@ -165,7 +165,7 @@ def for_fit(
         saving += size.inference_saving(passes, epochs * validation_samples)
     work = (f"{steps:,} steps of {batch:,} rows ({size.parameters:,} parameters, "
             f"{size.flat + size.grid:,} output elements a sample)")
-    return _decide(network, "fit", saving, work)
+    return _decide("fit", saving, work)
 
 
 def for_inference(
@@ -178,7 +178,7 @@ def for_inference(
     size = WorkSize.of(network, sample_shape)
     steps = math.ceil(rows / batch_size)
     saving = size.inference_saving(steps, rows)
-    return _decide(network, what, saving, f"{rows:,} rows in {steps:,} batches")
+    return _decide(what, saving, f"{rows:,} rows in {steps:,} batches")
 
 
 @contextlib.contextmanager
