@@ -176,7 +176,10 @@ class Network:
             )
         self.backend = backend
         self.store.backend = backend
-        for layer in self.walk():
+        walked = self.__dict__.get("_walked")
+        if walked is None:  # the layers are fixed after construction
+            walked = self._walked = tuple(self.walk())
+        for layer in walked:
             layer.use_kernels(backend)
 
     # --- computation --------------------------------------------------------

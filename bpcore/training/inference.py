@@ -85,7 +85,8 @@ def predict(network: Any, x: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> An
         n = int(features.shape[0])
         choice = kernel_choice.for_inference(network, "predict", tuple(features.shape[1:]), rows=n,
                                              batch_size=size)
-        logger.debug(choice.reason)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(choice.reason)
         scope.enter_context(kernel_choice.bound(network, choice))
         stage = _Stage(backend, network.backend)
         if n <= size:
@@ -160,7 +161,8 @@ def evaluate(
         data = prepare(network, x, y, loss=loss)
         choice = kernel_choice.for_inference(network, "evaluate", tuple(data.x.shape[1:]), rows=len(data),
                                              batch_size=size)
-        logger.debug(choice.reason)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(choice.reason)
         scope.enter_context(kernel_choice.bound(network, choice, loss))
         outputs, labels = target_sizes(data, network)
         bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,

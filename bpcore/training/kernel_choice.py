@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
 from collections.abc import Iterator
 from typing import Any
 
-logger = logging.getLogger("bpcore")
+from ..backends import get_backend
+from ..layers.fusion import output_shapes
+from ..layers.recurrent import Recurrent
+from ..losses import Loss
 
 # --- the cost model (seconds), calibrated by timing fused against generic training steps -----------
 #: Numba's fixed cost in a process with a warm kernel cache: ``import numba``, its first-call
@@ -75,10 +77,19 @@ class WorkSize:
 
     @classmethod
     def of(cls, network: Any, sample_shape: tuple[int, ...]) -> WorkSize:
-        """The sizes of ``network`` (its top-level layers) for samples of ``sample_shape``."""
-        from ..layers.fusion import output_shapes
-        from ..layers.recurrent import Recurrent
+        """The sizes of ``network`` (its top-level layers) for samples of ``sample_shape``.
 
+        Kept per network and sample shape (a network's layers are fixed), so
+        that a ``predict`` of one row pays a dictionary look-up for it.
+        """
+        cache = network.__dict__.setdefault("_work_sizes", {})
+        found = cache.get(sample_shape)
+        if found is None:
+            found = cache[sample_shape] = cls._measure(network, sample_shape)
+        return found
+
+    @classmethod
+    def _measure(cls, network: Any, sample_shape: tuple[int, ...]) -> WorkSize:
         flat = grid = time_steps = 0
         steps_in = int(sample_shape[0]) if len(sample_shape) >= 2 else 0  # a sequence's length
         outputs = output_shapes(network.layers, tuple(sample_shape), owner="layers")
@@ -107,11 +118,25 @@ class WorkSize:
 
 @dataclasses.dataclass(frozen=True)
 class KernelChoice:
-    """The kernels one call runs (``fused`` or ``generic``) and why, in words."""
+    """The kernels one call (``what``: fit, predict, evaluate) runs, ``fused`` or ``generic``, and why."""
 
     kernels: str
-    reason: str
-    saving: float | None = None  # predicted seconds saved by the fused kernels (auto mode only)
+    what: str
+    saving: float | None = None  # predicted seconds saved by the fused kernels (auto mode, CPU)
+    work: str = ""  # the work the saving was predicted for, in words
+    why: str = ""  # why the rule did not decide (a forced mode, a GPU)
+
+    @property
+    def reason(self) -> str:
+        """The choice and its reason in one line (for the log)."""
+        if self.saving is None:
+            return f"{self.what}: the {self.kernels} kernels ({self.why})"
+        relation = "exceeds" if self.kernels == "fused" else "does not exceed"
+        return (
+            f"{self.what}: BPCORE_KERNELS=auto chose the {self.kernels} kernels: their predicted saving of "
+            f"{self.saving:.3g} s over {self.work} {relation} {MARGIN:g} x Numba's start-up of "
+            f"{NUMBA_START_UP:g} s"
+        )
 
 
 def threshold() -> float:
@@ -120,25 +145,16 @@ def threshold() -> float:
 
 
 def _decide(what: str, saving: float, work: str) -> KernelChoice:
-    limit = threshold()
-    if saving > limit:
-        verdict, relation = "fused", "exceeds"
-    else:
-        verdict, relation = "generic", "does not exceed"
-    reason = (
-        f"{what}: BPCORE_KERNELS=auto chose the {verdict} kernels: their predicted saving of {saving:.3g} s "
-        f"over {work} {relation} {MARGIN:g} x Numba's start-up of {NUMBA_START_UP:g} s"
-    )
-    return KernelChoice(verdict, reason, saving)
+    return KernelChoice("fused" if saving > threshold() else "generic", what, saving, work)
 
 
 def _forced(network: Any, what: str) -> KernelChoice | None:
     """The choice when it is not the rule's to make: a forced mode, or a GPU; None in auto mode on the CPU."""
     backend = network.backend
     if backend.kernels != "auto":
-        return KernelChoice(backend.kernels, f"{what}: the {backend.kernels} kernels (the network's mode)")
+        return KernelChoice(backend.kernels, what, why="the network's mode")
     if backend.device.is_cuda:
-        return KernelChoice("fused", f"{what}: the fused kernels (BPCORE_KERNELS=auto on {backend.device})")
+        return KernelChoice("fused", what, why=f"BPCORE_KERNELS=auto on {backend.device}")
     return None
 
 
@@ -178,7 +194,7 @@ def for_inference(
     size = WorkSize.of(network, sample_shape)
     steps = math.ceil(rows / batch_size)
     saving = size.inference_saving(steps, rows)
-    return _decide(what, saving, f"{rows:,} rows in {steps:,} batches")
+    return _decide(what, saving, f"{rows} rows in {steps} batches")
 
 
 @contextlib.contextmanager
@@ -193,9 +209,6 @@ def bound(network: Any, choice: KernelChoice, loss: Any = None) -> Iterator[Kern
     called.  The caller holds the network's lock, so no other thread sees
     the twin.
     """
-    from ..backends import get_backend
-    from ..losses import Loss
-
     backend = network.backend
     twin = backend
     if choice.kernels != "fused" and backend.kernels != choice.kernels:
