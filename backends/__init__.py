@@ -12,7 +12,7 @@ import contextlib
 import threading
 from typing import Any
 
-from .base import KERNEL_MODES, KERNELS_ENV_VAR, Backend, kernel_mode_from_env
+from .base import DEFAULT_KERNEL_MODE, KERNEL_MODES, KERNELS_ENV_VAR, Backend, kernel_mode_from_env
 from .device import (
     CPU,
     ENV_VAR,
@@ -31,6 +31,7 @@ from .numpy_backend import NumpyBackend
 
 __all__ = [
     "CPU",
+    "DEFAULT_KERNEL_MODE",
     "ENV_VAR",
     "KERNELS_ENV_VAR",
     "KERNEL_MODES",
@@ -58,9 +59,11 @@ _backends_lock = threading.Lock()
 def get_backend(device: DeviceLike | None = None, *, kernels: str | None = None) -> Backend:
     """The backend for ``device`` (default: the current device).
 
-    ``kernels`` is ``"fused"`` (compiled kernels where they exist) or
-    ``"generic"`` (the reference ``xp`` code only); by default it comes from
-    the ``BPCORE_KERNELS`` environment variable.  Backends are created once
+    ``kernels`` is ``"auto"`` (compiled kernels where they exist, except in a
+    ``fit``, ``predict`` or ``evaluate`` too small to pay for them: see
+    :mod:`bpcore.training.kernel_choice`), ``"fused"`` (compiled kernels
+    where they exist) or ``"generic"`` (the reference ``xp`` code only); by
+    default it comes from the ``BPCORE_KERNELS`` environment variable.  Backends are created once
     per device and mode and shared.
     """
     resolved = resolve_device(device)

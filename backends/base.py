@@ -21,12 +21,16 @@ from .device import Device
 from .ops import OPERATIONS
 
 KERNELS_ENV_VAR = "BPCORE_KERNELS"
-KERNEL_MODES = ("fused", "generic")
+KERNEL_MODES = ("auto", "fused", "generic")
+#: ``auto``: compiled kernels, except where ``fit``, ``predict`` or ``evaluate`` find their work too
+#: small to pay for Numba's start-up (:mod:`bpcore.training.kernel_choice`); ``fused``: compiled
+#: kernels wherever they exist; ``generic``: the reference ``xp`` code only.
+DEFAULT_KERNEL_MODE = "auto"
 
 
 def kernel_mode_from_env() -> str:
-    """``fused`` (default) or ``generic``, from ``BPCORE_KERNELS``."""
-    value = os.environ.get(KERNELS_ENV_VAR, "fused").strip().lower() or "fused"
+    """``auto`` (default), ``fused`` or ``generic``, from ``BPCORE_KERNELS``."""
+    value = os.environ.get(KERNELS_ENV_VAR, DEFAULT_KERNEL_MODE).strip().lower() or DEFAULT_KERNEL_MODE
     if value not in KERNEL_MODES:
         raise ValueError(
             f"environment variable {KERNELS_ENV_VAR}: expected one of {KERNEL_MODES}, got {value!r}"
@@ -61,7 +65,7 @@ class Backend:
 
     name: str = "abstract"
 
-    def __init__(self, xp: Any, device: Device, *, kernels: str = "fused") -> None:
+    def __init__(self, xp: Any, device: Device, *, kernels: str = DEFAULT_KERNEL_MODE) -> None:
         if kernels not in KERNEL_MODES:
             raise ValueError(f"kernels: expected one of {KERNEL_MODES}, got {kernels!r}")
         self.xp = xp
@@ -79,7 +83,7 @@ class Backend:
             operation = OPERATIONS[name]
         except KeyError:
             raise AttributeError(f"no hot operation named {name!r}") from None
-        if self.kernels == "fused":
+        if self.kernels != "generic":  # auto resolves as fused: fit and co. rebind a generic twin
             kernel = self._compiled(operation)
             if kernel is not None:
                 return kernel

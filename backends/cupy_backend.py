@@ -21,7 +21,7 @@ class CupyBackend(Backend):
 
     name = "cupy"
 
-    def __init__(self, device: Device, *, kernels: str = "fused") -> None:
+    def __init__(self, device: Device, *, kernels: str = "auto") -> None:
         import cupy
 
         super().__init__(cupy, device, kernels=kernels)

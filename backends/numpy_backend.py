@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backend
+from .base import DEFAULT_KERNEL_MODE, Backend
 from .device import CPU
 from .ops import Operation
 
@@ -20,7 +20,7 @@ class NumpyBackend(Backend):
 
     name = "numpy"
 
-    def __init__(self, *, kernels: str = "fused") -> None:
+    def __init__(self, *, kernels: str = DEFAULT_KERNEL_MODE) -> None:
         super().__init__(np, CPU, kernels=kernels)
 
     def _compiled(self, operation: Operation) -> tuple[Callable[..., Any], str] | None:

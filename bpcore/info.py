@@ -35,12 +35,21 @@ def _module_version(name: str) -> str:
     return str(getattr(module, "__version__", "installed"))
 
 
+_MODE_TEXT = {
+    "auto": "on the CPU, fit, predict and evaluate run the generic versions when their work is too small "
+            "to pay for Numba's start-up; everything else runs the table below",
+    "fused": "compiled kernels wherever the table below names one",
+    "generic": "the generic versions everywhere",
+}
+
+
 def collect() -> dict[str, Any]:
     """What ``bpcore info`` reports, as plain data."""
     from . import __version__
     from .backends import KERNELS_ENV_VAR, get_backend, kernel_mode_from_env, probe_cuda
 
     probe = probe_cuda()
+    mode = kernel_mode_from_env()
     tables = {"cpu": get_backend("cpu").dispatch_table()}
     if probe.count > 0:
         tables["cuda:0"] = get_backend("cuda:0").dispatch_table()
@@ -52,7 +61,7 @@ def collect() -> dict[str, Any]:
         "cupy": _module_version("cupy"),
         "devices": ["cpu"] + [f"cuda:{i}" for i in range(probe.count)],
         "cuda": probe.reason,
-        "kernels": f"{kernel_mode_from_env()} (environment variable {KERNELS_ENV_VAR})",
+        "kernels": f"{mode} (environment variable {KERNELS_ENV_VAR}; {_MODE_TEXT[mode]})",
         "dispatch": tables,
     }
 

@@ -166,6 +166,24 @@ class Network:
             self._bind_random()
             self._output_shape = None
 
+    def _use_kernels(self, backend: Backend) -> None:
+        """Compute with ``backend``, the same device with other kernels: nothing is moved, copied or reset.
+
+        The optimiser follows the store's backend on its next step.  Called
+        (and undone) by :mod:`bpcore.training.kernel_choice` with the network's lock held.
+        """
+        if backend.device != self.backend.device or backend.xp is not self.backend.xp:
+            raise ValueError(
+                f"backend: expected one on {self.backend.device}, got {backend!r} (use Network.to to move)"
+            )
+        self.backend = backend
+        self.store.backend = backend
+        walked = self.__dict__.get("_walked")
+        if walked is None:  # the layers are fixed after construction
+            walked = self._walked = tuple(self.walk())
+        for layer in walked:
+            layer.use_kernels(backend)
+
     # --- computation --------------------------------------------------------
     def as_input(
         self, x: Any, *, argument: str = "x", check_finite: bool = True, backend: Backend | None = None

@@ -22,6 +22,15 @@ def test_info_prints_versions_devices_and_the_dispatch_table(capsys: pytest.Capt
     assert rows["adam_step"][0] in {"numba", "generic"}
 
 
+def test_info_shows_the_default_auto_mode(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("BPCORE_KERNELS", raising=False)
+    cli.main(["info"])
+    out = capsys.readouterr().out
+    assert "kernels  auto (environment variable BPCORE_KERNELS; on the CPU, fit, predict and evaluate" in out
+
+
 def test_info_shows_the_generic_mode(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

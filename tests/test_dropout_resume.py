@@ -21,7 +21,7 @@ import pytest
 from cupy_doubles import CupyLikeArray, CupyLikeGenerator
 
 import bpcore
-from bpcore.backends import get_backend
+from bpcore.backends import KERNEL_MODES, get_backend
 from bpcore.checkpoint import ModelCheckpoint, latest_checkpoint
 from bpcore.layers import Dense, Dropout, ReLU
 from bpcore.training import dropout_streams
@@ -51,8 +51,10 @@ def interrupted_and_resumed(folder: Path, device: str = "cpu") -> tuple[bpcore.N
 
 @pytest.fixture
 def cupy_like_generators(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every generator the CPU backend makes behaves as CuPy's; returns the seeds they were made with."""
-    backend = get_backend("cpu")
+    """Every generator the CPU backends make behaves as CuPy's; returns the seeds they were made with.
+
+    All kernel modes: in ``auto`` mode a small fit computes with the generic backend.
+    """
     seeds: list[int] = []
 
     def random(seed: int | None = None) -> CupyLikeGenerator:
@@ -63,8 +65,10 @@ def cupy_like_generators(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     def to_numpy(array: Any) -> np.ndarray:
         return array.get() if isinstance(array, CupyLikeArray) else np.asarray(array)
 
-    monkeypatch.setattr(backend, "random", random)
-    monkeypatch.setattr(backend, "to_numpy", to_numpy)
+    for mode in KERNEL_MODES:
+        backend = get_backend("cpu", kernels=mode)
+        monkeypatch.setattr(backend, "random", random)
+        monkeypatch.setattr(backend, "to_numpy", to_numpy)
     return seeds
 
 

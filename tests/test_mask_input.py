@@ -203,7 +203,9 @@ def test_networks_without_a_given_mask_behave_as_before() -> None:
     x = padded(rng, mask)
     plain, masking = twins("gru", True, masking=True)
     np.testing.assert_array_equal(masking.forward(x), masking.forward(x, mask=np.ones((2, 4), dtype=bool)))
-    np.testing.assert_array_equal(masking.predict(x), masking.forward(x))
+    # predict may run the generic kernels (BPCORE_KERNELS=auto, a small input) where forward runs the fused
+    # ones: equal to rounding, not bit for bit.
+    np.testing.assert_allclose(masking.predict(x), masking.forward(x), rtol=1e-13, atol=1e-15)
     assert not plain._masked  # no mask is threaded when none is given or started
 
 

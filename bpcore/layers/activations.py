@@ -56,6 +56,10 @@ class Activation(Layer):
         self._ops = {}
         self._saved = None
 
+    def use_kernels(self, backend: Any) -> None:
+        super().use_kernels(backend)
+        self._ops = {}
+
     def _op(self, role: str) -> Any:
         operation = self._ops.get(role)
         if operation is None:

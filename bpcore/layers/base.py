@@ -155,6 +155,16 @@ class Layer:
         for name, value in moved.items():
             self.set_buffer(name, value)
 
+    def use_kernels(self, backend: Backend) -> None:
+        """Compute with ``backend``: this layer's device with other kernels (``fused`` or ``generic``).
+
+        Nothing moves and no state is dropped; a layer that keeps operations
+        looked up on its backend forgets them here.  ``BPCORE_KERNELS=auto``
+        binds a generic twin of the CPU backend for a small ``fit`` this way
+        (see :mod:`bpcore.training.kernel_choice`).
+        """
+        self.backend = backend
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments, as JSON-compatible values (for saving)."""
         return {}

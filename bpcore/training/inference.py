@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from .. import checks
 from ..interop import import_array
+from . import kernel_choice
 from .batches import _Stage
 from .data import (
     Dataset,
@@ -25,6 +28,8 @@ from .data import (
 from .metrics import BoundMetric, bind_metrics, check_metrics
 
 DEFAULT_BATCH_SIZE = 4096
+
+logger = logging.getLogger("bpcore")
 
 
 def check_batch_size(batch_size: Any, *, allow_none: bool, argument: str = "batch_size") -> int | None:
@@ -77,13 +82,18 @@ def predict(
     """
     size = check_batch_size(batch_size, allow_none=False)
     assert size is not None
-    with network.exclusive():
+    with network.exclusive(), contextlib.ExitStack() as scope:
         imported = import_array(x, argument="x")
         backend = storage_backend(network, imported)
         features = network.as_input(imported, backend=backend)
         real = network.as_mask(mask, lengths=lengths, shape=features.shape)
-        stage = _Stage(backend, network.backend)
         n = int(features.shape[0])
+        choice = kernel_choice.for_inference(network, "predict", tuple(features.shape[1:]), rows=n,
+                                             batch_size=size)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(choice.reason)
+        scope.enter_context(kernel_choice.bound(network, choice))
+        stage = _Stage(backend, network.backend)
         if n <= size:
             return network._forward(stage(features), False, real).copy()
         out: Any = None
@@ -161,8 +171,13 @@ def evaluate(
     names = check_metrics(metrics)
     size = check_batch_size(batch_size, allow_none=False)
     assert size is not None
-    with network.exclusive():
+    with network.exclusive(), contextlib.ExitStack() as scope:
         data = prepare(network, x, y, loss=loss, mask=mask, lengths=lengths)
+        choice = kernel_choice.for_inference(network, "evaluate", tuple(data.x.shape[1:]), rows=len(data),
+                                             batch_size=size)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(choice.reason)
+        scope.enter_context(kernel_choice.bound(network, choice, loss))
         outputs, labels = target_sizes(data, network)
         bound = bind_metrics(names, xp=network.backend.xp, kind=data.kind, outputs=outputs,
                              logits=takes_logits(loss), labels=labels, ignore_index=ignored_label(loss),

@@ -11,6 +11,7 @@ of the parameters and the validation results.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
+from . import kernel_choice
 from .batches import Batches
 from .callbacks import EarlyStopping, as_callbacks
 from .data import (
@@ -209,9 +211,17 @@ def fit(
     scheduler_takes_value = _check_scheduler(scheduler)
     distributed = checks.flag(distributed, "distributed")
 
-    with network.exclusive():
+    with network.exclusive(), contextlib.ExitStack() as scope:
         data = prepare(network, x, y, loss=loss, mask=mask, lengths=lengths)
         data, validation = _validation_set(network, data, validation_data, validation_split, loss)
+        # BPCORE_KERNELS=auto: fused or generic kernels for the whole fit, from its planned size alone.
+        choice = kernel_choice.for_fit(
+            network, tuple(data.x.shape[1:]), samples=len(data), batch_size=batch_size, epochs=epochs,
+            validation_samples=0 if validation is None else len(validation),
+            validation_batch=DEFAULT_BATCH_SIZE,
+        )
+        logger.info(choice.reason)
+        scope.enter_context(kernel_choice.bound(network, choice, loss))
         xp = network.backend.xp
         logits = takes_logits(loss)
         train_metrics = bind_metrics(metric_names, xp=xp, kind=data.kind, outputs=_outputs(data, network),
