@@ -31,6 +31,7 @@ SERIAL_ONLY = {
     "clamp_inplace",
     "gather_rows",
     "scatter_rows",
+    "outer_product",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "embedding_backward",

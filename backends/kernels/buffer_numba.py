@@ -41,3 +41,12 @@ def scatter_rows(grad, index, out):  # type: ignore[no-untyped-def]
         chosen = index[r]
         for c in range(cols):
             out[r, c] = grad[r] if c == chosen else 0.0
+
+
+@serial_kernel
+def outer_product(a, b, out):  # type: ignore[no-untyped-def]
+    rows, cols = out.shape
+    for r in range(rows):
+        scale = a[r]
+        for c in range(cols):
+            out[r, c] = scale * b[c]

@@ -10,6 +10,12 @@
   index[:, None])[:, 0]``).
 * ``scatter_rows(grad, index, out)``: the backward of ``gather_rows``:
   ``out[i, j] = grad[i] if j == index[i] else 0`` (``out`` is fully written).
+* ``outer_product(a, b, out)``: ``out[i, j] = a[i] * b[j]`` for 1-D ``a`` and
+  ``b``: the matrix product of a Dense layer with one input feature (forward)
+  or one output feature (a critic's score, backward), where BLAS at inner
+  size 1 and NumPy's row-by-row broadcast are both slow (measured on 2
+  cores, 512 x 128 float32: 101 us and 38 us against 8 us compiled).  No
+  CUDA version: there the generic broadcast is already one kernel.
 
 Indices are trusted here (the caller checks them once); the compiled
 versions do each operation in one pass without allocating.
@@ -150,3 +156,22 @@ def scatter_rows(xp: Any, grad: Any, index: Any, out: Any) -> Any:
     out.fill(0)
     out[xp.arange(out.shape[0]), index] = grad
     return out
+
+
+def _outer_cpu(kernel: Any, generic: Any) -> Any:
+    def outer_product(a, b, out):  # type: ignore[no-untyped-def]
+        if a.ndim != 1 or b.ndim != 1 or out.shape != (a.shape[0], b.shape[0]):
+            return generic(a, b, out)
+        kcpu.pick(kernel, out.size, "cheap")(a, b, out)
+        return out
+
+    return outer_product
+
+
+@declare(
+    "outer_product",
+    "out[i, j] = a[i] * b[j] (a Dense layer's product at inner size 1)",
+    cpu=Numba(_outer_cpu, _MODULE),
+)
+def outer_product(xp: Any, a: Any, b: Any, out: Any) -> Any:
+    return xp.multiply(a[:, None], b[None, :], out=out)
