@@ -400,9 +400,14 @@ def _outer(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any
     return [a, b, np.empty((n, FEATURES), dtype)]
 
 
+def _column_sums(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    return [_values(rng, dtype, (n, FEATURES), edge), np.empty(FEATURES, dtype)]
+
+
 CASES.update(
     {
         "outer_product": [("", _outer)],
+        "column_sums": [("", _column_sums)],
         "polyak_update": [("", _polyak)],
         "clamp_inplace": [("", _clamp)],
         "gather_rows": [("", _gather)],

@@ -32,6 +32,7 @@ SERIAL_ONLY = {
     "gather_rows",
     "scatter_rows",
     "outer_product",
+    "column_sums",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "embedding_backward",

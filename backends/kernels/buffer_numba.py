@@ -50,3 +50,13 @@ def outer_product(a, b, out):  # type: ignore[no-untyped-def]
         scale = a[r]
         for c in range(cols):
             out[r, c] = scale * b[c]
+
+
+@serial_kernel
+def column_sums(g, out):  # type: ignore[no-untyped-def]
+    rows, cols = g.shape
+    for c in range(cols):
+        out[c] = g[0, c]
+    for r in range(1, rows):
+        for c in range(cols):
+            out[c] += g[r, c]

@@ -16,6 +16,13 @@
   size 1 and NumPy's row-by-row broadcast are both slow (measured on 2
   cores, 512 x 128 float32: 101 us and 38 us against 8 us compiled).  No
   CUDA version: there the generic broadcast is already one kernel.
+* ``column_sums(g, out)``: ``out = g.sum(axis=0)`` for a 2-D ``g`` (a Dense
+  layer's bias gradient).  The kernel adds the rows one after the other in
+  the arrays' dtype, which is the order NumPy's reduction over a leading
+  axis takes, so the sums are bit-identical to NumPy's; a single column
+  (which NumPy sums pairwise) takes the generic version.  Measured on 2
+  cores, float32: 512 x 128 in 6 us instead of 17 us, 64 x 128 in 1.0 us
+  instead of 2.9 us.  No CUDA version: CuPy's reduction is one kernel.
 
 Indices are trusted here (the caller checks them once); the compiled
 versions do each operation in one pass without allocating.
@@ -175,3 +182,22 @@ def _outer_cpu(kernel: Any, generic: Any) -> Any:
 )
 def outer_product(xp: Any, a: Any, b: Any, out: Any) -> Any:
     return xp.multiply(a[:, None], b[None, :], out=out)
+
+
+def _column_sums_cpu(kernel: Any, generic: Any) -> Any:
+    def column_sums(g, out):  # type: ignore[no-untyped-def]
+        if g.ndim != 2 or g.shape[0] == 0 or g.shape[1] < 2 or out.shape != g.shape[1:]:
+            return generic(g, out)
+        kcpu.pick(kernel, g.size, "cheap")(g, out)
+        return out
+
+    return column_sums
+
+
+@declare(
+    "column_sums",
+    "out = g.sum(axis=0) (a Dense layer's bias gradient), rows added in order",
+    cpu=Numba(_column_sums_cpu, _MODULE),
+)
+def column_sums(xp: Any, g: Any, out: Any) -> Any:
+    return g.sum(axis=0, out=out)
