@@ -15,14 +15,17 @@ so that a load change on the machine hits both; the script prints the median
 time per update and the median, minimum and maximum of the per-repeat ratio.
 PyTorch runs with its default thread count and with one thread, and the
 ratio is taken against the faster of the two; bpcore runs its matrix
-products on one BLAS thread (what the examples do).
+products on one BLAS thread (what the examples do by default), or on
+``--blas-threads N`` (wall clock only) to see whether more pay on a quiet
+machine.
 
 On a loaded machine (other processes competing for the cores) wall-clock
 times measure the scheduler as much as the code; ``--clock cpu`` times
 each update by the CPU time of the calling thread instead, with PyTorch on
 one thread (so that all its work is on that thread, as all of bpcore's is).
 
-    python benchmarks/several_nets.py [--repeats 15] [--clock wall|cpu] [--json results.json]
+    python benchmarks/several_nets.py [--repeats 15] [--clock wall|cpu] [--blas-threads 1]
+                                      [--json results.json]
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ def torch_wgan() -> Callable[[], Any]:
 
 def compare(
     name: str, ours: Callable[[], Any], theirs: Callable[[], Any], calls: int, repeats: int,
-    clock: str = "wall",
+    clock: str = "wall", blas_threads: int = 1,
 ) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
@@ -189,7 +192,7 @@ def compare(
             function()
     rows: dict[str, list[float]] = {"bpcore": [], "torch": [], "torch_1_thread": []}
     for _ in range(repeats):
-        with threadpool_limits(1, user_api="blas"):
+        with threadpool_limits(blas_threads, user_api="blas"):
             rows["bpcore"].append(per_call_ms(ours, calls, timer))
         if clock == "wall":  # the CPU time of one thread would miss PyTorch's other threads
             torch.set_num_threads(default_threads)
@@ -210,10 +213,12 @@ def compare(
         "repeats": repeats,
         "calls_per_repeat": calls,
         "torch_threads": default_threads if clock == "wall" else 1,
+        "bpcore_blas_threads": blas_threads,
         "clock": clock,
     }
     ms = result["ms"]
-    print(f"{name} ({clock} clock): bpcore {ms['bpcore']:.3f} ms, torch {ms['torch']:.3f} ms "
+    print(f"{name} ({clock} clock): bpcore {ms['bpcore']:.3f} ms ({blas_threads} BLAS threads), "
+          f"torch {ms['torch']:.3f} ms "
           f"({result['torch_threads']} threads), torch {ms['torch_1_thread']:.3f} ms (1 thread); "
           f"bpcore faster by {result['speedup_median']:.2f}x "
           f"(min {result['speedup_min']:.2f}x, max {result['speedup_max']:.2f}x over {repeats} repeats)")
@@ -225,8 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall-clock time, or the CPU time of the timing thread (for a loaded machine)")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads for bpcore's matrix products (default 1, as in the examples)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    if args.blas_threads < 1:
+        parser.error(f"--blas-threads: expected a positive integer, got {args.blas_threads}")
+    if args.blas_threads > 1 and args.clock == "cpu":
+        parser.error("--blas-threads above 1 needs --clock wall (one thread's CPU time misses the others)")
     try:
         import torch
     except ImportError:
@@ -235,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     data = dqn_batch(np.random.default_rng(0))
     results = [
         compare("DQN update", bpcore_dqn(data), torch_dqn(data), calls=100, repeats=args.repeats,
-                clock=args.clock),
+                clock=args.clock, blas_threads=args.blas_threads),
         compare("WGAN iteration", bpcore_wgan(), torch_wgan(), calls=10, repeats=args.repeats,
-                clock=args.clock),
+                clock=args.clock, blas_threads=args.blas_threads),
     ]
     if args.json:
         Path(args.json).write_text(json.dumps({"torch": torch.__version__, "results": results}, indent=2))

@@ -395,8 +395,19 @@ def _scatter(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[A
     return [_values(rng, dtype, (n,), edge), _index(rng, n), np.empty((n, FEATURES), dtype)]
 
 
+def _outer(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    a, b = _values(rng, dtype, (n,), edge), _values(rng, dtype, (FEATURES,), edge)
+    return [a, b, np.empty((n, FEATURES), dtype)]
+
+
+def _column_sums(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    return [_values(rng, dtype, (n, FEATURES), edge), np.empty(FEATURES, dtype)]
+
+
 CASES.update(
     {
+        "outer_product": [("", _outer)],
+        "column_sums": [("", _column_sums)],
         "polyak_update": [("", _polyak)],
         "clamp_inplace": [("", _clamp)],
         "gather_rows": [("", _gather)],

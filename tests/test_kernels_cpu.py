@@ -31,6 +31,8 @@ SERIAL_ONLY = {
     "clamp_inplace",
     "gather_rows",
     "scatter_rows",
+    "outer_product",
+    "column_sums",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "embedding_backward",
@@ -107,6 +109,22 @@ def test_bias_forward_writes_the_pre_activation_and_may_share_out() -> None:
     expected = np.maximum(z + b, 0)
     OPERATIONS["bias_relu_forward"].cpu()(z, b, z)
     np.testing.assert_allclose(z, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 5), (3, 2), (64, 2), (64, 128), (512, 128), (40, 1), (0, 4)])
+def test_dense_bias_gradient_and_outer_product_are_bit_identical_to_numpy(dtype: type, shape: tuple) -> None:
+    # A Dense layer's step uses these in place of g.sum(axis=0) and a broadcast multiply;
+    # identical bits keep every training run (a seeded DQN, say) exactly as it was.
+    rng = np.random.default_rng(2)
+    g = rng.normal(size=shape).astype(dtype)
+    sums = np.full(shape[1], np.nan, dtype)
+    OPERATIONS["column_sums"].cpu()(g, sums)
+    np.testing.assert_array_equal(sums, g.sum(axis=0))
+    a, b = g[:, 0].copy(), rng.normal(size=shape[0] + 3).astype(dtype)
+    outer = np.full((a.size, b.size), np.nan, dtype)
+    OPERATIONS["outer_product"].cpu()(a, b, outer)
+    np.testing.assert_array_equal(outer, a[:, None] * b[None, :])
 
 
 def test_non_contiguous_arrays_fall_back_to_the_generic_version() -> None:

@@ -58,7 +58,7 @@ def test_the_fused_step_gives_the_generic_bits(activation, dtype, monkeypatch):
 
 @pytest.mark.parametrize("kernels_mode", ["fused", "generic"])
 def test_width_one_layers_outer_products_pass_gradcheck(kernels_mode, monkeypatch):
-    """Dense(1, k) forward and Dense(k, 1) input gradient are broadcasts, not matrix products."""
+    """Dense(1, k) forward and Dense(k, 1) input gradient are outer products, not matrix products."""
     monkeypatch.setenv("BPCORE_KERNELS", kernels_mode)
     net = mlp([1, 6, 1], Sigmoid)
     x = np.random.default_rng(0).normal(size=(7, 1))

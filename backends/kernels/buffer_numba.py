@@ -41,3 +41,22 @@ def scatter_rows(grad, index, out):  # type: ignore[no-untyped-def]
         chosen = index[r]
         for c in range(cols):
             out[r, c] = grad[r] if c == chosen else 0.0
+
+
+@serial_kernel
+def outer_product(a, b, out):  # type: ignore[no-untyped-def]
+    rows, cols = out.shape
+    for r in range(rows):
+        scale = a[r]
+        for c in range(cols):
+            out[r, c] = scale * b[c]
+
+
+@serial_kernel
+def column_sums(g, out):  # type: ignore[no-untyped-def]
+    rows, cols = g.shape
+    for c in range(cols):
+        out[c] = g[0, c]
+    for r in range(1, rows):
+        for c in range(cols):
+            out[c] += g[r, c]

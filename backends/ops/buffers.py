@@ -10,6 +10,19 @@
   index[:, None])[:, 0]``).
 * ``scatter_rows(grad, index, out)``: the backward of ``gather_rows``:
   ``out[i, j] = grad[i] if j == index[i] else 0`` (``out`` is fully written).
+* ``outer_product(a, b, out)``: ``out[i, j] = a[i] * b[j]`` for 1-D ``a`` and
+  ``b``: the matrix product of a Dense layer with one input feature (forward)
+  or one output feature (a critic's score, backward), where BLAS at inner
+  size 1 and NumPy's row-by-row broadcast are both slow (measured on 2
+  cores, 512 x 128 float32: 101 us and 38 us against 8 us compiled).  No
+  CUDA version: there the generic broadcast is already one kernel.
+* ``column_sums(g, out)``: ``out = g.sum(axis=0)`` for a 2-D ``g`` (a Dense
+  layer's bias gradient).  The kernel adds the rows one after the other in
+  the arrays' dtype, which is the order NumPy's reduction over a leading
+  axis takes, so the sums are bit-identical to NumPy's; a single column
+  (which NumPy sums pairwise) takes the generic version.  Measured on 2
+  cores, float32: 512 x 128 in 6 us instead of 17 us, 64 x 128 in 1.0 us
+  instead of 2.9 us.  No CUDA version: CuPy's reduction is one kernel.
 
 Indices are trusted here (the caller checks them once); the compiled
 versions do each operation in one pass without allocating.
@@ -150,3 +163,41 @@ def scatter_rows(xp: Any, grad: Any, index: Any, out: Any) -> Any:
     out.fill(0)
     out[xp.arange(out.shape[0]), index] = grad
     return out
+
+
+def _outer_cpu(kernel: Any, generic: Any) -> Any:
+    def outer_product(a, b, out):  # type: ignore[no-untyped-def]
+        if a.ndim != 1 or b.ndim != 1 or out.shape != (a.shape[0], b.shape[0]):
+            return generic(a, b, out)
+        kcpu.pick(kernel, out.size, "cheap")(a, b, out)
+        return out
+
+    return outer_product
+
+
+@declare(
+    "outer_product",
+    "out[i, j] = a[i] * b[j] (a Dense layer's product at inner size 1)",
+    cpu=Numba(_outer_cpu, _MODULE),
+)
+def outer_product(xp: Any, a: Any, b: Any, out: Any) -> Any:
+    return xp.multiply(a[:, None], b[None, :], out=out)
+
+
+def _column_sums_cpu(kernel: Any, generic: Any) -> Any:
+    def column_sums(g, out):  # type: ignore[no-untyped-def]
+        if g.ndim != 2 or g.shape[0] == 0 or g.shape[1] < 2 or out.shape != g.shape[1:]:
+            return generic(g, out)
+        kcpu.pick(kernel, g.size, "cheap")(g, out)
+        return out
+
+    return column_sums
+
+
+@declare(
+    "column_sums",
+    "out = g.sum(axis=0) (a Dense layer's bias gradient), rows added in order",
+    cpu=Numba(_column_sums_cpu, _MODULE),
+)
+def column_sums(xp: Any, g: Any, out: Any) -> Any:
+    return g.sum(axis=0, out=out)

@@ -106,8 +106,8 @@ class Dense(Layer):
             return self._forward_rows(x, training)
         xp = self.backend.xp
         z = self.workspace("z", (x.shape[0], self.out_features))
-        if self.in_features == 1:  # an outer product: BLAS is slow at inner size 1, a broadcast is exact
-            xp.multiply(x, self.weight.data, out=z)
+        if self.in_features == 1:  # an outer product: BLAS is slow at inner size 1
+            self.backend.ops.outer_product(x[:, 0], self.weight.data[0], z)
         else:
             xp.matmul(x, self.weight.data, out=z)
         self._input = x
@@ -141,22 +141,22 @@ class Dense(Layer):
         weight, bias = self.weight, self.bias
         if bias is not None and not bias.requires_grad:
             bias = None  # frozen: no gradient written
-        # ndarray.sum(out=) rather than xp.sum: same result, a third of the call overhead.
         if not weight.requires_grad:
             pass
         elif accumulate:
             weight.grad += xp.matmul(x.T, g, out=self.workspace("grad_weight", weight.shape))
         else:
             xp.matmul(x.T, g, out=weight.grad)
+        # The bias gradient: column sums (compiled on the CPU, bit-identical to g.sum(axis=0)).
         if bias is None:
             pass
         elif accumulate:
-            bias.grad += g.sum(axis=0, out=self.workspace("grad_bias", bias.shape))
+            bias.grad += self.backend.ops.column_sums(g, self.workspace("grad_bias", bias.shape))
         else:
-            g.sum(axis=0, out=bias.grad)
+            self.backend.ops.column_sums(g, bias.grad)
         if not need_input_grad:
             return None
         grad_in = self.workspace("grad_in", x.shape)
-        if self.out_features == 1:  # an outer product (a critic's score): a broadcast, exact
-            return xp.multiply(g, weight.data.T, out=grad_in)
+        if self.out_features == 1:  # an outer product (a critic's score): BLAS is slow at inner size 1
+            return self.backend.ops.outer_product(g[:, 0], weight.data[:, 0], grad_in)
         return xp.matmul(g, weight.data.T, out=grad_in)
