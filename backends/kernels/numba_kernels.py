@@ -367,12 +367,16 @@ def softmax_row(logits, probs, base, k):  # type: ignore[no-untyped-def]
         v = np.float64(logits[base + j])
         if not v <= mx:
             mx = v
+    # One exponential per element (the second pass scales): exp is most of the kernel's time.
     total = 0.0
     for j in range(k):
-        total += math.exp(logits[base + j] - mx)
+        e = math.exp(np.float64(logits[base + j]) - mx)
+        probs[base + j] = e
+        total += e
     log_sum = math.log(total)
+    scale = 1.0 / total
     for j in range(k):
-        probs[base + j] = math.exp((logits[base + j] - mx) - log_sum)
+        probs[base + j] = np.float64(probs[base + j]) * scale
     return mx, log_sum
 
 
