@@ -24,6 +24,7 @@ the output is each sequence's state after its last real step, with
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -31,6 +32,8 @@ import numpy as np
 
 from .. import checks
 from ..backends import Backend
+from ..backends.blas_threads import one_thread
+from ..backends.kernels.layout import unguarded
 from ..parameters import Parameter
 from .base import Layer, Shape, shape_text
 
@@ -85,6 +88,9 @@ class Recurrent(Layer):
         self.bias_hh = parameter("bias_hh", (rows,), False)
         self._initial: tuple[Any, ...] | None = None
         self._run: tuple[Any, ...] | None = None
+        self._ops_backend: Backend | None = None  # the backend _forward_op and _backward_op come from
+        self._forward_op: Any = None
+        self._backward_op: Any = None
 
     # --- description ------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -207,9 +213,12 @@ class Recurrent(Layer):
         hw = self.workspace("hw", (n, rows))
         weight_hh = self.workspace("weight_hh_t", (size, rows))
         weight_hh[...] = self.weight_hh.data.T  # contiguous: the per-step product is 15% faster
-        for t in range(steps):
-            xp.matmul(states[0][t], weight_hh, out=hw)
-            self._cell_forward(xw[t], hw, states, gates, real[t], t)
+        matmul, cell, hidden = xp.matmul, self._cell_forward, states[0]
+        self._bind_cell_ops()
+        with self._small_products():
+            for t in range(steps):
+                matmul(hidden[t], weight_hh, out=hw)
+                cell(xw[t], hw, states, gates, real[t], t)
         self._run = (steps, states, gates, inputs, real, mask is not None, n)
         hidden = states[0]
         if not self.return_sequences:
@@ -238,6 +247,26 @@ class Recurrent(Layer):
 
     def _gates_workspace(self, steps: int, n: int) -> Any:
         return None
+
+    #: The names of the cell's forward and backward operations (``backend.ops``).
+    _cell_op_names: tuple[str, str] = ("", "")
+
+    def _bind_cell_ops(self) -> None:
+        """``self._forward_op`` and ``self._backward_op``: the cell operations, resolved once per backend.
+
+        Without the layout guard (:func:`~bpcore.backends.kernels.layout.unguarded`): every array a
+        step passes is a C-contiguous workspace, a row of one or a parameter's view of the flat buffer.
+        """
+        backend = self.backend
+        if self._ops_backend is not backend:
+            forward, backward = self._cell_op_names
+            self._forward_op = unguarded(getattr(backend.ops, forward))
+            self._backward_op = unguarded(getattr(backend.ops, backward))
+            self._ops_backend = backend
+
+    def _small_products(self) -> Any:
+        """The time loop's products on one BLAS thread on the CPU (:mod:`bpcore.backends.blas_threads`)."""
+        return one_thread() if self.backend.xp is np else contextlib.nullcontext()
 
     def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
         raise NotImplementedError
@@ -270,11 +299,14 @@ class Recurrent(Layer):
             zero.fill(0.0)
             dh[...] = grad_out
         weight_hh = self.weight_hh.data
-        for t in range(steps - 1, -1, -1):
-            dy = dys[t] if self.return_sequences else zero
-            self._cell_backward(dy, dh_rec, dh, carry, t, dgx[t], dgh[t])
-            if t:
-                xp.matmul(dgh[t], weight_hh, out=dh_rec)
+        matmul, cell, sequences = xp.matmul, self._cell_backward, self.return_sequences
+        self._bind_cell_ops()
+        with self._small_products():
+            for t in range(steps - 1, -1, -1):
+                dy = dys[t] if sequences else zero
+                cell(dy, dh_rec, dh, carry, t, dgx[t], dgh[t])
+                if t:
+                    matmul(dgh[t], weight_hh, out=dh_rec)
         flat_x, flat_h = dgx.reshape(steps * n, rows), dgh.reshape(steps * n, rows)
         self._add_grad(self.weight_ih, flat_x.T, inputs.reshape(steps * n, -1), accumulate)
         self._add_grad(self.weight_hh, flat_h.T, states[0][:steps].reshape(steps * n, size), accumulate)
@@ -336,16 +368,18 @@ class RNN(Recurrent):
     def _extra_config(self) -> dict[str, Any]:
         return {} if self.nonlinearity == "tanh" else {"nonlinearity": self.nonlinearity}
 
+    _cell_op_names = ("rnn_cell_forward", "rnn_cell_backward")
+
     def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
         hidden = states[0]
-        self.backend.ops.rnn_cell_forward(xw, hw, hidden[t], real, self._relu, hidden[t + 1])
+        self._forward_op(xw, hw, hidden[t], real, self._relu, hidden[t + 1])
 
     def _cell_backward(
         self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
     ) -> None:
         assert self._run is not None
         states, real = self._run[1], self._run[4]
-        self.backend.ops.rnn_cell_backward(dy, dh_rec, dh, states[0][t + 1], real[t], self._relu, dgx)
+        self._backward_op(dy, dh_rec, dh, states[0][t + 1], real[t], self._relu, dgx)
 
 
 class LSTM(Recurrent):
@@ -357,15 +391,14 @@ class LSTM(Recurrent):
 
     gate_count = 4
     state_count = 2
+    _cell_op_names = ("lstm_cell_forward", "lstm_cell_backward")
 
     def _gates_workspace(self, steps: int, n: int) -> Any:
         return self.workspace("gates", (steps, n, 4 * self.hidden_size))
 
     def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
         hidden, cells = states
-        self.backend.ops.lstm_cell_forward(
-            xw, hw, cells[t], hidden[t], real, gates[t], cells[t + 1], hidden[t + 1]
-        )
+        self._forward_op(xw, hw, cells[t], hidden[t], real, gates[t], cells[t + 1], hidden[t + 1])
 
     def _cell_backward(
         self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
@@ -373,9 +406,7 @@ class LSTM(Recurrent):
         assert self._run is not None
         states, gates, real = self._run[1], self._run[2], self._run[4]
         cells = states[1]
-        self.backend.ops.lstm_cell_backward(
-            dy, dh_rec, dh, carry[0], gates[t], cells[t], cells[t + 1], real[t], dgx
-        )
+        self._backward_op(dy, dh_rec, dh, carry[0], gates[t], cells[t], cells[t + 1], real[t], dgx)
 
 
 class GRU(Recurrent):
@@ -387,6 +418,7 @@ class GRU(Recurrent):
 
     gate_count = 3
     _separate_hidden_gradient = True
+    _cell_op_names = ("gru_cell_forward", "gru_cell_backward")
 
     def _input_bias(self) -> Any:
         return self.bias_ih.data
@@ -396,11 +428,11 @@ class GRU(Recurrent):
 
     def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
         hidden = states[0]
-        self.backend.ops.gru_cell_forward(xw, hw, self.bias_hh.data, hidden[t], real, gates[t], hidden[t + 1])
+        self._forward_op(xw, hw, self.bias_hh.data, hidden[t], real, gates[t], hidden[t + 1])
 
     def _cell_backward(
         self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
     ) -> None:
         assert self._run is not None
         states, gates, real = self._run[1], self._run[2], self._run[4]
-        self.backend.ops.gru_cell_backward(dy, dh_rec, dh, gates[t], states[0][t], real[t], dgx, dgh)
+        self._backward_op(dy, dh_rec, dh, gates[t], states[0][t], real[t], dgx, dgh)
