@@ -310,8 +310,7 @@ class Recurrent(Layer):
         flat_x, flat_h = dgx.reshape(steps * n, rows), dgh.reshape(steps * n, rows)
         self._add_grad(self.weight_ih, flat_x.T, inputs.reshape(steps * n, -1), accumulate)
         self._add_grad(self.weight_hh, flat_h.T, states[0][:steps].reshape(steps * n, size), accumulate)
-        self._add_sum(self.bias_ih, flat_x, accumulate)
-        self._add_sum(self.bias_hh, flat_h, accumulate)
+        self._add_bias_grads(flat_x, flat_h, accumulate)
         if not need_input_grad:
             return None
         features = inputs.shape[2]
@@ -334,13 +333,32 @@ class Recurrent(Layer):
         else:
             xp.matmul(left, right, out=parameter.grad)
 
-    def _add_sum(self, parameter: Parameter, rows: Any, accumulate: bool) -> None:
-        if not parameter.requires_grad:
+    def _add_bias_grads(self, flat_x: Any, flat_h: Any, accumulate: bool) -> None:
+        """The bias gradients: the column sums of the gate gradients over all steps.
+
+        One sum where both biases see the same gate gradients (RNN, LSTM);
+        on the CPU as a product with a row of ones (a BLAS matrix-vector
+        product, twice as fast as NumPy's column sum of a (T*N, G*H) array).
+        """
+        wanted = [p for p in (self.bias_ih, self.bias_hh) if p.requires_grad]
+        if not wanted:
             return
-        if accumulate:
-            parameter.grad += rows.sum(axis=0, out=self.workspace(f"grad_{parameter.name}", parameter.shape))
-        else:
-            rows.sum(axis=0, out=parameter.grad)
+        sums_x = self._column_sums(flat_x, "x")
+        sums_h = self._column_sums(flat_h, "h") if self._separate_hidden_gradient else sums_x
+        for parameter in wanted:
+            sums = sums_x if parameter is self.bias_ih else sums_h
+            if accumulate:
+                parameter.grad += sums
+            else:
+                parameter.grad[...] = sums
+
+    def _column_sums(self, rows: Any, key: str) -> Any:
+        out = self.workspace(f"column_sums_{key}", (rows.shape[1],))
+        if self.backend.xp is not np:
+            return rows.sum(axis=0, out=out)
+        ones = self.workspace("ones_rows", (rows.shape[0],))
+        ones.fill(1.0)
+        return np.matmul(ones, rows, out=out)
 
     def __repr__(self) -> str:
         extra = "".join(f", {key}={value!r}" for key, value in self._extra_config().items())
