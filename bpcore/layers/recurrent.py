@@ -192,16 +192,18 @@ class Recurrent(Layer):
         n, steps, features = x.shape
         self._check_initial_state(n)  # before anything is overwritten
         size, rows = self.hidden_size, self.gate_count * self.hidden_size
-        inputs = self.workspace("x_steps", (steps, n, features))
-        inputs[...] = x.transpose(1, 0, 2)
+        # The input projection with the bias folded in, ONE product [x_t, 1] @ [W_ih^T; b] over all
+        # steps (inner dimension F + 1): 1.4-4x faster than the product and a bias pass over its
+        # (T, N, G*H) result, which for a single feature was an outer product outside BLAS.
+        augmented = self.workspace("x_steps", (steps * n, features + 1))
+        augmented.reshape(steps, n, features + 1)[:, :, :features] = x.transpose(1, 0, 2)
+        augmented[:, features] = 1.0
+        inputs = augmented[:, :features]  # (T*N, F), time-major, kept for the weight gradient
+        projection = self.workspace("weight_ih_t", (features + 1, rows))
+        projection[:features] = self.weight_ih.data.T
+        projection[features] = self._input_bias()
         xw = self.workspace("xw", (steps, n, rows))
-        if features == 1:
-            # An outer product: NumPy's matmul does not hand an inner dimension of 1 to BLAS (7x slower).
-            xp.multiply(inputs, self.weight_ih.data[:, 0], out=xw)
-        else:
-            flat = inputs.reshape(steps * n, features)
-            xp.matmul(flat, self.weight_ih.data.T, out=xw.reshape(steps * n, rows))
-        xw += self._input_bias()
+        xp.matmul(augmented, projection, out=xw.reshape(steps * n, rows))
         real = self.workspace("mask", (steps, n))
         if mask is None:
             real.fill(1.0)
@@ -308,12 +310,12 @@ class Recurrent(Layer):
                 if t:
                     matmul(dgh[t], weight_hh, out=dh_rec)
         flat_x, flat_h = dgx.reshape(steps * n, rows), dgh.reshape(steps * n, rows)
-        self._add_grad(self.weight_ih, flat_x.T, inputs.reshape(steps * n, -1), accumulate)
+        self._add_grad(self.weight_ih, flat_x.T, inputs, accumulate)
         self._add_grad(self.weight_hh, flat_h.T, states[0][:steps].reshape(steps * n, size), accumulate)
         self._add_bias_grads(flat_x, flat_h, accumulate)
         if not need_input_grad:
             return None
-        features = inputs.shape[2]
+        features = inputs.shape[-1]
         dxs = self.workspace("dx_steps", (steps, n, features))
         xp.matmul(flat_x, self.weight_ih.data, out=dxs.reshape(steps * n, features))
         grad_in = self.workspace("grad_in", (n, steps, features))
