@@ -33,7 +33,7 @@ import numpy as np
 from .. import checks
 from ..backends import Backend
 from ..backends.blas_threads import one_thread
-from ..backends.kernels.layout import unguarded
+from ..backends.kernels.layout import c_ordered, unguarded
 from ..parameters import Parameter
 from .base import Layer, Shape, shape_text
 
@@ -257,7 +257,7 @@ class Recurrent(Layer):
         """``self._forward_op`` and ``self._backward_op``: the cell operations, resolved once per backend.
 
         Without the layout guard (:func:`~bpcore.backends.kernels.layout.unguarded`): every array a
-        step passes is a C-contiguous workspace, a row of one or a parameter's view of the flat buffer.
+        step passes is a C-contiguous workspace or a row of one (the GRU's b_hh is made C-ordered).
         """
         backend = self.backend
         if self._ops_backend is not backend:
@@ -443,12 +443,17 @@ class GRU(Recurrent):
     def _input_bias(self) -> Any:
         return self.bias_ih.data
 
+    def _bind_cell_ops(self) -> None:
+        super()._bind_cell_ops()
+        # The one array a step passes that is not a workspace: C-ordered for the unguarded kernels.
+        self._bias_hh = c_ordered(self.bias_hh.data)
+
     def _gates_workspace(self, steps: int, n: int) -> Any:
         return self.workspace("gates", (steps, n, 4 * self.hidden_size))
 
     def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
         hidden = states[0]
-        self._forward_op(xw, hw, self.bias_hh.data, hidden[t], real, gates[t], hidden[t + 1])
+        self._forward_op(xw, hw, self._bias_hh, hidden[t], real, gates[t], hidden[t + 1])
 
     def _cell_backward(
         self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
