@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 from numba import prange
+from numba import types as nbtypes
+from numba.extending import overload
 
 from .numba_jit import KernelPair, element, kernel, serial_kernel
 
@@ -359,20 +361,82 @@ def scale_inplace(x, factor):  # type: ignore[no-untyped-def]
 
 
 # --- losses --------------------------------------------------------------------
+def shifted_exp(x: float, like: Any) -> float:
+    """``exp(x)`` for ``x = logit - max <= 0`` (or NaN), in float64, accurate to the dtype of ``like``.
+
+    float64 logits: libm's exp.  float32 logits: ``exp(x / 256) ** 256`` with
+    a degree-9 Taylor polynomial on ``[-0.41, 0]`` (x clamped at -104, below
+    which float32 rounds exp to 0), within 1e-8 relative before the float32
+    store: multiplies and adds only, so that a loop over it vectorises where
+    libm's exp does not (about 4x faster over a row of class scores).
+    """
+    return math.exp(x)
+
+
+@overload(shifted_exp, jit_options={"error_model": "numpy"})
+def _shifted_exp(x, like):  # type: ignore[no-untyped-def]
+    if like != nbtypes.float32:
+        return lambda x, like: math.exp(x)
+    coefficients = tuple(1.0 / math.factorial(n) for n in range(9, -1, -1))
+    c9, c8, c7, c6, c5, c4, c3, c2, c1, c0 = coefficients
+
+    def taylor(x, like):  # type: ignore[no-untyped-def]
+        if x < -104.0:
+            x = -104.0
+        y = x * 0.00390625  # 1 / 256, exact
+        p = (((((c9 * y + c8) * y + c7) * y + c6) * y + c5) * y + c4) * y + c3
+        p = ((p * y + c2) * y + c1) * y + c0
+        for _ in range(8):
+            p = p * p
+        return p
+
+    return taylor
+
+
 @element
 def softmax_row(logits, probs, base, k):  # type: ignore[no-untyped-def]
     # One row: max, log-sum-exp and the probabilities; returns (max, log-sum).
-    mx = np.float64(logits[base])
-    for j in range(1, k):
-        v = np.float64(logits[base + j])
-        if not v <= mx:
-            mx = v
-    total = 0.0
+    # The max and the sum run four independent chains (a float reduction does not vectorise, and
+    # one chain waits on each comparison or add); a NaN logit makes the row NaN either way.
+    m0 = m1 = m2 = m3 = np.float64(logits[base])
+    quads = k - k % 4
+    for j in range(0, quads, 4):
+        v0, v1 = np.float64(logits[base + j]), np.float64(logits[base + j + 1])
+        v2, v3 = np.float64(logits[base + j + 2]), np.float64(logits[base + j + 3])
+        if not v0 <= m0:
+            m0 = v0
+        if not v1 <= m1:
+            m1 = v1
+        if not v2 <= m2:
+            m2 = v2
+        if not v3 <= m3:
+            m3 = v3
+    for j in range(quads, k):
+        v0 = np.float64(logits[base + j])
+        if not v0 <= m0:
+            m0 = v0
+    mx = m0
+    for m in (m1, m2, m3):
+        if not m <= mx:
+            mx = m
+    # One exponential per element, in a loop of its own (no reduction in it, so it vectorises for
+    # float32), then the sum and one scaling pass: the exponentials are most of the kernel's time.
+    first = logits[base]
     for j in range(k):
-        total += math.exp(logits[base + j] - mx)
+        probs[base + j] = shifted_exp(np.float64(logits[base + j]) - mx, first)
+    t0 = t1 = t2 = t3 = 0.0
+    for j in range(0, quads, 4):
+        t0 += np.float64(probs[base + j])
+        t1 += np.float64(probs[base + j + 1])
+        t2 += np.float64(probs[base + j + 2])
+        t3 += np.float64(probs[base + j + 3])
+    for j in range(quads, k):
+        t0 += np.float64(probs[base + j])
+    total = (t0 + t1) + (t2 + t3)
     log_sum = math.log(total)
+    scale = 1.0 / total
     for j in range(k):
-        probs[base + j] = math.exp((logits[base + j] - mx) - log_sum)
+        probs[base + j] = np.float64(probs[base + j]) * scale
     return mx, log_sum
 
 

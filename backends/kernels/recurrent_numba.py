@@ -142,20 +142,24 @@ def lstm_cell_forward(xw, hw, c_prev, h_prev, mask, gates, c, h):  # type: ignor
     n, size = h.shape
     zero = h.dtype.type(0)
     for a in range(n):
+        # Short loops, each one kind of work over contiguous memory (measured 0-35% faster than one
+        # loop doing all five activations of a unit): the pre-activations, the sigmoid gates i and f
+        # (adjacent), the tanh gate g, the sigmoid gate o, then the state update.
         x, y, row = xw[a], hw[a], gates[a]
+        for k in range(4 * size):
+            row[k] = x[k] + y[k]
         i, f, g, o = row[:size], row[size : 2 * size], row[2 * size : 3 * size], row[3 * size :]
-        xi, xf, xg, xo = x[:size], x[size : 2 * size], x[2 * size : 3 * size], x[3 * size :]
-        yi, yf, yg, yo = y[:size], y[size : 2 * size], y[2 * size : 3 * size], y[3 * size :]
+        for k in range(2 * size):
+            row[k] = cell_sigmoid(row[k])
+        for j in range(size):
+            g[j] = cell_tanh(g[j])
+        for j in range(size):
+            o[j] = cell_sigmoid(o[j])
         cell, out, cp, hp = c[a], h[a], c_prev[a], h_prev[a]
-        for j in range(size):  # all five activations of a unit in one vectorised loop
-            gi = cell_sigmoid(xi[j] + yi[j])
-            gf = cell_sigmoid(xf[j] + yf[j])
-            gg = cell_tanh(xg[j] + yg[j])
-            go = cell_sigmoid(xo[j] + yo[j])
-            i[j], f[j], g[j], o[j] = gi, gf, gg, go
-            value = gf * cp[j] + gi * gg
+        for j in range(size):
+            value = f[j] * cp[j] + i[j] * g[j]
             cell[j] = value
-            out[j] = go * cell_tanh(value)
+            out[j] = o[j] * cell_tanh(value)
         if mask[a] <= zero:  # padding: the state stays (the gates are kept all the same)
             cell[:] = cp
             out[:] = hp

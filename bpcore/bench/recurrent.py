@@ -15,11 +15,15 @@ with one thread, the ratio taken against the faster) are sampled in turn,
 round after round, so that a change of load on the machine hits both.
 PyTorch runs in a process of its own (``python -m bpcore.bench.recurrent``,
 driven over a pipe): its idle OpenMP threads would otherwise take the cores
-from bpcore's next sample.  bpcore runs its matrix products on one BLAS
-thread (where threadpoolctl is installed), what these small products need.
-Each result is the median seconds per step; the ratio is PyTorch's median
-time over bpcore's (above 1: bpcore is faster), with its spread over the
-per-round ratios.
+from bpcore's next sample.  bpcore runs as a user gets it, in the same two
+settings as PyTorch: the process's default BLAS thread count, which its
+large products use (the input projection, the weight gradients, the output
+layer) while the library runs the time loop's small ones on one BLAS thread
+(:mod:`bpcore.backends.blas_threads`); and the whole process on one BLAS
+thread (``OPENBLAS_NUM_THREADS=1`` for a user), which a machine whose other
+core is busy favours.  Each result is the median seconds per step; the ratio
+is PyTorch's median time over bpcore's, the faster setting of each (above 1:
+bpcore is faster), with its spread over the per-round ratios.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -244,18 +248,6 @@ def serve_torch(stdin: Any = None, stdout: Any = None) -> None:
             return
 
 
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[bool]:
-    """The matrix products on one BLAS thread inside the block (True), where threadpoolctl is installed."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield False
-        return
-    with threadpool_limits(1, user_api="blas"):
-        yield True
-
-
 def _remote_sampler(worker: TorchWorker, threads: int) -> Callable[[], float]:
     def sample() -> float:
         return float(worker.ask(op="sample", threads=threads)["seconds"])
@@ -266,10 +258,18 @@ def _remote_sampler(worker: TorchWorker, threads: int) -> Callable[[], float]:
 def measure_case(
     spec: RecurrentSpec, batch: int, device: str, budget: Budget, torch: TorchWorker | None
 ) -> dict[str, Any]:
-    """bpcore's and PyTorch's step for one model and batch size, interleaved; one report row."""
-    samplers: dict[str, Callable[[], float]] = {
-        "bpcore": _timed(bpcore_step(spec, batch, device), budget.sample_seconds, _synchronizer(device))
-    }
+    """bpcore's and PyTorch's step for one model and batch size, interleaved; one report row.
+
+    Each library runs at its default thread count and on one thread, and
+    the ratio is taken between the faster of each (``bpcore`` is the
+    default, ``bpcore-1t`` the process's BLAS limited to one thread, what
+    ``OPENBLAS_NUM_THREADS=1`` gives a user; only on the CPU, where
+    threadpoolctl is installed and the default is more than one thread).
+    """
+    step = _timed(bpcore_step(spec, batch, device), budget.sample_seconds, _synchronizer(device))
+    samplers: dict[str, Callable[[], float]] = {"bpcore": step}
+    if not device.startswith("cuda") and _blas_threads() not in ("default", 1):
+        samplers["bpcore-1t"] = _on_one_blas_thread(step)
     if torch is not None:
         counts = sorted({torch.default_threads, 1}, reverse=True)
         torch.ask(op="build", model=spec.name, batch=batch, device=device, seconds=budget.sample_seconds,
@@ -294,13 +294,27 @@ def measure_case(
         "ms": {name: 1e3 * statistics.median(values) for name, values in samples.items()},
         "rounds": len(samples["bpcore"]),
     }
-    torch_names = [name for name in samples if name != "bpcore"]
+    ours = min((name for name in samples if name.startswith("bpcore")),
+               key=lambda name: statistics.median(samples[name]))
+    row["bpcore"] = ours
+    torch_names = [name for name in samples if name.startswith("torch")]
     if torch_names:
         best = min(torch_names, key=lambda name: statistics.median(samples[name]))
-        per_round = [t / b for t, b in zip(samples[best], samples["bpcore"], strict=True)]
+        per_round = [t / b for t, b in zip(samples[best], samples[ours], strict=True)]
         row.update(torch=best, ratio=statistics.median(per_round), ratio_min=min(per_round),
                    ratio_max=max(per_round))
     return row
+
+
+def _on_one_blas_thread(sample: Callable[[], float]) -> Callable[[], float]:
+    """``sample`` with the process's BLAS limited to one thread while it runs."""
+    from threadpoolctl import threadpool_limits
+
+    def limited() -> float:
+        with threadpool_limits(1, user_api="blas"):
+            return sample()
+
+    return limited
 
 
 def run_recurrent(
@@ -323,36 +337,50 @@ def run_recurrent(
     rows = []
     torch = TorchWorker() if reason is None else None
     try:
-        with one_blas_thread() as limited:
-            for device in devices:
-                for name in names:
-                    spec = RECURRENT_MODELS[name]
-                    for batch in batch_sizes or spec.batch_sizes:
-                        if progress is not None:
-                            progress(f"{spec.name} at batch {batch} on {device}")
-                        rows.append(measure_case(spec, batch, device, budget, torch))
+        for device in devices:
+            for name in names:
+                spec = RECURRENT_MODELS[name]
+                for batch in batch_sizes or spec.batch_sizes:
+                    if progress is not None:
+                        progress(f"{spec.name} at batch {batch} on {device}")
+                    rows.append(measure_case(spec, batch, device, budget, torch))
     finally:
         if torch is not None:
             torch.close()
     return {"models": {name: RECURRENT_MODELS[name].label for name in names}, "results": rows,
             "torch": None if reason is None else str(reason),
-            "bpcore_blas_threads": 1 if limited else "default"}
+            "bpcore_blas_threads": _blas_threads()}
+
+
+def _blas_threads() -> Any:
+    """The process's BLAS thread count (bpcore's large products; its time loops take one), or "default"."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "default"
+    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(counts) if counts else "default"
 
 
 def format_recurrent(report: dict[str, Any]) -> str:
     """The recurrent report as a table: bpcore and PyTorch ms per step, and the ratio with its spread."""
     lines = ["Recurrent training steps (forward, loss, backward, Adam), float32; ratio = PyTorch time / "
-             "bpcore time (> 1: bpcore faster), median and range over interleaved rounds"]
-    header = (f"{'model':<12} {'batch':>5} {'device':<7} {'bpcore ms':>10} {'torch ms':>14} {'ratio':>6}"
+             "bpcore time (> 1: bpcore faster), median and range over interleaved rounds; each library at "
+             "the faster of its default thread count and one thread (in brackets)"]
+    header = (f"{'model':<12} {'batch':>5} {'device':<7} {'bpcore ms':>14} {'torch ms':>14} {'ratio':>6}"
               "  range")
     lines += [header, "-" * len(header)]
+    threads = report.get("bpcore_blas_threads", "default")
+    default = f"{threads}t" if isinstance(threads, int) else "default"
     for row in report["results"]:
+        ours = row.get("bpcore", "bpcore")
+        ours_text = f"{row['ms'][ours]:.2f} ({'1t' if ours == 'bpcore-1t' else default})"
         torch_text, ratio_text, spread = "-", "-", ""
         if "ratio" in row:
             torch_text = f"{row['ms'][row['torch']]:.2f} ({row['torch'].removeprefix('torch-')})"
             ratio_text = f"{row['ratio']:.2f}"
             spread = f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}"
-        lines.append(f"{row['model']:<12} {row['batch']:>5} {row['device']:<7} {row['ms']['bpcore']:>10.2f} "
+        lines.append(f"{row['model']:<12} {row['batch']:>5} {row['device']:<7} {ours_text:>14} "
                      f"{torch_text:>14} {ratio_text:>6}  {spread}")
     if report.get("torch"):
         lines.append(f"PyTorch not measured: {report['torch']}")
