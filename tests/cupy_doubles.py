@@ -6,7 +6,10 @@ NumPy-only test run would never meet:
 * :class:`CupyLikeArray`: a device array that is not a NumPy array, has no
   ``__array_namespace__`` (``cupy.ndarray`` has none) and refuses implicit
   conversion to NumPy (``np.asarray`` raises, as CuPy's ``__array__`` does);
-  ``.get()`` copies it to the host.
+  ``.get()`` copies it to the host; ``.set(host)`` copies a NumPy array of
+  the same dtype and shape into it, as ``ndarray.set`` in ``cupy/_core/core.pyx``
+  (TypeError for anything but a ``numpy.ndarray`` or another dtype,
+  ValueError for another shape).
 * :class:`CupyLikeModule` / :class:`CupyLikeBackend`: an array module over
   such arrays and a CUDA-device backend that owns them, so that a check done
   "with the backend's own ``xp``" can be watched.
@@ -61,6 +64,16 @@ class CupyLikeArray:
     def all(self) -> Any:
         return bool(self._data.all())
 
+    def set(self, arr: Any) -> None:
+        # cupy/_core/core.pyx, ndarray.set: the checks in this order, then a copy from the host.
+        if not isinstance(arr, np.ndarray):
+            raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
+        if self._data.dtype != arr.dtype:
+            raise TypeError(f"{arr.dtype} array cannot be set to {self._data.dtype} array")
+        if self._data.shape != arr.shape:
+            raise ValueError(f"Shape mismatch. Old shape: {self._data.shape}, new shape: {arr.shape}")
+        self._data[...] = arr
+
 
 class CupyLikeModule:
     """The few array-module functions the input path calls, over :class:`CupyLikeArray`; counts calls."""
@@ -74,6 +87,10 @@ class CupyLikeModule:
         self.calls.append("asarray")
         values = data._data if isinstance(data, CupyLikeArray) else data
         return CupyLikeArray(np.asarray(values, dtype=dtype))
+
+    def empty(self, shape: Any, dtype: Any = float) -> CupyLikeArray:
+        self.calls.append("empty")
+        return CupyLikeArray(np.empty(shape, dtype=dtype))
 
     def isfinite(self, array: CupyLikeArray) -> CupyLikeArray:
         self.calls.append("isfinite")

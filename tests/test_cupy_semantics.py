@@ -7,6 +7,9 @@ its uniforms with ``random(out=...)`` and no ``size`` (one value, broadcast).
 
 from __future__ import annotations
 
+import types
+from typing import Any
+
 import numpy as np
 import pytest
 from cupy_doubles import CupyLikeArray, CupyLikeBackend, CupyLikeGenerator
@@ -165,3 +168,63 @@ def test_gradcheck_takes_device_arrays_for_inputs_and_targets() -> None:
     assert bpcore.gradcheck(Dense(3, 2), CupyLikeArray(x), y=CupyLikeArray(soft), loss=CrossEntropy(),
                             seed=0) < 1e-6
     assert bpcore.gradcheck(MSE(), CupyLikeArray(x), y=CupyLikeArray(x[::-1].copy()), seed=0) < 1e-6
+
+
+# --- host data staged into device buffers: one buffer per slot, not per shape ------------------
+def _host_dataset(rows: int = 10) -> Any:
+    from bpcore.training.data import Dataset
+    from bpcore.training.metrics import DENSE
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(rows, 3, 2))
+    y = rng.normal(size=(rows, 3, 2))  # the same shape and dtype as x: the case that shared a buffer
+    mask = rng.random((rows, 3)) < 0.7
+    return Dataset(x, y, DENSE, get_backend("cpu"), mask)
+
+
+@pytest.mark.parametrize(("batch_size", "shuffle"), [(None, False), (4, False), (4, True)])
+def test_host_batches_staged_for_a_gpu_keep_features_targets_and_mask_apart(
+    batch_size: int | None, shuffle: bool
+) -> None:
+    from bpcore.training.batches import Batches
+
+    data = _host_dataset()
+    batches = Batches(data, CupyLikeBackend(), batch_size=batch_size, shuffle=shuffle,
+                      rng=np.random.default_rng(0), merge_single=False)
+    seen = []
+    for _epoch in range(2):
+        for xb, yb, mb in batches.epoch():
+            assert isinstance(xb, CupyLikeArray) and isinstance(yb, CupyLikeArray)
+            assert isinstance(mb, CupyLikeArray) and mb.dtype == np.bool_
+            for row_x, row_y, row_m in zip(xb.get(), yb.get(), mb.get(), strict=True):
+                (index,) = np.flatnonzero((data.x == row_x).all(axis=(1, 2)))
+                np.testing.assert_array_equal(row_y, data.y[index])
+                np.testing.assert_array_equal(row_m, data.mask[index])
+                seen.append(int(index))
+    assert sorted(seen) == sorted(2 * list(range(len(data))))
+
+
+def test_evaluation_of_host_data_for_a_gpu_reads_features_and_targets_of_one_shape_apart() -> None:
+    from bpcore.backends import Device
+    from bpcore.training.inference import evaluation_sums
+
+    data = _host_dataset()
+    fake = CupyLikeBackend()
+    backend = types.SimpleNamespace(xp=np, device=Device("cuda", 0), empty=fake.empty)
+    forwarded = []
+
+    class Network:
+        def _forward(self, xb: Any, training: bool, mask: Any) -> np.ndarray:
+            forwarded.append(mask.get())
+            return xb.get()
+
+    network = Network()
+    network.backend = backend  # type: ignore[attr-defined]
+
+    def squared_error(pred: np.ndarray, yb: CupyLikeArray) -> float:
+        return float(((pred - yb.get()) ** 2).sum())
+
+    squared_error.reduction = "sum"  # type: ignore[attr-defined]
+    totals = evaluation_sums(network, data, squared_error, [], batch_size=4)
+    assert totals[0] == pytest.approx(float(((data.x - data.y) ** 2).sum()))
+    np.testing.assert_array_equal(np.concatenate(forwarded), data.mask)

@@ -31,17 +31,23 @@ def batch_bounds(samples: int, batch_size: int, *, merge_single: bool) -> list[t
 
 
 class _Stage:
-    """Copies host arrays into device buffers allocated once per shape (identity on the CPU)."""
+    """Copies host arrays into device buffers allocated once per slot and shape (identity on the CPU).
+
+    ``slot`` names what the array is (``"x"``, ``"y"``, ``"mask"``): features
+    and targets of one shape and dtype (a network whose output is as wide as
+    its input) must not share a buffer, or the targets' copy would overwrite
+    the features of the same batch.
+    """
 
     def __init__(self, source: Backend, target: Backend) -> None:
         self._identity = source is target or not target.device.is_cuda
         self._target = target
-        self._buffers: dict[tuple[tuple[int, ...], Any], Any] = {}
+        self._buffers: dict[tuple[str, tuple[int, ...], Any], Any] = {}
 
-    def __call__(self, array: Any) -> Any:
+    def __call__(self, array: Any, slot: str) -> Any:
         if self._identity:
             return array
-        key = (tuple(array.shape), array.dtype)
+        key = (slot, tuple(array.shape), array.dtype)
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = self._buffers[key] = self._target.empty(array.shape, array.dtype)
@@ -77,8 +83,8 @@ class Batches:
         self._y_buffers: dict[int, Any] = {}
         self._mask_buffers: dict[int, Any] = {}
         if self.full:  # moved to the device once for the whole fit
-            mask = None if data.mask is None else self._stage(data.mask)
-            self._full = (self._stage(data.x), self._stage(data.y), mask)
+            mask = None if data.mask is None else self._stage(data.mask, "mask")
+            self._full = (self._stage(data.x, "x"), self._stage(data.y, "y"), mask)
             self._stage = _Stage(network_backend, network_backend)
 
     @property
@@ -103,8 +109,8 @@ class Batches:
         mask = data.mask
         if not self.shuffle:
             for start, stop in self.bounds:
-                mb = None if mask is None else stage(mask[start:stop])
-                yield stage(data.x[start:stop]), stage(data.y[start:stop]), mb
+                mb = None if mask is None else stage(mask[start:stop], "mask")
+                yield stage(data.x[start:stop], "x"), stage(data.y[start:stop], "y"), mb
             return
         self._rng.shuffle(self._order)
         order = self._order
@@ -122,4 +128,4 @@ class Batches:
             yb = take(data.y, index, axis=0, out=self._buffer(self._y_buffers, data.y, rows))
             mb = None if mask is None else take(mask, index, axis=0,
                                                 out=self._buffer(self._mask_buffers, mask, rows))
-            yield stage(xb), stage(yb), None if mb is None else stage(mb)
+            yield stage(xb, "x"), stage(yb, "y"), None if mb is None else stage(mb, "mask")

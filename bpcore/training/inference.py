@@ -95,11 +95,11 @@ def predict(
         scope.enter_context(kernel_choice.bound(network, choice))
         stage = _Stage(backend, network.backend)
         if n <= size:
-            return network._forward(stage(features), False, real).copy()
+            return network._forward(stage(features, "x"), False, real).copy()
         out: Any = None
         for start in range(0, n, size):
             stop = min(start + size, n)
-            batch = network._forward(stage(features[start:stop]), False, _rows(real, start, stop))
+            batch = network._forward(stage(features[start:stop], "x"), False, _rows(real, start, stop))
             if out is None:
                 out = network.backend.empty((n, *batch.shape[1:]), batch.dtype)
             out[start:stop] = batch
@@ -127,8 +127,8 @@ def evaluation_sums(
     stage = _Stage(data.backend, network.backend)
     totals = xp.zeros(1 + len(metrics), dtype=np.float64)
     for start, size, weight in zip(range(0, n, batch_size), sizes, weights, strict=True):
-        xb, yb = stage(data.x[start : start + size]), stage(data.y[start : start + size])
-        mb = None if data.mask is None else stage(data.mask[start : start + size])
+        xb, yb = stage(data.x[start : start + size], "x"), stage(data.y[start : start + size], "y")
+        mb = None if data.mask is None else stage(data.mask[start : start + size], "mask")
         pred = network._forward(xb, False, mb)
         if weight or counts is None:  # a batch whose labels are all ignored has a NaN mean, weight 0
             totals[0] += call(pred, yb) * float(weight)
