@@ -228,3 +228,48 @@ def test_evaluation_of_host_data_for_a_gpu_reads_features_and_targets_of_one_sha
     totals = evaluation_sums(network, data, squared_error, [], batch_size=4)
     assert totals[0] == pytest.approx(float(((data.x - data.y) ** 2).sum()))
     np.testing.assert_array_equal(np.concatenate(forwarded), data.mask)
+
+
+# --- masks: a device mask reaches a CPU network through .get(), a host mask a GPU one through its xp ---
+def test_a_device_mask_is_brought_to_a_cpu_network_explicitly() -> None:
+    from bpcore.layers import LSTM, mask_from_lengths
+
+    rng = np.random.default_rng(6)
+    mask = mask_from_lengths(rng.integers(0, 6, size=9), 5)
+    x, y = rng.standard_normal((9, 5, 3)), rng.standard_normal((9, 2))
+
+    def network() -> bpcore.Network:
+        return bpcore.Network([LSTM(3, 4), Dense(4, 2)], dtype="float64", seed=0, device="cpu")
+
+    net = network()
+    want = net.forward(x, mask=mask)
+    device_mask = CupyLikeArray(mask)  # np.asarray of it raises, as for a cupy.ndarray
+    np.testing.assert_array_equal(net.forward(x, mask=device_mask), want)
+    np.testing.assert_array_equal(net.predict(x, mask=device_mask, batch_size=4), net.predict(x, mask=mask,
+                                                                                              batch_size=4))
+    assert net.evaluate(x, y, loss=MSE(), mask=device_mask)["loss"] == net.evaluate(x, y, loss=MSE(),
+                                                                                   mask=mask)["loss"]
+    assert bpcore.gradcheck(net, x, mask=device_mask, seed=0) < 1e-6
+    trained = []
+    for given in (mask, device_mask):
+        fresh = network()
+        fresh.fit(x, y, loss=MSE(), optimizer=SGD(fresh.parameters(), lr=0.1), epochs=2, batch_size=4,
+                  mask=given, validation_data=(x[:3], y[:3], given[:3]), seed=0, verbose=False)
+        trained.append(fresh.store.data.copy())
+    np.testing.assert_array_equal(trained[0], trained[1])
+
+
+def test_a_host_mask_is_moved_to_a_gpu_network_with_its_array_module() -> None:
+    backend = CupyLikeBackend()
+    network = types.SimpleNamespace(_uses_mask=True, backend=backend)  # what Network.as_mask reads
+    mask = np.random.default_rng(7).random((4, 6)) < 0.5
+    moved = bpcore.Network.as_mask(network, mask, shape=(4, 6, 3))  # type: ignore[arg-type]
+    assert isinstance(moved, CupyLikeArray) and moved.dtype == np.bool_
+    np.testing.assert_array_equal(moved.get(), mask)
+    assert backend.xp.calls == ["asarray"]
+    kept = bpcore.Network.as_mask(network, CupyLikeArray(mask), shape=(4, 6, 3))  # type: ignore[arg-type]
+    assert isinstance(kept, CupyLikeArray)
+    np.testing.assert_array_equal(kept.get(), mask)
+    with pytest.raises(TypeError, match="mask: expected a boolean array"):
+        bpcore.Network.as_mask(network, CupyLikeArray(mask.astype(np.float32)),  # type: ignore[arg-type]
+                               shape=(4, 6, 3))
