@@ -273,3 +273,32 @@ def test_a_host_mask_is_moved_to_a_gpu_network_with_its_array_module() -> None:
     with pytest.raises(TypeError, match="mask: expected a boolean array"):
         bpcore.Network.as_mask(network, CupyLikeArray(mask.astype(np.float32)),  # type: ignore[arg-type]
                                shape=(4, 6, 3))
+
+
+# --- recurrent states given as device arrays to a CPU layer: brought over with .get() ---------------
+@pytest.mark.parametrize("built", [True, False])
+def test_recurrent_states_given_as_device_arrays_reach_a_cpu_layer(built: bool) -> None:
+    from bpcore.layers import LSTM
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 4, 2))
+    start = [rng.standard_normal((3, 5)) for _ in range(2)]
+    g_final = [rng.standard_normal((3, 5)) for _ in range(2)]
+    results = []
+    for wrap in (np.asarray, CupyLikeArray):
+        layer = LSTM(2, 5)
+        net = bpcore.Network([layer], dtype="float64", seed=0, device="cpu")
+        if not built:
+            layer = LSTM(2, 5)
+            layer.initial_state = tuple(wrap(part) for part in start)  # kept as given until built
+            net = bpcore.Network([layer], dtype="float64", seed=0, device="cpu")
+        else:
+            layer.initial_state = tuple(wrap(part) for part in start)
+        out = net.forward(x, training=True)
+        layer.final_state_grad = tuple(wrap(part) for part in g_final)
+        net.zero_grad()
+        net.backward(np.ones_like(out))
+        results.append((out, net.store.grad.copy(), *layer.initial_state_grad))
+    for mine, theirs in zip(results[0], results[1], strict=True):
+        assert isinstance(theirs, np.ndarray)
+        np.testing.assert_array_equal(mine, theirs)

@@ -34,6 +34,7 @@ from .. import checks
 from ..backends import Backend
 from ..backends.blas_threads import one_thread
 from ..backends.kernels.layout import c_ordered, unguarded
+from ..interop import import_array, to_backend
 from ..parameters import Parameter
 from .base import Layer, Shape, shape_text
 
@@ -140,10 +141,11 @@ class Recurrent(Layer):
         out = super().build(input_shape if input_shape is not None else self.input_shape, dtype, backend)
         self._run = None
         self._initial_grad = None
+        # States given before the build may live on another device (a CuPy array's .get(), never np.asarray).
         if self._initial is not None:
-            self._initial = tuple(backend.asarray(part, dtype=self.dtype) for part in self._initial)
+            self._initial = tuple(to_backend(part, backend, self.dtype) for part in self._initial)
         if self._final_grad is not None:
-            self._final_grad = tuple(backend.asarray(part, dtype=self.dtype) for part in self._final_grad)
+            self._final_grad = tuple(to_backend(part, backend, self.dtype) for part in self._final_grad)
         return out
 
     def to(self, backend: Backend) -> None:
@@ -214,7 +216,8 @@ class Recurrent(Layer):
                 raise ValueError(f"{name}: expected arrays of shape (N, {self.hidden_size}), got {seen}")
             if getattr(part, "dtype", np.dtype(np.float64)).kind != "f":
                 raise TypeError(f"{name}: expected floating-point arrays, got dtype {part.dtype}")
-            checked.append(self.backend.asarray(part, dtype=self.dtype) if self.built else part)
+            checked.append(to_backend(import_array(part, argument=name), self.backend, self.dtype)
+                           if self.built else part)
         if len({part.shape for part in checked}) != 1:
             raise ValueError(f"{name}: h and c must have one shape, got {[tuple(p.shape) for p in checked]}")
         return tuple(checked)
