@@ -32,6 +32,10 @@ GEOMETRIES = [
     ((2, 2, 4, 5), (2, 2), (1, 1), (1, 1), (0, 0), (4, 5)),  # "same" with an even kernel: after-padding 1
     ((1, 4, 3, 3), (1, 1), (1, 1), (1, 1), (0, 0), (3, 3)),
     ((2, 1, 8, 7), (3, 3), (3, 2), (1, 1), (1, 1), (3, 4)),
+    # unit strides, output as wide as the input: each tap's pixels are one run per plane
+    ((3, 2, 5, 4), (3, 3), (1, 1), (2, 1), (2, 1), (5, 4)),  # dilated rows, runs that wrap around
+    ((2, 2, 2, 3), (3, 3), (1, 1), (3, 3), (3, 3), (2, 3)),  # taps that see only padding
+    ((2, 3, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1), (4, 4)),  # the digits CNN's second convolution
 ]
 
 
