@@ -272,3 +272,30 @@ def test_dense_acts_on_the_last_axis_and_batchnorm_on_axis_1() -> None:
     np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1.0, rtol=1e-3)
     expected = 0.9 + 0.1 * images_.var(axis=(0, 2, 3), ddof=1)  # unbiased, as BatchNorm2d keeps it
     np.testing.assert_allclose(norm.layers[0].running_var, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("by_columns", [False, True])
+@pytest.mark.parametrize(("in_channels", "out_channels", "kernel", "groups"),
+                         [(1, 12, (1, 3), 1), (2, 3, 3, 1), (4, 6, (2, 1), 2)])
+def test_both_weight_gradient_products_agree_and_accumulate(
+    by_columns: bool, in_channels: int, out_channels: int, kernel: tuple[int, int] | int, groups: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``g @ cols.T`` and ``(cols @ g.T).T``, whichever Conv2D picks by shape, give the same gradients."""
+    from bpcore.layers import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "weight_grad_by_columns", lambda out, width: by_columns)
+    rng = np.random.default_rng(4)
+    layer = Conv2D(in_channels, out_channels, kernel, padding=1, groups=groups)
+    x = images(rng, (2, in_channels, 5, 6))
+    assert gradcheck(layer, x, seed=2) < TOLERANCE
+    network = bpcore.Network([Conv2D(in_channels, out_channels, kernel, padding=1, groups=groups)],
+                             dtype="float64", seed=3)
+    weight = network.layers[0].weight
+    out = network.forward(x, training=True)
+    gy = rng.standard_normal(out.shape)
+    network.store.grad[...] = 0.0
+    network._backward(gy, accumulate=False, need_input_grad=True)  # overwrites, as fit does
+    once = weight.grad.copy()
+    network._backward(gy, accumulate=True, need_input_grad=True)  # adds, as backward does
+    np.testing.assert_allclose(weight.grad, 2 * once, rtol=1e-12)
