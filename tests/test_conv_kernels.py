@@ -150,6 +150,8 @@ def test_the_two_by_two_max_pool_matches_the_generic_version(kind: type, shape: 
     for forward, backward in (
         [functools.partial(OPERATIONS[name].generic, np) for name in names],
         [max_pool_numba.max_pool2d_forward_2x2, max_pool_numba.max_pool2d_backward_2x2],  # themselves
+        [functools.partial(max_pool_numba.max_pool2d_forward_2x2, build=max_pool_numba.FORWARD.parallel),
+         functools.partial(max_pool_numba.max_pool2d_backward_2x2, build=max_pool_numba.BACKWARD.parallel)],
         [OPERATIONS[name].cpu() for name in names],  # type: ignore[misc]  # as the operations run them
     ):
         out, index = np.empty(gy.shape, dtype), np.empty(gy.shape, np.int64)
