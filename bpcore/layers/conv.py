@@ -9,7 +9,10 @@ pass), and applies a fused activation in place.  The backward applies the
 activation's derivative, swaps the gradient back while summing the bias
 gradient (one pass), multiplies back (two GEMMs per group) and scatter-adds
 the window gradients into the input (``col2im``: one pass, no temporaries).
-Every buffer is a workspace of the layer, reused from step to step.
+Every buffer is a workspace of the layer, reused from step to step.  On the
+CPU the batch runs through these steps in parts of equal size (see
+:data:`CHUNK_BYTES`): ``cols`` and ``z`` then hold one part, and the backward
+gathers each part's ``cols`` again from the saved input.
 
 Channel-major ``z`` rather than pixel-major ``(N * OH * OW, O)``: the swap to
 the public ``(N, C, H, W)`` layout then moves whole image rows instead of
@@ -33,7 +36,7 @@ from .spatial import padding_config, padding_of, positive_pair, window_output_sh
 # per-part buffer (the im2col matrix or the product) near this size, so that each part's gather,
 # products, channel swap and scatter reuse the core's cache instead of streaming every buffer
 # through memory (one thread, LeNet's second convolution: forward + backward 26 -> 23 ms at batch 64,
-# 47 -> 36 ms at 128; the digits CNN's batches run in one part).  The backward gathers each
+# 47 -> 36 ms at 128; a LeNet step 41-43 -> 30-38 ms at batch 64).  The backward gathers each
 # part's im2col matrix again rather than keeping the whole batch's.
 CHUNK_BYTES = 1 << 20
 
