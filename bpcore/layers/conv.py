@@ -193,8 +193,8 @@ class Conv2D(Layer):
 
     def _chunk(self, n: int, rows: int, pixels: int) -> int:
         """Samples per pass: on the CPU, as many as keep the largest per-pass buffer near CHUNK_BYTES."""
-        if self.backend.device.is_cuda:
-            return n
+        if self.backend.device.is_cuda or n <= 1:
+            return max(n, 1)
         per_sample = max(rows, self.out_channels) * pixels * np.dtype(self.dtype).itemsize
         most = max(1, min(n, CHUNK_BYTES // max(per_sample, 1)))
         parts = -(-n // most)
