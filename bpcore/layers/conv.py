@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend
+from ..backends.kernels.layout import unguarded
 from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
 from .activations import Activation, ReLU
@@ -125,6 +126,7 @@ class Conv2D(Layer):
         self.activation: Activation | None = None
         self._cols: Any = None
         self._input: Any = None
+        self._kernels: dict[str, Any] = {}
         self._out: Any = None
         self._geometry: tuple[Any, ...] = ()
 
@@ -161,11 +163,13 @@ class Conv2D(Layer):
     def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
         out = super().build(input_shape if input_shape is not None else self.input_shape, dtype, backend)
         self._cols = self._out = self._input = None
+        self._kernels = {}
         return out
 
     def to(self, backend: Backend) -> None:
         super().to(backend)
         self._cols = self._out = self._input = None
+        self._kernels = {}
 
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
@@ -191,6 +195,15 @@ class Conv2D(Layer):
         top, left = self.padding[0][0], self.padding[1][0]
         return (*self.kernel_size, *self.stride, *self.dilation, top, left, oh, ow)
 
+    def _kernel(self, name: str) -> Any:
+        """Operation ``name`` without its layout guard: every array handed to it here is C-contiguous
+        by construction (the made-contiguous input and gradient, leading slices of them, workspaces,
+        views of the flat parameter buffers), so checking each call's layout again is overhead."""
+        operation = self._kernels.get(name)
+        if operation is None:
+            operation = self._kernels[name] = unguarded(getattr(self.backend.ops, name))
+        return operation
+
     def _chunk(self, n: int, rows: int, pixels: int) -> int:
         """Samples per pass: on the CPU, as many as keep the largest per-pass buffer near CHUNK_BYTES."""
         if self.backend.device.is_cuda or n <= 1:
@@ -201,7 +214,8 @@ class Conv2D(Layer):
         return -(-n // parts)  # parts of equal size (but the last), not a full part and a sliver
 
     def forward(self, x: Any, training: bool) -> Any:
-        xp, ops = self.backend.xp, self.backend.ops
+        xp = self.backend.xp
+        im2col, channels_to_images = self._kernel("im2col"), self._kernel("channels_to_images")
         n, _, h, w = x.shape
         _, oh, ow = self.output_shape((self.in_channels, h, w))
         assert oh is not None and ow is not None
@@ -218,13 +232,13 @@ class Conv2D(Layer):
         for first in range(0, n, chunk):
             last = min(n, first + chunk)
             cols_part, z_part = _leading(cols, (last - first) * pixels), _leading(z, (last - first) * pixels)
-            ops.im2col(x[first:last], *window, cols_part)
+            im2col(x[first:last], *window, cols_part)
             if self.groups == 1:
                 xp.matmul(weight, cols_part, out=z_part)
             else:
                 for out_slice, col_slice in self._groups():
                     xp.matmul(weight[out_slice], cols_part[col_slice], out=z_part[out_slice])
-            ops.channels_to_images(z_part, bias, out[first:last], relu)
+            channels_to_images(z_part, bias, out[first:last], relu)
         # In one pass the backward reuses the im2col matrix; in several it gathers each part again.
         self._cols = cols if chunk == n else None
         self._input, self._geometry, self._out = x, (tuple(x.shape), window, chunk), out
@@ -244,7 +258,9 @@ class Conv2D(Layer):
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._input is None:
             raise self._not_run()
-        xp, ops = self.backend.xp, self.backend.ops
+        xp = self.backend.xp
+        im2col, col2im = self._kernel("im2col"), self._kernel("col2im")
+        images_to_channels = self._kernel("images_to_channels")
         in_shape, window, chunk = self._geometry
         n, pixels = in_shape[0], window[-2] * window[-1]
         relu = isinstance(self.activation, ReLU)
@@ -272,14 +288,14 @@ class Conv2D(Layer):
             size = (last - first) * pixels
             add = accumulate or first > 0  # later parts add to the first part's gradients
             g_part = _leading(g, size)
-            ops.images_to_channels(
+            images_to_channels(
                 grad_out[first:last], self._out[first:last], g_part, bias_grad, relu, bias is not None, add
             )
             if self._cols is not None:
                 cols_part = self._cols
             else:
                 cols_part = _leading(self.workspace("cols", (rows, chunk * pixels)), size)
-                ops.im2col(self._input[first:last], *window, cols_part)
+                im2col(self._input[first:last], *window, cols_part)
             if by_columns:
                 # cols @ g.T, then its small transpose: faster than g @ cols.T where the window is wider
                 # than the output channels (OpenBLAS, measured 1.3-1.6x at the benchmark CNNs' shapes)
@@ -302,7 +318,7 @@ class Conv2D(Layer):
                 else:
                     for out_slice, col_slice in groups:
                         xp.matmul(w2[out_slice].T, g_part[out_slice], out=dcols_part[col_slice])
-                ops.col2im(dcols_part, *window, grad_in[first:last])
+                col2im(dcols_part, *window, grad_in[first:last])
         return grad_in if need_input_grad else None
 
     def __repr__(self) -> str:
