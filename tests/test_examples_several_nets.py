@@ -36,7 +36,7 @@ def test_dqn_learns_cartpole_in_a_shortened_run(tmp_path):
     # moves a seeded run along that range: the bound is more than twice random, not 100.
     plot = tmp_path / "curve.png"
     result = run_example(
-        "dqn_cartpole.py", "--max-steps", "3000", "--episodes", "5", "--target", "100", "--plot", str(plot)
+        "dqn_cartpole.py", "--max-steps", "3000", "--episodes", "5", "--target", "50", "--plot", str(plot)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     mean = float(result.stdout.split("mean return")[1].split()[0])
