@@ -173,6 +173,10 @@ class Conv2D(Layer):
         self._cols = self._out = self._input = None
         self._kernels = {}
 
+    def use_kernels(self, backend: Backend) -> None:
+        super().use_kernels(backend)
+        self._kernels = {}  # the operations looked up on the previous backend
+
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
