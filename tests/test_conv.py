@@ -272,3 +272,73 @@ def test_dense_acts_on_the_last_axis_and_batchnorm_on_axis_1() -> None:
     np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1.0, rtol=1e-3)
     expected = 0.9 + 0.1 * images_.var(axis=(0, 2, 3), ddof=1)  # unbiased, as BatchNorm2d keeps it
     np.testing.assert_allclose(norm.layers[0].running_var, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("by_columns", [False, True])
+@pytest.mark.parametrize(("in_channels", "out_channels", "kernel", "groups"),
+                         [(1, 12, (1, 3), 1), (2, 3, 3, 1), (4, 6, (2, 1), 2)])
+def test_both_weight_gradient_products_agree_and_accumulate(
+    by_columns: bool, in_channels: int, out_channels: int, kernel: tuple[int, int] | int, groups: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``g @ cols.T`` and ``(cols @ g.T).T``, whichever Conv2D picks by shape, give the same gradients."""
+    from bpcore.layers import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "weight_grad_by_columns", lambda out, width: by_columns)
+    rng = np.random.default_rng(4)
+    layer = Conv2D(in_channels, out_channels, kernel, padding=1, groups=groups)
+    x = images(rng, (2, in_channels, 5, 6))
+    assert gradcheck(layer, x, seed=2) < TOLERANCE
+    network = bpcore.Network([Conv2D(in_channels, out_channels, kernel, padding=1, groups=groups)],
+                             dtype="float64", seed=3)
+    weight = network.layers[0].weight
+    out = network.forward(x, training=True)
+    gy = rng.standard_normal(out.shape)
+    network.store.grad[...] = 0.0
+    network._backward(gy, accumulate=False, need_input_grad=True)  # overwrites, as fit does
+    once = weight.grad.copy()
+    network._backward(gy, accumulate=True, need_input_grad=True)  # adds, as backward does
+    np.testing.assert_allclose(weight.grad, 2 * once, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernels", ["fused", "generic"])
+@pytest.mark.parametrize(
+    ("options", "activation"),
+    [
+        (dict(kernel_size=3, padding=1), ReLU),  # the benchmark CNNs' layer, merged runs
+        (dict(kernel_size=(3, 2), stride=(2, 1), dilation=(1, 2), groups=2), Tanh),
+        (dict(kernel_size=1, bias=False), None),  # width 4 < 6 output channels: g @ cols.T
+    ],
+)
+def test_a_batch_in_parts_gives_what_one_pass_gives(
+    kernels: str, options: dict, activation: type | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Conv2D's CPU passes over parts of the batch (the last one shorter) change no result."""
+    from bpcore.layers import conv as conv_module
+
+    monkeypatch.setenv("BPCORE_KERNELS", kernels)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 4, 7, 6))
+    probe = Conv2D(4, 6, **options)
+    _, oh, ow = probe.output_shape((4, 7, 6))
+    per_sample = max(probe.weight.size // 6 * probe.groups, 6) * oh * ow * 8  # float64 bytes
+    results = []
+    for part_bytes in (1 << 40, 1, 2 * per_sample + 1):  # one pass; one sample a part; two samples a part
+        monkeypatch.setattr(conv_module, "CHUNK_BYTES", part_bytes)
+        layers = [Conv2D(4, 6, **options)] + ([activation()] if activation else [])
+        network = bpcore.Network([*layers, Flatten()], dtype="float64", seed=5)
+        conv = network.layers[0]
+        out = network.forward(x, training=True).copy()
+        gy = np.random.default_rng(12).standard_normal(out.shape)
+        network.store.grad[...] = 0.5
+        grad_x = network._backward(gy, accumulate=True, need_input_grad=True).copy()
+        added = network.store.grad.copy()
+        network._backward(gy, accumulate=False, need_input_grad=False)
+        results.append((out, grad_x, added, network.store.grad.copy()))
+        # one pass keeps the im2col matrix for the backward; parts gather it again
+        n_part = conv._geometry[2]
+        assert n_part == (5 if part_bytes > 1 << 30 else 1 if part_bytes == 1 else 2)
+    for one_pass, parts in ((results[0], r) for r in results[1:]):
+        for expected, got in zip(one_pass, parts, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert gradcheck(Conv2D(4, 6, **options), x[:3], seed=1) < TOLERANCE  # two parts, as CHUNK_BYTES is set

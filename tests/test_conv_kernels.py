@@ -32,6 +32,10 @@ GEOMETRIES = [
     ((2, 2, 4, 5), (2, 2), (1, 1), (1, 1), (0, 0), (4, 5)),  # "same" with an even kernel: after-padding 1
     ((1, 4, 3, 3), (1, 1), (1, 1), (1, 1), (0, 0), (3, 3)),
     ((2, 1, 8, 7), (3, 3), (3, 2), (1, 1), (1, 1), (3, 4)),
+    # unit strides, output as wide as the input: each tap's pixels are one run per plane
+    ((3, 2, 5, 4), (3, 3), (1, 1), (2, 1), (2, 1), (5, 4)),  # dilated rows, runs that wrap around
+    ((2, 2, 2, 3), (3, 3), (1, 1), (3, 3), (3, 3), (2, 3)),  # taps that see only padding
+    ((2, 3, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1), (4, 4)),  # the digits CNN's second convolution
 ]
 
 
@@ -146,6 +150,8 @@ def test_the_two_by_two_max_pool_matches_the_generic_version(kind: type, shape: 
     for forward, backward in (
         [functools.partial(OPERATIONS[name].generic, np) for name in names],
         [max_pool_numba.max_pool2d_forward_2x2, max_pool_numba.max_pool2d_backward_2x2],  # themselves
+        [functools.partial(max_pool_numba.max_pool2d_forward_2x2, build=max_pool_numba.FORWARD.parallel),
+         functools.partial(max_pool_numba.max_pool2d_backward_2x2, build=max_pool_numba.BACKWARD.parallel)],
         [OPERATIONS[name].cpu() for name in names],  # type: ignore[misc]  # as the operations run them
     ):
         out, index = np.empty(gy.shape, dtype), np.empty(gy.shape, np.int64)

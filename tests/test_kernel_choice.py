@@ -208,3 +208,25 @@ def test_a_small_auto_fit_does_not_import_numba() -> None:
                             timeout=300, env=environment)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[-1]) == {"numba": False, "modes": ["auto", "auto"]}
+
+
+def test_layers_that_keep_operations_forget_them_when_the_kernels_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Conv2D keeps its operations without the layout guard and the recurrent layers their cell
+    # operations: after use_kernels (what an auto fit does) they must come from the new backend.
+    generic = get_backend("cpu", kernels="generic")
+    rng = np.random.default_rng(0)
+    monkeypatch.setenv("BPCORE_KERNELS", "fused")
+    conv = Conv2D(1, 2, 3, padding=1)
+    lstm = bpcore.layers.LSTM(3, 4)
+    images = bpcore.Network([conv, Flatten(), Dense(72, 2)], seed=0, dtype="float64")
+    sequences = bpcore.Network([lstm, Dense(4, 2)], seed=0, dtype="float64")
+    monkeypatch.delenv("BPCORE_KERNELS")
+    images.forward(rng.standard_normal((2, 1, 6, 6)))
+    sequences.forward(rng.standard_normal((2, 5, 3)))
+    conv.use_kernels(generic)
+    lstm.use_kernels(generic)
+    assert conv._kernel("im2col") is generic.ops.im2col
+    sequences._forward(rng.standard_normal((2, 5, 3)), False)
+    assert lstm._ops_backend is generic

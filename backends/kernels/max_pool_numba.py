@@ -21,36 +21,38 @@ from __future__ import annotations
 from typing import Any
 
 import numpy
+from numba import prange
 
-from .numba_jit import element
+from .numba_jit import KernelPair
 
 
-@element
 def _forward(image: Any, out: Any, index: Any) -> Any:  # pragma: no cover  (compiled)
     n, c, oh, ow = out.shape
-    for a in range(n):
-        for b in range(c):
-            for y in range(oh):
-                upper = image[a, b, 2 * y]
-                lower = image[a, b, 2 * y + 1]
-                best_row = out[a, b, y]
-                where_row = index[a, b, y]
-                for x in range(ow):
-                    p, q = upper[2 * x], upper[2 * x + 1]
-                    u, v = lower[2 * x], lower[2 * x + 1]
-                    right = q > p
-                    top = q if right else p
-                    top_at = 1 if right else 0
-                    right = v > u
-                    bottom = v if right else u
-                    bottom_at = 3 if right else 2
-                    low = bottom > top
-                    best_row[x] = bottom if low else top
-                    where_row[x] = bottom_at if low else top_at
+    h, w = image.shape[2], image.shape[3]
+    # Flat memory and unsigned offsets, as in the backward: a row view per
+    # output row cost more than the row's work at the digits CNN's 4-wide rows.
+    source, best, where_at = image.ravel(), out.ravel(), index.ravel()
+    for plane in prange(n * c):
+        for y in range(oh):
+            row = numpy.uint64((plane * oh + y) * ow)
+            upper = numpy.uint64((plane * h + 2 * y) * w)
+            lower = upper + numpy.uint64(w)
+            for x in range(numpy.uint64(ow)):
+                left = x + x
+                p, q = source[upper + left], source[upper + left + numpy.uint64(1)]
+                u, v = source[lower + left], source[lower + left + numpy.uint64(1)]
+                right = q > p
+                top = q if right else p
+                top_at = 1 if right else 0
+                right = v > u
+                bottom = v if right else u
+                bottom_at = 3 if right else 2
+                low = bottom > top
+                best[row + x] = bottom if low else top
+                where_at[row + x] = bottom_at if low else top_at
     return out
 
 
-@element
 def _backward(gy_bits: Any, index: Any, grad_bits: Any) -> Any:  # pragma: no cover  (compiled)
     n, c, oh, ow = gy_bits.shape
     h, w = grad_bits.shape[2], grad_bits.shape[3]
@@ -63,7 +65,7 @@ def _backward(gy_bits: Any, index: Any, grad_bits: Any) -> Any:  # pragma: no co
     # Flat memory and unsigned offsets: Numba's wrap-around of negative
     # signed indices would also keep the loop from vectorising.
     source, where_at, target = gy_bits.ravel(), index.ravel(), grad_bits.ravel()
-    for plane in range(n * c):
+    for plane in prange(n * c):
         for y in range(oh):
             row = numpy.uint64((plane * oh + y) * ow)
             upper = numpy.uint64((plane * h + 2 * y) * w)
@@ -78,15 +80,29 @@ def _backward(gy_bits: Any, index: Any, grad_bits: Any) -> Any:  # pragma: no co
     return grad_bits
 
 
-def max_pool2d_forward_2x2(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
-    """``max_pool2d_forward`` for the 2x2 window with stride 2 (C-contiguous arrays)."""
-    return _forward(image, out, index)
+# Serial and prange builds, as the registered kernels have (the wrappers pick one by size).
+FORWARD, BACKWARD = KernelPair(_forward), KernelPair(_backward)
 
 
-def max_pool2d_backward_2x2(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
-    """``max_pool2d_backward`` for the 2x2 window with stride 2 (C-contiguous arrays of one dtype)."""
+def max_pool2d_forward_2x2(
+    image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any, build: Any = None
+) -> Any:
+    """``max_pool2d_forward`` for the 2x2 window with stride 2 (C-contiguous arrays).
+
+    ``build``: one of :data:`FORWARD`'s two builds (default: the serial one).
+    """
+    return (build or FORWARD.serial)(image, out, index)
+
+
+def max_pool2d_backward_2x2(
+    gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any, build: Any = None
+) -> Any:
+    """``max_pool2d_backward`` for the 2x2 window with stride 2 (C-contiguous arrays of one dtype).
+
+    ``build``: one of :data:`BACKWARD`'s two builds (default: the serial one).
+    """
     bits = numpy.dtype(f"int{8 * grad.dtype.itemsize}")
-    _backward(gy.view(bits), index, grad.view(bits))
+    (build or BACKWARD.serial)(gy.view(bits), index, grad.view(bits))
     return grad
 
 

@@ -36,17 +36,19 @@ def _max_pool_cpu(kernel: Any, generic: Any) -> Any:
         fast = max_pool_numba.max_pool2d_forward_2x2
 
         def forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
-            general = kcpu.pick(kernel, out.size, "cheap")
-            run = fast if applies(kh, kw, sh, sw, image, out, index) else general
-            return run(image, kh, kw, sh, sw, out, index)
+            if applies(kh, kw, sh, sw, image, out, index):
+                build = kcpu.pick(max_pool_numba.FORWARD, image.size, "cheap")
+                return fast(image, kh, kw, sh, sw, out, index, build)
+            return kcpu.pick(kernel, out.size, "cheap")(image, kh, kw, sh, sw, out, index)
 
         return forward
     fast_back = max_pool_numba.max_pool2d_backward_2x2
 
     def backward(gy: Any, index: Any, kh: int, kw: int, sh: int, sw: int, grad: Any) -> Any:
-        general = kcpu.pick(kernel, gy.size, "cheap")
-        take = applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype
-        return (fast_back if take else general)(gy, index, kh, kw, sh, sw, grad)
+        if applies(kh, kw, sh, sw, gy, index, grad) and gy.dtype == grad.dtype:
+            build = kcpu.pick(max_pool_numba.BACKWARD, grad.size, "cheap")
+            return fast_back(gy, index, kh, kw, sh, sw, grad, build)
+        return kcpu.pick(kernel, gy.size, "cheap")(gy, index, kh, kw, sh, sw, grad)
 
     return backward
 

@@ -156,13 +156,18 @@ def _conv_matmuls_only(
     spec: ConvModelSpec, backend: Backend, array: Callable[..., Any], batch: int, dtype: str
 ) -> Contender:
     """:func:`matmuls_only` for a CNN: Conv2D's three products per convolution, then the Dense layers'."""
+    from ..layers.conv import weight_grad_by_columns
+
     xp = backend.xp
     products: list[tuple[Any, Any, Any]] = []  # (a, b, out) of each product, in the step's order
     backward: list[tuple[Any, Any, Any]] = []
     for position, (out_channels, width, pixels) in enumerate(spec.conv_products(batch)):
         weight, cols, grad = array(out_channels, width), array(width, pixels), array(out_channels, pixels)
         products.append((weight, cols, backend.empty((out_channels, pixels), dtype)))
-        backward.append((grad, cols.T, backend.empty((out_channels, width), dtype)))
+        if weight_grad_by_columns(out_channels, width):  # as Conv2D computes it
+            backward.append((cols, grad.T, backend.empty((width, out_channels), dtype)))
+        else:
+            backward.append((grad, cols.T, backend.empty((out_channels, width), dtype)))
         if position > 0:
             backward.append((weight.T, grad, backend.empty((width, pixels), dtype)))
     for fan_in, fan_out in spec.dense:
