@@ -7,15 +7,16 @@ its uniforms with ``random(out=...)`` and no ``size`` (one value, broadcast).
 
 from __future__ import annotations
 
+import contextlib
 import types
 from typing import Any
 
 import numpy as np
 import pytest
-from cupy_doubles import CupyLikeArray, CupyLikeBackend, CupyLikeGenerator
+from cupy_doubles import CupyLikeArray, CupyLikeBackend, CupyLikeGenerator, CupyLikeModule
 
 import bpcore
-from bpcore.backends import get_backend
+from bpcore.backends import Backend, Device, get_backend
 from bpcore.layers import Dense, Dropout, Tanh
 from bpcore.losses import MSE
 from bpcore.optim import SGD
@@ -205,7 +206,6 @@ def test_host_batches_staged_for_a_gpu_keep_features_targets_and_mask_apart(
 
 
 def test_evaluation_of_host_data_for_a_gpu_reads_features_and_targets_of_one_shape_apart() -> None:
-    from bpcore.backends import Device
     from bpcore.training.inference import evaluation_sums
 
     data = _host_dataset()
@@ -302,3 +302,59 @@ def test_recurrent_states_given_as_device_arrays_reach_a_cpu_layer(built: bool) 
     for mine, theirs in zip(results[0], results[1], strict=True):
         assert isinstance(theirs, np.ndarray)
         np.testing.assert_array_equal(mine, theirs)
+
+
+# --- a GPU backend: BPCORE_KERNELS=auto is fused there, and no BLAS thread limit is entered ---------
+class _MarkedGpuBackend(CupyLikeBackend):
+    """A CUDA-device backend in ``auto`` mode whose compiled operations are recognisable."""
+
+    def __init__(self) -> None:
+        Backend.__init__(self, CupyLikeModule(), Device("cuda", 0), kernels="auto")
+
+    def _compiled(self, operation: Any) -> Any:
+        return (lambda *args: operation.name), "cuda"
+
+
+def test_auto_on_a_gpu_backend_resolves_the_cuda_kernels_and_binds_no_twin() -> None:
+    from bpcore.losses import CrossEntropy
+    from bpcore.training import kernel_choice
+
+    backend = _MarkedGpuBackend()
+    assert backend.resolve("rnn_cell_forward")[1] == "cuda"
+    assert backend.ops.lstm_cell_forward() == "lstm_cell_forward"
+
+    class GpuNetwork:
+        def __init__(self) -> None:
+            self.backend = backend
+
+        def _use_kernels(self, other: Any) -> None:
+            raise AssertionError("auto on a GPU must not rebind the network")
+
+    network = GpuNetwork()
+    loss = CrossEntropy()
+    choice = kernel_choice.for_fit(network, (4,), samples=10, batch_size=5, epochs=1)
+    assert choice.kernels == "fused"
+    with kernel_choice.bound(network, choice, loss):
+        assert network.backend is backend and loss._backend is backend
+    assert loss._backend is None
+
+
+def test_the_recurrent_time_loop_limits_no_blas_threads_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bpcore.layers.recurrent as recurrent
+
+    entered: list[str] = []
+
+    def one_thread() -> Any:
+        entered.append("one_thread")
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(recurrent, "one_thread", one_thread)
+    layer = recurrent.LSTM(2, 3)
+    layer.backend = CupyLikeBackend()
+    with layer._small_products():
+        pass
+    assert entered == []
+    layer.backend = get_backend("cpu")
+    with layer._small_products():
+        pass
+    assert entered == ["one_thread"]
