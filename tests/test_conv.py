@@ -342,3 +342,16 @@ def test_a_batch_in_parts_gives_what_one_pass_gives(
         for expected, got in zip(one_pass, parts, strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert gradcheck(Conv2D(4, 6, **options), x[:3], seed=1) < TOLERANCE  # two parts, as CHUNK_BYTES is set
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_an_empty_batch_gives_zero_gradients_or_adds_nothing(accumulate: bool) -> None:
+    # A layer called directly with no samples runs no part of the batch: the gradients it writes
+    # (accumulate=False) are zeros, as one pass over an empty batch gave, and it adds nothing otherwise.
+    net = bpcore.Network([Conv2D(2, 3, 3, padding=1)], dtype="float64", seed=0)
+    conv = net.layers[0]
+    net.store.grad[...] = 7.0
+    out = conv.forward(np.zeros((0, 2, 5, 5)), True)
+    grad_in = conv.backward(np.zeros(out.shape), accumulate=accumulate)
+    assert out.shape == (0, 3, 5, 5) and grad_in.shape == (0, 2, 5, 5)
+    np.testing.assert_array_equal(net.store.grad, 7.0 if accumulate else 0.0)

@@ -289,6 +289,10 @@ class Conv2D(Layer):
         if need_input_grad:
             dcols = self.workspace("grad_cols", (rows, chunk * pixels))
             grad_in = self.workspace("grad_in", in_shape)
+        if n == 0 and not accumulate:  # no part runs: an empty batch's gradients are zeros
+            gw2.fill(0)
+            if bias is not None:
+                bias_grad.fill(0)
         for first in range(0, n, chunk):
             last = min(n, first + chunk)
             size = (last - first) * pixels
