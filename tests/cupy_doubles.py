@@ -9,7 +9,7 @@ NumPy-only test run would never meet:
   ``.get()`` copies it to the host; ``.set(host)`` copies a NumPy array of
   the same dtype and shape into it, as ``ndarray.set`` in ``cupy/_core/core.pyx``
   (TypeError for anything but a ``numpy.ndarray`` or another dtype,
-  ValueError for another shape).
+  ValueError for another shape).  :class:`CupyLikeModule` makes them with ``empty``.
 * :class:`CupyLikeModule` / :class:`CupyLikeBackend`: an array module over
   such arrays and a CUDA-device backend that owns them, so that a check done
   "with the backend's own ``xp``" can be watched.
@@ -89,6 +89,7 @@ class CupyLikeModule:
         return CupyLikeArray(np.asarray(values, dtype=dtype))
 
     def empty(self, shape: Any, dtype: Any = float) -> CupyLikeArray:
+        # cupy/_creation/basic.py: empty(shape, dtype=float, order='C'), a C-ordered device array.
         self.calls.append("empty")
         return CupyLikeArray(np.empty(shape, dtype=dtype))
 
