@@ -358,3 +358,60 @@ def test_the_recurrent_time_loop_limits_no_blas_threads_on_a_gpu(monkeypatch: py
     with layer._small_products():
         pass
     assert entered == ["one_thread"]
+
+
+# --- the recurrent layers' state gradients on the CUDA code path (launch_counting's CuPy stand-in) ---
+@pytest.fixture(scope="module")
+def counting_backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import shutil
+
+    from launch_counting import CountingBackend, build_provider
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no host C++ compiler (g++) to build the CUDA kernels for the CPU")
+    names = [f"bp_{cell}_{direction}" for cell in ("rnn_cell", "lstm_cell", "gru_cell")
+             for direction in ("forward", "backward")]
+    provider, _recorder = build_provider(names, tmp_path_factory.mktemp("state_grads"), compiler)
+    return CountingBackend(provider)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_state_gradients_on_the_cuda_path_match_the_cpu(kind: str, counting_backend: Any) -> None:
+    # A masked batch from a given initial state with a gradient into the final state: the folded
+    # input projection, the mask workspace, the final-state gradient joining the carried ones and
+    # the initial-state gradient, through bpcore's CUDA backend over a CuPy-like array module.
+    from launch_counting import DeviceArray
+
+    from bpcore.layers import GRU, LSTM, RNN
+    from bpcore.parameters import ParameterStore
+
+    n, steps, features, hidden = 3, 5, 1, 4  # one feature: the product at inner size 2 ([x, 1])
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, steps, features))
+    mask = np.arange(steps)[None, :] < np.array([steps, 2, 0])[:, None]  # a row with no real step
+    results = []
+    for backend in (get_backend("cpu"), counting_backend):
+        on = backend.asarray
+        layer = {"rnn": RNN, "lstm": LSTM, "gru": GRU}[kind](features, hidden)
+        layer.build((steps, features), np.dtype(np.float64), backend)
+        store = ParameterStore(layer.parameters(), backend, np.dtype(np.float64))
+        store.initialize(np.random.default_rng(0))
+        draws = np.random.default_rng(12)
+        start = [draws.standard_normal((n, hidden)) for _ in range(layer.state_count)]
+        final = [draws.standard_normal((n, hidden)) for _ in range(layer.state_count)]
+        state = tuple(on(p) for p in start)
+        layer.initial_state = state if layer.state_count > 1 else state[0]
+        out = layer.forward(on(x), True, on(mask))
+        given = tuple(final)  # host arrays: moved to the layer's device when set (the stand-in's
+        layer.final_state_grad = given if layer.state_count > 1 else given[0]  # setitem refuses them)
+        grad_in = layer.backward(on(draws.standard_normal((n, hidden))), accumulate=False)
+        assert layer.final_state_grad is None
+        grads = layer.initial_state_grad
+        parts = grads if layer.state_count > 1 else (grads,)
+        if backend is counting_backend:
+            assert type(out) is DeviceArray and all(type(p) is DeviceArray for p in parts)
+        host = backend.to_numpy
+        results.append([host(out), host(grad_in), host(store.grad), *(host(p) for p in parts)])
+    for cpu, cuda in zip(*results, strict=True):
+        np.testing.assert_allclose(cuda, cpu, rtol=1e-12, atol=1e-13)
