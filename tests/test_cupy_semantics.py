@@ -415,3 +415,31 @@ def test_state_gradients_on_the_cuda_path_match_the_cpu(kind: str, counting_back
         results.append([host(out), host(grad_in), host(store.grad), *(host(p) for p in parts)])
     for cpu, cuda in zip(*results, strict=True):
         np.testing.assert_allclose(cuda, cpu, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize(("fan_in", "fan_out"), [(1, 4), (4, 1), (3, 4)])
+def test_dense_outer_products_and_column_sums_on_the_cuda_path_match_the_cpu(
+    fan_in: int, fan_out: int, counting_backend: Any
+) -> None:
+    # outer_product and column_sums have no CUDA kernel: their generic versions run on CuPy there.
+    from launch_counting import DeviceArray
+
+    from bpcore.parameters import ParameterStore
+
+    assert [counting_backend.resolve(name)[1] for name in ("outer_product", "column_sums")] == ["generic"] * 2
+    rng = np.random.default_rng(13)
+    x, g = rng.standard_normal((6, fan_in)), rng.standard_normal((6, fan_out))
+    results = []
+    for backend in (get_backend("cpu"), counting_backend):
+        layer = Dense(fan_in, fan_out)
+        layer.build((fan_in,), np.dtype(np.float64), backend)
+        store = ParameterStore(layer.parameters(), backend, np.dtype(np.float64))
+        store.initialize(np.random.default_rng(0))
+        out = layer.forward(backend.asarray(x), True)
+        grad_in = layer.backward(backend.asarray(g), accumulate=False)
+        layer.backward(backend.asarray(g), accumulate=True)  # the workspaces' sums added in
+        if backend is counting_backend:
+            assert type(out) is DeviceArray and type(grad_in) is DeviceArray
+        results.append([backend.to_numpy(a) for a in (out, grad_in, store.grad)])
+    for cpu, cuda in zip(*results, strict=True):
+        np.testing.assert_allclose(cuda, cpu, rtol=1e-12, atol=1e-13)
