@@ -372,6 +372,7 @@ def counting_backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.skip("no host C++ compiler (g++) to build the CUDA kernels for the CPU")
     names = [f"bp_{cell}_{direction}" for cell in ("rnn_cell", "lstm_cell", "gru_cell")
              for direction in ("forward", "backward")]
+    names += ["bp_im2col", "bp_col2im", "bp_channels_to_images", "bp_images_to_channels"]
     provider, _recorder = build_provider(names, tmp_path_factory.mktemp("state_grads"), compiler)
     return CountingBackend(provider)
 
@@ -443,3 +444,39 @@ def test_dense_outer_products_and_column_sums_on_the_cuda_path_match_the_cpu(
         results.append([backend.to_numpy(a) for a in (out, grad_in, store.grad)])
     for cpu, cuda in zip(*results, strict=True):
         np.testing.assert_allclose(cuda, cpu, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "groups"),
+                         [(1, 16, 1), (2, 3, 1), (4, 8, 2), (8, 2, 1)])
+def test_conv2d_on_the_cuda_path_matches_the_cpu(
+    in_channels: int, out_channels: int, groups: int, counting_backend: Any
+) -> None:
+    # Both weight-gradient orientations, groups, the batch in one part on a GPU, the ReLU fused in,
+    # gradients written then accumulated.
+    from launch_counting import DeviceArray
+
+    from bpcore.layers import Conv2D, ReLU
+    from bpcore.layers.conv import weight_grad_by_columns
+    from bpcore.parameters import ParameterStore
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3, in_channels, 6, 5))
+    results = []
+    for backend in (get_backend("cpu"), counting_backend):
+        layer = Conv2D(in_channels, out_channels, 3, padding=1, groups=groups)
+        assert layer.absorb(ReLU())  # as a network's plan fuses a following ReLU
+        shape = layer.build((in_channels, 6, 5), np.dtype(np.float64), backend)
+        store = ParameterStore(layer.parameters(), backend, np.dtype(np.float64))
+        store.initialize(np.random.default_rng(0))
+        g = np.random.default_rng(15).standard_normal((3, *shape))
+        out = layer.forward(backend.asarray(x), True)
+        if backend is counting_backend:
+            assert layer._chunk(3, 9 * in_channels, 30) == 3 and type(out) is DeviceArray
+        host_out = backend.to_numpy(out).copy()
+        grad_in = backend.to_numpy(layer.backward(backend.asarray(g), accumulate=False)).copy()
+        layer.backward(backend.asarray(g), accumulate=True)
+        results.append([host_out, grad_in, backend.to_numpy(store.grad)])
+    # (1, 16, 1) takes g @ cols.T, the others (cols @ g.T).T: both orientations run
+    assert weight_grad_by_columns(out_channels // groups, 9 * in_channels // groups) == (out_channels != 16)
+    for cpu, cuda in zip(*results, strict=True):
+        np.testing.assert_allclose(cuda, cpu, rtol=1e-12, atol=1e-12)
