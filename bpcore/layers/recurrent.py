@@ -310,8 +310,10 @@ class Recurrent(Layer):
     def _bind_cell_ops(self) -> None:
         """``self._forward_op`` and ``self._backward_op``: the cell operations, resolved once per backend.
 
-        Without the layout guard (:func:`~bpcore.backends.kernels.layout.unguarded`): every array a
-        step passes is a C-contiguous workspace or a row of one (the GRU's b_hh is made C-ordered).
+        On the CPU without the layout guard (:func:`~bpcore.backends.kernels.layout.unguarded`): every
+        array a step passes is a C-contiguous workspace or a row of one (the GRU's b_hh is made
+        C-ordered).  A CUDA backend's operations keep their guard (``unguarded`` returns them as they
+        are), which costs a flag check per call, not a copy.
         """
         backend = self.backend
         if self._ops_backend is not backend:
