@@ -9,25 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from recurrent_helpers import KINDS, NAMES, make, torch_twin
 
 import bpcore
 from bpcore import gradcheck
 from bpcore.layers import GRU, LSTM, RNN, Bidirectional, Dense, Layer, Masking, mask_from_lengths
-from bpcore.layers.recurrent import Recurrent
 
 TOLERANCE = 1e-6
-NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-def make(kind: str, features: int, hidden: int, **options: Any) -> Recurrent:
-    if kind == "lstm":
-        return LSTM(features, hidden, **options)
-    if kind == "gru":
-        return GRU(features, hidden, **options)
-    return RNN(features, hidden, nonlinearity=kind.removeprefix("rnn-"), **options)
-
-
-KINDS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
 
 
 class GivenMask(Layer):
@@ -102,16 +90,6 @@ def test_a_layer_checks_on_its_own() -> None:
 
 
 # --- PyTorch --------------------------------------------------------------------------------------------
-def _torch_twin(layer: Recurrent, torch: Any) -> Any:
-    kind = type(layer).__name__
-    options = {"nonlinearity": layer.nonlinearity} if kind == "RNN" else {}  # type: ignore[attr-defined]
-    twin = getattr(torch.nn, kind)(layer.input_size, layer.hidden_size, batch_first=True, **options).double()
-    with torch.no_grad():
-        for name in NAMES:
-            getattr(twin, f"{name}_l0").copy_(torch.from_numpy(np.asarray(getattr(layer, name).data)))
-    return twin
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("kernels", ["fused", "generic"])
 def test_matches_pytorch_with_padded_sequences(
@@ -126,7 +104,7 @@ def test_matches_pytorch_with_padded_sequences(
     layer = make(kind, features, hidden, return_sequences=True)
     net = bpcore.Network([GivenMask(mask), layer], dtype="float64", seed=0)
     assert (net.backend.kernels == kernels)
-    twin = _torch_twin(layer, torch)
+    twin = torch_twin(layer, torch)
     x = rng.standard_normal((n, steps, features))
     # PyTorch's reference: each sequence alone at its own length (no packing subtleties).
     grad_out = rng.standard_normal((n, steps, hidden)) * mask[:, :, None]
@@ -161,7 +139,7 @@ def test_one_input_feature_matches_pytorch(kind: str) -> None:
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (comparison only)")
     layer = make(kind, 1, 4)
     net = bpcore.Network([layer], dtype="float64", seed=2)
-    twin = _torch_twin(layer, torch)
+    twin = torch_twin(layer, torch)
     x = np.random.default_rng(0).standard_normal((3, 6, 1))
     tx = torch.from_numpy(x).requires_grad_()
     out, _ = twin(tx)

@@ -8,22 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from recurrent_helpers import KINDS, NAMES, central_difference, make, torch_twin
 
 import bpcore
-from bpcore.layers import GRU, LSTM, RNN, Bidirectional, mask_from_lengths
+from bpcore.layers import GRU, LSTM, Bidirectional, mask_from_lengths
 from bpcore.layers.recurrent import Recurrent
 
-KINDS = ("lstm", "gru", "rnn-tanh", "rnn-relu")
-NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 EPS = 1e-6
-
-
-def make(kind: str, features: int, hidden: int, **options: Any) -> Recurrent:
-    if kind == "lstm":
-        return LSTM(features, hidden, **options)
-    if kind == "gru":
-        return GRU(features, hidden, **options)
-    return RNN(features, hidden, nonlinearity=kind.removeprefix("rnn-"), **options)
 
 
 def parts(state: Any) -> tuple[Any, ...]:
@@ -77,16 +68,7 @@ class Problem:
         return parts(self.layer.initial_state_grad), grad_x.copy()
 
     def numeric(self, array: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            keep = array[index]
-            array[index] = keep + EPS
-            plus = self.loss()
-            array[index] = keep - EPS
-            minus = self.loss()
-            array[index] = keep
-            out[index] = (plus - minus) / (2 * EPS)
-        return out
+        return central_difference(array, self.loss, EPS)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -112,16 +94,6 @@ def test_state_gradients_match_finite_differences(kind: str, sequences: bool, ma
             np.testing.assert_allclose(got[empty], want, atol=1e-15)
 
 
-def _torch_twin(layer: Recurrent, torch: Any) -> Any:
-    kind = type(layer).__name__
-    options = {"nonlinearity": layer.nonlinearity} if kind == "RNN" else {}  # type: ignore[attr-defined]
-    twin = getattr(torch.nn, kind)(layer.input_size, layer.hidden_size, batch_first=True, **options).double()
-    with torch.no_grad():
-        for name in NAMES:
-            getattr(twin, f"{name}_l0").copy_(torch.from_numpy(np.asarray(getattr(layer, name).data)))
-    return twin
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("sequences", [False, True])
 def test_state_gradients_match_pytorch(kind: str, sequences: bool) -> None:
@@ -134,7 +106,7 @@ def test_state_gradients_match_pytorch(kind: str, sequences: bool) -> None:
     mask = mask_from_lengths(lengths, steps)
     layer = make(kind, features, hidden, return_sequences=sequences)
     net = bpcore.Network([layer], dtype="float64", seed=3)
-    twin = _torch_twin(layer, torch)
+    twin = torch_twin(layer, torch)
     x = rng.standard_normal((n, steps, features))
     count = layer.state_count
     start = [rng.standard_normal((n, hidden)) * 0.5 for _ in range(count)]
@@ -192,16 +164,7 @@ def test_bidirectional_directions_each_have_their_state_gradients(kind: str) -> 
     for direction, start in zip(directions, starts, strict=True):
         grads = parts(direction.initial_state_grad)
         for got, array in zip(grads, start, strict=True):
-            numeric = np.zeros_like(array)
-            for index in np.ndindex(array.shape):
-                keep = array[index]
-                array[index] = keep + EPS
-                plus = loss()
-                array[index] = keep - EPS
-                minus = loss()
-                array[index] = keep
-                numeric[index] = (plus - minus) / (2 * EPS)
-            np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(got, central_difference(array, loss, EPS), rtol=1e-6, atol=1e-8)
 
 
 def test_no_initial_state_gives_no_gradient_and_the_forward_decides() -> None:
@@ -308,16 +271,7 @@ def test_an_lstm_encoder_decoder_gets_its_gradients_through_both_states() -> Non
     checked = [(x, grad_x.copy())]
     checked += [(getattr(enc_layer, name).data, getattr(enc_layer, name).grad.copy()) for name in NAMES]
     for array, analytic in checked:
-        numeric = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            keep = array[index]
-            array[index] = keep + EPS
-            plus = loss()
-            array[index] = keep - EPS
-            minus = loss()
-            array[index] = keep
-            numeric[index] = (plus - minus) / (2 * EPS)
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(analytic, central_difference(array, loss, EPS), rtol=1e-6, atol=1e-8)
 
 
 def test_a_learned_initial_state_gets_the_batch_sum_of_the_gradients() -> None:
@@ -335,16 +289,7 @@ def test_a_learned_initial_state_gets_the_batch_sum_of_the_gradients() -> None:
     loss()
     net.backward(g)
     analytic = layer.initial_state_grad.sum(axis=0)
-    numeric = np.zeros(3)
-    for k in range(3):
-        keep = learned[k]
-        learned[k] = keep + EPS
-        plus = loss()
-        learned[k] = keep - EPS
-        minus = loss()
-        learned[k] = keep
-        numeric[k] = (plus - minus) / (2 * EPS)
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(analytic, central_difference(learned, loss, EPS), rtol=1e-6, atol=1e-8)
 
 
 def _readme_example() -> str:
