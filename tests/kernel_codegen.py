@@ -16,6 +16,10 @@ emulation is exact.
 
 from __future__ import annotations
 
+import ctypes
+import subprocess
+from pathlib import Path
+
 from bpcore.backends.kernels import cuda_sources as src
 
 CTYPES = {"float32": "float", "float64": "double"}
@@ -173,3 +177,19 @@ def host_program() -> str:
                 f"      {kernel_name}<{ctype}>({call});\n    }}\n}}\n}}\n"
             )
     return "\n".join(parts)
+
+
+def elementwise_program(specs: list[src.Elementwise]) -> str:
+    """A host C++ program of the elementwise kernels ``specs``, every dtype, with the shared header."""
+    units = [elementwise_unit(spec, dtype) for spec in specs for dtype in CTYPES]
+    return HOST_EMULATION + src.header_source() + LOOP_MACROS + "\n".join(units)
+
+
+def compile_host_library(program: str, folder: Path, stem: str, compiler: str) -> ctypes.CDLL:
+    """``program`` compiled by the host C++ compiler into ``folder/stem.so`` and loaded."""
+    source, target = folder / f"{stem}.cpp", folder / f"{stem}.so"
+    source.write_text(program)
+    command = [compiler, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(target), str(source)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return ctypes.CDLL(str(target))

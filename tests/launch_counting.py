@@ -36,7 +36,6 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
-import subprocess
 import threading
 import types
 from collections.abc import Callable, Iterator
@@ -279,16 +278,8 @@ class HostElementwise:
 def build_provider(kernel_names: list[str], folder: Path, compiler: str) -> tuple[Callable[[str], Any], Any]:
     """A provider of ``kernel_names`` compiled for the host, and the CuPy recorder (None without CuPy)."""
     specs = [src.ELEMENTWISE[name] for name in kernel_names]
-    units = [kernel_codegen.elementwise_unit(spec, dtype)
-             for spec in specs for dtype in kernel_codegen.CTYPES]
-    source = folder / "kernels.cpp"
-    source.write_text(kernel_codegen.HOST_EMULATION + src.header_source() + kernel_codegen.LOOP_MACROS
-                      + "\n".join(units))
-    target = folder / "kernels.so"
-    command = [compiler, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(target), str(source)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    library = ctypes.CDLL(str(target))
+    program = kernel_codegen.elementwise_program(specs)
+    library = kernel_codegen.compile_host_library(program, folder, "kernels", compiler)
     try:
         import cupy  # noqa: F401
     except ImportError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import subprocess
 from typing import Any
 
 import kernel_codegen
@@ -69,16 +68,8 @@ def host_kernels(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if COMPILER is None:
         pytest.skip("no host C++ compiler (g++) to build the CUDA kernels for the CPU")
     folder = tmp_path_factory.mktemp("conv_host_kernels")
-    units = [kernel_codegen.elementwise_unit(spec, dtype) for spec in KERNELS.values()
-             for dtype in kernel_codegen.CTYPES]
-    source = folder / "conv.cpp"
-    source.write_text(kernel_codegen.HOST_EMULATION + src.header_source() + kernel_codegen.LOOP_MACROS
-                      + "\n".join(units))
-    target = folder / "conv.so"
-    command = [COMPILER, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(target), str(source)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    library = ctypes.CDLL(str(target))
+    library = kernel_codegen.compile_host_library(kernel_codegen.elementwise_program(list(KERNELS.values())),
+                                                  folder, "conv", COMPILER)
     return lambda kernel_name: HostKernel(KERNELS[kernel_name], library)
 
 

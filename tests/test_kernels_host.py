@@ -37,16 +37,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     if COMPILER is None:
         pytest.skip("no host C++ compiler (g++) to build the CUDA kernels for the CPU")
     folder = tmp_path_factory.mktemp("host_kernels")
-    source = folder / "kernels.cpp"
-    source.write_text(kernel_codegen.host_program())
-    target = folder / "kernels.so"
-    result = subprocess.run(
-        [COMPILER, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(target), str(source)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return ctypes.CDLL(str(target))
+    return kernel_codegen.compile_host_library(kernel_codegen.host_program(), folder, "kernels", COMPILER)
 
 
 def _pointer(array: np.ndarray) -> ctypes.c_void_p:
