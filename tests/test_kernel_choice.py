@@ -230,3 +230,10 @@ def test_layers_that_keep_operations_forget_them_when_the_kernels_change(
     assert conv._kernel("im2col") is generic.ops.im2col
     sequences._forward(rng.standard_normal((2, 5, 3)), False)
     assert lstm._ops_backend is generic
+
+
+def test_a_wrong_kernel_mode_names_the_variable_and_the_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BPCORE_KERNELS", "fast")
+    with pytest.raises(ValueError, match=r"environment variable BPCORE_KERNELS: expected one of "
+                                         r"\('auto', 'fused', 'generic'\), got 'fast'"):
+        bpcore.Network([Dense(2, 2)])
