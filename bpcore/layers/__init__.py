@@ -25,6 +25,7 @@ from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .recurrent import GRU, LSTM, RNN
 from .reshape import Flatten, Reshape
 from .residual import Residual
+from .sequence_pooling import GlobalAvgPool1D, GlobalMaxPool1D
 
 __all__ = [
     "ELU",
@@ -41,7 +42,9 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GlobalAvgPool1D",
     "GlobalAvgPool2D",
+    "GlobalMaxPool1D",
     "Identity",
     "Layer",
     "LeakyReLU",
