@@ -277,8 +277,8 @@ class Network:
         named = argument if lengths is None else "lengths"
         if not self._uses_mask:
             raise ValueError(
-                f"{named}: no layer of this network uses a mask (RNN, LSTM, GRU and Bidirectional do); "
-                "a mask here would change nothing"
+                f"{named}: no layer of this network uses a mask (RNN, LSTM, GRU, Bidirectional, "
+                "GlobalMaxPool1D and GlobalAvgPool1D do); a mask here would change nothing"
             )
         shape = tuple(int(size) for size in shape)
         if len(shape) < 2:
