@@ -8,9 +8,9 @@ its module belongs to (7 classes: files and the OS, text, numbers and maths,
 dates and times, networking and the internet, concurrency, data structures
 and algorithms).  A docstring that occurs in more than one area is dropped.
 The texts are lower-cased word and punctuation tokens, cut to ``--max-len``
-tokens (100 keeps all of three docstrings in four); words seen at least
-twice in training are the vocabulary (index 1 stands for any other word),
-and each batch is padded with index 0.
+tokens (100 keeps 89% of the docstrings whole, 40 only 68%); words seen at
+least twice in training are the vocabulary (index 1 stands for any other
+word), and each batch is padded with index 0.
 
 The classifier is ``Embedding(..., padding_idx=0)``, whose mask makes the
 layers after it skip the padding, a ``Bidirectional(GRU(...,
@@ -18,14 +18,15 @@ return_sequences=True))`` that reads each docstring both ways, and
 ``GlobalMaxPool1D``: each feature's maximum over the real steps, so that a
 telling word anywhere in a long docstring counts (the last state alone has
 to carry it to the end), then ``Dense`` over the 7 classes, with dropout on
-the embeddings and on the pooled features.  ``fit`` holds out 15% of the
-training texts (stratified) for early stopping on the validation loss, and
-the weights of the best epoch are restored; the test set is used once, at
-the end.  The baseline is scikit-learn's bag-of-words logistic regression
-(TF-IDF of the words of the whole docstring), trained on all the training
-texts.  The split is 75/25, stratified; the script exits with status 1 if
-the network's test accuracy is below ``--target``.  The exact counts depend
-on the Python version.
+the embeddings and on the pooled features, trained by AdamW (decoupled
+weight decay 0.3).  ``fit`` holds out 15% of the training texts
+(stratified) for early stopping on the validation loss, and the weights of
+the best epoch are restored; the test set is used once, at the end.  The
+baseline is scikit-learn's bag-of-words logistic regression (TF-IDF of the
+words of the whole docstring), trained on all the training texts.  The
+split is 75/25, stratified; the script exits with status 1 if the
+network's test accuracy is below ``--target``.  The exact counts depend on
+the Python version.
 
     pip install '.[sklearn]'
     python examples/text_classification.py [--device cpu] [--epochs 40] [--seed 0]
@@ -51,7 +52,7 @@ import bpcore
 from bpcore.cli import run_script
 from bpcore.layers import GRU, Bidirectional, Dense, Dropout, Embedding, GlobalMaxPool1D
 from bpcore.losses import CrossEntropy
-from bpcore.optim import Adam
+from bpcore.optim import AdamW
 from bpcore.training import EarlyStopping
 
 AREAS = {
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=32, help="per direction")
     parser.add_argument("--lr", type=float, default=6e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.3, help="AdamW's (decoupled) weight decay")
     parser.add_argument("--dropout", type=float, default=0.5, help="on the embeddings and pooled features")
     parser.add_argument("--target", type=float, default=0.80, help="least test accuracy of the network")
     parser.add_argument("--blas-threads", type=int, default=1,
@@ -172,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, device=args.device,
     )
     loss = CrossEntropy()
+    optimizer = AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     stopping = EarlyStopping("val_loss", patience=args.patience, restore_best=True)
     started = time.perf_counter()
-    history = network.fit(x_fit, y_fit, loss=loss, optimizer=Adam(network.parameters(), lr=args.lr),
+    history = network.fit(x_fit, y_fit, loss=loss, optimizer=optimizer,
                           epochs=args.epochs, batch_size=args.batch_size, metrics=["accuracy"],
                           validation_data=(x_val, y_val), early_stopping=stopping, seed=args.seed, verbose=0)
     seconds = time.perf_counter() - started

@@ -39,15 +39,15 @@ def test_char_lm_learns_beyond_character_frequencies_and_samples_text() -> None:
 @pytest.mark.slow
 def test_text_classification_compares_the_network_with_the_baseline() -> None:
     pytest.importorskip("sklearn")
-    # Smaller and shorter than the defaults, with a larger step: measured 0.645 and 0.653 (seeds 0, 1).
+    # Smaller and shorter than the defaults, with a larger step: measured 0.778-0.780 (seeds 0-2).
     short = ["--epochs", "6", "--max-len", "32", "--embedding", "32", "--hidden", "16", "--patience", "2",
-             "--lr", "0.02", "--target", "0.55"]
+             "--lr", "0.02", "--target", "0.68"]
     result = run_example("text_classification.py", *short)
     assert result.returncode == 0, result.stdout + result.stderr
     network, baseline = map(float, re.search(
         r"test accuracy: network (\d\.\d+), bag-of-words logistic regression (\d\.\d+)", result.stdout
     ).groups())  # type: ignore[union-attr]
-    assert network >= 0.55 and baseline > 0.7  # 7 classes: chance is below 0.25
+    assert network >= 0.68 and baseline > 0.7  # 7 classes: chance is below 0.25
     assert "7 areas" in result.stdout and "validation" in result.stdout
     assert re.search(r"best validation loss after epoch [1-6] \(validation accuracy 0\.\d+\)", result.stdout)
 
