@@ -31,6 +31,8 @@ SERIAL_ONLY = {
     "clamp_inplace",
     "gather_rows",
     "scatter_rows",
+    "double_q_target",
+    "chosen_huber",
     "outer_product",
     "column_sums",
     "max_pool2d_forward",
