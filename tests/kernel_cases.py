@@ -417,8 +417,16 @@ def _chosen_huber(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> l
     return [q, _index(rng, n), target, weights, 1.5, 1.0 / n, *outputs]
 
 
+def _small_dense(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    inner = int(rng.integers(2, 5))
+    x, w = _values(rng, dtype, (n, inner), edge), _values(rng, dtype, (inner, FEATURES), False)
+    bias = _values(rng, dtype, (FEATURES,), False)
+    return [x, w, bias, np.empty((n, FEATURES), dtype), bool(rng.integers(2))]
+
+
 CASES.update(
     {
+        "small_dense_forward": [("", _small_dense)],
         "double_q_target": [("", _double_q_target)],
         "chosen_huber": [("", _chosen_huber)],
         "outer_product": [("", _outer)],

@@ -33,6 +33,7 @@ SERIAL_ONLY = {
     "scatter_rows",
     "double_q_target",
     "chosen_huber",
+    "small_dense_forward",
     "outer_product",
     "column_sums",
     "max_pool2d_forward",
