@@ -13,18 +13,21 @@ as one batch in both; the generator step does not compute the critic's
 weight gradients in either).  The two run interleaved, ``--repeats`` times,
 so that a load change on the machine hits both; the script prints the median
 time per update and the median, minimum and maximum of the per-repeat ratio.
-PyTorch runs with its default thread count and with one thread, and the
-ratio is taken against the faster of the two; bpcore runs its matrix
-products on one BLAS thread (what the examples do by default), or on
-``--blas-threads N`` (wall clock only) to see whether more pay on a quiet
-machine.
+Each library runs as a user gets it, in two settings, and the ratio is
+taken between the faster of each (per repeat): PyTorch with its default
+thread count and with one thread; bpcore with its matrix products on one
+BLAS thread (what the examples do by default, and what a loaded machine
+favours) and on the process's default BLAS thread count (the WGAN's 512 x
+128 x 128 products gain from a second core on a quiet machine), as
+``bpcore.bench.recurrent`` does.  ``--blas-threads N`` times bpcore on N
+threads alone.
 
 On a loaded machine (other processes competing for the cores) wall-clock
 times measure the scheduler as much as the code; ``--clock cpu`` times
 each update by the CPU time of the calling thread instead, with PyTorch on
 one thread (so that all its work is on that thread, as all of bpcore's is).
 
-    python benchmarks/several_nets.py [--repeats 15] [--clock wall|cpu] [--blas-threads 1]
+    python benchmarks/several_nets.py [--repeats 15] [--clock wall|cpu] [--blas-threads N]
                                       [--json results.json]
 """
 
@@ -176,24 +179,46 @@ def torch_wgan() -> Callable[[], Any]:
     return iteration
 
 
+def default_blas_threads() -> int:
+    """The process's BLAS thread count (what a user's products run on unless they limit it)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(counts, default=1)
+
+
+def bpcore_settings(clock: str, blas_threads: int | None) -> list[int]:
+    """The BLAS thread counts bpcore is timed at: one and the default (one thread's CPU time: one only)."""
+    if blas_threads is not None:
+        return [blas_threads]
+    if clock == "cpu":  # the CPU time of the timing thread would miss the other BLAS threads
+        return [1]
+    return sorted({1, default_blas_threads()})
+
+
 def compare(
     name: str, ours: Callable[[], Any], theirs: Callable[[], Any], calls: int, repeats: int,
-    clock: str = "wall", blas_threads: int = 1,
+    clock: str = "wall", blas_threads: int | None = None,
 ) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
 
     default_threads = torch.get_num_threads()
     timer = CLOCKS[clock]
+    settings = bpcore_settings(clock, blas_threads)
     if clock == "cpu":  # PyTorch on one thread throughout: no idle worker threads spinning beside bpcore
         torch.set_num_threads(1)
     for function in (ours, theirs):
         for _ in range(20):
             function()
-    rows: dict[str, list[float]] = {"bpcore": [], "torch": [], "torch_1_thread": []}
+    ours_rows: dict[int, list[float]] = {count: [] for count in settings}
+    rows: dict[str, list[float]] = {"torch": [], "torch_1_thread": []}
     for _ in range(repeats):
-        with threadpool_limits(blas_threads, user_api="blas"):
-            rows["bpcore"].append(per_call_ms(ours, calls, timer))
+        # Most threads first, so that BLAS threads still spinning after a product slow bpcore's
+        # own one-thread sample rather than PyTorch's.
+        for count in reversed(settings):
+            with threadpool_limits(count, user_api="blas"):
+                ours_rows[count].append(per_call_ms(ours, calls, timer))
         if clock == "wall":  # the CPU time of one thread would miss PyTorch's other threads
             torch.set_num_threads(default_threads)
             rows["torch"].append(per_call_ms(theirs, calls, timer))
@@ -202,26 +227,38 @@ def compare(
     torch.set_num_threads(default_threads)
     if not rows["torch"]:
         rows["torch"] = rows["torch_1_thread"]
-    triples = zip(rows["bpcore"], rows["torch"], rows["torch_1_thread"], strict=True)
+    # Per repeat, the faster setting of each library.
+    best_ours = [min(samples) for samples in zip(*ours_rows.values(), strict=True)]
+    triples = zip(best_ours, rows["torch"], rows["torch_1_thread"], strict=True)
     ratios = [min(t, t1) / b for b, t, t1 in triples]
+    medians = {count: statistics.median(samples) for count, samples in ours_rows.items()}
+    faster = min(medians, key=medians.__getitem__)
     result = {
         "name": name,
-        "ms": {key: statistics.median(values) for key, values in rows.items()},
+        "ms": {
+            "bpcore": medians[faster],
+            **{f"bpcore_{count}_blas_threads": median for count, median in medians.items()},
+            **{key: statistics.median(values) for key, values in rows.items()},
+        },
         "speedup_median": statistics.median(ratios),
         "speedup_min": min(ratios),
         "speedup_max": max(ratios),
         "repeats": repeats,
         "calls_per_repeat": calls,
         "torch_threads": default_threads if clock == "wall" else 1,
-        "bpcore_blas_threads": blas_threads,
+        "bpcore_blas_threads": settings,
+        "bpcore_faster_blas_threads": faster,
         "clock": clock,
     }
     ms = result["ms"]
-    print(f"{name} ({clock} clock): bpcore {ms['bpcore']:.3f} ms ({blas_threads} BLAS threads), "
+    ours_text = ", ".join(f"{medians[count]:.3f} ms ({count} BLAS thread{'s' if count > 1 else ''})"
+                          for count in settings)
+    print(f"{name} ({clock} clock): bpcore {ours_text}, "
           f"torch {ms['torch']:.3f} ms "
           f"({result['torch_threads']} threads), torch {ms['torch_1_thread']:.3f} ms (1 thread); "
           f"bpcore faster by {result['speedup_median']:.2f}x "
-          f"(min {result['speedup_min']:.2f}x, max {result['speedup_max']:.2f}x over {repeats} repeats)")
+          f"(min {result['speedup_min']:.2f}x, max {result['speedup_max']:.2f}x over {repeats} repeats; "
+          "faster setting of each, per repeat)")
     return result
 
 
@@ -230,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall-clock time, or the CPU time of the timing thread (for a loaded machine)")
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS threads for bpcore's matrix products (default 1, as in the examples)")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="BLAS threads for bpcore's matrix products (default: the faster of 1 and the "
+                             "process's default, per repeat; with --clock cpu, 1)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    if args.blas_threads < 1:
+    if args.blas_threads is not None and args.blas_threads < 1:
         parser.error(f"--blas-threads: expected a positive integer, got {args.blas_threads}")
-    if args.blas_threads > 1 and args.clock == "cpu":
+    if args.blas_threads is not None and args.blas_threads > 1 and args.clock == "cpu":
         parser.error("--blas-threads above 1 needs --clock wall (one thread's CPU time misses the others)")
     try:
         import torch

@@ -385,13 +385,16 @@ class Network:
         check: bool = True,
         parameter_grads: bool = True,
         input_grad: bool = True,
+        accumulate: bool = True,
     ) -> Any:
         """Backpropagate ``grad_out`` (dLoss/dOutput) from the last ``forward``.
 
         Parameter gradients are *added* to ``parameter.grad``, as in PyTorch;
-        call :meth:`zero_grad` between steps.  Frozen parameters
-        (``requires_grad=False``, see :meth:`freeze`) get no gradient.
-        Returns dLoss/dInput.
+        call :meth:`zero_grad` between steps.  ``accumulate=False`` writes
+        them instead, as ``fit`` does: no :meth:`zero_grad` is needed before
+        it, and the pass over the flat gradient buffer and an addition per
+        parameter are saved.  Frozen parameters (``requires_grad=False``, see
+        :meth:`freeze`) get no gradient either way.  Returns dLoss/dInput.
 
         ``parameter_grads=False`` computes only dLoss/dInput and leaves every
         parameter gradient untouched (to train a generator through a critic
@@ -403,7 +406,7 @@ class Network:
         """
         if not check:
             with self._lock, device_scope(self.backend):
-                return self._backward_selected(grad_out, parameter_grads, input_grad)
+                return self._backward_selected(grad_out, parameter_grads, input_grad, accumulate)
         with self.exclusive():
             if self._output_shape is None:
                 raise RuntimeError("Network.backward(): called before forward(); run forward(x) first")
@@ -414,12 +417,13 @@ class Network:
                     "step with `with network.step(): ...`"
                 )
             grad = as_gradient(grad_out, self.backend, self.dtype, self._output_shape, argument="grad_out")
-            result = self._backward_selected(grad, parameter_grads, input_grad)
+            accumulate = checks.flag(accumulate, "accumulate")
+            result = self._backward_selected(grad, parameter_grads, input_grad, accumulate)
             return None if result is None else result.copy()
 
-    def _backward_selected(self, grad: Any, parameter_grads: bool, input_grad: bool) -> Any:
+    def _backward_selected(self, grad: Any, parameter_grads: bool, input_grad: bool, accumulate: bool) -> Any:
         if parameter_grads:
-            return self._backward(grad, accumulate=True, need_input_grad=input_grad)
+            return self._backward(grad, accumulate=accumulate, need_input_grad=input_grad)
         if not input_grad:
             return None
         # Every parameter counts as frozen for this one pass (under the lock), so no

@@ -4,10 +4,12 @@ A custom training loop over two networks, written with bpcore's loop API:
 the online network 4-128-128-2 picks the next action and a target network
 (a ``clone()``, moved towards the online one by a Polyak update
 ``copy_from(online, tau)`` after every step, or copied every
-``--hard-update`` steps) evaluates it; the loss is the Huber loss on the
-Q-values of the actions taken (``bpcore.Gather``), weighted by the
-prioritised replay's importance weights; gradients are clipped to norm 10
-and Adam takes the step.  Exploration is epsilon-greedy, decaying linearly.
+``--hard-update`` steps) evaluates it (``bpcore.rl.DoubleQTarget``); the
+loss is the Huber loss on the Q-values of the actions taken, weighted by the
+prioritised replay's importance weights (``bpcore.rl.ChosenHuber``: gather,
+Huber, weighting and the gradient's scatter in one call); gradients are
+clipped to norm 10 and Adam takes the step.  Exploration is epsilon-greedy,
+decaying linearly.
 
 Every ``--check-every`` episodes in which the agent balanced the pole to the
 limit, the greedy policy is tried on a few episodes and the best one so far
@@ -33,9 +35,8 @@ from blas_threads import limit_blas_threads
 import bpcore
 from bpcore.cli import run_script
 from bpcore.layers import Dense, ReLU
-from bpcore.losses import Huber
 from bpcore.optim import Adam, clip_grad_norm
-from bpcore.rl import PrioritizedReplayBuffer, Transitions
+from bpcore.rl import ChosenHuber, DoubleQTarget, PrioritizedReplayBuffer, Transitions
 
 SOLVED = 475.0
 EPISODE_LIMIT = 500
@@ -69,9 +70,8 @@ class DoubleDQN:
         self.parameters = self.online.parameters()  # one list, reused by every clip
         self.optimizer = Adam(self.parameters, lr=lr)
         self.gamma, self.tau, self.max_grad_norm = gamma, tau, max_grad_norm
-        self.huber = Huber()
-        self.pick, self.pick_next = bpcore.Gather(), bpcore.Gather()
-        self.xp = self.online.xp
+        self.td_target = DoubleQTarget(gamma)
+        self.loss = ChosenHuber()  # Huber on the chosen actions' Q-values, importance-weighted
 
     def act(self, observation: np.ndarray) -> int:
         """The greedy action for one observation."""
@@ -80,26 +80,20 @@ class DoubleDQN:
 
     def update(self, batch: Transitions, *, soft_update: bool = True) -> Any:
         """One learning step on ``batch``; returns the TD errors (for the replay priorities)."""
-        online, target, xp = self.online, self.target, self.xp
+        online, target = self.online, self.target
         # Double DQN: the online network chooses the next action, the target network values it.
-        best_next = online.forward(batch.next_observations, check=False).argmax(axis=1)
-        next_q = self.pick_next(target.forward(batch.next_observations, check=False), best_next, check=False)
-        td_target = next_q * (1.0 - batch.dones)
-        td_target *= self.gamma
-        td_target += batch.rewards
-        chosen = self.pick(online.forward(batch.observations, training=True, check=False), batch.actions,
-                           check=False)
-        self.huber(chosen, td_target, check=False)
-        grad = self.huber.backward()
-        grad *= batch.weights  # the gradient of mean(weight * huber): importance sampling
-        td_error = xp.subtract(chosen, td_target)
-        online.zero_grad()
-        online.backward(self.pick.backward(grad), check=False, input_grad=False)
+        td_target = self.td_target(online.forward(batch.next_observations, check=False),
+                                   target.forward(batch.next_observations, check=False),
+                                   batch.rewards, batch.dones, check=False)
+        q = online.forward(batch.observations, training=True, check=False)
+        self.loss(q, batch.actions, td_target, batch.weights, check=False)  # mean(weight * huber)
+        # accumulate=False writes the gradients instead of adding them: no zero_grad() needed.
+        online.backward(self.loss.backward(), check=False, input_grad=False, accumulate=False)
         clip_grad_norm(self.parameters, self.max_grad_norm)
         self.optimizer.step()
         if soft_update:
             target.copy_from(online, tau=self.tau)
-        return td_error
+        return self.loss.td_errors.copy()
 
 
 def greedy_returns(agent: DoubleDQN, env: Any, episodes: int, seed: int) -> list[float]:

@@ -88,16 +88,15 @@ class WGAN:
         for _ in range(self.critic_steps):
             self.both[:n] = real_batch(n)
             self.both[n:] = g.forward(self._draw_noise(), check=False)
-            d.zero_grad()
             d.forward(self.both, training=True, check=False)
-            d.backward(self.critic_grad, check=False, input_grad=False)
+            # accumulate=False writes the gradients instead of adding them: no zero_grad() needed.
+            d.backward(self.critic_grad, check=False, input_grad=False, accumulate=False)
             self.d_optimizer.step()
             clamp_parameters(d.parameters(), -self.clip, self.clip)
         fake = g.forward(self._draw_noise(), training=True, check=False)
         d.forward(fake, check=False)
         through_critic = d.backward(self.generator_grad, check=False, parameter_grads=False)
-        g.zero_grad()
-        g.backward(through_critic, check=False, input_grad=False)
+        g.backward(through_critic, check=False, input_grad=False, accumulate=False)
         self.g_optimizer.step()
 
     def sample(self, count: int) -> np.ndarray:

@@ -404,8 +404,31 @@ def _column_sums(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> li
     return [_values(rng, dtype, (n, FEATURES), edge), np.empty(FEATURES, dtype)]
 
 
+def _double_q_target(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    dones = (rng.random(n) < 0.3).astype(dtype)
+    return [_values(rng, dtype, (n, FEATURES), edge), _values(rng, dtype, (n, FEATURES), edge),
+            _values(rng, dtype, (n,), edge), dones, 0.99, np.empty(n, dtype)]
+
+
+def _chosen_huber(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    weights = rng.uniform(0.2, 1.0, size=n).astype(dtype)
+    q, target = _values(rng, dtype, (n, FEATURES), edge), _values(rng, dtype, (n,), edge)
+    outputs = [np.empty((n, FEATURES), dtype), np.empty(n, dtype), np.empty((), dtype)]
+    return [q, _index(rng, n), target, weights, 1.5, 1.0 / n, *outputs]
+
+
+def _small_dense(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    inner = int(rng.integers(2, 5))
+    x, w = _values(rng, dtype, (n, inner), edge), _values(rng, dtype, (inner, FEATURES), False)
+    bias = _values(rng, dtype, (FEATURES,), False)
+    return [x, w, bias, np.empty((n, FEATURES), dtype), bool(rng.integers(2))]
+
+
 CASES.update(
     {
+        "small_dense_forward": [("", _small_dense)],
+        "double_q_target": [("", _double_q_target)],
+        "chosen_huber": [("", _chosen_huber)],
         "outer_product": [("", _outer)],
         "column_sums": [("", _column_sums)],
         "polyak_update": [("", _polyak)],
@@ -419,7 +442,7 @@ CASES.update(
 # rounding error that grows with the length (the kernels sum in float64).
 REDUCING = frozenset(
     {"batchnorm_forward_train", "batchnorm_backward", "grad_norm_sq", "embedding_backward",
-     "clip_norm_inplace"}
+     "clip_norm_inplace", "chosen_huber"}
 )
 
 TOLERANCE = {np.dtype(np.float32): (2e-5, 5e-6), np.dtype(np.float64): (1e-11, 1e-13)}

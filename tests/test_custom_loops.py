@@ -80,6 +80,21 @@ def test_backward_without_parameter_grads_leaves_every_gradient_alone(check, ker
     assert all(p.requires_grad for p in net.parameters())  # flags restored
 
 
+@pytest.mark.parametrize("check", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_without_accumulating_writes_what_zero_grad_and_backward_add(check, dtype, kernels):
+    net, reference = make_net(dtype), make_net(dtype)
+    x = batch(dtype=dtype)
+    g = np.random.default_rng(4).normal(size=(10, 3)).astype(dtype)
+    net.store.grad[...] = 7.0  # stale gradients: written over, not added to
+    net.forward(x, training=True, check=check)
+    grad_in = net.backward(g, check=check, accumulate=False)
+    reference.forward(x, training=True)
+    reference.zero_grad()
+    np.testing.assert_array_equal(grad_in, reference.backward(g))
+    np.testing.assert_array_equal(net.store.grad, reference.store.grad)
+
+
 def test_input_gradient_through_a_network_matches_finite_differences():
     net = make_net()
     x = batch(4)

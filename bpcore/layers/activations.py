@@ -109,6 +109,14 @@ class Activation(Layer):
         self._saved = out if self.saves_output else z
         return out
 
+    def record_output(self, out: Any) -> None:
+        """Keep ``out``, the output a layer this activation is fused into computed itself, for the backward.
+
+        For an activation whose backward reads its output (ReLU, sigmoid, ELU):
+        a Dense layer's one-pass product, bias and ReLU (``small_dense_forward``).
+        """
+        self._saved = out
+
     def fused_backward(self, grad_out: Any) -> Any:
         """:meth:`backward` for the layer this activation is fused into; ``grad_out`` C-contiguous.
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import checks
 from ..backends import Backend
+from ..backends.ops.dense import SMALL_INNER
 from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
 from .activations import Activation
@@ -51,6 +52,8 @@ class Dense(Layer):
             if self.use_bias else None
         )
         self.activation: Activation | None = None
+        # Whether forward takes the small_dense_forward path (None: decided at the next forward).
+        self._small_inner: bool | None = None
         self._input: Any = None
         self._lead: tuple[int, ...] = ()
 
@@ -79,12 +82,18 @@ class Dense(Layer):
     def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
         out = super().build(input_shape, dtype, backend)
         self._input = None
+        self._small_inner = None
         # An unknown input still gives a known last axis, which is what a 2-D table needs.
         return (self.out_features,) if out is None else out
 
     def to(self, backend: Backend) -> None:
         super().to(backend)
         self._input = None
+        self._small_inner = None
+
+    def use_kernels(self, backend: Backend) -> None:
+        super().use_kernels(backend)
+        self._small_inner = None
 
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
@@ -100,17 +109,43 @@ class Dense(Layer):
         if activation is not None and self.bias is None:
             activation = None
         self.activation = activation
+        self._small_inner = None
+
+    def _choose_path(self) -> bool:
+        """Whether forward takes the one-pass path of small inner sizes (see backends/ops/dense.py).
+
+        Decided at the first forward (so that building a network compiles and
+        imports nothing), again after a fusion or a change of backend or kernels:
+        where the compiled CPU kernel runs, for a layer with a bias and no
+        activation or a ReLU.
+        """
+        self._small_inner = (
+            self.in_features in SMALL_INNER
+            and self.bias is not None
+            and (self.activation is None or self.activation.kind == "relu")
+            and self.backend.resolve("small_dense_forward")[1] == "numba"
+        )
+        return self._small_inner
 
     def forward(self, x: Any, training: bool) -> Any:
         if x.ndim != 2:
             return self._forward_rows(x, training)
         xp = self.backend.xp
         z = self.workspace("z", (x.shape[0], self.out_features))
+        self._input = x
+        small = self._small_inner
+        if small is None:
+            small = self._choose_path()
+        if small:  # inner size 2-4: product, bias and ReLU in one compiled pass
+            relu = self.activation is not None
+            self.backend.ops.small_dense_forward(x, self.weight.data, self.bias.data, z, relu)  # type: ignore[union-attr]
+            if relu:
+                self.activation.record_output(z)  # type: ignore[union-attr]
+            return z
         if self.in_features == 1:  # an outer product: BLAS is slow at inner size 1
             self.backend.ops.outer_product(x[:, 0], self.weight.data[0], z)
         else:
             xp.matmul(x, self.weight.data, out=z)
-        self._input = x
         if self.activation is not None:
             return self.activation.bias_forward(z, self.bias.data)  # type: ignore[union-attr]
         if self.bias is not None:
