@@ -10,7 +10,9 @@ time steps is one matrix product before the loop; each step is ONE
 recurrent product and ONE fused cell operation (gate activations, state
 update, what the backward needs saved).  The backward runs ONE fused cell
 backward operation and ONE product per step, then the weight gradients as
-one product over all steps and the bias gradients as one sum.  The cell
+one product over all steps, the input-side bias gradient in the same product
+(``dgates^T @ [x, 1]``).  After an Embedding, the network's plan runs the
+input projection as a table lookup instead (:meth:`Recurrent.forward_embedded`).  The cell
 operations are declared in :mod:`bpcore.backends.ops.recurrent` (generic
 ``xp`` code, Numba on the CPU, one CuPy kernel launch on a GPU).
 
@@ -25,6 +27,7 @@ the output is each sequence's state after its last real step, with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from typing import Any
 
@@ -45,6 +48,15 @@ def uniform_by_hidden_size(
     """PyTorch's recurrent-layer initialisation: U(-1/sqrt(H), 1/sqrt(H)) (``fan_in`` carries H)."""
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Embedded:
+    """What the backward needs of an embedded input (:meth:`Recurrent.forward_embedded`)."""
+
+    embedding: Any  # the Embedding layer
+    index: Any  # (T*N,) int64, time-major as the gate gradients
+    rows: Any  # [E, 1] (vocabulary, F + 1) as the forward used it
 
 
 class Recurrent(Layer):
@@ -243,22 +255,68 @@ class Recurrent(Layer):
         """The bias folded into the input projection (both biases; the GRU keeps b_hh apart)."""
         return self.bias_ih.data + self.bias_hh.data
 
+    def _projection(self, features: int) -> Any:
+        """``[W_ih^T; b]`` (F + 1, G*H): the input projection's weights, the folded-in bias as last row."""
+        projection = self.workspace("weight_ih_t", (features + 1, self.gate_count * self.hidden_size))
+        projection[:features] = self.weight_ih.data.T
+        projection[features] = self._input_bias()
+        return projection
+
     def forward(self, x: Any, training: bool, mask: Any = None) -> Any:
         xp = self.backend.xp
         n, steps, features = x.shape
         self._check_initial_state(n)  # before anything is overwritten
-        size, rows = self.hidden_size, self.gate_count * self.hidden_size
+        rows = self.gate_count * self.hidden_size
         # The input projection with the bias folded in, ONE product [x_t, 1] @ [W_ih^T; b] over all
         # steps (inner dimension F + 1): 1.4-4x faster than the product and a bias pass over its
         # (T, N, G*H) result, which for a single feature was an outer product outside BLAS.
         augmented = self.workspace("x_steps", (steps * n, features + 1))
         augmented.reshape(steps, n, features + 1)[:, :, :features] = x.transpose(1, 0, 2)
         augmented[:, features] = 1.0
-        projection = self.workspace("weight_ih_t", (features + 1, rows))
-        projection[:features] = self.weight_ih.data.T
-        projection[features] = self._input_bias()
         xw = self.workspace("xw", (steps, n, rows))
-        xp.matmul(augmented, projection, out=xw.reshape(steps * n, rows))
+        xp.matmul(augmented, self._projection(features), out=xw.reshape(steps * n, rows))
+        return self._recur(xw, mask, augmented)
+
+    def forward_embedded(self, embedding: Any, index: Any, mask: Any = None) -> Any:
+        """The forward of ``embedding`` (an :class:`~bpcore.layers.Embedding`) and this layer on ``index``.
+
+        ``index`` (N, T) holds the embedding's indices; ``mask`` is the mask
+        into this layer (the embedding's own combined with the one that came).
+        The input projection of a looked-up row is a row of the table
+        ``[E, 1] @ [W_ih^T; b]`` (vocabulary, G*H): one small product and a
+        gather replace the gather of the embedded (N, T, F) input and the
+        product over all T*N steps, and the backward
+        (:meth:`backward`, then without an input gradient) scatter-adds the gate
+        gradients into a table gradient from which dW_ih, the input-side bias
+        and the embedding's weight gradient are small products: the three
+        largest products of a character model after the time loop's.  Used
+        by the network's plan (:class:`~bpcore.layers.embedded_recurrent.EmbeddedRecurrent`).
+        """
+        xp = self.backend.xp
+        n, steps = index.shape
+        self._check_initial_state(n)
+        weight = embedding.weight.data
+        vocabulary, features = weight.shape
+        rows = self.gate_count * self.hidden_size
+        augmented = self.workspace("embedding_rows", (vocabulary, features + 1))
+        augmented[:, :features] = weight
+        augmented[:, features] = 1.0
+        table = self.workspace("table", (vocabulary, rows))
+        xp.matmul(augmented, self._projection(features), out=table)
+        steps_index = self.workspace("index_steps", (steps, n), np.int64)  # time-major, as the loop
+        steps_index[...] = index.T
+        xw = self.workspace("xw", (steps, n, rows))
+        if xp is np:  # mode="clip" takes no buffered copy; the network checked the range already
+            np.take(table, steps_index, axis=0, out=xw, mode="clip")
+        else:
+            xp.take(table, steps_index, axis=0, out=xw)
+        return self._recur(xw, mask, _Embedded(embedding, steps_index.reshape(-1), augmented))
+
+    def _recur(self, xw: Any, mask: Any, source: Any) -> Any:
+        """The time loop over the input projections ``xw`` (T, N, G*H); ``source`` kept for the backward."""
+        xp = self.backend.xp
+        steps, n, rows = xw.shape
+        size = self.hidden_size
         real = self.workspace("mask", (steps, n))
         if mask is None:
             real.fill(1.0)
@@ -278,8 +336,9 @@ class Recurrent(Layer):
             for h_prev, args in plan:
                 matmul(h_prev, weight_hh, out=hw)
                 cell(*args)
-        # ``augmented`` is kept for the backward: [x_t, 1], so one product gives dW_ih and the bias sums.
-        self._run = (steps, states, gates, augmented, real, mask is not None, n)
+        # The source of the input is kept for the backward: [x_t, 1], so one product gives dW_ih and the
+        # bias sums, or the embedding's indices and rows (forward_embedded).
+        self._run = (steps, states, gates, source, real, mask is not None, n)
         hidden = states[0]
         if not self.return_sequences:
             return hidden[steps]
@@ -370,7 +429,7 @@ class Recurrent(Layer):
         if self._run is None:
             raise self._not_run()
         xp = self.backend.xp
-        steps, states, gates, augmented, real, _masked, n = self._run
+        steps, states, gates, source, real, _masked, n = self._run
         final = self._final_grad
         if final is not None and final[0].shape[0] != n:
             raise ValueError(
@@ -419,12 +478,15 @@ class Recurrent(Layer):
         if self._from_initial:  # what the step at t = 0 carries on (fresh arrays, for the caller)
             self._initial_grad = (dh + xp.matmul(dgh[0], weight_hh), *(array.copy() for array in carry))
         flat_x, flat_h = dgx.reshape(steps * n, rows), dgh.reshape(steps * n, rows)
-        features = augmented.shape[1] - 1
-        sums_x = self._input_side_grads(flat_x, augmented, accumulate)
+        if isinstance(source, _Embedded):
+            sums_x = self._embedded_grads(flat_x, source, accumulate)
+        else:
+            sums_x = self._input_side_grads(flat_x.T, source, accumulate)
         self._add_grad(self.weight_hh, flat_h.T, states[0][:steps].reshape(steps * n, size), accumulate)
         self._add_bias_grads(sums_x, flat_h, accumulate)
-        if not need_input_grad:
+        if not need_input_grad or isinstance(source, _Embedded):  # indices have no gradient
             return None
+        features = source.shape[1] - 1
         dxs = self.workspace("dx_steps", (steps, n, features))
         xp.matmul(flat_x, self.weight_ih.data, out=dxs.reshape(steps * n, features))
         grad_in = self.workspace("grad_in", (n, steps, features))
@@ -444,27 +506,56 @@ class Recurrent(Layer):
         else:
             xp.matmul(left, right, out=parameter.grad)
 
-    def _input_side_grads(self, flat_x: Any, augmented: Any, accumulate: bool) -> Any:
+    def _input_side_grads(self, left: Any, augmented: Any, accumulate: bool) -> Any:
         """dW_ih, and the column sums of the input-side gate gradients, from ONE product.
 
-        ``augmented`` is the forward's ``[x_t, 1]`` (T*N, F + 1): ``flat_x^T @
-        augmented`` holds dW_ih in its first F columns and the sums over all
-        steps (the input-side bias gradient) in its last, so the bias costs no
-        pass of its own over the (T*N, G*H) gate gradients.  Returns the sums
-        (None when neither the weight nor a bias takes a gradient).
+        ``augmented`` is the forward's ``[x_t, 1]`` (T*N, F + 1) and ``left``
+        the gate gradients transposed (G*H, T*N): ``left @ augmented`` holds
+        dW_ih in its first F columns and the sums over all steps (the
+        input-side bias gradient) in its last, so the bias costs no pass of its
+        own over the (T*N, G*H) gate gradients.  (Or the table gradient and
+        the embedding's rows ``[E, 1]``: :meth:`_embedded_grads`.)  Returns the
+        sums (None when neither the weight nor a bias takes a gradient).
         """
         weight = self.weight_ih
         if not (weight.requires_grad or self.bias_ih.requires_grad or self.bias_hh.requires_grad):
             return None
         features = augmented.shape[1] - 1
-        product = self.workspace("grad_ih_augmented", (flat_x.shape[1], features + 1))
-        self.backend.xp.matmul(flat_x.T, augmented, out=product)
+        product = self.workspace("grad_ih_augmented", (left.shape[0], features + 1))
+        self.backend.xp.matmul(left, augmented, out=product)
         if weight.requires_grad:
             if accumulate:
                 weight.grad += product[:, :features]
             else:
                 weight.grad[...] = product[:, :features]
         return product[:, features]
+
+    def _embedded_grads(self, flat_x: Any, source: _Embedded, accumulate: bool) -> Any:
+        """The input side's gradients for an embedded input (:meth:`forward_embedded`); returns the bias sums.
+
+        The gate gradients of all steps are added up per index into the table
+        gradient (vocabulary, G*H) (the embedding's scatter-add operation);
+        then dW_ih and the bias sums are ``table_grad^T @ [E, 1]``, and the
+        embedding's weight gradient ``table_grad @ W_ih`` (nothing for its
+        padding row, as the Embedding's own backward).
+        """
+        embedding = source.embedding
+        vocabulary, features = embedding.weight.shape
+        table_grad = self.workspace("table_grad", (vocabulary, flat_x.shape[1]))
+        table_grad.fill(0.0)
+        self.backend.ops.embedding_backward(flat_x, source.index, -1, table_grad)
+        sums = self._input_side_grads(table_grad.T, source.rows, accumulate)
+        weight = embedding.weight
+        if weight.requires_grad:
+            product = self.workspace("grad_embedding", (vocabulary, features))
+            self.backend.xp.matmul(table_grad, self.weight_ih.data, out=product)
+            if embedding.padding_idx is not None:
+                product[embedding.padding_idx] = 0.0
+            if accumulate:
+                weight.grad += product
+            else:
+                weight.grad[...] = product
+        return sums
 
     def _add_bias_grads(self, sums_x: Any, flat_h: Any, accumulate: bool) -> None:
         """The bias gradients: the column sums of the gate gradients over all steps.
