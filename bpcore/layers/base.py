@@ -99,6 +99,15 @@ class Layer:
         """
         return False
 
+    def plan_entry(self) -> Layer:
+        """What the planner runs for this layer after :meth:`absorb`: the layer itself by default.
+
+        A layer whose fusion with the next one is a computation of its own
+        (an Embedding and a recurrent layer) returns an object running both,
+        so that the layer itself, called on its own, keeps its own meaning.
+        """
+        return self
+
     def __init__(self) -> None:
         self._workspace: dict[str, Any] = {}
 

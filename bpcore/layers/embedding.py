@@ -9,6 +9,8 @@ import numpy as np
 from .. import checks
 from ..parameters import Parameter
 from .base import Layer, Shape
+from .embedded_recurrent import EmbeddedRecurrent
+from .recurrent import GRU, LSTM, RNN
 
 
 class _StandardNormal:
@@ -54,6 +56,7 @@ class Embedding(Layer):
         )
         self._index: Any = None
         self._lead: tuple[int, ...] = ()
+        self._entry: EmbeddedRecurrent | None = None  # the plan's entry when a recurrent layer is absorbed
 
     def _normalised_padding(self, padding_idx: Any) -> int | None:
         """PyTorch's rule: ``padding_idx`` in ``[-num_embeddings, num_embeddings)``, negative from the end."""
@@ -76,6 +79,22 @@ class Embedding(Layer):
 
     def parameters(self) -> list[Parameter]:
         return [self.weight]
+
+    # --- fusion with a following recurrent layer -------------------------------
+    def absorb(self, following: Layer | None) -> bool:
+        """Take over a following RNN, LSTM or GRU (exactly those classes): True if absorbed.
+
+        The plan then runs the pair as one entry (:meth:`plan_entry`), whose
+        input projection is a table lookup; see
+        :mod:`bpcore.layers.embedded_recurrent`.  This layer's own ``forward``
+        and ``backward`` are unchanged.
+        """
+        fused = type(following) in (RNN, LSTM, GRU)
+        self._entry = EmbeddedRecurrent(self, following) if fused else None
+        return fused
+
+    def plan_entry(self) -> Layer:
+        return self if self._entry is None else self._entry
 
     # --- the input check (host side, once per call of the network) ----------
     def check_input_values(self, x: Any, argument: str) -> None:

@@ -10,7 +10,9 @@ time steps is one matrix product before the loop; each step is ONE
 recurrent product and ONE fused cell operation (gate activations, state
 update, what the backward needs saved).  The backward runs ONE fused cell
 backward operation and ONE product per step, then the weight gradients as
-one product over all steps and the bias gradients as one sum.  The cell
+one product over all steps, the input-side bias gradient in the same product
+(``dgates^T @ [x, 1]``).  After an Embedding, the network's plan runs the
+input projection as a table lookup instead (:meth:`Recurrent.forward_embedded`).  The cell
 operations are declared in :mod:`bpcore.backends.ops.recurrent` (generic
 ``xp`` code, Numba on the CPU, one CuPy kernel launch on a GPU).
 
@@ -25,6 +27,7 @@ the output is each sequence's state after its last real step, with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from typing import Any
 
@@ -45,6 +48,15 @@ def uniform_by_hidden_size(
     """PyTorch's recurrent-layer initialisation: U(-1/sqrt(H), 1/sqrt(H)) (``fan_in`` carries H)."""
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Embedded:
+    """What the backward needs of an embedded input (:meth:`Recurrent.forward_embedded`)."""
+
+    embedding: Any  # the Embedding layer
+    index: Any  # (T*N,) int64, time-major as the gate gradients
+    rows: Any  # [E, 1] (vocabulary, F + 1) as the forward used it
 
 
 class Recurrent(Layer):
@@ -106,6 +118,7 @@ class Recurrent(Layer):
         self._ops_backend: Backend | None = None  # the backend _forward_op and _backward_op come from
         self._forward_op: Any = None
         self._backward_op: Any = None
+        self._plans: dict[str, tuple[tuple[int, ...], list[Any]]] = {}  # the time loops' steps (_step_plan)
 
     # --- description ------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -140,6 +153,7 @@ class Recurrent(Layer):
     def build(self, input_shape: Shape | None, dtype: np.dtype, backend: Backend) -> Shape | None:
         out = super().build(input_shape if input_shape is not None else self.input_shape, dtype, backend)
         self._run = None
+        self._plans.clear()
         self._initial_grad = None
         # States given before the build may live on another device (a CuPy array's .get(), never np.asarray).
         if self._initial is not None:
@@ -153,6 +167,7 @@ class Recurrent(Layer):
         final = None if self._final_grad is None else [self.backend.to_numpy(p) for p in self._final_grad]
         super().to(backend)
         self._run = None
+        self._plans.clear()
         self._initial_grad = None
         self._initial = None if initial is None else tuple(backend.asarray(p, self.dtype) for p in initial)
         self._final_grad = None if final is None else tuple(backend.asarray(p, self.dtype) for p in final)
@@ -240,23 +255,68 @@ class Recurrent(Layer):
         """The bias folded into the input projection (both biases; the GRU keeps b_hh apart)."""
         return self.bias_ih.data + self.bias_hh.data
 
+    def _projection(self, features: int) -> Any:
+        """``[W_ih^T; b]`` (F + 1, G*H): the input projection's weights, the folded-in bias as last row."""
+        projection = self.workspace("weight_ih_t", (features + 1, self.gate_count * self.hidden_size))
+        projection[:features] = self.weight_ih.data.T
+        projection[features] = self._input_bias()
+        return projection
+
     def forward(self, x: Any, training: bool, mask: Any = None) -> Any:
         xp = self.backend.xp
         n, steps, features = x.shape
         self._check_initial_state(n)  # before anything is overwritten
-        size, rows = self.hidden_size, self.gate_count * self.hidden_size
+        rows = self.gate_count * self.hidden_size
         # The input projection with the bias folded in, ONE product [x_t, 1] @ [W_ih^T; b] over all
         # steps (inner dimension F + 1): 1.4-4x faster than the product and a bias pass over its
         # (T, N, G*H) result, which for a single feature was an outer product outside BLAS.
         augmented = self.workspace("x_steps", (steps * n, features + 1))
         augmented.reshape(steps, n, features + 1)[:, :, :features] = x.transpose(1, 0, 2)
         augmented[:, features] = 1.0
-        inputs = augmented[:, :features]  # (T*N, F), time-major, kept for the weight gradient
-        projection = self.workspace("weight_ih_t", (features + 1, rows))
-        projection[:features] = self.weight_ih.data.T
-        projection[features] = self._input_bias()
         xw = self.workspace("xw", (steps, n, rows))
-        xp.matmul(augmented, projection, out=xw.reshape(steps * n, rows))
+        xp.matmul(augmented, self._projection(features), out=xw.reshape(steps * n, rows))
+        return self._recur(xw, mask, augmented)
+
+    def forward_embedded(self, embedding: Any, index: Any, mask: Any = None) -> Any:
+        """The forward of ``embedding`` (an :class:`~bpcore.layers.Embedding`) and this layer on ``index``.
+
+        ``index`` (N, T) holds the embedding's indices; ``mask`` is the mask
+        into this layer (the embedding's own combined with the one that came).
+        The input projection of a looked-up row is a row of the table
+        ``[E, 1] @ [W_ih^T; b]`` (vocabulary, G*H): one small product and a
+        gather replace the gather of the embedded (N, T, F) input and the
+        product over all T*N steps, and the backward
+        (:meth:`backward`, then without an input gradient) scatter-adds the gate
+        gradients into a table gradient from which dW_ih, the input-side bias
+        and the embedding's weight gradient are small products: the three
+        largest products of a character model after the time loop's.  Used
+        by the network's plan (:class:`~bpcore.layers.embedded_recurrent.EmbeddedRecurrent`).
+        """
+        xp = self.backend.xp
+        n, steps = index.shape
+        self._check_initial_state(n)
+        weight = embedding.weight.data
+        vocabulary, features = weight.shape
+        rows = self.gate_count * self.hidden_size
+        augmented = self.workspace("embedding_rows", (vocabulary, features + 1))
+        augmented[:, :features] = weight
+        augmented[:, features] = 1.0
+        table = self.workspace("table", (vocabulary, rows))
+        xp.matmul(augmented, self._projection(features), out=table)
+        steps_index = self.workspace("index_steps", (steps, n), np.int64)  # time-major, as the loop
+        steps_index[...] = index.T
+        xw = self.workspace("xw", (steps, n, rows))
+        if xp is np:  # mode="clip" takes no buffered copy; the network checked the range already
+            np.take(table, steps_index, axis=0, out=xw, mode="clip")
+        else:
+            xp.take(table, steps_index, axis=0, out=xw)
+        return self._recur(xw, mask, _Embedded(embedding, steps_index.reshape(-1), augmented))
+
+    def _recur(self, xw: Any, mask: Any, source: Any) -> Any:
+        """The time loop over the input projections ``xw`` (T, N, G*H); ``source`` kept for the backward."""
+        xp = self.backend.xp
+        steps, n, rows = xw.shape
+        size = self.hidden_size
         real = self.workspace("mask", (steps, n))
         if mask is None:
             real.fill(1.0)
@@ -268,13 +328,17 @@ class Recurrent(Layer):
         hw = self.workspace("hw", (n, rows))
         weight_hh = self.workspace("weight_hh_t", (size, rows))
         weight_hh[...] = self.weight_hh.data.T  # contiguous: the per-step product is 15% faster
-        matmul, cell, hidden = xp.matmul, self._cell_forward, states[0]
         self._bind_cell_ops()
+        matmul, cell = xp.matmul, self._forward_op
+        plan = self._step_plan("forward", (xw, hw, *states, gates, real, *self._cell_constants()), steps,
+                               lambda t: self._forward_args(t, xw, hw, states, gates, real))
         with self._small_products():
-            for t in range(steps):
-                matmul(hidden[t], weight_hh, out=hw)
-                cell(xw[t], hw, states, gates, real[t], t)
-        self._run = (steps, states, gates, inputs, real, mask is not None, n)
+            for h_prev, args in plan:
+                matmul(h_prev, weight_hh, out=hw)
+                cell(*args)
+        # The source of the input is kept for the backward: [x_t, 1], so one product gives dW_ih and the
+        # bias sums, or the embedding's indices and rows (forward_embedded).
+        self._run = (steps, states, gates, source, real, mask is not None, n)
         hidden = states[0]
         if not self.return_sequences:
             return hidden[steps]
@@ -322,23 +386,50 @@ class Recurrent(Layer):
             self._backward_op = unguarded(getattr(backend.ops, backward))
             self._ops_backend = backend
 
+    def _step_plan(self, direction: str, arrays: tuple[Any, ...], steps: int, make: Any) -> list[Any]:
+        """Each step's arguments of the time loop, ``make(t)`` for t < steps, kept between calls.
+
+        A step's arguments are views of the layer's workspaces (row ``t`` of
+        the gates, of the states, ...); building them costs several indexing
+        operations per step, about a tenth of a small cell's time loop.  The
+        workspaces are the same arrays from one batch to the next (same
+        shapes), so the views are made once and reused while every array in
+        ``arrays`` is the same object (the cache holds views of them, so no id
+        can be reused by another array while it is kept); one plan per direction.
+        """
+        key = (steps, *(id(array) for array in arrays))
+        cached = self._plans.get(direction)
+        if cached is None or cached[0] != key:
+            cached = (key, [make(t) for t in range(steps)])
+            self._plans[direction] = cached
+        return cached[1]
+
+    def _cell_constants(self) -> tuple[Any, ...]:
+        """The arrays other than workspaces that every forward step passes (the GRU's b_hh)."""
+        return ()
+
+    def _forward_args(
+        self, t: int, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """Step ``t`` of the forward loop: the product's left operand h_{t-1}, the cell's arguments."""
+        raise NotImplementedError
+
+    def _backward_args(
+        self, t: int, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], dgx: Any, dgh: Any,
+        states: tuple[Any, ...], gates: Any, real: Any,
+    ) -> tuple[Any, ...]:
+        """The cell backward's arguments at step ``t`` (``dy``, ``dgx``, ``dgh``: that step's rows)."""
+        raise NotImplementedError
+
     def _small_products(self) -> Any:
         """The time loop's products on one BLAS thread on the CPU (:mod:`bpcore.backends.blas_threads`)."""
         return one_thread() if self.backend.xp is np else contextlib.nullcontext()
-
-    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
-        raise NotImplementedError
-
-    def _cell_backward(
-        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
-    ) -> None:
-        raise NotImplementedError
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._run is None:
             raise self._not_run()
         xp = self.backend.xp
-        steps, states, _gates, inputs, _real, _masked, n = self._run
+        steps, states, gates, source, real, _masked, n = self._run
         final = self._final_grad
         if final is not None and final[0].shape[0] != n:
             raise ValueError(
@@ -368,24 +459,34 @@ class Recurrent(Layer):
                 array[...] = part
             self._final_grad = None
         weight_hh = self.weight_hh.data
-        matmul, cell, sequences = xp.matmul, self._cell_backward, self.return_sequences
         self._bind_cell_ops()
+        matmul, cell = xp.matmul, self._backward_op
+        sequences = self.return_sequences
+        dy = dys if sequences else zero
+        plan = self._step_plan(
+            "backward", (dy, dh_rec, dh, *carry, dgx, dgh, *states, gates, real), steps,
+            lambda t: (dgh[t], self._backward_args(t, dy[t] if sequences else dy, dh_rec, dh, carry, dgx[t],
+                                                   dgh[t], states, gates, real)),
+        )
         with self._small_products():
             for t in range(steps - 1, -1, -1):
-                dy = dys[t] if sequences else zero
-                cell(dy, dh_rec, dh, carry, t, dgx[t], dgh[t])
+                gate_grads, args = plan[t]
+                cell(*args)
                 if t:
-                    matmul(dgh[t], weight_hh, out=dh_rec)
+                    matmul(gate_grads, weight_hh, out=dh_rec)
         self._initial_grad = None
         if self._from_initial:  # what the step at t = 0 carries on (fresh arrays, for the caller)
             self._initial_grad = (dh + xp.matmul(dgh[0], weight_hh), *(array.copy() for array in carry))
         flat_x, flat_h = dgx.reshape(steps * n, rows), dgh.reshape(steps * n, rows)
-        self._add_grad(self.weight_ih, flat_x.T, inputs, accumulate)
+        if isinstance(source, _Embedded):
+            sums_x = self._embedded_grads(flat_x, source, accumulate)
+        else:
+            sums_x = self._input_side_grads(flat_x.T, source, accumulate)
         self._add_grad(self.weight_hh, flat_h.T, states[0][:steps].reshape(steps * n, size), accumulate)
-        self._add_bias_grads(flat_x, flat_h, accumulate)
-        if not need_input_grad:
+        self._add_bias_grads(sums_x, flat_h, accumulate)
+        if not need_input_grad or isinstance(source, _Embedded):  # indices have no gradient
             return None
-        features = inputs.shape[-1]
+        features = source.shape[1] - 1
         dxs = self.workspace("dx_steps", (steps, n, features))
         xp.matmul(flat_x, self.weight_ih.data, out=dxs.reshape(steps * n, features))
         grad_in = self.workspace("grad_in", (n, steps, features))
@@ -405,24 +506,85 @@ class Recurrent(Layer):
         else:
             xp.matmul(left, right, out=parameter.grad)
 
-    def _add_bias_grads(self, flat_x: Any, flat_h: Any, accumulate: bool) -> None:
+    def _input_side_grads(self, left: Any, augmented: Any, accumulate: bool) -> Any:
+        """dW_ih, and the column sums of the input-side gate gradients, from ONE product.
+
+        ``augmented`` is the forward's ``[x_t, 1]`` (T*N, F + 1) and ``left``
+        the gate gradients transposed (G*H, T*N): ``left @ augmented`` holds
+        dW_ih in its first F columns and the sums over all steps (the
+        input-side bias gradient) in its last, so the bias costs no pass of its
+        own over the (T*N, G*H) gate gradients.  (Or the table gradient and
+        the embedding's rows ``[E, 1]``: :meth:`_embedded_grads`.)  Returns the
+        sums (None when neither the weight nor a bias takes a gradient).
+        """
+        weight = self.weight_ih
+        if not (weight.requires_grad or self.bias_ih.requires_grad or self.bias_hh.requires_grad):
+            return None
+        features = augmented.shape[1] - 1
+        product = self.workspace("grad_ih_augmented", (left.shape[0], features + 1))
+        self.backend.xp.matmul(left, augmented, out=product)
+        if weight.requires_grad:
+            if accumulate:
+                weight.grad += product[:, :features]
+            else:
+                weight.grad[...] = product[:, :features]
+        return product[:, features]
+
+    def _embedded_grads(self, flat_x: Any, source: _Embedded, accumulate: bool) -> Any:
+        """The input side's gradients for an embedded input (:meth:`forward_embedded`); returns the bias sums.
+
+        The gate gradients of all steps are added up per index into the table
+        gradient (vocabulary, G*H) (the embedding's scatter-add operation);
+        then dW_ih and the bias sums are ``table_grad^T @ [E, 1]``, and the
+        embedding's weight gradient ``table_grad @ W_ih`` (nothing for its
+        padding row, as the Embedding's own backward).
+        """
+        embedding = source.embedding
+        vocabulary, features = embedding.weight.shape
+        table_grad = self.workspace("table_grad", (vocabulary, flat_x.shape[1]))
+        table_grad.fill(0.0)
+        self.backend.ops.embedding_backward(flat_x, source.index, -1, table_grad)
+        sums = self._input_side_grads(table_grad.T, source.rows, accumulate)
+        weight = embedding.weight
+        if weight.requires_grad:
+            product = self.workspace("grad_embedding", (vocabulary, features))
+            self.backend.xp.matmul(table_grad, self.weight_ih.data, out=product)
+            if embedding.padding_idx is not None:
+                product[embedding.padding_idx] = 0.0
+            if accumulate:
+                weight.grad += product
+            else:
+                weight.grad[...] = product
+        return sums
+
+    def _add_bias_grads(self, sums_x: Any, flat_h: Any, accumulate: bool) -> None:
         """The bias gradients: the column sums of the gate gradients over all steps.
 
-        One sum where both biases see the same gate gradients (RNN, LSTM);
-        on the CPU as a product with a row of ones (a BLAS matrix-vector
-        product, twice as fast as NumPy's column sum of a (T*N, G*H) array).
+        ``sums_x``, those of the input-side gradients, come with dW_ih
+        (:meth:`_input_side_grads`); both biases take them where they see the
+        same gate gradients (RNN, LSTM).  The GRU's hidden-side gradients
+        differ from them in the n gate only, whose sums are taken apart (on the
+        CPU as a product with a row of ones: a BLAS matrix-vector product,
+        twice as fast as NumPy's column sum).
         """
         wanted = [p for p in (self.bias_ih, self.bias_hh) if p.requires_grad]
         if not wanted:
             return
-        sums_x = self._column_sums(flat_x, "x")
-        sums_h = self._column_sums(flat_h, "h") if self._separate_hidden_gradient else sums_x
+        sums_h = self._hidden_side_sums(sums_x, flat_h) if self._separate_hidden_gradient else sums_x
         for parameter in wanted:
             sums = sums_x if parameter is self.bias_ih else sums_h
             if accumulate:
                 parameter.grad += sums
             else:
                 parameter.grad[...] = sums
+
+    def _hidden_side_sums(self, sums_x: Any, flat_h: Any) -> Any:
+        """The hidden-side column sums: the input side's for r and z, the n gate's own (GRU)."""
+        sums = self.workspace("column_sums_h", (flat_h.shape[1],))
+        split = 2 * self.hidden_size
+        sums[:split] = sums_x[:split]
+        sums[split:] = self._column_sums(flat_h[:, split:], "h_n")
+        return sums
 
     def _column_sums(self, rows: Any, key: str) -> Any:
         out = self.workspace(f"column_sums_{key}", (rows.shape[1],))
@@ -460,16 +622,17 @@ class RNN(Recurrent):
 
     _cell_op_names = ("rnn_cell_forward", "rnn_cell_backward")
 
-    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
+    def _forward_args(
+        self, t: int, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
         hidden = states[0]
-        self._forward_op(xw, hw, hidden[t], real, self._relu, hidden[t + 1])
+        return hidden[t], (xw[t], hw, hidden[t], real[t], self._relu, hidden[t + 1])
 
-    def _cell_backward(
-        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
-    ) -> None:
-        assert self._run is not None
-        states, real = self._run[1], self._run[4]
-        self._backward_op(dy, dh_rec, dh, states[0][t + 1], real[t], self._relu, dgx)
+    def _backward_args(
+        self, t: int, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], dgx: Any, dgh: Any,
+        states: tuple[Any, ...], gates: Any, real: Any,
+    ) -> tuple[Any, ...]:
+        return (dy, dh_rec, dh, states[0][t + 1], real[t], self._relu, dgx)
 
 
 class LSTM(Recurrent):
@@ -486,17 +649,18 @@ class LSTM(Recurrent):
     def _gates_workspace(self, steps: int, n: int) -> Any:
         return self.workspace("gates", (steps, n, 4 * self.hidden_size))
 
-    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
+    def _forward_args(
+        self, t: int, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
         hidden, cells = states
-        self._forward_op(xw, hw, cells[t], hidden[t], real, gates[t], cells[t + 1], hidden[t + 1])
+        return hidden[t], (xw[t], hw, cells[t], hidden[t], real[t], gates[t], cells[t + 1], hidden[t + 1])
 
-    def _cell_backward(
-        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
-    ) -> None:
-        assert self._run is not None
-        states, gates, real = self._run[1], self._run[2], self._run[4]
+    def _backward_args(
+        self, t: int, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], dgx: Any, dgh: Any,
+        states: tuple[Any, ...], gates: Any, real: Any,
+    ) -> tuple[Any, ...]:
         cells = states[1]
-        self._backward_op(dy, dh_rec, dh, carry[0], gates[t], cells[t], cells[t + 1], real[t], dgx)
+        return (dy, dh_rec, dh, carry[0], gates[t], cells[t], cells[t + 1], real[t], dgx)
 
 
 class GRU(Recurrent):
@@ -518,16 +682,20 @@ class GRU(Recurrent):
         # The one array a step passes that is not a workspace: C-ordered for the unguarded kernels.
         self._bias_hh = c_ordered(self.bias_hh.data)
 
+    def _cell_constants(self) -> tuple[Any, ...]:
+        return (self._bias_hh,)
+
     def _gates_workspace(self, steps: int, n: int) -> Any:
         return self.workspace("gates", (steps, n, 4 * self.hidden_size))
 
-    def _cell_forward(self, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any, t: int) -> None:
+    def _forward_args(
+        self, t: int, xw: Any, hw: Any, states: tuple[Any, ...], gates: Any, real: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
         hidden = states[0]
-        self._forward_op(xw, hw, self._bias_hh, hidden[t], real, gates[t], hidden[t + 1])
+        return hidden[t], (xw[t], hw, self._bias_hh, hidden[t], real[t], gates[t], hidden[t + 1])
 
-    def _cell_backward(
-        self, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], t: int, dgx: Any, dgh: Any
-    ) -> None:
-        assert self._run is not None
-        states, gates, real = self._run[1], self._run[2], self._run[4]
-        self._backward_op(dy, dh_rec, dh, gates[t], states[0][t], real[t], dgx, dgh)
+    def _backward_args(
+        self, t: int, dy: Any, dh_rec: Any, dh: Any, carry: tuple[Any, ...], dgx: Any, dgh: Any,
+        states: tuple[Any, ...], gates: Any, real: Any,
+    ) -> tuple[Any, ...]:
+        return (dy, dh_rec, dh, gates[t], states[0][t], real[t], dgx, dgh)
