@@ -355,3 +355,38 @@ def test_an_empty_batch_gives_zero_gradients_or_adds_nothing(accumulate: bool) -
     grad_in = conv.backward(np.zeros(out.shape), accumulate=accumulate)
     assert out.shape == (0, 3, 5, 5) and grad_in.shape == (0, 2, 5, 5)
     np.testing.assert_array_equal(net.store.grad, 7.0 if accumulate else 0.0)
+
+
+def test_small_convolutions_run_their_products_on_one_blas_thread_and_restore_the_count():
+    """Below SMALL_PRODUCT a convolution's products run on one BLAS thread; the count is restored after."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from bpcore.layers import conv
+
+    controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not controller.lib_controllers:
+        pytest.skip("no BLAS library seen by threadpoolctl")
+    seen: list[int] = []
+    matmul = np.matmul
+
+    def counting(*args, **kwargs):
+        seen.append(controller.lib_controllers[0].get_num_threads())
+        return matmul(*args, **kwargs)
+
+    network = bpcore.Network([Conv2D(1, 4, 3, padding=1), ReLU(), Flatten(), Dense(64, 2)], dtype="float64",
+                             seed=0)
+    layer = network.layers[0]
+    x = np.random.default_rng(0).standard_normal((3, 1, 4, 4))
+    assert conv.SMALL_PRODUCT >= 4 * 9 * 3 * 16
+    with controller.limit(limits=2):
+        before = controller.lib_controllers[0].get_num_threads()
+        expected = layer.forward(x, True).copy()
+        grads = layer.backward(np.ones_like(expected), accumulate=False, need_input_grad=True).copy()
+        layer.backend.xp.matmul = counting  # type: ignore[attr-defined]
+        try:
+            np.testing.assert_array_equal(layer.forward(x, True), expected)
+            np.testing.assert_array_equal(
+                layer.backward(np.ones_like(expected), accumulate=False, need_input_grad=True), grads)
+        finally:
+            layer.backend.xp.matmul = matmul  # type: ignore[attr-defined]
+        assert seen and set(seen) == {1}
+        assert controller.lib_controllers[0].get_num_threads() == before
