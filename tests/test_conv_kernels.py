@@ -134,7 +134,7 @@ def test_channel_swaps_match(dtype: type, relu: bool, with_bias: bool, accumulat
 
 
 @pytest.mark.parametrize("kind", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (2, 1, 2, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (2, 1, 2, 2), (3, 250, 11, 6)])  # 2 blocks
 def test_the_two_by_two_max_pool_matches_the_generic_version(kind: type, shape: tuple) -> None:
     dtype = kind
     from bpcore.backends.kernels import max_pool_numba
