@@ -29,6 +29,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
+#: OpenBLAS runs a product of at most about this many multiply-adds (``M * N * K``) on one thread by
+#: itself (its GEMM_MULTITHREAD_THRESHOLD times SMP_THRESHOLD_MIN, 4 * 65536).
+SPLIT_FROM = 1 << 18
+
 _lock = threading.Lock()
 # threadpoolctl's controller of the BLAS libraries loaded at first use; False where threadpoolctl is missing.
 _blas: Any = None
@@ -72,3 +78,15 @@ def one_thread() -> Iterator[None]:
         for library, count in zip(libraries, counts, strict=True):
             if count is not None:
                 library.set_num_threads(count)
+
+
+def small_product(xp: Any, multiply_adds: int, most: int) -> Any:
+    """:func:`one_thread` for a CPU product that OpenBLAS would split yet has at most ``most`` multiply-adds.
+
+    A null context on a GPU (``xp`` not NumPy), for products that run on one
+    thread anyway (at most :data:`SPLIT_FROM`), and for larger ones, whose
+    threads pay off.
+    """
+    if xp is not np or not SPLIT_FROM < multiply_adds <= most:
+        return contextlib.nullcontext()
+    return one_thread()

@@ -157,11 +157,16 @@ def _conv_matmuls_only(
 ) -> Contender:
     """:func:`matmuls_only` for a CNN: Conv2D's three products per convolution, then the Dense layers'.
 
-    A convolution's products run on one BLAS thread where Conv2D runs them so
-    (:data:`~bpcore.layers.conv.SMALL_PRODUCT`), the Dense layers' at the process's thread count.
+    Each product runs on one BLAS thread where its layer runs it so
+    (:func:`~bpcore.backends.blas_threads.small_product`, with Conv2D's and Dense's
+    ``SMALL_PRODUCT``), else at the process's thread count.
     """
-    from ..backends.blas_threads import one_thread
-    from ..layers.conv import SMALL_PRODUCT, weight_grad_by_columns
+    from ..backends.blas_threads import SPLIT_FROM, one_thread
+    from ..layers import conv, dense
+    from ..layers.conv import weight_grad_by_columns
+
+    def on_one_thread(multiply_adds: int, most: int) -> bool:
+        return xp is np and SPLIT_FROM < multiply_adds <= most
 
     xp = backend.xp
     # (a, b, out, one BLAS thread) of each product, in the step's order
@@ -169,7 +174,7 @@ def _conv_matmuls_only(
     backward: list[tuple[Any, Any, Any, bool]] = []
     for position, (out_channels, width, pixels) in enumerate(spec.conv_products(batch)):
         weight, cols, grad = array(out_channels, width), array(width, pixels), array(out_channels, pixels)
-        single = xp is np and out_channels * width * pixels <= SMALL_PRODUCT
+        single = on_one_thread(out_channels * width * pixels, conv.SMALL_PRODUCT)
         products.append((weight, cols, backend.empty((out_channels, pixels), dtype), single))
         if weight_grad_by_columns(out_channels, width):  # as Conv2D computes it
             backward.append((cols, grad.T, backend.empty((width, out_channels), dtype), single))
@@ -179,9 +184,10 @@ def _conv_matmuls_only(
             backward.append((weight.T, grad, backend.empty((width, pixels), dtype), single))
     for fan_in, fan_out in spec.dense:
         x, w, g = array(batch, fan_in), array(fan_in, fan_out), array(batch, fan_out)
-        products.append((x, w, backend.empty((batch, fan_out), dtype), False))
-        backward += [(x.T, g, backend.empty((fan_in, fan_out), dtype), False),
-                     (g, w.T, backend.empty((batch, fan_in), dtype), False)]
+        single = on_one_thread(batch * fan_in * fan_out, dense.SMALL_PRODUCT)
+        products.append((x, w, backend.empty((batch, fan_out), dtype), single))
+        backward += [(x.T, g, backend.empty((fan_in, fan_out), dtype), single),
+                     (g, w.T, backend.empty((batch, fan_in), dtype), single)]
     every = products + backward[::-1]
 
     def run(steps: int) -> None:

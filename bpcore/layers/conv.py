@@ -22,13 +22,12 @@ transposing every pixel, and the gather reads and writes image rows in order.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
 
 from ..backends import Backend
-from ..backends.blas_threads import one_thread
+from ..backends.blas_threads import small_product
 from ..backends.kernels.layout import unguarded
 from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
@@ -237,9 +236,7 @@ class Conv2D(Layer):
 
         ``rows`` is the im2col rows, ``columns`` the output pixels of the whole batch.
         """
-        if self.backend.xp is not np or self.out_channels * rows * columns > SMALL_PRODUCT:
-            return contextlib.nullcontext()
-        return one_thread()
+        return small_product(self.backend.xp, self.out_channels * rows * columns, SMALL_PRODUCT)
 
     def forward(self, x: Any, training: bool) -> Any:
         n, _, h, w = x.shape
