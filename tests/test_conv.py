@@ -355,3 +355,42 @@ def test_an_empty_batch_gives_zero_gradients_or_adds_nothing(accumulate: bool) -
     grad_in = conv.backward(np.zeros(out.shape), accumulate=accumulate)
     assert out.shape == (0, 3, 5, 5) and grad_in.shape == (0, 2, 5, 5)
     np.testing.assert_array_equal(net.store.grad, 7.0 if accumulate else 0.0)
+
+
+def test_small_products_run_on_one_blas_thread_and_the_count_is_restored():
+    """Conv2D's and Dense's products that OpenBLAS would split, up to SMALL_PRODUCT, run on one thread."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from bpcore.backends import blas_threads
+    from bpcore.layers import conv, dense
+
+    controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not controller.lib_controllers:
+        pytest.skip("no BLAS library seen by threadpoolctl")
+    seen: list[int] = []
+    matmul = np.matmul
+
+    def counting(*args, **kwargs):
+        seen.append(controller.lib_controllers[0].get_num_threads())
+        return matmul(*args, **kwargs)
+
+    layers = [Conv2D(1, 16, 3, padding=1), ReLU(), Flatten(), Dense(1024, 10)]
+    network = bpcore.Network(layers, dtype="float32", seed=0)
+    n = 64
+    for multiply_adds, most in ((16 * 9 * n * 64, conv.SMALL_PRODUCT), (n * 1024 * 10, dense.SMALL_PRODUCT)):
+        assert blas_threads.SPLIT_FROM < multiply_adds <= most
+    x = np.random.default_rng(0).standard_normal((n, 1, 8, 8)).astype(np.float32)
+    with controller.limit(limits=2):
+        before = controller.lib_controllers[0].get_num_threads()
+        expected = network.forward(x, training=True).copy()
+        network.backward(np.ones_like(expected))
+        grads = network.store.grad.copy()
+        network.zero_grad()
+        np.matmul = counting  # the layers call xp.matmul, xp being NumPy
+        try:
+            np.testing.assert_array_equal(network.forward(x, training=True), expected)
+            network.backward(np.ones_like(expected))
+        finally:
+            np.matmul = matmul
+        np.testing.assert_array_equal(network.store.grad, grads)
+        assert len(seen) >= 5 and set(seen) == {1}
+        assert controller.lib_controllers[0].get_num_threads() == before

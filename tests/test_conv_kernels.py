@@ -36,6 +36,9 @@ GEOMETRIES = [
     ((3, 2, 5, 4), (3, 3), (1, 1), (2, 1), (2, 1), (5, 4)),  # dilated rows, runs that wrap around
     ((2, 2, 2, 3), (3, 3), (1, 1), (3, 3), (3, 3), (2, 3)),  # taps that see only padding
     ((2, 3, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1), (4, 4)),  # the digits CNN's second convolution
+    # planes over SMALL_PLANE pixels: the gather's zeros, run and zeros per plane
+    ((2, 2, 9, 8), (3, 3), (1, 1), (1, 2), (1, 2), (9, 8)),
+    ((1, 2, 10, 8), (3, 3), (1, 1), (3, 1), (0, 1), (4, 8)),
 ]
 
 
@@ -134,7 +137,7 @@ def test_channel_swaps_match(dtype: type, relu: bool, with_bias: bool, accumulat
 
 
 @pytest.mark.parametrize("kind", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (2, 1, 2, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 2, 7, 5), (2, 1, 2, 2), (3, 250, 11, 6)])  # 2 blocks
 def test_the_two_by_two_max_pool_matches_the_generic_version(kind: type, shape: tuple) -> None:
     dtype = kind
     from bpcore.backends.kernels import max_pool_numba

@@ -155,32 +155,49 @@ def matmuls_only(spec: AnyModel, data: SyntheticData, device: str, dtype: str) -
 def _conv_matmuls_only(
     spec: ConvModelSpec, backend: Backend, array: Callable[..., Any], batch: int, dtype: str
 ) -> Contender:
-    """:func:`matmuls_only` for a CNN: Conv2D's three products per convolution, then the Dense layers'."""
+    """:func:`matmuls_only` for a CNN: Conv2D's three products per convolution, then the Dense layers'.
+
+    Each product runs on one BLAS thread where its layer runs it so
+    (:func:`~bpcore.backends.blas_threads.small_product`, with Conv2D's and Dense's
+    ``SMALL_PRODUCT``), else at the process's thread count.
+    """
+    from ..backends.blas_threads import SPLIT_FROM, one_thread
+    from ..layers import conv, dense
     from ..layers.conv import weight_grad_by_columns
 
+    def on_one_thread(multiply_adds: int, most: int) -> bool:
+        return xp is np and SPLIT_FROM < multiply_adds <= most
+
     xp = backend.xp
-    products: list[tuple[Any, Any, Any]] = []  # (a, b, out) of each product, in the step's order
-    backward: list[tuple[Any, Any, Any]] = []
+    # (a, b, out, one BLAS thread) of each product, in the step's order
+    products: list[tuple[Any, Any, Any, bool]] = []
+    backward: list[tuple[Any, Any, Any, bool]] = []
     for position, (out_channels, width, pixels) in enumerate(spec.conv_products(batch)):
         weight, cols, grad = array(out_channels, width), array(width, pixels), array(out_channels, pixels)
-        products.append((weight, cols, backend.empty((out_channels, pixels), dtype)))
+        single = on_one_thread(out_channels * width * pixels, conv.SMALL_PRODUCT)
+        products.append((weight, cols, backend.empty((out_channels, pixels), dtype), single))
         if weight_grad_by_columns(out_channels, width):  # as Conv2D computes it
-            backward.append((cols, grad.T, backend.empty((width, out_channels), dtype)))
+            backward.append((cols, grad.T, backend.empty((width, out_channels), dtype), single))
         else:
-            backward.append((grad, cols.T, backend.empty((out_channels, width), dtype)))
+            backward.append((grad, cols.T, backend.empty((out_channels, width), dtype), single))
         if position > 0:
-            backward.append((weight.T, grad, backend.empty((width, pixels), dtype)))
+            backward.append((weight.T, grad, backend.empty((width, pixels), dtype), single))
     for fan_in, fan_out in spec.dense:
         x, w, g = array(batch, fan_in), array(fan_in, fan_out), array(batch, fan_out)
-        products.append((x, w, backend.empty((batch, fan_out), dtype)))
-        backward += [(x.T, g, backend.empty((fan_in, fan_out), dtype)),
-                     (g, w.T, backend.empty((batch, fan_in), dtype))]
+        single = on_one_thread(batch * fan_in * fan_out, dense.SMALL_PRODUCT)
+        products.append((x, w, backend.empty((batch, fan_out), dtype), single))
+        backward += [(x.T, g, backend.empty((fan_in, fan_out), dtype), single),
+                     (g, w.T, backend.empty((batch, fan_in), dtype), single)]
     every = products + backward[::-1]
 
     def run(steps: int) -> None:
         for _ in range(steps):
-            for a, b, out in every:
-                xp.matmul(a, b, out=out)
+            for a, b, out, single in every:
+                if single:
+                    with one_thread():
+                        xp.matmul(a, b, out=out)
+                else:
+                    xp.matmul(a, b, out=out)
 
     return Contender(
         key="matmuls",
