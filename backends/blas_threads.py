@@ -67,17 +67,17 @@ def one_thread() -> Iterator[None]:
     if not blas:
         yield
         return
-    libraries = blas.lib_controllers
-    counts = [library.get_num_threads() for library in libraries]
-    for library, count in zip(libraries, counts, strict=True):
-        if count is not None:
-            library.set_num_threads(1)
+    # Only the libraries not on one thread already are set (and set back): a process on one BLAS
+    # thread pays one read per library and block.
+    changed = [(library, count) for library in blas.lib_controllers
+               if (count := library.get_num_threads()) is not None and count != 1]
+    for library, _ in changed:
+        library.set_num_threads(1)
     try:
         yield
     finally:
-        for library, count in zip(libraries, counts, strict=True):
-            if count is not None:
-                library.set_num_threads(count)
+        for library, count in changed:
+            library.set_num_threads(count)
 
 
 def small_product(xp: Any, multiply_adds: int, most: int) -> Any:
