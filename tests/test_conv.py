@@ -407,3 +407,47 @@ def test_only_a_relu_and_a_two_by_two_stride_two_max_pool_fuse_into_a_convolutio
     network = bpcore.Network([Conv2D(1, 2, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(8, 2)],
                              dtype="float64", seed=0)
     assert gradcheck(network, images(np.random.default_rng(1), (2, 1, 4, 4)), seed=2) < TOLERANCE
+
+
+@pytest.mark.parametrize("kernels", ["fused", "generic"])
+@pytest.mark.parametrize(
+    ("options", "activation", "pool"),
+    [
+        (dict(kernel_size=3, padding=1), ReLU, True),  # the benchmark CNNs' layer, pooled inside
+        (dict(kernel_size=(3, 2), stride=(2, 1), groups=2), Tanh, False),
+        (dict(kernel_size=1), None, False),  # width 4 < 6 output channels: g @ cols.T
+    ],
+)
+def test_parts_on_several_threads_give_what_one_thread_gives(
+    kernels: str, options: dict, activation: type | None, pool: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the BLAS on several threads, Conv2D's parts of the batch run on that many threads at once."""
+    from bpcore.backends import blas_threads
+    from bpcore.layers import conv as conv_module
+    from bpcore.layers import part_threads
+
+    monkeypatch.setenv("BPCORE_KERNELS", kernels)
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)  # one sample a part
+    monkeypatch.setattr(blas_threads, "thread_count", lambda: 3)
+    threads_used: list[int] = []
+    run = part_threads.run
+    monkeypatch.setattr(part_threads, "run", lambda bodies: (threads_used.append(len(bodies)), run(bodies)))
+    x = np.random.default_rng(11).standard_normal((5, 4, 8, 6))
+    results = []
+    for threads in (3, 1):
+        monkeypatch.setattr(blas_threads, "thread_count", lambda threads=threads: threads)
+        threads_used.clear()
+        layers = [Conv2D(4, 6, **options)] + ([activation()] if activation else [])
+        network = bpcore.Network([*layers, *([MaxPool2D(2)] if pool else []), Flatten()], dtype="float64",
+                                 seed=5)
+        assert (network.layers[0].pool is not None) == pool
+        out = network.forward(x, training=True).copy()
+        gy = np.random.default_rng(12).standard_normal(out.shape)
+        network.store.grad[...] = 0.5
+        grad_x = network._backward(gy, accumulate=True, need_input_grad=True).copy()
+        added = network.store.grad.copy()
+        network._backward(gy, accumulate=False, need_input_grad=False)
+        results.append((out, grad_x, added, network.store.grad.copy()))
+        assert threads_used == [threads] * 3  # the forward and the two backward passes, five parts each
+    for threaded, serial in zip(*results, strict=True):
+        np.testing.assert_allclose(threaded, serial, rtol=1e-12, atol=1e-12)
