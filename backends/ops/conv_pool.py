@@ -13,8 +13,10 @@ even), the pooled images ``(N, O, OH / 2, OW / 2)``:
   with its ReLU); ``bias_grad`` set to (or with ``accumulate`` increased by)
   the sums of ``g`` over its second axis if ``with_bias``.
 
-The CPU runs Numba kernels (:mod:`..kernels.conv_pool_numba`); other devices
-the generic version.
+The CPU runs Numba kernels (:mod:`..kernels.conv_pool_numba`).  Conv2D uses
+these operations on the CPU only: on a GPU its CUDA swap and pooling kernels
+run one after the other instead (the generic version, written for NumPy and
+CuPy alike, would add temporaries there).
 """
 
 from __future__ import annotations

@@ -215,7 +215,7 @@ class Conv2D(Layer):
         (``channels_to_pooled``), and the product's gradient straight from the
         pooled gradient (``pooled_to_channels``): the full-size activation and
         its gradient are never written.  Same values and gradients as the
-        layers one after the other (which run instead for an odd output size).
+        layers one after the other (which run instead for an odd output size, and on a GPU).
         """
         pool = (
             following
@@ -274,7 +274,8 @@ class Conv2D(Layer):
         chunk = self._chunk(n, rows, pixels)
         firsts = range(0, n, chunk)
         slots = part_threads.slots(len(firsts), max(rows, self.out_channels) * chunk * pixels)
-        pooled = self.pool is not None and oh % 2 == 0 and ow % 2 == 0
+        # On a GPU the swap and the pool keep their own CUDA kernels (the fused step is CPU-only).
+        pooled = self.pool is not None and oh % 2 == 0 and ow % 2 == 0 and not self.backend.device.is_cuda
         if pooled:
             to_pooled = self._kernel("channels_to_pooled")
             out = self.workspace("pooled", (n, self.out_channels, oh // 2, ow // 2))
