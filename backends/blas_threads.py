@@ -57,11 +57,3 @@ def one_thread() -> Iterator[None]:
         return
     with blas.limit(limits=1):
         yield
-
-
-def thread_count() -> int:
-    """The BLAS's thread count now (the largest over its libraries); 1 where threadpoolctl is missing."""
-    blas = _controller()
-    if not blas:
-        return 1
-    return max((library.num_threads for library in blas.lib_controllers), default=1)

@@ -12,10 +12,7 @@ the window gradients into the input (``col2im``: one pass, no temporaries).
 Every buffer is a workspace of the layer, reused from step to step.  On the
 CPU the batch runs through these steps in parts of equal size (see
 :data:`CHUNK_BYTES`): ``cols`` and ``z`` then hold one part, and the backward
-gathers each part's ``cols`` again from the saved input.  With the BLAS on
-several threads the parts are shared among that many threads, each running
-its parts' products on one BLAS thread (:mod:`.part_threads`), so that the
-gathers, swaps and scatters run in parallel as well as the products.
+gathers each part's ``cols`` again from the saved input.
 
 A ReLU followed by a 2x2 stride-2 max pooling is fused in as well
 (:meth:`Conv2D.absorb_after`): the swap then writes the pooled images and
@@ -30,8 +27,6 @@ transposing every pixel, and the gather reads and writes image rows in order.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +35,6 @@ from ..backends import Backend
 from ..backends.kernels.layout import unguarded
 from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
-from . import part_threads
 from .activations import Activation, ReLU
 from .base import Layer, Shape
 from .pooling import MaxPool2D
@@ -61,11 +55,6 @@ def _leading(buffer: Any, columns: int) -> Any:
     """The first ``columns`` columns' worth of ``buffer``'s memory as a C-contiguous (rows, columns) array."""
     rows = buffer.shape[0]
     return buffer.reshape(-1)[: rows * columns].reshape(rows, columns)
-
-
-def _slot_key(name: str, slot: int) -> str:
-    """A workspace's key for the thread ``slot`` of a batch's parts (the first thread's is ``name``)."""
-    return name if slot == 0 else f"{name}_{slot}"
 
 
 def weight_grad_by_columns(out_channels: int, width: int) -> bool:
@@ -272,8 +261,8 @@ class Conv2D(Layer):
         window = self._window(oh, ow)
         pixels, rows = oh * ow, self.weight.size // self.out_channels * self.groups
         chunk = self._chunk(n, rows, pixels)
-        firsts = range(0, n, chunk)
-        slots = part_threads.slots(len(firsts), max(rows, self.out_channels) * chunk * pixels)
+        cols = self.workspace("cols", (rows, chunk * pixels))
+        z = self.workspace("z", (self.out_channels, chunk * pixels))
         # On a GPU the swap and the pool keep their own CUDA kernels (the fused step is CPU-only).
         pooled = self.pool is not None and oh % 2 == 0 and ow % 2 == 0 and not self.backend.device.is_cuda
         if pooled:
@@ -285,28 +274,19 @@ class Conv2D(Layer):
         weight = self.weight.data.reshape(self.out_channels, -1)
         relu = isinstance(self.activation, ReLU)
         bias = self._bias_data()
-
-        def parts(slot: int, starts: Sequence[int]) -> None:
-            cols = self.workspace(_slot_key("cols", slot), (rows, chunk * pixels))
-            z = self.workspace(_slot_key("z", slot), (self.out_channels, chunk * pixels))
-            for first in starts:
-                last = min(n, first + chunk)
-                size = (last - first) * pixels
-                cols_part, z_part = _leading(cols, size), _leading(z, size)
-                im2col(x[first:last], *window, cols_part)
-                if self.groups == 1:
-                    xp.matmul(weight, cols_part, out=z_part)
-                else:
-                    for out_slice, col_slice in self._groups():
-                        xp.matmul(weight[out_slice], cols_part[col_slice], out=z_part[out_slice])
-                if pooled:
-                    to_pooled(z_part, bias, out[first:last], where[first:last])
-                else:
-                    channels_to_images(z_part, bias, out[first:last], relu)
-
-        runs = part_threads.split(firsts, slots)
-        part_threads.run([functools.partial(parts, slot, starts) for slot, starts in enumerate(runs)])
-        cols = self._workspace.get("cols")
+        for first in range(0, n, chunk):
+            last = min(n, first + chunk)
+            cols_part, z_part = _leading(cols, (last - first) * pixels), _leading(z, (last - first) * pixels)
+            im2col(x[first:last], *window, cols_part)
+            if self.groups == 1:
+                xp.matmul(weight, cols_part, out=z_part)
+            else:
+                for out_slice, col_slice in self._groups():
+                    xp.matmul(weight[out_slice], cols_part[col_slice], out=z_part[out_slice])
+            if pooled:
+                to_pooled(z_part, bias, out[first:last], where[first:last])
+            else:
+                channels_to_images(z_part, bias, out[first:last], relu)
         # In one pass the backward reuses the im2col matrix; in several it gathers each part again.
         self._cols = cols if chunk == n else None
         self._input, self._geometry, self._out, self._pooled = x, (tuple(x.shape), window, chunk), out, pooled
@@ -344,86 +324,65 @@ class Conv2D(Layer):
         w2 = weight.data.reshape(self.out_channels, -1)
         gw2 = weight.grad.reshape(self.out_channels, -1)
         rows = gw2.shape[1] * self.groups
+        g = self.workspace("grad_rows", (self.out_channels, chunk * pixels))
         bias_grad = bias.grad if bias is not None else self._bias_data()
         groups = self._groups()
         per_out, width = self.out_channels // self.groups, gw2.shape[1]
         by_columns = weight_grad_by_columns(per_out, width)
+        if by_columns:
+            product = self.workspace("grad_weight_t", (self.groups, width, per_out))
+        else:
+            product = self.workspace("grad_weight", gw2.shape)
         if need_input_grad:
+            dcols = self.workspace("grad_cols", (rows, chunk * pixels))
             grad_in = self.workspace("grad_in", in_shape)
         if n == 0 and not accumulate:  # no part runs: an empty batch's gradients are zeros
             gw2.fill(0)
             if bias is not None:
                 bias_grad.fill(0)
-        firsts = range(0, n, chunk)
-        slots = part_threads.slots(len(firsts), max(rows, self.out_channels) * chunk * pixels)
-
-        def parts(slot: int, starts: Sequence[int]) -> None:
-            # The first thread's parts add to the gradients, the others' to partial sums added after.
-            g = self.workspace(_slot_key("grad_rows", slot), (self.out_channels, chunk * pixels))
-            if by_columns:
-                product = self.workspace(_slot_key("grad_weight_t", slot), (self.groups, width, per_out))
+        for first in range(0, n, chunk):
+            last = min(n, first + chunk)
+            size = (last - first) * pixels
+            add = accumulate or first > 0  # later parts add to the first part's gradients
+            g_part = _leading(g, size)
+            if pooled_to_channels is not None:
+                pooled_to_channels(
+                    grad_out[first:last], self._out[first:last], self._pool_index[first:last], g_part,
+                    bias_grad, bias is not None, add,
+                )
             else:
-                product = self.workspace(_slot_key("grad_weight", slot), gw2.shape)
-            if need_input_grad:
-                dcols = self.workspace(_slot_key("grad_cols", slot), (rows, chunk * pixels))
-            gw = gw2 if slot == 0 else self.workspace(_slot_key("grad_weight_sum", slot), gw2.shape)
-            bias_target = (
-                bias_grad if slot == 0 or bias is None
-                else self.workspace(_slot_key("grad_bias_sum", slot), bias_grad.shape)
-            )
-            for first in starts:
-                last = min(n, first + chunk)
-                size = (last - first) * pixels
-                # later parts add to the first part's gradients (only the first thread's to the old ones)
-                add = (accumulate and slot == 0) or first > starts[0]
-                g_part = _leading(g, size)
-                if pooled_to_channels is not None:
-                    pooled_to_channels(
-                        grad_out[first:last], self._out[first:last], self._pool_index[first:last], g_part,
-                        bias_target, bias is not None, add,
-                    )
-                else:
-                    images_to_channels(
-                        grad_out[first:last], self._out[first:last], g_part, bias_target, relu,
-                        bias is not None, add,
-                    )
-                if self._cols is not None:
-                    cols_part = self._cols
-                else:
-                    cols = self.workspace(_slot_key("cols", slot), (rows, chunk * pixels))
-                    cols_part = _leading(cols, size)
-                    im2col(self._input[first:last], *window, cols_part)
-                if by_columns:
-                    # cols @ g.T, then its small transpose: faster than g @ cols.T where the window is wider
-                    # than the output channels (OpenBLAS, measured 1.3-1.6x at the benchmark CNNs' shapes)
-                    for (out_slice, col_slice), part in zip(groups, product, strict=True):
-                        xp.matmul(cols_part[col_slice], g_part[out_slice].T, out=part)
-                        if add:
-                            gw[out_slice] += part.T
-                        else:
-                            gw[out_slice] = part.T
-                else:
-                    target = product if add else gw
-                    for out_slice, col_slice in groups:
-                        xp.matmul(g_part[out_slice], cols_part[col_slice].T, out=target[out_slice])
+                images_to_channels(
+                    grad_out[first:last], self._out[first:last], g_part, bias_grad, relu, bias is not None,
+                    add,
+                )
+            if self._cols is not None:
+                cols_part = self._cols
+            else:
+                cols_part = _leading(self.workspace("cols", (rows, chunk * pixels)), size)
+                im2col(self._input[first:last], *window, cols_part)
+            if by_columns:
+                # cols @ g.T, then its small transpose: faster than g @ cols.T where the window is wider
+                # than the output channels (OpenBLAS, measured 1.3-1.6x at the benchmark CNNs' shapes)
+                for (out_slice, col_slice), part in zip(groups, product, strict=True):
+                    xp.matmul(cols_part[col_slice], g_part[out_slice].T, out=part)
                     if add:
-                        gw += product
-                if need_input_grad:
-                    dcols_part = _leading(dcols, size)
-                    if self.groups == 1:
-                        xp.matmul(w2.T, g_part, out=dcols_part)
+                        gw2[out_slice] += part.T
                     else:
-                        for out_slice, col_slice in groups:
-                            xp.matmul(w2[out_slice].T, g_part[out_slice], out=dcols_part[col_slice])
-                    col2im(dcols_part, *window, grad_in[first:last])
-
-        runs = part_threads.split(firsts, slots)
-        part_threads.run([functools.partial(parts, slot, starts) for slot, starts in enumerate(runs)])
-        for slot in range(1, slots):
-            if len(runs[slot]):
-                gw2 += self._workspace[_slot_key("grad_weight_sum", slot)]
-                if bias is not None:
-                    bias_grad += self._workspace[_slot_key("grad_bias_sum", slot)]
+                        gw2[out_slice] = part.T
+            else:
+                target = product if add else gw2
+                for out_slice, col_slice in groups:
+                    xp.matmul(g_part[out_slice], cols_part[col_slice].T, out=target[out_slice])
+                if add:
+                    gw2 += product
+            if need_input_grad:
+                dcols_part = _leading(dcols, size)
+                if self.groups == 1:
+                    xp.matmul(w2.T, g_part, out=dcols_part)
+                else:
+                    for out_slice, col_slice in groups:
+                        xp.matmul(w2[out_slice].T, g_part[out_slice], out=dcols_part[col_slice])
+                col2im(dcols_part, *window, grad_in[first:last])
         return grad_in if need_input_grad else None
 
     def __repr__(self) -> str:
