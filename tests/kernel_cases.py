@@ -599,3 +599,31 @@ CASES.update(
         for name in ("max_pool2d_forward", "max_pool2d_backward")
     }
 )
+
+
+def _conv_pool_case(name: str, with_bias: bool, accumulate: bool) -> Callable[..., list[Any]]:
+    """A convolution's product and its 2x2-pooled images (the fused convolution, ReLU and max pool)."""
+    def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
+        pooled = (max(1, n // 8), 5, 3, 4)
+        channels = (pooled[1], pooled[0] * pooled[2] * pooled[3] * 4)
+        if name == "channels_to_pooled":
+            # No edge values: NaN's first-maximum rule differs between argmax and the kernels' selects.
+            return [_values(rng, dtype, channels, False), _values(rng, dtype, pooled[1], False),
+                    np.zeros(pooled, dtype), np.zeros(pooled, np.uint8)]
+        index = rng.integers(0, 4, pooled).astype(np.uint8)
+        return [_values(rng, dtype, pooled, edge), _values(rng, dtype, pooled, edge), index,
+                np.zeros(channels, dtype), _values(rng, dtype, pooled[1], False), with_bias, accumulate]
+
+    return make
+
+
+CASES.update(
+    {
+        name: [
+            ("plain", _conv_pool_case(name, True, False)),
+            ("accumulate", _conv_pool_case(name, True, True)),
+            ("no-bias", _conv_pool_case(name, False, False)),
+        ]
+        for name in ("channels_to_pooled", "pooled_to_channels")
+    }
+)

@@ -394,3 +394,55 @@ def test_small_products_run_on_one_blas_thread_and_the_count_is_restored():
         np.testing.assert_array_equal(network.store.grad, grads)
         assert len(seen) >= 5 and set(seen) == {1}
         assert controller.lib_controllers[0].get_num_threads() == before
+
+
+@pytest.mark.parametrize("kernels", ["fused", "generic"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("size", [(8, 6), (7, 6)])  # even: pooled inside the convolution; odd: the layers run
+@pytest.mark.parametrize("part_bytes", [1 << 40, 1])  # one pass; one sample a part
+def test_a_relu_and_a_two_by_two_max_pool_fused_into_the_convolution_change_no_result(
+    kernels: str, dtype: str, size: tuple, part_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bpcore.layers import conv as conv_module
+
+    monkeypatch.setenv("BPCORE_KERNELS", kernels)
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", part_bytes)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, *size)).astype(dtype)
+    results = []
+    for fuse in (True, False):
+        if not fuse:  # the reference: the same layers, the pool run on its own
+            monkeypatch.setattr(Conv2D, "absorb_after", lambda self, following: False)
+        layers = [Conv2D(2, 4, 3, padding=1), ReLU(), MaxPool2D(2), Conv2D(4, 3, 1), ReLU(), Flatten()]
+        network = bpcore.Network(layers, dtype=dtype, seed=5)
+        assert (network.layers[0].pool is network.layers[2]) == fuse
+        assert network.layers[3].pool is None  # nothing to pool after it
+        out = network.forward(x, training=True).copy()
+        gy = np.random.default_rng(12).standard_normal(out.shape).astype(dtype)
+        network.store.grad[...] = 0.5
+        grad_x = network._backward(gy, accumulate=True, need_input_grad=True).copy()
+        added = network.store.grad.copy()
+        network._backward(gy, accumulate=False, need_input_grad=False)
+        results.append((out, grad_x, added, network.store.grad.copy()))
+    for position, (fused, reference) in enumerate(zip(*results, strict=True)):
+        if position < 2:  # the bias-gradient sums may be added in another order; all else is exact
+            np.testing.assert_array_equal(fused, reference)
+        else:
+            rtol = 1e-5 if dtype == "float32" else 1e-12
+            np.testing.assert_allclose(fused, reference, rtol=rtol, atol=1e-6)
+
+
+def test_only_a_relu_and_a_two_by_two_stride_two_max_pool_fuse_into_a_convolution() -> None:
+    def plan(*layers: bpcore.layers.Layer) -> list[str]:
+        network = bpcore.Network([Conv2D(1, 2, 3, padding=1), *layers], dtype="float64", seed=0)
+        return [type(layer).__name__ for layer in network._plan]
+
+    assert plan(ReLU(), MaxPool2D(2)) == ["Conv2D"]
+    assert plan(ReLU(), MaxPool2D(2, stride=1)) == ["Conv2D", "MaxPool2D"]
+    assert plan(ReLU(), MaxPool2D(3, stride=2, padding=1)) == ["Conv2D", "MaxPool2D"]
+    assert plan(ReLU(), AvgPool2D(2)) == ["Conv2D", "AvgPool2D"]
+    assert plan(Tanh(), MaxPool2D(2)) == ["Conv2D", "MaxPool2D"]
+    assert plan(MaxPool2D(2)) == ["Conv2D", "MaxPool2D"]
+    network = bpcore.Network([Conv2D(1, 2, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(8, 2)],
+                             dtype="float64", seed=0)
+    assert gradcheck(network, images(np.random.default_rng(1), (2, 1, 4, 4)), seed=2) < TOLERANCE

@@ -90,6 +90,8 @@ def test_a_cnn_runs_on_the_cuda_wrappers(host_kernels: Any) -> None:
     wrappers = {name: cuda_wrapper(name, host_kernels) for name in OPERATION_NAMES}
     for layer in network.walk():
         layer.backend = _BackendWith(layer.backend, _Proxy(layer.backend.ops, wrappers))  # type: ignore[assignment]
+    # The layers take the GPU's path (the batch in one pass, the swap and the pool as their own kernels).
+    assert network.layers[0].backend.device.is_cuda and network.layers[0].pool is not None
     out, expected = network.forward(x, training=True), reference.forward(x, training=True)
     np.testing.assert_allclose(out, expected, rtol=1e-12)
     gy = rng.standard_normal(out.shape)
@@ -107,11 +109,24 @@ class _Proxy:
         return self._replaced.get(name) or getattr(self._table, name)
 
 
+class _CudaLike:
+    """A device that says it is a GPU, so that the layers take the GPU's code path; else the original."""
+
+    is_cuda = True
+
+    def __init__(self, device: Any) -> None:
+        self._device = device
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._device, name)
+
+
 class _BackendWith:
-    """A backend whose ``ops`` is a :class:`_Proxy`; everything else is the original's."""
+    """A backend whose ``ops`` is a :class:`_Proxy` and whose device says it is a GPU; else the original's."""
 
     def __init__(self, backend: Any, ops: _Proxy) -> None:
         self._backend, self.ops = backend, ops
+        self.device = _CudaLike(backend.device)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)

@@ -108,6 +108,15 @@ class Layer:
         """
         return self
 
+    def absorb_after(self, following: Layer | None) -> bool:
+        """Fusion protocol, second step: having absorbed a layer, take over the one after it too.
+
+        Called by the planner only after :meth:`absorb` returned True, with the
+        layer after the absorbed one (or None).  Layers that cannot fuse
+        further return False.
+        """
+        return False
+
     def __init__(self) -> None:
         self._workspace: dict[str, Any] = {}
 

@@ -15,6 +15,12 @@ CPU the batch runs through these steps in parts of equal size (see
 gathers each part's ``cols`` again from the saved input.  A convolution whose
 products are small (:data:`SMALL_PRODUCT`) runs them on one BLAS thread.
 
+A ReLU followed by a 2x2 stride-2 max pooling is fused in as well
+(:meth:`Conv2D.absorb_after`): the swap then writes the pooled images and
+their argmax straight from ``z``, and the backward builds the product's
+gradient straight from the pooled gradient, so the full-size activation and
+its gradient (four times the pooled size) never go through memory.
+
 Channel-major ``z`` rather than pixel-major ``(N * OH * OW, O)``: the swap to
 the public ``(N, C, H, W)`` layout then moves whole image rows instead of
 transposing every pixel, and the gather reads and writes image rows in order.
@@ -33,6 +39,7 @@ from ..init import Initializer, get_initializer, name_of
 from ..parameters import Parameter
 from .activations import Activation, ReLU
 from .base import Layer, Shape
+from .pooling import MaxPool2D
 from .spatial import padding_config, padding_of, positive_pair, window_output_shape
 
 # On the CPU a convolution runs over the batch in parts of as many samples as keep its largest
@@ -138,6 +145,9 @@ class Conv2D(Layer):
             else None
         )
         self.activation: Activation | None = None
+        self.pool: MaxPool2D | None = None  # a 2x2 stride-2 max pooling after the ReLU, run inside
+        self._pooled = False  # whether the last forward pooled inside (even output sizes)
+        self._pool_index: Any = None
         self._cols: Any = None
         self._input: Any = None
         self._kernels: dict[str, Any] = {}
@@ -196,7 +206,29 @@ class Conv2D(Layer):
         """Fuse a following elementwise activation into the bias add over the channels."""
         activation = following if isinstance(following, Activation) and self.bias is not None else None
         self.activation = activation
+        self.pool = None
         return activation is not None
+
+    def absorb_after(self, following: Layer | None) -> bool:
+        """Fuse a 2x2 stride-2 max pooling (no padding) after the fused ReLU.
+
+        The pooled images then come straight from the product
+        (``channels_to_pooled``), and the product's gradient straight from the
+        pooled gradient (``pooled_to_channels``): the full-size activation and
+        its gradient are never written.  Same values and gradients as the
+        layers one after the other (which run instead for an odd output size, and on a GPU).
+        """
+        pool = (
+            following
+            if isinstance(self.activation, ReLU)
+            and isinstance(following, MaxPool2D)
+            and following.kernel_size == (2, 2)
+            and following.stride == (2, 2)
+            and following.padding == ((0, 0), (0, 0))
+            else None
+        )
+        self.pool = pool
+        return pool is not None
 
     # --- computation --------------------------------------------------------
     def _groups(self) -> list[tuple[slice, slice]]:
@@ -245,16 +277,25 @@ class Conv2D(Layer):
         pixels, rows = oh * ow, self.weight.size // self.out_channels * self.groups
         chunk = self._chunk(n, rows, pixels)
         with self._threads(rows, n * pixels):
-            return self._forward(x, n, oh, ow, pixels, rows, chunk)
+            return self._forward(x, training, n, oh, ow, pixels, rows, chunk)
 
-    def _forward(self, x: Any, n: int, oh: int, ow: int, pixels: int, rows: int, chunk: int) -> Any:
+    def _forward(
+        self, x: Any, training: bool, n: int, oh: int, ow: int, pixels: int, rows: int, chunk: int
+    ) -> Any:
         xp = self.backend.xp
         im2col, channels_to_images = self._kernel("im2col"), self._kernel("channels_to_images")
         x = xp.ascontiguousarray(x)
         window = self._window(oh, ow)
         cols = self.workspace("cols", (rows, chunk * pixels))
         z = self.workspace("z", (self.out_channels, chunk * pixels))
-        out = self.workspace("out", (n, self.out_channels, oh, ow))
+        # On a GPU the swap and the pool keep their own CUDA kernels (the fused step is CPU-only).
+        pooled = self.pool is not None and oh % 2 == 0 and ow % 2 == 0 and not self.backend.device.is_cuda
+        if pooled:
+            to_pooled = self._kernel("channels_to_pooled")
+            out = self.workspace("pooled", (n, self.out_channels, oh // 2, ow // 2))
+            where = self._pool_index = self.workspace("pool_index", out.shape, np.uint8)
+        else:
+            out = self.workspace("out", (n, self.out_channels, oh, ow))
         weight = self.weight.data.reshape(self.out_channels, -1)
         relu = isinstance(self.activation, ReLU)
         bias = self._bias_data()
@@ -267,12 +308,17 @@ class Conv2D(Layer):
             else:
                 for out_slice, col_slice in self._groups():
                     xp.matmul(weight[out_slice], cols_part[col_slice], out=z_part[out_slice])
-            channels_to_images(z_part, bias, out[first:last], relu)
+            if pooled:
+                to_pooled(z_part, bias, out[first:last], where[first:last])
+            else:
+                channels_to_images(z_part, bias, out[first:last], relu)
         # In one pass the backward reuses the im2col matrix; in several it gathers each part again.
         self._cols = cols if chunk == n else None
-        self._input, self._geometry, self._out = x, (tuple(x.shape), window, chunk), out
+        self._input, self._geometry, self._out, self._pooled = x, (tuple(x.shape), window, chunk), out, pooled
         if self.activation is not None and not relu:
             out = self.activation.forward_in_place(out)
+        if self.pool is not None and not pooled:
+            out = self.pool.forward(out, training)
         return out
 
     def _bias_data(self) -> Any:
@@ -296,9 +342,12 @@ class Conv2D(Layer):
         xp = self.backend.xp
         im2col, col2im = self._kernel("im2col"), self._kernel("col2im")
         images_to_channels = self._kernel("images_to_channels")
+        pooled_to_channels = self._kernel("pooled_to_channels") if self._pooled else None
         in_shape, window, chunk = self._geometry
         n, pixels = in_shape[0], window[-2] * window[-1]
         relu = isinstance(self.activation, ReLU)
+        if self.pool is not None and not self._pooled:
+            grad_out = self.pool.backward(grad_out, accumulate=accumulate, need_input_grad=True)
         if self.activation is not None and not relu:
             grad_out = self.activation.backward(grad_out)
         grad_out = xp.ascontiguousarray(grad_out)  # the fused kernels read flat memory (no copy if it is)
@@ -327,9 +376,16 @@ class Conv2D(Layer):
             size = (last - first) * pixels
             add = accumulate or first > 0  # later parts add to the first part's gradients
             g_part = _leading(g, size)
-            images_to_channels(
-                grad_out[first:last], self._out[first:last], g_part, bias_grad, relu, bias is not None, add
-            )
+            if pooled_to_channels is not None:
+                pooled_to_channels(
+                    grad_out[first:last], self._out[first:last], self._pool_index[first:last], g_part,
+                    bias_grad, bias is not None, add,
+                )
+            else:
+                images_to_channels(
+                    grad_out[first:last], self._out[first:last], g_part, bias_grad, relu, bias is not None,
+                    add,
+                )
             if self._cols is not None:
                 cols_part = self._cols
             else:

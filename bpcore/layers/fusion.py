@@ -17,9 +17,11 @@ def fusion_plan(layers: Sequence[Layer]) -> list[Layer]:
     A Dense or Conv2D with bias absorbs a following elementwise activation:
     it adds its bias and applies the activation in one pass after the matrix
     product, and applies the activation's derivative in one pass before its
-    backward products.  An Embedding absorbs a following RNN, LSTM or GRU: the
-    plan then runs the pair as one entry, whose input projection is a table
-    lookup (:class:`~bpcore.layers.embedded_recurrent.EmbeddedRecurrent`).
+    backward products.  A Conv2D with a ReLU also takes a 2x2 stride-2
+    MaxPool2D right after them (:meth:`Layer.absorb_after`).  An Embedding
+    absorbs a following RNN, LSTM or GRU: the plan then runs the pair as one
+    entry, whose input projection is a table lookup
+    (:class:`~bpcore.layers.embedded_recurrent.EmbeddedRecurrent`).
     """
     plan: list[Layer] = []
     position = 0
@@ -29,6 +31,9 @@ def fusion_plan(layers: Sequence[Layer]) -> list[Layer]:
         following = layers[position] if position < len(layers) else None
         if layer.absorb(following):
             position += 1
+            after = layers[position] if position < len(layers) else None
+            if layer.absorb_after(after):
+                position += 1
         plan.append(layer.plan_entry())
     return plan
 
