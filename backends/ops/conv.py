@@ -36,6 +36,14 @@ from .registry import Cuda, Numba, declare
 _MODULE = "conv_numba"
 
 
+def channel_bias_grad(g: Any, bias_grad: Any, accumulate: bool) -> None:
+    """The bias gradient from channel-major ``g`` ``(O, pixels)``: its row sums, added or written."""
+    if accumulate:
+        bias_grad += g.sum(axis=1)
+    else:
+        g.sum(axis=1, out=bias_grad)
+
+
 def _window_cpu(kernel: Any, generic: Any) -> Any:
     """im2col / col2im: the serial or parallel build by the size of ``cols``."""
     cols_at = 11 if kernel.name == "im2col" else 0
@@ -174,10 +182,7 @@ def _to_channels_cuda(kernels: Any, generic: Any) -> Any:
         n, c = gy.shape[:2]
         kernel(c_ordered(gy), c_ordered(y), n, c, gy.size // max(n * c, 1), bool(relu), g)
         if with_bias:  # one CuPy row sum
-            if accumulate:
-                bias_grad += g.sum(axis=1)
-            else:
-                g.sum(axis=1, out=bias_grad)
+            channel_bias_grad(g, bias_grad, accumulate)
         return g
 
     return images_to_channels
@@ -198,8 +203,5 @@ def images_to_channels(
     if relu:  # zero where the output is not positive, whatever the gradient (even NaN)
         swapped[...] = xp.where(y.reshape(n, o, -1).transpose(1, 0, 2) > 0, swapped, 0.0)
     if with_bias:
-        if accumulate:
-            bias_grad += g.sum(axis=1)
-        else:
-            g.sum(axis=1, out=bias_grad)
+        channel_bias_grad(g, bias_grad, accumulate)
     return g

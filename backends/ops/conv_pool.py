@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..kernels import cpu as kcpu
+from .conv import channel_bias_grad
 from .registry import Numba, declare
 
 _MODULE = "conv_pool_numba"
@@ -81,8 +82,5 @@ def pooled_to_channels(
         for j in range(2):
             view[:, :, :, i, :, j] = xp.where(index == 2 * i + j, value, 0.0).transpose(1, 0, 2, 3)
     if with_bias:
-        if accumulate:
-            bias_grad += g.sum(axis=1)
-        else:
-            g.sum(axis=1, out=bias_grad)
+        channel_bias_grad(g, bias_grad, accumulate)
     return g
