@@ -80,7 +80,11 @@ def inputs(shape: tuple[int, ...], seed: int, scale: float = 2.0) -> np.ndarray:
 @fast
 @given(shape=shapes, seed=seeds)
 def test_activation_gradients(name: str, shape: tuple[int, int], seed: int) -> None:
-    assert gradcheck(ACTIVATIONS[name](), inputs(shape, seed), seed=seed) < TOLERANCE
+    # A step of 1e-5, not gradcheck's default 1e-6: where tanh saturates (|x| near 5.6, tanh' about 6e-5) the
+    # float64 rounding of the difference quotient at 1e-6 reaches 1.1e-5 of the error floor (seed 390, shape
+    # (6, 6)); at 1e-5 rounding and truncation balance, and the worst error over 800 seeds of every
+    # activation here is 1.2e-6.
+    assert gradcheck(ACTIVATIONS[name](), inputs(shape, seed), seed=seed, eps=1e-5) < TOLERANCE
 
 
 @fast
