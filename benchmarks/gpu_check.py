@@ -23,10 +23,12 @@ the next):
    with CUDA events, next to PyTorch eager CUDA when it is installed;
 6. ``lenet-step``: the same for the LeNet-shaped CNN of ``bpcore bench
    --models cnn`` at batch 64 and 128 (the convolution and pooling kernels);
-7. ``launches``: kernel launches per step (Nsight Systems when ``nsys`` is
+7. ``rnn-step``: the character LSTM, GRU and RNN of ``bpcore bench --models
+   rnn`` at batch 128 against PyTorch, and bpcore's fused calls per time step;
+8. ``launches``: kernel launches per step (Nsight Systems when ``nsys`` is
    installed, otherwise bpcore's own count of fused-operation calls);
-8. ``digits``: ``examples/digits.py`` on the GPU must reach 97 % test accuracy;
-9. ``pytest-gpu``: ``pytest -m gpu`` in whatever time remains, with a per-test
+9. ``digits``: ``examples/digits.py`` on the GPU must reach 97 % test accuracy;
+10. ``pytest-gpu``: ``pytest -m gpu`` in whatever time remains, with a per-test
    timeout; junit XML and the full log go to the output folder.
 
 ``--seconds`` is one deadline for the whole run: a section gets at most its own
@@ -830,11 +832,14 @@ def _mnist_network(device: str, kernels: str) -> tuple[Any, Callable[[], None]]:
     return contender, lambda: contender.run(1)
 
 
-def _count_fused_calls(device: str, kernels: str, steps: int) -> float:
+def _count_fused_calls(
+    device: str, kernels: str, steps: int, make_step: Callable[[str, str], Callable[[], Any]] | None = None
+) -> float:
     """Calls into bpcore's hot operations per step (each fused one is one launch).
 
-    The counting wrappers are installed before the network is built, since
-    layers keep the implementations they resolve.
+    ``make_step(device, kernels)`` builds the step (default: the MNIST-shaped
+    one).  The counting wrappers are installed before the network is built,
+    since layers keep the implementations they resolve.
     """
     from bpcore.backends.ops import OPERATIONS
 
@@ -849,7 +854,10 @@ def _count_fused_calls(device: str, kernels: str, steps: int) -> float:
 
         setattr(backend.ops, name, counted)
     try:
-        _contender, step = _mnist_network(device, kernels)
+        if make_step is None:
+            _contender, step = _mnist_network(device, kernels)
+        else:
+            step = make_step(device, kernels)
         step()
         calls[0] = 0
         for _ in range(steps):
@@ -878,6 +886,54 @@ def section_launches(ctx: Context) -> Verdict:
         ", ".join(f"{r['kernels']}: {r['per_step']:.1f} per step" for r in rows) + f" ({rows[0]['method']})"
     )
     return Verdict(True, summary, _table(rows, ["kernels", "per_step", "method"]))
+
+
+CHAR_MODELS = ("lstm-char", "gru-char", "rnn-char")
+CHAR_BATCH = 128
+
+
+def _char_step(name: str) -> Callable[[str, str], Callable[[], Any]]:
+    def make(device: str, kernels: str) -> Callable[[], Any]:
+        from bpcore.bench.contenders import kernel_mode
+        from bpcore.bench.recurrent import RECURRENT_MODELS, bpcore_step
+
+        with kernel_mode(kernels):  # the network resolves its operations on the counted backend
+            return bpcore_step(RECURRENT_MODELS[name], CHAR_BATCH, device)
+
+    return make
+
+
+def section_rnn_step(ctx: Context) -> Verdict:
+    """The character models of ``bpcore bench --models rnn`` at batch 128 vs PyTorch; calls per time step.
+
+    Issue targets on a GPU: at least PyTorch eager's speed on the character
+    model at batch 128, and two launches forward and two backward per time
+    step (one recurrent product and one fused cell kernel each way).
+    """
+    from bpcore.bench.recurrent import RECURRENT_MODELS, run_recurrent
+    from bpcore.bench.timing import Budget
+
+    rows = []
+    for name in CHAR_MODELS:
+        steps = RECURRENT_MODELS[name].steps
+        per_step = _count_fused_calls(ctx.device, "fused", 5, _char_step(name))
+        rows.append(ctx.emit(kind="rnn-calls", model=name, batch=CHAR_BATCH, fused_calls_per_step=per_step,
+                             fused_calls_per_time_step=per_step / steps))
+    report = run_recurrent(CHAR_MODELS, batch_sizes=(CHAR_BATCH,), devices=[ctx.device],
+                           budget=Budget(repeats=5, max_seconds=3.0))
+    timed = [ctx.emit(kind="rnn-step", **row) for row in report["results"]]
+    notes = [
+        f"{row['model']}: bpcore {row['ms'][row['bpcore']]:.2f} ms"
+        + (f", PyTorch {row['ms'][row['torch']]:.2f} ms, ratio {row['ratio']:.2f}" if "torch" in row else "")
+        for row in timed
+    ]
+    notes += [f"{r['model']}: {r['fused_calls_per_time_step']:.2f} fused calls per time step" for r in rows]
+    markdown = _table(rows, ["model", "batch", "fused_calls_per_step", "fused_calls_per_time_step"])
+    markdown += ("\n\nFused calls are bpcore's own count of calls into its hot operations, forward and "
+                 "backward together (matrix products are not counted: add one per time step each way).")
+    if report["torch"]:
+        markdown += f"\n\nPyTorch not compared: {report['torch']}."
+    return Verdict(True, "; ".join(notes), markdown)
 
 
 def section_digits(ctx: Context) -> Verdict:
@@ -961,6 +1017,11 @@ SECTIONS: dict[str, tuple[str, Callable[[Context], Verdict], float]] = {
     "lenet-step": (
         "LeNet-shaped CNN training step, fused against generic (and PyTorch)",
         section_lenet_step,
+        150,
+    ),
+    "rnn-step": (
+        "Character LSTM/GRU/RNN training steps at batch 128 (and PyTorch), calls per time step",
+        section_rnn_step,
         150,
     ),
     "launches": ("Kernel launches per training step", section_launches, 120),
