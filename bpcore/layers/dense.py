@@ -20,8 +20,9 @@ from .base import Layer, Shape, shape_text
 # 2.6e5 OpenBLAS splits it, and at this size its second thread, spinning between the calls, cost far
 # more than it brought whenever another process ran.  The digits-shaped CNN's Dense layer (512 -> 10,
 # 3.3e5 and 6.6e5 at batch 64 and 128), its step with both cores busy, interleaved in one process:
-# median 34.2 -> 10.0 ms at batch 128, 5.9 -> 3.8 ms at batch 64.  No product of the benchmarked MLPs
-# lies in this range (it runs on one thread by OpenBLAS's own rule, or is above 2e6).
+# median 34.2 -> 10.0 ms at batch 128, 5.9 -> 3.8 ms at batch 64.  Of the benchmarked MLPs' products
+# only the DQN's 64 x 128 x 128 lies in this range (exactly at its top); the others run on one thread
+# by OpenBLAS's own rule, or are above 2e6.
 SMALL_PRODUCT = 1 << 20
 
 
