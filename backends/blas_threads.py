@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,46 +37,78 @@ SPLIT_FROM = 1 << 18
 _lock = threading.Lock()
 # threadpoolctl's controller of the BLAS libraries loaded at first use; False where threadpoolctl is missing.
 _blas: Any = None
+# Per library: (its controller, the cheapest call that reads its thread count), made with ``_blas``.
+_readers: tuple[tuple[Any, Any], ...] = ()
 
 
 def _controller() -> Any:
-    global _blas
+    global _blas, _readers
     if _blas is None:
         with _lock:
             if _blas is None:
                 try:
                     from threadpoolctl import ThreadpoolController
                 except ImportError:
-                    _blas = False
+                    _readers, _blas = (), False
                 else:
-                    _blas = ThreadpoolController().select(user_api="blas")
+                    blas = ThreadpoolController().select(user_api="blas")
+                    _readers = tuple((library, _count_reader(library)) for library in blas.lib_controllers)
+                    _blas = blas
     return _blas
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
+def _count_reader(library: Any) -> Any:
+    """A call returning ``library``'s thread count: OpenBLAS's own C function where threadpoolctl reads it.
+
+    threadpoolctl's ``get_num_threads`` looks the symbol up again on every call
+    (1.5 us, against 0.2 us for the C call itself); for OpenBLAS built with its
+    own threads (not OpenMP) it calls ``openblas_get_num_threads``, which is
+    taken here once.  Any other library, or a threadpoolctl without these
+    attributes, keeps threadpoolctl's method.
+    """
+    symbol = getattr(library, "_get_symbol", None)
+    if (getattr(library, "internal_api", None) == "openblas" and callable(symbol)
+            and getattr(library, "threading_layer", "openmp") != "openmp"):
+        function = symbol("openblas_get_num_threads")
+        if function is not None:
+            return function
+    return library.get_num_threads
+
+
+class one_thread:  # used as a function: ``with one_thread():``
     """The block's BLAS calls on one thread (where threadpoolctl is installed); the count restored after.
 
     What ``threadpoolctl``'s ``limit(limits=1)`` does (each library's count read, set to one, set
     back), through the libraries' own calls: the ``limit`` object re-reads every library's whole
-    description on entry, 9 us a block against 1.5 us, which convolutions that enter a block per
-    forward and backward pass paid once per layer and step.
+    description on entry, 9 us a block against under 1 us here, which convolutions that enter a
+    block per forward and backward pass, and Dense layers per product, paid once per call.  Only
+    the libraries not on one thread already are set (and set back): a process on one BLAS thread
+    pays one read per library and block.
     """
-    blas = _controller()
-    if not blas:
-        yield
-        return
-    # Only the libraries not on one thread already are set (and set back): a process on one BLAS
-    # thread pays one read per library and block.
-    changed = [(library, count) for library in blas.lib_controllers
-               if (count := library.get_num_threads()) is not None and count != 1]
-    for library, _ in changed:
-        library.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for library, count in changed:
+
+    __slots__ = ("_changed",)
+
+    def __init__(self) -> None:
+        self._changed: list[tuple[Any, int]] = []
+
+    def __enter__(self) -> None:
+        if _blas is None:
+            _controller()
+        changed = self._changed
+        for library, read in _readers:
+            count = read()
+            if count is not None and count != 1:
+                library.set_num_threads(1)
+                changed.append((library, count))
+
+    def __exit__(self, *exc: object) -> None:
+        changed = self._changed
+        while changed:
+            library, count = changed.pop()
             library.set_num_threads(count)
+
+
+_NULL = contextlib.nullcontext()  # reusable: entering it does nothing
 
 
 def small_product(xp: Any, multiply_adds: int, most: int) -> Any:
@@ -88,5 +119,5 @@ def small_product(xp: Any, multiply_adds: int, most: int) -> Any:
     threads pay off.
     """
     if xp is not np or not SPLIT_FROM < multiply_adds <= most:
-        return contextlib.nullcontext()
+        return _NULL
     return one_thread()

@@ -424,9 +424,16 @@ def _small_dense(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> li
     return [x, w, bias, np.empty((n, FEATURES), dtype), bool(rng.integers(2))]
 
 
+def _relu_bias_backward(rng: np.random.Generator, dtype: Any, n: int, edge: bool) -> list[Any]:
+    gy, y = _values(rng, dtype, (n, FEATURES), edge), _values(rng, dtype, (n, FEATURES), edge)
+    y[rng.random(y.shape) < 0.3] = 0.0  # a ReLU's output: exact zeros where the input was negative
+    return [gy, y, np.empty((n, FEATURES), dtype), np.empty(FEATURES, dtype)]
+
+
 CASES.update(
     {
         "small_dense_forward": [("", _small_dense)],
+        "relu_bias_backward": [("", _relu_bias_backward)],
         "double_q_target": [("", _double_q_target)],
         "chosen_huber": [("", _chosen_huber)],
         "outer_product": [("", _outer)],

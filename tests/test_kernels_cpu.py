@@ -36,6 +36,7 @@ SERIAL_ONLY = {
     "small_dense_forward",
     "outer_product",
     "column_sums",
+    "relu_bias_backward",
     "max_pool2d_forward",
     "max_pool2d_backward",
     "embedding_backward",

@@ -65,3 +65,35 @@ def test_the_compiled_product_has_the_bits_of_numpy_float32_matmul_on_this_machi
         out = np.empty((rows, 128), np.float32)
         ops.small_dense_forward(x, w, b, out, True)
         np.testing.assert_allclose(out, np.maximum(x @ w + b, 0), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("frozen_bias", [False, True])
+def test_relu_and_bias_gradient_in_one_pass_give_the_bits_of_two_operations(dtype, accumulate, frozen_bias):
+    """Dense + ReLU backward through relu_bias_backward: the gradients of relu_backward + column_sums."""
+
+    def make():
+        net = bpcore.Network([Dense(5, 64), ReLU(), Dense(64, 48), ReLU(), Dense(48, 3)], dtype=dtype, seed=1)
+        if frozen_bias:
+            net.layers[2].bias.requires_grad = False
+        return net
+
+    one_pass, two_passes = make(), make()
+    for layer in two_passes.layers:
+        if isinstance(layer, Dense):
+            layer._relu_bias = False  # the separate operations, chosen as on a GPU
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((70, 5)).astype(dtype)
+    grad = rng.standard_normal((70, 3)).astype(dtype)
+    results = []
+    for net in (one_pass, two_passes):
+        net.store.grad[...] = 0.5
+        net.forward(x, training=True)
+        grad_in = net.backward(grad, accumulate=accumulate)
+        results.append((grad_in, net.store.grad.copy()))
+    assert any(isinstance(layer, Dense) and layer._relu_bias for layer in one_pass.layers)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    if frozen_bias:
+        assert np.all(one_pass.layers[2].bias.grad == 0.5)

@@ -9,6 +9,11 @@ from the first product, in the inner index order), so the values have its
 bits there; the bias add and the ReLU are then those of the fused
 bias-activation kernel.  Serial, named after its operation, compiled on
 first use (:mod:`.numba_jit`).
+
+``relu_bias_backward``: a fused ReLU's backward ``out = gy * (y > 0)`` and
+the bias gradient ``grad_bias = out.sum(axis=0)`` in one pass, with the
+bits of ``relu_backward`` and ``column_sums`` (the first row stored, the
+others added in row order).
 """
 
 from __future__ import annotations
@@ -47,3 +52,18 @@ def small_dense_forward(x, weight, bias, out, relu):  # type: ignore[no-untyped-
             for c in range(cols):
                 v = (((first[c] + x1 * weight[1, c]) + x2 * weight[2, c]) + x3 * weight[3, c]) + bias[c]
                 out[r, c] = zero if relu and v < zero else v
+
+
+@serial_kernel
+def relu_bias_backward(gy, y, out, grad_bias):  # type: ignore[no-untyped-def]
+    rows, cols = out.shape
+    zero, one = y.dtype.type(0), y.dtype.type(1)
+    for c in range(cols):
+        value = gy[0, c] * (one if y[0, c] > zero else zero)  # a NaN gradient stays NaN
+        out[0, c] = value
+        grad_bias[c] = value
+    for r in range(1, rows):
+        for c in range(cols):
+            value = gy[r, c] * (one if y[r, c] > zero else zero)
+            out[r, c] = value
+            grad_bias[c] += value

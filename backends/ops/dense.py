@@ -1,4 +1,4 @@
-"""A Dense layer's forward pass at a tiny inner size, in one call.
+"""A Dense layer's forward pass at a tiny inner size, and its fused ReLU's backward with the bias gradient.
 
 * ``small_dense_forward(x, weight, bias, out, relu)``: ``out = x @ weight + bias``
   for ``x`` (n, k), ``weight`` (k, m), ``bias`` (m,), then ``out = max(out, 0)``
@@ -9,6 +9,13 @@
   does the product, the bias and the ReLU in one pass.  No CUDA version:
   there a Dense layer takes its usual path (a cuBLAS product and the fused
   bias-activation kernel).
+* ``relu_bias_backward(gy, y, out, grad_bias)``: ``out = gy * (y > 0)`` (the
+  ReLU's backward from its output ``y``, as ``relu_backward``) and
+  ``grad_bias = out.sum(axis=0)`` (rows added in order, as ``column_sums``),
+  in one pass over ``gy`` for 2-D arrays: a Dense layer with a fused ReLU
+  needs both before its products, and the second pass re-read ``out``
+  (measured on 2 cores, float32 512 x 128: 14 + 7 us as two calls).  Same
+  bits as the two operations.  No CUDA version: there the layer keeps its two.
 """
 
 from __future__ import annotations
@@ -43,4 +50,34 @@ def small_dense_forward(xp: Any, x: Any, weight: Any, bias: Any, out: Any, relu:
     out += bias
     if relu:
         xp.maximum(out, 0, out=out)
+    return out
+
+
+def _relu_bias_backward_cpu(kernel: Any, generic: Any) -> Any:
+    from .registry import OPERATIONS
+
+    # From the size where relu_backward's parallel build takes over: its pass, then column_sums.
+    relu_backward, column_sums = OPERATIONS["relu_backward"].cpu(), OPERATIONS["column_sums"].cpu()  # type: ignore[misc]
+
+    def relu_bias_backward(gy, y, out, grad_bias):  # type: ignore[no-untyped-def]
+        if (out.ndim != 2 or out.shape[0] == 0 or gy.shape != out.shape or y.shape != out.shape
+                or grad_bias.shape != out.shape[1:]):
+            return generic(gy, y, out, grad_bias)
+        if out.size >= kcpu.PARALLEL_MIN["cheap"]:
+            column_sums(relu_backward(gy, y, out), grad_bias)
+            return out
+        kcpu.pick(kernel, out.size, "cheap")(gy, y, out, grad_bias)
+        return out
+
+    return relu_bias_backward
+
+
+@declare(
+    "relu_bias_backward",
+    "out = gy where y > 0, else 0 (ReLU backward from the output); grad_bias = out.sum(axis=0)",
+    cpu=Numba(_relu_bias_backward_cpu, "dense_numba"),
+)
+def relu_bias_backward(xp: Any, gy: Any, y: Any, out: Any, grad_bias: Any) -> Any:
+    xp.multiply(gy, y > 0, out=out)
+    out.sum(axis=0, out=grad_bias)
     return out

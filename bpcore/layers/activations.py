@@ -131,6 +131,18 @@ class Activation(Layer):
         return self._kernel("{}_backward")(grad_out, self._saved, grad_in, *self._param_values)  # type: ignore[misc]
 
 
+    def fused_bias_backward(self, grad_out: Any, grad_bias: Any) -> Any:
+        """:meth:`fused_backward` that also writes the bias gradient, its column sums, into ``grad_bias``.
+
+        One pass (``<kind>_bias_backward``, which only ReLU declares: the
+        caller checks ``kind``); ``grad_bias`` C-contiguous, as the rest.
+        """
+        if self._saved is None:
+            raise self._not_run()
+        grad_in = self.workspace("grad_in", grad_out.shape)
+        return self._kernel("{}_bias_backward")(grad_out, self._saved, grad_in, grad_bias)  # type: ignore[misc]
+
+
 class Identity(Activation):
     """y = x."""
 

@@ -20,8 +20,9 @@ from .base import Layer, Shape, shape_text
 # 2.6e5 OpenBLAS splits it, and at this size its second thread, spinning between the calls, cost far
 # more than it brought whenever another process ran.  The digits-shaped CNN's Dense layer (512 -> 10,
 # 3.3e5 and 6.6e5 at batch 64 and 128), its step with both cores busy, interleaved in one process:
-# median 34.2 -> 10.0 ms at batch 128, 5.9 -> 3.8 ms at batch 64.  No product of the benchmarked MLPs
-# lies in this range (it runs on one thread by OpenBLAS's own rule, or is above 2e6).
+# median 34.2 -> 10.0 ms at batch 128, 5.9 -> 3.8 ms at batch 64.  Of the benchmarked MLPs' products
+# only the DQN's 64 x 128 x 128 lies in this range (exactly at its top); the others run on one thread
+# by OpenBLAS's own rule, or are above 2e6.
 SMALL_PRODUCT = 1 << 20
 
 
@@ -64,6 +65,8 @@ class Dense(Layer):
         self.activation: Activation | None = None
         # Whether forward takes the small_dense_forward path (None: decided at the next forward).
         self._small_inner: bool | None = None
+        # Whether backward takes relu_bias_backward (None: decided at the next backward).
+        self._relu_bias: bool | None = None
         self._input: Any = None
         self._lead: tuple[int, ...] = ()
 
@@ -93,6 +96,7 @@ class Dense(Layer):
         out = super().build(input_shape, dtype, backend)
         self._input = None
         self._small_inner = None
+        self._relu_bias = None
         # An unknown input still gives a known last axis, which is what a 2-D table needs.
         return (self.out_features,) if out is None else out
 
@@ -100,10 +104,12 @@ class Dense(Layer):
         super().to(backend)
         self._input = None
         self._small_inner = None
+        self._relu_bias = None
 
     def use_kernels(self, backend: Backend) -> None:
         super().use_kernels(backend)
         self._small_inner = None
+        self._relu_bias = None
 
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
@@ -120,6 +126,7 @@ class Dense(Layer):
             activation = None
         self.activation = activation
         self._small_inner = None
+        self._relu_bias = None
 
     def _choose_path(self) -> bool:
         """Whether forward takes the one-pass path of small inner sizes (see backends/ops/dense.py).
@@ -136,6 +143,19 @@ class Dense(Layer):
             and self.backend.resolve("small_dense_forward")[1] == "numba"
         )
         return self._small_inner
+
+    def _choose_relu_bias(self) -> bool:
+        """Whether backward runs a fused ReLU's derivative and the bias gradient as one compiled pass.
+
+        Where ``relu_bias_backward`` has its CPU kernel (on a GPU the two
+        operations stay separate); decided when :meth:`_choose_path` is.
+        """
+        self._relu_bias = (
+            self.activation is not None
+            and self.activation.kind == "relu"
+            and self.backend.resolve("relu_bias_backward")[1] == "numba"
+        )
+        return self._relu_bias
 
     def forward(self, x: Any, training: bool) -> Any:
         if x.ndim != 2:
@@ -179,14 +199,25 @@ class Dense(Layer):
             return None if grad_in is None else grad_in.reshape(*self._lead, self.in_features)
         xp = self.backend.xp
         g = grad_out
-        if self.activation is not None:
-            if not grad_out.flags.c_contiguous:  # the fused kernel walks flat memory
-                grad_out = xp.ascontiguousarray(grad_out)
-            g = self.activation.fused_backward(grad_out)
-        x = self._input
         weight, bias = self.weight, self.bias
         if bias is not None and not bias.requires_grad:
             bias = None  # frozen: no gradient written
+        bias_done = False
+        if self.activation is not None:
+            if not grad_out.flags.c_contiguous:  # the fused kernel walks flat memory
+                grad_out = xp.ascontiguousarray(grad_out)
+            fused = self._relu_bias
+            if fused is None:
+                fused = self._choose_relu_bias()
+            if fused and bias is not None:  # the ReLU's backward and the bias gradient in one pass
+                target = self.workspace("grad_bias", bias.shape) if accumulate else bias.grad
+                g = self.activation.fused_bias_backward(grad_out, target)
+                if accumulate:
+                    bias.grad += target
+                bias_done = True
+            else:
+                g = self.activation.fused_backward(grad_out)
+        x = self._input
         threads = small_product(xp, x.size * self.out_features, SMALL_PRODUCT)
         if not weight.requires_grad:
             pass
@@ -197,7 +228,7 @@ class Dense(Layer):
             with threads:
                 xp.matmul(x.T, g, out=weight.grad)
         # The bias gradient: column sums (compiled on the CPU, bit-identical to g.sum(axis=0)).
-        if bias is None:
+        if bias is None or bias_done:
             pass
         elif accumulate:
             bias.grad += self.backend.ops.column_sums(g, self.workspace("grad_bias", bias.shape))
