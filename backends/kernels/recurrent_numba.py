@@ -18,6 +18,7 @@ version.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from numba import types
 from numba.extending import overload
@@ -62,7 +63,7 @@ def cell_sigmoid(x: float) -> float:
 # (an LSTM step's cell 1.4-2x faster) and changes results by a float32 rounding or two, as on
 # a GPU, whose compiler contracts by default.  (Numba wants an overload's typing function to
 # have its implementation's signature exactly, so neither is annotated.)
-_HELPER_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
+_HELPER_OPTIONS: Any = {"error_model": "numpy", "fastmath": {"contract"}}
 
 
 @overload(cell_tanh, jit_options=_HELPER_OPTIONS)
