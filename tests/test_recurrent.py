@@ -14,6 +14,7 @@ from recurrent_helpers import KINDS, NAMES, make, torch_twin
 import bpcore
 from bpcore import gradcheck
 from bpcore.layers import GRU, LSTM, RNN, Bidirectional, Dense, Layer, Masking, mask_from_lengths
+from bpcore.layers import recurrent as recurrent_module
 
 TOLERANCE = 1e-6
 
@@ -160,6 +161,43 @@ def test_the_initialisation_is_pytorchs(kind: str) -> None:
         assert np.abs(values).max() <= bound and np.abs(values).max() > 0.8 * bound
     assert layer.weight_ih.shape == (layer.gate_count * 16, 3)
     assert layer.weight_hh.shape == (layer.gate_count * 16, 16)
+
+
+@pytest.mark.parametrize("sequences", [True, False], ids=["sequences", "last"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_input_projection_step_by_step_matches_the_one_product(
+    kind: str, sequences: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the CPU a few features and a large (T, N, G*H) projection take each step's product in the
+    # time loop; here forced for a small shape and compared with the one product over all steps.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 7, 2))
+    mask = random_mask(rng, 4, 7, "anywhere")
+    results = []
+    for size in (0, 1 << 62):
+        monkeypatch.setattr(recurrent_module, "PER_STEP_SIZE", size)
+        layer = make(kind, 2, 5, return_sequences=sequences)
+        net = bpcore.Network([GivenMask(mask), layer], dtype="float64", seed=3)
+        for _ in range(2):  # twice: the second step reuses every workspace and the loop's views
+            net.zero_grad()
+            y = net.forward(x, training=True)
+            gx = net.backward(np.linspace(-1.0, 1.0, y.size).reshape(y.shape))
+        assert ("xw_step" in layer._workspace) == (size == 0)
+        assert ("xw" in layer._workspace) == (size != 0)
+        results.append((y, gx, *(np.array(p.grad) for p in layer.parameters())))
+    for step_by_step, one_product in zip(*results, strict=True):
+        np.testing.assert_allclose(step_by_step, one_product, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradients_with_the_input_projection_step_by_step(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recurrent_module, "PER_STEP_SIZE", 0)
+    rng = np.random.default_rng(6)
+    layer = make(kind, 2, 3, return_sequences=True)
+    net = bpcore.Network([GivenMask(random_mask(rng, 3, 5, "anywhere")), layer], dtype="float64", seed=6)
+    x = rng.standard_normal((3, 5, 2)) + (0.3 if kind == "rnn-relu" else 0.0)
+    assert gradcheck(net, x, seed=6) < TOLERANCE
+    assert "xw_step" in layer._workspace
 
 
 # --- float32, masks, state ------------------------------------------------------------------------------

@@ -30,12 +30,13 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 from numba import prange
 from numba import types as nbtypes
 from numba.extending import overload
 
-from .numba_jit import KernelPair, element, kernel, serial_kernel
+from .numba_jit import OPTIONS, KernelPair, element, kernel, serial_kernel
 
 __all__ = ["KernelPair", "kernel", "serial_kernel"]
 
@@ -393,50 +394,39 @@ def _shifted_exp(x, like):  # type: ignore[no-untyped-def]
     return taylor
 
 
+@numba.njit(**OPTIONS, fastmath={"reassoc"})  # the sum only: its additions may be reordered
+def row_sum(values):  # type: ignore[no-untyped-def]
+    # A float64 sum of a row in vector lanes (one chain of dependent adds would wait on each).
+    total = 0.0
+    for j in range(values.size):
+        total += np.float64(values[j])
+    return total
+
+
 @element
 def softmax_row(logits, probs, base, k):  # type: ignore[no-untyped-def]
-    # One row: max, log-sum-exp and the probabilities; returns (max, log-sum).
-    # The max and the sum run four independent chains (a float reduction does not vectorise, and
-    # one chain waits on each comparison or add); a NaN logit makes the row NaN either way.
-    m0 = m1 = m2 = m3 = np.float64(logits[base])
-    quads = k - k % 4
-    for j in range(0, quads, 4):
-        v0, v1 = np.float64(logits[base + j]), np.float64(logits[base + j + 1])
-        v2, v3 = np.float64(logits[base + j + 2]), np.float64(logits[base + j + 3])
-        if not v0 <= m0:
-            m0 = v0
-        if not v1 <= m1:
-            m1 = v1
-        if not v2 <= m2:
-            m2 = v2
-        if not v3 <= m3:
-            m3 = v3
-    for j in range(quads, k):
-        v0 = np.float64(logits[base + j])
-        if not v0 <= m0:
-            m0 = v0
-    mx = m0
-    for m in (m1, m2, m3):
-        if not m <= mx:
-            mx = m
+    # One row: max, log-sum-exp and the probabilities; returns (max, log-sum).  Each pass is a
+    # short loop over a contiguous slice (measured 1.5-3x faster than one loop over flat indices
+    # with four hand-split chains, at 65-128 classes).  The max is taken in the logits' dtype
+    # (exact); a NaN logit makes the row NaN through its exponential.
+    x = logits[base : base + k]
+    p = probs[base : base + k]
+    top = x[0]
+    for j in range(1, k):
+        v = x[j]
+        if not v <= top:
+            top = v
+    mx = np.float64(top)
     # One exponential per element, in a loop of its own (no reduction in it, so it vectorises for
     # float32), then the sum and one scaling pass: the exponentials are most of the kernel's time.
-    first = logits[base]
+    first = x[0]
     for j in range(k):
-        probs[base + j] = shifted_exp(np.float64(logits[base + j]) - mx, first)
-    t0 = t1 = t2 = t3 = 0.0
-    for j in range(0, quads, 4):
-        t0 += np.float64(probs[base + j])
-        t1 += np.float64(probs[base + j + 1])
-        t2 += np.float64(probs[base + j + 2])
-        t3 += np.float64(probs[base + j + 3])
-    for j in range(quads, k):
-        t0 += np.float64(probs[base + j])
-    total = (t0 + t1) + (t2 + t3)
+        p[j] = shifted_exp(np.float64(x[j]) - mx, first)
+    total = row_sum(p)
     log_sum = math.log(total)
     scale = 1.0 / total
     for j in range(k):
-        probs[base + j] = np.float64(probs[base + j]) * scale
+        p[j] = np.float64(p[j]) * scale
     return mx, log_sum
 
 
