@@ -531,9 +531,9 @@ def compare_layout(name: str, implementation: Callable[..., Any], args: list[Any
 
 # --- the convolution's data movement and max pooling (n sets the batch) -------------
 def _window_case(name: str, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
-                 start: tuple[int, int], image: tuple[int, int] = (9, 8)) -> Callable[..., list[Any]]:
+                 start: tuple[int, int]) -> Callable[..., list[Any]]:
     def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
-        shape = (max(1, n // 40), 3, *image)
+        shape = (max(1, n // 40), 3, 9, 8)
         out_hw = tuple(
             (size + 2 * pad - d * (k - 1) - 1) // s + 1
             for size, pad, d, k, s in zip(shape[2:], start, dilation, kernel, stride, strict=True)
@@ -606,7 +606,7 @@ def _conv_pool_case(name: str, with_bias: bool, accumulate: bool) -> Callable[..
     def make(rng, dtype, n, edge):  # type: ignore[no-untyped-def]
         pooled = (max(1, n // 8), 5, 3, 4)
         channels = (pooled[1], pooled[0] * pooled[2] * pooled[3] * 4)
-        if name in ("channels_to_pooled", "quads_to_pooled"):
+        if name == "channels_to_pooled":
             # No edge values: NaN's first-maximum rule differs between argmax and the kernels' selects.
             return [_values(rng, dtype, channels, False), _values(rng, dtype, pooled[1], False),
                     np.zeros(pooled, dtype), np.zeros(pooled, np.uint8)]
@@ -624,11 +624,6 @@ CASES.update(
             ("accumulate", _conv_pool_case(name, True, True)),
             ("no-bias", _conv_pool_case(name, False, False)),
         ]
-        for name in ("channels_to_pooled", "pooled_to_channels", "quads_to_pooled", "pooled_to_quads")
+        for name in ("channels_to_pooled", "pooled_to_channels")
     }
 )
-CASES["im2col_quads"] = [  # even output sizes, as the pixels' 2x2-window order needs
-    ("3x3-pad1", _window_case("im2col", (3, 3), (1, 1), (1, 1), (1, 1), (8, 6))),
-    ("strided-dilated", _window_case("im2col", (2, 3), (2, 1), (1, 2), (0, 2))),
-    ("3x3-valid", _window_case("im2col", (3, 3), (1, 1), (1, 1), (0, 0), (6, 10))),
-]

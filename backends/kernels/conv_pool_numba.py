@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from .conv_numba import span
 from .numba_jit import kernel, with_options
 
 index = np.uint64
@@ -111,125 +110,6 @@ def pooled_to_channels(  # pragma: no cover  (compiled)
                     target[upper + left + one] = value & -(chosen == 1)
                     target[lower + left] = value & -(chosen == 2)
                     target[lower + left + one] = value & -(chosen == 3)
-        if with_bias:
-            if accumulate:
-                bias_grad[ch] += total
-            else:
-                bias_grad[ch] = total
-    return g_bits
-
-
-# --- the same two swaps, and the gather, with each image's pixels in pooling-window order ----------
-#
-# In "quads" order each image's OH * OW output pixels are laid out as four
-# quarter planes, one per position (i, j) of the 2x2 pooling window: pixel
-# (y, x) = (2 * y' + i, 2 * x' + j) sits at ``(i * 2 + j) * PH * PW + y' * PW + x'``.
-# A pooled pixel's four candidates are then the same offset in four runs of
-# the product, so the swaps below are loops over whole planes (vectorised)
-# rather than over rows of ``PW`` pixels (14 or 7 at the LeNet shapes, too
-# short for the vector units).  The im2col matrix has its columns in the
-# same order, which the gather writes straight away.
-
-@kernel
-def im2col_quads(  # pragma: no cover  (compiled)
-    x: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int, oh: int, ow: int,
-    cols: Any,
-) -> Any:
-    n, c, h, w = x.shape
-    ph, pw = oh // 2, ow // 2
-    p, pp = oh * ow, ph * pw
-    source, target = x.ravel(), cols.ravel()
-    step = index(2 * sw)
-    for r in prange(c * kh * kw):
-        ch = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        for a in range(n):
-            plane = (a * c + ch) * h * w
-            for di in range(2):
-                y_lo, y_hi = span(h, ph, 2 * sh, di * sh + i * dh - top)
-                for dj in range(2):
-                    x_lo, x_hi = span(w, pw, 2 * sw, dj * sw + j * dw - left)
-                    quad = index((r * n + a) * p + (di * 2 + dj) * pp)
-                    count = index(x_hi - x_lo)
-                    for y in range(ph):
-                        row = quad + index(y * pw)
-                        if y < y_lo or y >= y_hi or x_lo >= x_hi:
-                            for o in range(index(pw)):
-                                target[row + o] = 0.0
-                            continue
-                        start = index(
-                            plane + (2 * y * sh + di * sh + i * dh - top) * w + 2 * x_lo * sw + dj * sw
-                            + j * dw - left
-                        )
-                        for o in range(index(x_lo)):
-                            target[row + o] = 0.0
-                        first = row + index(x_lo)
-                        for o in range(count):
-                            target[first + o] = source[start + o * step]
-                        for o in range(index(x_hi), index(pw)):
-                            target[row + o] = 0.0
-    return cols
-
-
-@kernel
-def quads_to_pooled(z: Any, bias: Any, out: Any, where: Any) -> Any:  # pragma: no cover  (compiled)
-    n, c, ph, pw = out.shape
-    pp = ph * pw
-    source, best, where_at = z.ravel(), out.ravel(), where.ravel()
-    for q in prange(n * c):
-        a = q // c
-        ch = q % c
-        b = bias[ch]
-        s0 = index((ch * n + a) * 4 * pp)
-        s1, s2, s3 = s0 + index(pp), s0 + index(2 * pp), s0 + index(3 * pp)
-        row = index(q * pp)
-        for k in range(index(pp)):
-            # The same bias-add, ReLU and selects as channels_to_pooled, in the same order.
-            s = source[s0 + k] + b
-            t = source[s1 + k] + b
-            u = source[s2 + k] + b
-            v = source[s3 + k] + b
-            s = 0.0 if s < 0 else s
-            t = 0.0 if t < 0 else t
-            u = 0.0 if u < 0 else u
-            v = 0.0 if v < 0 else v
-            right = t > s
-            top = t if right else s
-            top_at = 1 if right else 0
-            right = v > u
-            bottom = v if right else u
-            bottom_at = 3 if right else 2
-            low = bottom > top
-            best[row + k] = bottom if low else top
-            where_at[row + k] = bottom_at if low else top_at
-    return out
-
-
-@kernel
-@with_options(fastmath={"reassoc"})
-def pooled_to_quads(  # pragma: no cover  (compiled)
-    gy: Any, gy_bits: Any, y: Any, where: Any, g_bits: Any, bias_grad: Any, with_bias: bool, accumulate: bool
-) -> Any:
-    n, c, ph, pw = gy.shape
-    pp = index(ph * pw)
-    source, bits, saved = gy.ravel(), gy_bits.ravel(), y.ravel()
-    where_at, target = where.ravel(), g_bits.ravel()
-    for ch in prange(c):
-        total = 0.0
-        for a in range(n):
-            first = index((ch * n + a) * 4) * pp
-            plane = index(a * c + ch) * pp
-            if with_bias:
-                for k in range(pp):
-                    total += source[plane + k] if saved[plane + k] > 0 else 0.0
-            # One loop per quarter plane: the four stores in one loop kept it from vectorising
-            # (measured 5.9 ms -> 0.45 ms at 32 channels of 28x28, batch 64).
-            for position in range(4):
-                quarter = first + index(position) * pp
-                for k in range(pp):
-                    value = bits[plane + k] & -(saved[plane + k] > 0)
-                    target[quarter + k] = value & -(where_at[plane + k] == position)
         if with_bias:
             if accumulate:
                 bias_grad[ch] += total

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..kernels import cpu as kcpu
-from .conv import channel_bias_grad, im2col
+from .conv import channel_bias_grad
 from .registry import Numba, declare
 
 _MODULE = "conv_pool_numba"
@@ -81,97 +81,6 @@ def pooled_to_channels(
     for i in range(2):
         for j in range(2):
             view[:, :, :, i, :, j] = xp.where(index == 2 * i + j, value, 0.0).transpose(1, 0, 2, 3)
-    if with_bias:
-        channel_bias_grad(g, bias_grad, accumulate)
-    return g
-
-
-# --- the same with each image's pixels in pooling-window ("quads") order -----------------------------
-#
-# Per image the OH * OW columns of ``cols`` and ``z`` are four quarter planes, one per position
-# (i, j) of the 2x2 window: pixel (2 * y + i, 2 * x + j) at column ``(i * 2 + j) * PH * PW + y * PW
-# + x`` of its image (see :mod:`..kernels.conv_pool_numba`).  The product ``W @ cols`` is the same
-# per column, so only the gather and the two swaps know the order.
-
-
-def _quads(xp: Any, standard: Any, rows: int, n: int, ph: int, pw: int) -> Any:
-    """The (rows, N * OH * OW) matrix ``standard`` (pixels in image order) viewed in quads order."""
-    return standard.reshape(rows, n, ph, 2, pw, 2).transpose(0, 1, 3, 5, 2, 4)
-
-
-def _im2col_quads_cpu(kernel: Any, generic: Any) -> Any:
-    def im2col_quads(*args: Any) -> Any:
-        return kcpu.pick(kernel, args[11].size, "cheap")(*args)
-
-    return im2col_quads
-
-
-@declare(
-    "im2col_quads",
-    "im2col with each image's columns in 2x2-window (quads) order; OH, OW even",
-    cpu=Numba(_im2col_quads_cpu, _MODULE),
-)
-def im2col_quads(
-    xp: Any, x: Any, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, top: int, left: int,
-    oh: int, ow: int, cols: Any,
-) -> Any:
-    standard = im2col(xp, x, kh, kw, sh, sw, dh, dw, top, left, oh, ow, xp.empty_like(cols))
-    cols.reshape(cols.shape[0], x.shape[0], 2, 2, oh // 2, ow // 2)[...] = _quads(
-        xp, standard, cols.shape[0], x.shape[0], oh // 2, ow // 2
-    )
-    return cols
-
-
-def _quads_to_pooled_cpu(kernel: Any, generic: Any) -> Any:
-    def quads_to_pooled(z: Any, bias: Any, out: Any, index: Any) -> Any:
-        return kcpu.pick(kernel, z.size, "cheap")(z, bias, out, index)
-
-    return quads_to_pooled
-
-
-@declare(
-    "quads_to_pooled",
-    "channels_to_pooled for z (O, N*OH*OW) in quads order",
-    cpu=Numba(_quads_to_pooled_cpu, _MODULE),
-)
-def quads_to_pooled(xp: Any, z: Any, bias: Any, out: Any, index: Any) -> Any:
-    n, o, ph, pw = out.shape
-    y = z.reshape(o, n, 4, ph, pw) + bias[:, None, None, None, None]
-    xp.maximum(y, 0.0, out=y)
-    windows = y.transpose(1, 0, 3, 4, 2)
-    index[...] = windows.argmax(axis=-1)
-    out[...] = xp.take_along_axis(windows, index[..., None].astype(xp.int64), axis=-1)[..., 0]
-    return out
-
-
-def _pooled_to_quads_cpu(kernel: Any, generic: Any) -> Any:
-    def pooled_to_quads(
-        gy: Any, out: Any, index: Any, g: Any, bias_grad: Any, with_bias: bool, accumulate: bool
-    ) -> Any:
-        if gy.dtype != g.dtype:  # the kernel moves bit patterns: one dtype
-            return generic(gy, out, index, g, bias_grad, with_bias, accumulate)
-        bits = f"int{8 * g.dtype.itemsize}"
-        kcpu.pick(kernel, g.size, "cheap")(
-            gy, gy.view(bits), out, index, g.view(bits), bias_grad, with_bias, accumulate
-        )
-        return g
-
-    return pooled_to_quads
-
-
-@declare(
-    "pooled_to_quads",
-    "pooled_to_channels for g (O, N*OH*OW) in quads order",
-    cpu=Numba(_pooled_to_quads_cpu, _MODULE),
-)
-def pooled_to_quads(
-    xp: Any, gy: Any, out: Any, index: Any, g: Any, bias_grad: Any, with_bias: bool, accumulate: bool
-) -> Any:
-    n, o, ph, pw = gy.shape
-    value = xp.where(out > 0, gy, 0.0).astype(g.dtype, copy=False)
-    view = g.reshape(o, n, 4, ph, pw)
-    for position in range(4):
-        view[:, :, position] = xp.where(index == position, value, 0.0).transpose(1, 0, 2, 3)
     if with_bias:
         channel_bias_grad(g, bias_grad, accumulate)
     return g

@@ -19,10 +19,7 @@ A ReLU followed by a 2x2 stride-2 max pooling is fused in as well
 (:meth:`Conv2D.absorb_after`): the swap then writes the pooled images and
 their argmax straight from ``z``, and the backward builds the product's
 gradient straight from the pooled gradient, so the full-size activation and
-its gradient (four times the pooled size) never go through memory.  Where
-the im2col matrix is the smaller side (:func:`pixels_in_quads`), ``cols``
-and ``z`` then hold each image's pixels in 2x2-window order, which makes
-those swaps loops over whole planes.
+its gradient (four times the pooled size) never go through memory.
 
 Channel-major ``z`` rather than pixel-major ``(N * OH * OW, O)``: the swap to
 the public ``(N, C, H, W)`` layout then moves whole image rows instead of
@@ -66,32 +63,10 @@ CHUNK_BYTES = 1 << 22
 SMALL_PRODUCT = 10_000_000
 
 
-# A convolution pooled inside (see Conv2D.absorb_after) whose im2col matrix has fewer rows than it
-# has output channels keeps each image's pixels in pooling-window ("quads") order in its im2col
-# matrix and product: the four pixels of a 2x2 window are then the same offset in four runs of the
-# product, so its swaps to and from the pooled images are loops over whole planes, which vectorise,
-# instead of over rows of OW / 2 pixels.  The gather pays for it with strided reads, a cost that grows
-# with the im2col rows where the swaps' grows with the output channels.  CPU time, one thread,
-# LeNet's first convolution (1 -> 32 channels, 28x28) at batch 64: the swaps 1.4 and 2.4 ms ->
-# 0.4 and 0.5 ms, the gather 0.08 -> 0.36 ms per pass; at its second convolution (288 rows, 64
-# channels) the gather's 1.0 ms more per 16 samples outweighed the swaps' 0.4 ms less.
-def pixels_in_quads(rows: int, out_channels: int) -> bool:
-    """Whether a convolution pooled inside, with ``rows`` im2col rows, keeps its pixels in quads order."""
-    return rows < out_channels
-
-
 def _leading(buffer: Any, columns: int) -> Any:
     """The first ``columns`` columns' worth of ``buffer``'s memory as a C-contiguous (rows, columns) array."""
     rows = buffer.shape[0]
     return buffer.reshape(-1)[: rows * columns].reshape(rows, columns)
-
-
-def quads_to_images(cols: Any, n: int, oh: int, ow: int, out: Any) -> Any:
-    """``out`` = the (rows, N * OH * OW) matrix ``cols`` with each image's pixels from quads order
-    (see :mod:`bpcore.backends.ops.conv_pool`) back in image order."""
-    rows, ph, pw = cols.shape[0], oh // 2, ow // 2
-    out.reshape(rows, n, ph, 2, pw, 2)[...] = cols.reshape(rows, n, 2, 2, ph, pw).transpose(0, 1, 4, 2, 5, 3)
-    return out
 
 
 def weight_grad_by_columns(out_channels: int, width: int) -> bool:
@@ -172,7 +147,6 @@ class Conv2D(Layer):
         self.activation: Activation | None = None
         self.pool: MaxPool2D | None = None  # a 2x2 stride-2 max pooling after the ReLU, run inside
         self._pooled = False  # whether the last forward pooled inside (even output sizes)
-        self._quads = False  # whether its pixels were in pooling-window order (pixels_in_quads)
         self._pool_index: Any = None
         self._cols: Any = None
         self._input: Any = None
@@ -309,17 +283,15 @@ class Conv2D(Layer):
         self, x: Any, training: bool, n: int, oh: int, ow: int, pixels: int, rows: int, chunk: int
     ) -> Any:
         xp = self.backend.xp
-        channels_to_images = self._kernel("channels_to_images")
+        im2col, channels_to_images = self._kernel("im2col"), self._kernel("channels_to_images")
         x = xp.ascontiguousarray(x)
         window = self._window(oh, ow)
         cols = self.workspace("cols", (rows, chunk * pixels))
         z = self.workspace("z", (self.out_channels, chunk * pixels))
         # On a GPU the swap and the pool keep their own CUDA kernels (the fused step is CPU-only).
         pooled = self.pool is not None and oh % 2 == 0 and ow % 2 == 0 and not self.backend.device.is_cuda
-        quads = pooled and pixels_in_quads(rows, self.out_channels)
-        im2col = self._kernel("im2col_quads" if quads else "im2col")
         if pooled:
-            to_pooled = self._kernel("quads_to_pooled" if quads else "channels_to_pooled")
+            to_pooled = self._kernel("channels_to_pooled")
             out = self.workspace("pooled", (n, self.out_channels, oh // 2, ow // 2))
             where = self._pool_index = self.workspace("pool_index", out.shape, np.uint8)
         else:
@@ -342,8 +314,7 @@ class Conv2D(Layer):
                 channels_to_images(z_part, bias, out[first:last], relu)
         # In one pass the backward reuses the im2col matrix; in several it gathers each part again.
         self._cols = cols if chunk == n else None
-        self._input, self._geometry, self._out = x, (tuple(x.shape), window, chunk), out
-        self._pooled, self._quads = pooled, quads
+        self._input, self._geometry, self._out, self._pooled = x, (tuple(x.shape), window, chunk), out, pooled
         if self.activation is not None and not relu:
             out = self.activation.forward_in_place(out)
         if self.pool is not None and not pooled:
@@ -369,12 +340,9 @@ class Conv2D(Layer):
 
     def _backward(self, grad_out: Any, accumulate: bool, need_input_grad: bool) -> Any:
         xp = self.backend.xp
-        quads = self._quads
-        im2col, col2im = self._kernel("im2col_quads" if quads else "im2col"), self._kernel("col2im")
+        im2col, col2im = self._kernel("im2col"), self._kernel("col2im")
         images_to_channels = self._kernel("images_to_channels")
-        pooled_to_channels = (
-            self._kernel("pooled_to_quads" if quads else "pooled_to_channels") if self._pooled else None
-        )
+        pooled_to_channels = self._kernel("pooled_to_channels") if self._pooled else None
         in_shape, window, chunk = self._geometry
         n, pixels = in_shape[0], window[-2] * window[-1]
         relu = isinstance(self.activation, ReLU)
@@ -445,9 +413,6 @@ class Conv2D(Layer):
                 else:
                     for out_slice, col_slice in groups:
                         xp.matmul(w2[out_slice].T, g_part[out_slice], out=dcols_part[col_slice])
-                if quads:  # col2im reads the pixels in image order
-                    images = _leading(self.workspace("grad_cols_images", dcols.shape), size)
-                    dcols_part = quads_to_images(dcols_part, last - first, window[-2], window[-1], images)
                 col2im(dcols_part, *window, grad_in[first:last])
         return grad_in if need_input_grad else None
 
