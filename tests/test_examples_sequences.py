@@ -49,7 +49,10 @@ def test_text_classification_compares_the_network_with_the_baseline() -> None:
     ).groups())  # type: ignore[union-attr]
     assert network >= 0.68 and baseline > 0.7  # 7 classes: chance is below 0.25
     assert "7 areas" in result.stdout and "validation" in result.stdout
-    assert re.search(r"best validation loss after epoch [1-6] \(validation accuracy 0\.\d+\)", result.stdout)
+    best = re.search(r"best validation loss after epoch ([1-6]) \(validation accuracy 0\.\d+\)",
+                     result.stdout)
+    assert best is not None
+    assert re.search(rf"trained again on all \d+ training texts for {best.group(1)} epochs", result.stdout)
 
 
 @pytest.mark.slow

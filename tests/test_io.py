@@ -24,6 +24,7 @@ from bpcore.layers import (
     AvgPool2D,
     BatchNorm,
     Bidirectional,
+    Concatenate,
     Conv2D,
     Dense,
     Dropout,
@@ -95,6 +96,9 @@ NETWORKS = {
     "Masking": lambda: [Reshape((2, 2)), Masking(0.5), GRU(2, 3), Dense(3, 3)],
     "Bidirectional": lambda: [Reshape((2, 2)), Bidirectional(LSTM(2, 3, return_sequences=True)), Flatten(),
                               Dense(12, 3)],
+    "Concatenate": lambda: [Reshape((2, 2)), Masking(0.5), Concatenate(
+        [GRU(2, 3, return_sequences=True), GlobalMaxPool1D()], [GlobalAvgPool1D(), Dense(2, 2), BatchNorm(2)]
+    ), Dense(5, 3)],
 }
 # The kinds whose first layer takes integer indices: (n, 4) of them instead of features.
 INDEX_INPUT = {"Embedding": 6}

@@ -16,6 +16,7 @@ from .activations import (
 from .base import Layer
 from .batchnorm import BatchNorm
 from .bidirectional import Bidirectional
+from .concatenate import Concatenate
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -37,6 +38,7 @@ __all__ = [
     "AvgPool2D",
     "BatchNorm",
     "Bidirectional",
+    "Concatenate",
     "Conv2D",
     "Dense",
     "Dropout",
