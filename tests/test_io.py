@@ -405,7 +405,7 @@ def test_an_unknown_layer_type_is_rejected_without_importing_it(tmp_path, good_f
     _expect_model_file_error(
         _rewrite_document(good_file, tmp_path / "x", evil),
         r"layer 0: unknown layer type 'os\.system'; known types: AvgPool2D, BatchNorm, Bidirectional, "
-        "Conv2D, Dense",
+        "Concatenate, Conv2D, Dense",
     )
 
 
