@@ -216,3 +216,17 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+class Container(Layer):
+    """A layer made of the layers in ``self.layers`` (Residual, Concatenate): their parameters and nesting."""
+
+    layers: list[Layer]
+
+    def parameters(self) -> list[Parameter]:
+        return [parameter for layer in self.layers for parameter in layer.parameters()]
+
+    def walk(self) -> Iterator[Layer]:
+        for layer in self.layers:
+            yield layer
+            yield from layer.walk()

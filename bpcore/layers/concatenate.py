@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import checks
 from ..backends import Backend
-from ..parameters import Parameter
-from .base import Layer, Shape, shape_text
+from .base import Container, Layer, Shape, shape_text
 from .fusion import build_sequence, check_distinct, fusion_plan, output_shapes
 
 
-class Concatenate(Layer):
+class Concatenate(Container):
     """Each branch (a layer, or a list of layers run in order) reads the same input; outputs joined.
 
     ``Concatenate([Bidirectional(GRU(64, 32, return_sequences=True)),
@@ -136,14 +135,6 @@ class Concatenate(Layer):
         self._plans = [fusion_plan(branch) for branch in self.branches]
         self._ran = None
         return out
-
-    def parameters(self) -> list[Parameter]:
-        return [parameter for layer in self.layers for parameter in layer.parameters()]
-
-    def walk(self) -> Iterator[Layer]:
-        for layer in self.layers:
-            yield layer
-            yield from layer.walk()
 
     def to(self, backend: Backend) -> None:
         super().to(backend)  # the network moves the branches' layers itself (they are in walk())

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..backends import Backend
-from ..parameters import Parameter
-from .base import Layer, Shape, shape_text
+from .base import Container, Layer, Shape, shape_text
 from .fusion import build_sequence, check_distinct, fusion_plan, input_shape, output_shapes
 
 
-class Residual(Layer):
+class Residual(Container):
     """``y = x + f(x)``, where ``f`` runs ``layers`` in order.
 
     ``f`` must give back as many features as it receives.  A Dense followed by
@@ -68,14 +66,6 @@ class Residual(Layer):
         self._plan = fusion_plan(self.layers)
         self._ran = False
         return expected
-
-    def parameters(self) -> list[Parameter]:
-        return [parameter for layer in self.layers for parameter in layer.parameters()]
-
-    def walk(self) -> Iterator[Layer]:
-        for layer in self.layers:
-            yield layer
-            yield from layer.walk()
 
     def to(self, backend: Backend) -> None:
         super().to(backend)
