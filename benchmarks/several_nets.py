@@ -203,6 +203,8 @@ def compare(
     import torch
     from threadpoolctl import threadpool_limits
 
+    from bpcore.bench.timing import let_idle_threads_sleep
+
     default_threads = torch.get_num_threads()
     timer = CLOCKS[clock]
     settings = bpcore_settings(clock, blas_threads)
@@ -214,11 +216,14 @@ def compare(
     ours_rows: dict[int, list[float]] = {count: [] for count in settings}
     rows: dict[str, list[float]] = {"torch": [], "torch_1_thread": []}
     for _ in range(repeats):
-        # Most threads first, so that BLAS threads still spinning after a product slow bpcore's
-        # own one-thread sample rather than PyTorch's.
+        # Most threads first: OpenBLAS's threads, spinning for about 0.1 s after a product, then
+        # share the cores with bpcore's own one-thread sample; PyTorch's samples start only once
+        # they sleep (and bpcore's once PyTorch's threads do).
+        let_idle_threads_sleep()
         for count in reversed(settings):
             with threadpool_limits(count, user_api="blas"):
                 ours_rows[count].append(per_call_ms(ours, calls, timer))
+        let_idle_threads_sleep()
         if clock == "wall":  # the CPU time of one thread would miss PyTorch's other threads
             torch.set_num_threads(default_threads)
             rows["torch"].append(per_call_ms(theirs, calls, timer))

@@ -14,8 +14,11 @@ bpcore and PyTorch (``Adam(fused=True)``; with its default thread count and
 with one thread, the ratio taken against the faster) are sampled in turn,
 round after round, so that a change of load on the machine hits both.
 PyTorch runs in a process of its own (``python -m bpcore.bench.recurrent``,
-driven over a pipe): its idle OpenMP threads would otherwise take the cores
-from bpcore's next sample.  bpcore runs as a user gets it, in the same two
+driven over a pipe), and each library's samples of a round start only once
+the other library's idle threads have gone to sleep
+(:func:`~bpcore.bench.timing.let_idle_threads_sleep`): OpenBLAS's workers
+spin for about 0.1 s after a product, and PyTorch on two threads, sampled in
+that window, ran on one core and a half.  bpcore runs as a user gets it, in the same two
 settings as PyTorch: the process's default BLAS thread count, which its
 large products use (the input projection, the weight gradients, the output
 layer) while the library runs the time loop's small ones on one BLAS thread
@@ -42,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .timing import Budget
+from .timing import Budget, let_idle_threads_sleep
 
 CELLS = ("lstm", "gru", "rnn")
 LEARNING_RATE = 1e-3
@@ -283,11 +286,17 @@ def measure_case(
             sample()
         if time.perf_counter() >= warm_until:
             break
-    started = time.perf_counter()
+    measured = 0.0  # seconds of sampling, the waits between the libraries not counted
     for done in range(1, budget.repeats + 1):
+        library = ""
         for name, sample in samplers.items():
+            if name.split("-")[0] != library:
+                library = name.split("-")[0]
+                let_idle_threads_sleep()
+            started = time.perf_counter()
             samples[name].append(sample())
-        if done >= budget.min_repeats and time.perf_counter() - started > budget.max_seconds:
+            measured += time.perf_counter() - started
+        if done >= budget.min_repeats and measured > budget.max_seconds:
             break
     row: dict[str, Any] = {
         "model": spec.name, "label": spec.label, "batch": batch, "device": device,

@@ -16,6 +16,21 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+#: How long OpenBLAS's idle worker threads keep a core busy after a product that used them.  Measured on
+#: a 2-core CPU with NumPy's OpenBLAS: after a two-thread product the process went on using a whole core
+#: for 100-110 ms (its workers spin, then sleep), where PyTorch's OpenMP threads used none.  A library
+#: sampled in that window (PyTorch on its two threads, right after a sample of bpcore's) loses a core.
+IDLE_THREADS_SECONDS = 0.15
+
+
+def let_idle_threads_sleep() -> None:
+    """Wait until the BLAS threads of a previous sample have stopped spinning (:data:`IDLE_THREADS_SECONDS`).
+
+    Called between the samples of two libraries that run interleaved, so that
+    neither is timed while the other's idle threads still take a core.
+    """
+    time.sleep(IDLE_THREADS_SECONDS)
+
 
 class Clock(Protocol):
     """Measures the time of one region of work on one device."""
