@@ -339,7 +339,10 @@ def test_auto_on_a_gpu_backend_resolves_the_cuda_kernels_and_binds_no_twin() -> 
     assert loss._backend is None
 
 
-def test_the_recurrent_time_loop_limits_no_blas_threads_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_recurrent_time_loop_limits_blas_threads_only_on_the_cpu_for_small_products(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bpcore.backends.blas_threads as blas_threads
     import bpcore.layers.recurrent as recurrent
 
     entered: list[str] = []
@@ -348,14 +351,17 @@ def test_the_recurrent_time_loop_limits_no_blas_threads_on_a_gpu(monkeypatch: py
         entered.append("one_thread")
         return contextlib.nullcontext()
 
-    monkeypatch.setattr(recurrent, "one_thread", one_thread)
-    layer = recurrent.LSTM(2, 3)
+    monkeypatch.setattr(blas_threads, "one_thread", one_thread)
+    layer = recurrent.LSTM(2, 64)  # a step's product: n x 64 by 64 x 256, 16384 n multiply-adds
     layer.backend = CupyLikeBackend()
-    with layer._small_products():
+    with layer._small_products(32):
         pass
     assert entered == []
     layer.backend = get_backend("cpu")
-    with layer._small_products():
+    with layer._small_products(32):  # 5.2e5: on one thread
+        pass
+    assert entered == ["one_thread"]
+    with layer._small_products(128):  # 2.1e6 > recurrent.SMALL_PRODUCT: the process's threads
         pass
     assert entered == ["one_thread"]
 

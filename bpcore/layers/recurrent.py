@@ -27,7 +27,6 @@ the output is each sequence's state after its last real step, with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -36,7 +35,7 @@ import numpy as np
 
 from .. import checks
 from ..backends import Backend
-from ..backends.blas_threads import one_thread
+from ..backends.blas_threads import small_product
 from ..backends.kernels.layout import c_ordered, unguarded
 from ..interop import import_array, to_backend
 from ..parameters import Parameter
@@ -67,6 +66,13 @@ class _Embedded:
 #: stays in cache (T*N*G*H = 50 * 32 * 256).
 PER_STEP_FEATURES = 16
 PER_STEP_SIZE = 1 << 20
+#: The time loop's per-step products (N x H by H x G*H, forward and backward) of at most this many
+#: multiply-adds run on one BLAS thread (:func:`bpcore.backends.blas_threads.small_product`); larger
+#: ones use the process's threads.  Measured on a quiet 2-core CPU, the step of the benchmarked models,
+#: loop on one thread over loop on two: 1.20-1.27x slower at 1.5e6-2.1e6 multiply-adds per product
+#: (the character LSTM and GRU, the series LSTM and GRU at batch 128), 0.98-1.19 at 3.9e5-5.2e5,
+#: where the second thread, spinning between the products, gains least and costs most on a busy machine.
+SMALL_PRODUCT = 1 << 20
 
 
 def _gather_rows(index: Any, table: Any, out: Any) -> None:
@@ -383,7 +389,7 @@ class Recurrent(Layer):
         keyed = xw if per_step is None else xw.rows  # the plan is kept while the same arrays come
         plan = self._step_plan("forward", (keyed, hw, *states, gates, real, *self._cell_constants()), steps,
                                lambda t: self._forward_args(t, xw, hw, states, gates, real))
-        with self._small_products():
+        with self._small_products(n):
             if per_step is None:
                 for h_prev, args in plan:
                     matmul(h_prev, weight_hh, out=hw)
@@ -479,9 +485,10 @@ class Recurrent(Layer):
         """The cell backward's arguments at step ``t`` (``dy``, ``dgx``, ``dgh``: that step's rows)."""
         raise NotImplementedError
 
-    def _small_products(self) -> Any:
-        """The time loop's products on one BLAS thread on the CPU (:mod:`bpcore.backends.blas_threads`)."""
-        return one_thread() if self.backend.xp is np else contextlib.nullcontext()
+    def _small_products(self, n: int) -> Any:
+        """The time loop's products on one BLAS thread on the CPU where small (:data:`SMALL_PRODUCT`)."""
+        return small_product(self.backend.xp, n * self.hidden_size * self.gate_count * self.hidden_size,
+                             SMALL_PRODUCT)
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
         if self._run is None:
@@ -526,7 +533,7 @@ class Recurrent(Layer):
             lambda t: (dgh[t], self._backward_args(t, dy[t] if sequences else dy, dh_rec, dh, carry, dgx[t],
                                                    dgh[t], states, gates, real)),
         )
-        with self._small_products():
+        with self._small_products(n):
             for t in range(steps - 1, -1, -1):
                 gate_grads, args = plan[t]
                 cell(*args)
