@@ -408,14 +408,14 @@ def softmax_row(logits, probs, base, k):  # type: ignore[no-untyped-def]
     # One row: max, log-sum-exp and the probabilities; returns (max, log-sum).  Each pass is a
     # short loop over a contiguous slice (measured 1.5-3x faster than one loop over flat indices
     # with four hand-split chains, at 65-128 classes).  The max is taken in the logits' dtype
-    # (exact); a NaN logit makes the row NaN through its exponential.
+    # (exact), by max(), whose loop vectorises (a NaN-aware comparison's did not: 3.8x slower, 38%
+    # of the kernel at 2048 x 65); a NaN logit makes the row NaN through its exponential whatever
+    # the max.
     x = logits[base : base + k]
     p = probs[base : base + k]
     top = x[0]
     for j in range(1, k):
-        v = x[j]
-        if not v <= top:
-            top = v
+        top = max(top, x[j])
     mx = np.float64(top)
     # One exponential per element, in a loop of its own (no reduction in it, so it vectorises for
     # float32), then the sum and one scaling pass: the exponentials are most of the kernel's time.
