@@ -12,7 +12,9 @@ modules, hot operations and their kernels); :mod:`bpcore.layers`,
 scikit-learn estimators (:mod:`bpcore.sklearn`) and the command line.
 """
 
+import importlib
 import logging
+from typing import Any
 
 from . import init, layers, losses, optim
 from .backends import (
@@ -67,3 +69,14 @@ __all__ = [
     "set_device",
     "use_device",
 ]
+
+#: Subpackages loaded on first access (``bpcore.rl.ReplayBuffer`` after a plain ``import bpcore``), so
+#: that importing bpcore pays neither for them nor for what they need (scikit-learn for
+#: :mod:`bpcore.sklearn`).
+_ON_ACCESS = frozenset({"distributed", "rl", "sklearn"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ON_ACCESS:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'bpcore' has no attribute {name!r}")

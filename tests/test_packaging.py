@@ -89,3 +89,23 @@ def test_the_sdist_holds_its_tests_examples_and_licence_and_runs_its_own_tests(t
     summary = ran.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
     assert int(summary.split(" passed")[0].split()[-1]) >= len(SDIST_SUBSET), summary
+
+
+def test_subpackages_load_on_first_access_after_a_plain_import() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bpcore\n"
+        "assert 'bpcore.rl' not in sys.modules and 'bpcore.distributed' not in sys.modules\n"
+        "assert bpcore.rl.ReplayBuffer.__name__ == 'ReplayBuffer'\n"
+        "assert callable(bpcore.distributed.init)\n"
+        "try:\n"
+        "    bpcore.no_such_part\n"
+        "except AttributeError as error:\n"
+        "    assert 'no_such_part' in str(error)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
