@@ -228,6 +228,26 @@ class CountingCupy:
         return call
 
 
+_bpcore_array_module = cuda.array_module
+
+
+def _array_module(args: tuple[Any, ...]) -> Any:
+    """``cuda.array_module`` with this module's arrays: their module is :class:`CountingCupy`, not CuPy.
+
+    The CUDA wrappers pick the array module of their arguments by the arrays'
+    module name (``cupy``); a :class:`DeviceArray` says ``cupy`` too, so the
+    wrappers' workspaces and generic fallbacks would ask the real CuPy (and a
+    GPU) for them.  Installed on import, for stand-in arrays only.
+    """
+    if any(isinstance(arg, DeviceArray) for arg in args):
+        return _COUNTING_CUPY
+    return _bpcore_array_module(args)
+
+
+_COUNTING_CUPY = CountingCupy()
+cuda.array_module = _array_module
+
+
 class _DeviceScope:
     """Stands in for ``cupy.cuda.Device``: a context manager making the GPU current (no device work)."""
 

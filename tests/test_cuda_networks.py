@@ -27,8 +27,10 @@ CuPy lacks (the stand-in's module is NumPy's).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import itertools
+import pickle
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -45,6 +47,7 @@ from bpcore.backends import device as device_module
 from bpcore.layers import (
     GRU,
     LSTM,
+    BatchNorm,
     Bidirectional,
     Concatenate,
     Dense,
@@ -53,9 +56,10 @@ from bpcore.layers import (
     GlobalAvgPool1D,
     GlobalMaxPool1D,
     ReLU,
+    Tanh,
 )
-from bpcore.losses import CrossEntropy
-from bpcore.optim import Adam, AdamW, clip_grad_norm
+from bpcore.losses import MSE, CrossEntropy, Huber
+from bpcore.optim import SGD, Adam, AdamW, clip_grad_norm
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILER = shutil.which("g++") or shutil.which("c++")
@@ -354,3 +358,51 @@ def test_the_wgan_iterates_as_on_the_cpu(dtype: str, gpu: CountingBackend) -> No
 
     launches = both(run, dtype)
     assert_launched(launches, {"bp_rmsprop_step", "bp_clamp_inplace", "bp_bias_relu_forward"})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_copies_of_a_network_with_buffers_follow_the_cpu(dtype: str, gpu: CountingBackend) -> None:
+    # The copies the custom loops make, of a network whose BatchNorm has buffers (the running
+    # statistics, which copy_from copies too) and whose Dropout draws: clone(), deepcopy, pickle,
+    # copy_from(tau) into a zeroed copy, a moment on the CPU and back; SGD with momentum, Huber
+    # and clipping before, and evaluate and fit after.
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((10, 4)).astype(dtype), rng.standard_normal((10, 3)).astype(dtype)
+
+    def run(device: str) -> list[tuple[str, Any]]:
+        network = bpcore.Network([Dense(4, 16), ReLU(), BatchNorm(16), Dense(16, 8), Tanh(), Dropout(0.3),
+                                  Dense(8, 3)], dtype=dtype, seed=0, device=device)
+        optimizer, loss = SGD(network.parameters(), lr=0.1, momentum=0.9), Huber()
+        seen: list[tuple[str, Any]] = []
+        for step in range(2):
+            out = network.forward(x, training=True)
+            value = loss(out, y)
+            network.zero_grad()
+            network.backward(loss.backward())
+            clip_grad_norm(network.parameters(), 0.3)
+            optimizer.step()
+            seen += [(f"out {step}", host(out)), (f"loss {step}", float(value)),
+                     (f"parameters {step}", host(network.store.data))]
+        soft = network.clone()
+        soft.store.data[...] = 0
+        soft.copy_from(network, tau=0.25)
+        seen.append(("copy_from(tau=0.25)", host(soft.store.data)))
+        seen += [(f"copied buffer {name}", host(value)) for layer in soft.walk()
+                 for name, value in layer.buffers().items()]
+        twins = {"deepcopy": copy.deepcopy(network), "pickle": pickle.loads(pickle.dumps(network))}
+        for how, twin in twins.items():
+            assert twin.backend is network.backend
+            seen.append((how, host(twin.predict(x))))
+        seen.append(("evaluate", network.evaluate(x, y, loss=MSE())["loss"]))
+        history = network.fit(x, y, loss=MSE(), optimizer=Adam(network.parameters()), epochs=2, batch_size=4,
+                              seed=3, verbose=0)
+        seen += [("fit", history["loss"][-1]), ("after fit", host(network.store.data))]
+        network.to("cpu")
+        seen.append(("on the cpu", network.predict(x)))
+        network.to(device)
+        seen.append(("back", host(network.predict(x))))
+        return seen
+
+    launches = both(run, dtype)
+    assert_launched(launches, {"bp_batchnorm_forward_train_stats", "bp_polyak_update",
+                               "bp_sgd_step_momentum"})
