@@ -15,7 +15,7 @@ two stand-ins underneath:
   ``astype`` (``ndarray.astype`` in ``_core/core.pyx``: one ``elementwise_copy``, none for an
   empty array, none for the same dtype without ``copy``) and a reshape that cannot be a view, indexing that is
   not basic (a gather kernel), ``zeros`` (``memset_async``,
-  ``cupy/_creation/basic.py``) and host-device transfers.  ``empty``
+  ``cupy/_creation/basic.py``) and host-device transfers (``asarray``, ``get``, ``set``).  ``empty``
   allocates only, and views (basic slicing, transposes, reshapes of
   contiguous memory) launch nothing, in CuPy as here.  A launch of size 0
   records nothing (CuPy returns before launching an empty kernel).
@@ -47,6 +47,7 @@ import numpy as np
 
 from bpcore.backends import Backend, Device
 from bpcore.backends.cupy_backend import CupyBackend
+from bpcore.backends.kernels import cuda
 from bpcore.backends.kernels import cuda_sources as src
 
 _DEVICE = types.SimpleNamespace(id=0)
@@ -97,7 +98,16 @@ def _is_basic(key: Any) -> bool:
 
 
 class DeviceArray(np.ndarray):
-    """An array "on the GPU" (host memory): device work on it is recorded as launches."""
+    """An array "on the GPU" (host memory): device work on it is recorded as launches.
+
+    Its class's module is ``cupy``, as ``cupy.ndarray.__module__`` is: bpcore
+    tells device arrays from host ones by that module without importing CuPy
+    (``interop.is_cupy_array``, ``backends.backend_of``), so a loss, a metric
+    or the input path given one takes the CUDA backend's path (resolved
+    through the ``cuda`` device: a test installs this backend there).
+    """
+
+    __module__ = "cupy"
 
     @property
     def device(self) -> Any:
@@ -160,6 +170,17 @@ class DeviceArray(np.ndarray):
         with _launch("d2h", "get", self.size):
             return np.array(_plain(self))
 
+    def set(self, arr: Any, stream: Any = None) -> None:
+        """``ndarray.set`` (``cupy/_core/core.pyx``): a NumPy array of this dtype and shape, copied in."""
+        if not isinstance(arr, np.ndarray) or isinstance(arr, DeviceArray):
+            raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
+        if self.dtype != arr.dtype:
+            raise TypeError(f"{arr.dtype} array cannot be set to {self.dtype} array")
+        if self.shape != arr.shape:
+            raise ValueError(f"Shape mismatch. Old shape: {self.shape}, new shape: {arr.shape}")
+        with _launch("h2d", "set", self.size):
+            _plain(self)[...] = arr
+
 
 class CountingCupy:
     """The array module of :class:`CountingBackend`: NumPy's functions over :class:`DeviceArray`, counted."""
@@ -207,6 +228,26 @@ class CountingCupy:
         return call
 
 
+_bpcore_array_module = cuda.array_module
+
+
+def _array_module(args: tuple[Any, ...]) -> Any:
+    """``cuda.array_module`` with this module's arrays: their module is :class:`CountingCupy`, not CuPy.
+
+    The CUDA wrappers pick the array module of their arguments by the arrays'
+    module name (``cupy``); a :class:`DeviceArray` says ``cupy`` too, so the
+    wrappers' workspaces and generic fallbacks would ask the real CuPy (and a
+    GPU) for them.  Installed on import, for stand-in arrays only.
+    """
+    if any(isinstance(arg, DeviceArray) for arg in args):
+        return _COUNTING_CUPY
+    return _bpcore_array_module(args)
+
+
+_COUNTING_CUPY = CountingCupy()
+cuda.array_module = _array_module
+
+
 class _DeviceScope:
     """Stands in for ``cupy.cuda.Device``: a context manager making the GPU current (no device work)."""
 
@@ -233,6 +274,10 @@ class CountingBackend(CupyBackend):
         self._cuda_device = _DeviceScope()
         self._provider = provider
 
+    def random(self, seed: int | None = None) -> CountingGenerator:
+        """CuPy's ``default_rng(seed)``: a :class:`CountingGenerator` (NumPy's draws, CuPy's semantics)."""
+        return CountingGenerator(seed)
+
     def _compiled(self, operation: Any) -> tuple[Callable[..., Any], str] | None:
         if operation.cuda is None:
             return None
@@ -240,6 +285,64 @@ class CountingBackend(CupyBackend):
             raise AssertionError(f"{operation.name}: its CUDA version cannot be built over host kernels")
         built = functools.partial(operation.cuda_wrapper, self._provider)
         return super()._compiled(dataclasses.replace(operation, cuda=built))
+
+
+class CountingGenerator:
+    """``cupy.random.Generator`` for :class:`CountingBackend`: NumPy's numbers for ``seed``, CuPy's semantics.
+
+    The numbers are those of ``numpy.random.default_rng(seed)`` (so a network
+    on this backend drops the same units as on the CPU, which cuRAND's XORWOW
+    would not); the calls behave as ``cupy/random/_generator_api.pyx`` does:
+    ``out`` is checked (its dtype, and its shape against ``size`` only when
+    ``size`` is given), ``random(size=None, out=...)`` draws ONE value and
+    copies it over ``out`` (``elementwise_copy``), ``standard_normal(out=...)``
+    fills ``out`` with ``out.size`` draws, results (``integers``' too) are
+    device arrays (0-d for ``size=None``), and there is no NumPy ``state`` to
+    read or set.  Each draw records one launch.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._numpy = np.random.default_rng(seed)
+
+    @staticmethod
+    def _check_output_array(dtype: Any, size: Any, out: Any) -> None:
+        # Generator._check_output_array: the dtype, contiguity, and the shape only against a given size
+        if out.dtype.char != np.dtype(dtype).char:
+            raise TypeError(f"Supplied output array has the wrong type. Expected {np.dtype(dtype).name}, "
+                            f"got {out.dtype.name}")
+        if not (out.flags.c_contiguous or out.flags.f_contiguous):
+            raise ValueError("Supplied output array is not contiguous, writable or aligned.")
+        if size is not None and tuple(np.atleast_1d(size)) != out.shape:
+            raise ValueError("size must match out.shape when used together")
+
+    def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> DeviceArray:
+        if out is not None:
+            self._check_output_array(dtype, size, out)
+        with _launch("kernel", "curand_uniform", int(np.prod(() if size is None else size))):
+            drawn = self._numpy.random(size=() if size is None else size, dtype=dtype)
+        if out is None:
+            return np.asarray(drawn).view(DeviceArray)
+        out[...] = drawn.view(DeviceArray) if isinstance(drawn, np.ndarray) else drawn  # elementwise_copy
+        return out
+
+    def integers(self, low: int, high: int | None = None, size: Any = None, dtype: Any = np.int64,
+                 endpoint: bool = False) -> DeviceArray:
+        # a device array, 0-d for size=None (``cupy.add(lo, y, dtype=dtype)``), never a Python int
+        shape = () if size is None else size
+        with _launch("kernel", "curand_integers", int(np.prod(shape))):
+            drawn = self._numpy.integers(low, high, size=shape, dtype=dtype, endpoint=endpoint)
+        return np.asarray(drawn).view(DeviceArray)
+
+    def standard_normal(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> DeviceArray:
+        if out is not None:
+            self._check_output_array(dtype, size, out)
+        shape = out.shape if out is not None else () if size is None else size
+        with _launch("kernel", "curand_normal", int(np.prod(shape))):
+            drawn = self._numpy.standard_normal(size=shape, dtype=dtype)
+        if out is None:
+            return np.asarray(drawn).view(DeviceArray)
+        _plain(out)[...] = drawn  # written in place by the distribution's kernel
+        return out
 
 
 # --- the kernel stand-ins ---------------------------------------------------------------------------
@@ -255,24 +358,45 @@ class HostElementwise:
 
     def __call__(self, *args: Any) -> None:
         assert len(args) == len(self.params), self.spec.name
-        sizes = [a.size for (p, _o), a in zip(self.params, args, strict=True) if p.is_array and not p.raw]
-        with _launch("kernel", self.spec.name, max(sizes)):
+        shape = np.broadcast_shapes(*(a.shape if isinstance(a, np.ndarray) else ()  # a scalar: ()
+                                      for (p, _o), a in zip(self.params, args, strict=True)
+                                      if p.is_array and not p.raw))
+        size = int(np.prod(shape, dtype=np.int64))
+        with _launch("kernel", self.spec.name, size):
             if self.cupy_call is not None:
                 self.cupy_call(*args)  # CuPy's type decisions, shape checks and generated source
             c_args: list[Any] = []
+            held: list[Any] = []
             dtype = None
-            for (param, _is_output), arg in zip(self.params, args, strict=True):
+            for (param, is_output), arg in zip(self.params, args, strict=True):
+                if param.is_array and not param.raw and not is_output and not isinstance(arg, np.ndarray):
+                    # A scalar for a typed parameter ("T keep"): CuPy passes it by value, cast to the
+                    # parameter's type, the same for every element: here, that value broadcast.
+                    arg = np.full(shape, arg, dtype=self._placeholder_dtype(param, args)).view(DeviceArray)
+                    held.append(arg)
                 if param.is_array:
                     assert isinstance(arg, DeviceArray), (self.spec.name, param.name, type(arg))
                     assert arg.flags.c_contiguous, (self.spec.name, param.name)
-                    assert param.raw or arg.size == max(sizes), (self.spec.name, param.name)
+                    if not param.raw and arg.shape != shape:
+                        # CuPy broadcasts the non-raw inputs to the arguments' common shape (a bias
+                        # row over a batch); outputs must have that shape ("Out shape is mismatched").
+                        assert not is_output, (self.spec.name, param.name, arg.shape, shape)
+                        arg = np.ascontiguousarray(np.broadcast_to(_plain(arg), shape)).view(DeviceArray)
+                        held.append(arg)  # alive until the kernel has run
                     c_args.append(ctypes.c_void_p(arg.ctypes.data))
                     dtype = arg.dtype if param.type == "T" else dtype
                 else:
                     c_args.append(_SCALARS[param.type](arg))
             assert dtype is not None
-            c_args.append(ctypes.c_longlong(max(sizes)))
+            c_args.append(ctypes.c_longlong(size))
             getattr(self.library, kernel_codegen.symbol(self.spec.name, dtype.name))(*c_args)
+
+    def _placeholder_dtype(self, param: src.Param, args: tuple[Any, ...]) -> np.dtype:
+        """The dtype CuPy gives ``param``'s type placeholder: that of an array argument of the same type."""
+        for (other, _is_output), arg in zip(self.params, args, strict=True):
+            if other.type == param.type and isinstance(arg, np.ndarray):
+                return arg.dtype
+        raise AssertionError(f"{self.spec.name}: no array argument fixes the type {param.type}")
 
 
 def build_provider(kernel_names: list[str], folder: Path, compiler: str) -> tuple[Callable[[str], Any], Any]:
@@ -297,3 +421,85 @@ def build_provider(kernel_names: list[str], folder: Path, compiler: str) -> tupl
         return kernels[kernel_name]
 
     return provider, recorder
+
+
+class HostReduction:
+    """A full ReductionKernel (``kernel(x, out)``), one launch, run serially by its host-compiled body."""
+
+    def __init__(self, spec: src.Reduction, library: ctypes.CDLL) -> None:
+        self.spec, self.library = spec, library
+
+    def __call__(self, x: Any, out: Any) -> None:
+        assert isinstance(x, DeviceArray) and isinstance(out, DeviceArray), self.spec.name
+        assert x.flags.c_contiguous, self.spec.name
+        with _launch("kernel", self.spec.name, x.size):
+            total = np.zeros(1, dtype=np.float64)
+            symbol = kernel_codegen.symbol(self.spec.name, x.dtype.name)
+            getattr(self.library, symbol)(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(total.ctypes.data),
+                                          ctypes.c_longlong(x.size))
+            _plain(out)[...] = total[0]
+
+
+class HostRawModule:
+    """The ``RawModule`` of the row and column kernels: ``get_function("name<T>")`` gives a launcher.
+
+    Each ``launcher(grid, block, args)`` records one launch of ``name`` and runs
+    the host-compiled kernel over the grid, its arguments packed as CuPy's
+    ``Function.__call__`` packs them (device arrays as pointers, a ``uint64``
+    0 as a null pointer, NumPy scalars by their own type).
+    """
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self.library = library
+
+    def get_function(self, expression: str) -> Callable[..., None]:
+        kernel_name, ctype = expression.rstrip(">").split("<")
+        dtype = {"float": "float32", "double": "float64"}[ctype]
+        function = getattr(self.library, kernel_codegen.symbol(kernel_name, dtype))
+
+        def launch(grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
+            c_args: list[Any] = []
+            for arg in args:
+                if isinstance(arg, np.ndarray):
+                    assert isinstance(arg, DeviceArray) and arg.flags.c_contiguous, (kernel_name, type(arg))
+                    c_args.append(ctypes.c_void_p(arg.ctypes.data))
+                elif isinstance(arg, np.uint64):  # a null pointer
+                    c_args.append(ctypes.c_void_p(int(arg) or None))
+                elif isinstance(arg, np.bool_):
+                    c_args.append(ctypes.c_bool(bool(arg)))
+                elif isinstance(arg, np.integer):
+                    c_args.append(ctypes.c_longlong(int(arg)))
+                else:
+                    c_args.append(ctypes.c_double(float(arg)))
+            with _launch("kernel", kernel_name, int(grid[0]) * int(block[0])):
+                function(*c_args, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
+
+        return launch
+
+
+def build_full_provider(folder: Path, compiler: str) -> tuple[Callable[[str], Any], Any]:
+    """A provider of EVERY CUDA kernel (elementwise, reduction, the RawModule) compiled for the host.
+
+    For networks, whose layers, losses and optimisers together launch most of
+    them; the elementwise kernels go through CuPy's call path (with CuPy
+    installed) as in :func:`build_provider`, the reductions and the row and
+    column kernels run their host bodies only (their CuPy code generation
+    and argument packing are checked in test_cuda_codegen.py).
+    """
+    program = kernel_codegen.host_program()
+    library = kernel_codegen.compile_host_library(program, folder, "all_kernels", compiler)
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        recorder = None
+    else:
+        import cupy_codegen
+
+        recorder = cupy_codegen.Recorder()
+    kernels: dict[str, Any] = {cuda.RAW_MODULE: HostRawModule(library)}
+    for spec in src.ELEMENTWISE.values():
+        call = None if recorder is None else cupy_codegen.elementwise_call(spec, recorder)
+        kernels[spec.name] = HostElementwise(spec, library, call)
+    for reduction in src.REDUCTIONS.values():
+        kernels[reduction.name] = HostReduction(reduction, library)
+    return kernels.__getitem__, recorder
