@@ -10,7 +10,7 @@ products around the loop (the input projection of all time steps, the weight
 gradients over all steps, a Dense layer over ``N * T`` rows) do gain from two
 threads.  So a recurrent layer runs its time loop inside :func:`one_thread`
 while the per-step products are small (:func:`small_product`; larger ones,
-such as (32, 128) x (128, 512), were 1.2x faster on two threads of a quiet
+such as (32, 128) x (128, 512), made the steps 1.2x faster on two threads of a quiet
 machine) and everything else at the process's BLAS thread count, which is the
 user's to set (``OPENBLAS_NUM_THREADS``, ``threadpoolctl.threadpool_limits``).
 
