@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from bpcore.backends.kernels import cuda_sources as src
 
@@ -193,3 +197,24 @@ def compile_host_library(program: str, folder: Path, stem: str, compiler: str) -
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return ctypes.CDLL(str(target))
+
+
+def raw_module_arguments(args: tuple, pointer: Callable[[Any], ctypes.c_void_p]) -> list[Any]:
+    """A RawModule kernel's launch arguments as the host library's C types (``pointer`` for arrays).
+
+    Arrays by ``pointer``, a ``np.uint64`` as a (possibly null) pointer, booleans as ``bool``, other
+    integers as ``long long`` and everything else as ``double``: what the host build of the kernels takes.
+    """
+    c_args: list[Any] = []
+    for arg in args:
+        if isinstance(arg, np.ndarray):
+            c_args.append(pointer(arg))
+        elif isinstance(arg, np.uint64):  # a null pointer
+            c_args.append(ctypes.c_void_p(int(arg) or None))
+        elif isinstance(arg, np.bool_):
+            c_args.append(ctypes.c_bool(bool(arg)))
+        elif isinstance(arg, np.integer):
+            c_args.append(ctypes.c_longlong(int(arg)))
+        else:
+            c_args.append(ctypes.c_double(float(arg)))
+    return c_args

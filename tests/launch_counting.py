@@ -458,19 +458,11 @@ class HostRawModule:
         function = getattr(self.library, kernel_codegen.symbol(kernel_name, dtype))
 
         def launch(grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
-            c_args: list[Any] = []
-            for arg in args:
-                if isinstance(arg, np.ndarray):
-                    assert isinstance(arg, DeviceArray) and arg.flags.c_contiguous, (kernel_name, type(arg))
-                    c_args.append(ctypes.c_void_p(arg.ctypes.data))
-                elif isinstance(arg, np.uint64):  # a null pointer
-                    c_args.append(ctypes.c_void_p(int(arg) or None))
-                elif isinstance(arg, np.bool_):
-                    c_args.append(ctypes.c_bool(bool(arg)))
-                elif isinstance(arg, np.integer):
-                    c_args.append(ctypes.c_longlong(int(arg)))
-                else:
-                    c_args.append(ctypes.c_double(float(arg)))
+            def device_pointer(arg: np.ndarray) -> ctypes.c_void_p:
+                assert isinstance(arg, DeviceArray) and arg.flags.c_contiguous, (kernel_name, type(arg))
+                return ctypes.c_void_p(arg.ctypes.data)
+
+            c_args = kernel_codegen.raw_module_arguments(args, device_pointer)
             with _launch("kernel", kernel_name, int(grid[0]) * int(block[0])):
                 function(*c_args, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
 

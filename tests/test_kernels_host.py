@@ -105,18 +105,7 @@ class HostRawModule:
         function = getattr(self.library, kernel_codegen.symbol(kernel_name, dtype))
 
         def launch(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-            c_args: list[Any] = []
-            for arg in args:
-                if isinstance(arg, np.ndarray):
-                    c_args.append(_pointer(arg))
-                elif isinstance(arg, np.uint64):  # a null pointer
-                    c_args.append(ctypes.c_void_p(int(arg) or None))
-                elif isinstance(arg, np.bool_):
-                    c_args.append(ctypes.c_bool(bool(arg)))
-                elif isinstance(arg, np.integer):
-                    c_args.append(ctypes.c_longlong(int(arg)))
-                else:
-                    c_args.append(ctypes.c_double(float(arg)))
+            c_args = kernel_codegen.raw_module_arguments(args, _pointer)
             function(*c_args, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
 
         return launch
