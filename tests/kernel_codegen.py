@@ -16,6 +16,7 @@ emulation is exact.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import subprocess
 from collections.abc import Callable
@@ -199,6 +200,12 @@ def compile_host_library(program: str, folder: Path, stem: str, compiler: str) -
     return ctypes.CDLL(str(target))
 
 
+def host_pointer(array: np.ndarray) -> ctypes.c_void_p:
+    """A C-contiguous array's memory as the host library's pointer argument."""
+    assert array.flags.c_contiguous
+    return ctypes.c_void_p(array.ctypes.data)
+
+
 def raw_module_arguments(args: tuple, pointer: Callable[[Any], ctypes.c_void_p]) -> list[Any]:
     """A RawModule kernel's launch arguments as the host library's C types (``pointer`` for arrays).
 
@@ -218,3 +225,61 @@ def raw_module_arguments(args: tuple, pointer: Callable[[Any], ctypes.c_void_p])
         else:
             c_args.append(ctypes.c_double(float(arg)))
     return c_args
+
+
+class HostKernel:
+    """What the host stand-ins of CUDA kernels share: how an array is passed and how a launch is wrapped.
+
+    A subclass that stands for device arrays (``launch_counting``) overrides
+    :meth:`pointer` (checking that an argument is "on the device") and
+    :meth:`launching` (recording the launch).
+    """
+
+    @staticmethod
+    def pointer(array: np.ndarray) -> ctypes.c_void_p:
+        return host_pointer(array)
+
+    def launching(self, kernel_name: str, size: int) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+
+class HostReduction(HostKernel):
+    """A full ReductionKernel (``kernel(x, out)``), one launch, run serially by its host-compiled body."""
+
+    def __init__(self, spec: src.Reduction, library: ctypes.CDLL) -> None:
+        self.spec, self.library = spec, library
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
+        with self.launching(self.spec.name, x.size):
+            total = np.zeros(1, dtype=np.float64)
+            function = getattr(self.library, symbol(self.spec.name, x.dtype.name))
+            function(self.pointer(x), host_pointer(total), ctypes.c_longlong(x.size))
+            self.store(out, total[0])
+
+    @staticmethod
+    def store(out: np.ndarray, value: Any) -> None:
+        out[...] = value
+
+
+class HostRawModule(HostKernel):
+    """The ``RawModule`` of the row and column kernels: ``get_function("name<float>")`` gives a launcher.
+
+    Each ``launcher(grid, block, args)`` runs the host-compiled kernel over the
+    grid, its arguments packed as CuPy's ``Function.__call__`` packs them
+    (:func:`raw_module_arguments`).
+    """
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self.library = library
+
+    def get_function(self, expression: str) -> Callable[..., None]:
+        kernel_name, ctype = expression.rstrip(">").split("<")
+        dtype = {"float": "float32", "double": "float64"}[ctype]
+        function = getattr(self.library, symbol(kernel_name, dtype))
+
+        def launch(grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
+            c_args = raw_module_arguments(args, self.pointer)
+            with self.launching(kernel_name, int(grid[0]) * int(block[0])):
+                function(*c_args, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
+
+        return launch

@@ -423,50 +423,31 @@ def build_provider(kernel_names: list[str], folder: Path, compiler: str) -> tupl
     return provider, recorder
 
 
-class HostReduction:
-    """A full ReductionKernel (``kernel(x, out)``), one launch, run serially by its host-compiled body."""
-
-    def __init__(self, spec: src.Reduction, library: ctypes.CDLL) -> None:
-        self.spec, self.library = spec, library
-
-    def __call__(self, x: Any, out: Any) -> None:
-        assert isinstance(x, DeviceArray) and isinstance(out, DeviceArray), self.spec.name
-        assert x.flags.c_contiguous, self.spec.name
-        with _launch("kernel", self.spec.name, x.size):
-            total = np.zeros(1, dtype=np.float64)
-            symbol = kernel_codegen.symbol(self.spec.name, x.dtype.name)
-            getattr(self.library, symbol)(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(total.ctypes.data),
-                                          ctypes.c_longlong(x.size))
-            _plain(out)[...] = total[0]
+def _device_pointer(array: np.ndarray) -> ctypes.c_void_p:
+    assert isinstance(array, DeviceArray) and array.flags.c_contiguous, type(array)
+    return ctypes.c_void_p(array.ctypes.data)
 
 
-class HostRawModule:
-    """The ``RawModule`` of the row and column kernels: ``get_function("name<T>")`` gives a launcher.
+class _CountedKernel(kernel_codegen.HostKernel):
+    """A host stand-in whose arrays must be device arrays and whose launches are recorded."""
 
-    Each ``launcher(grid, block, args)`` records one launch of ``name`` and runs
-    the host-compiled kernel over the grid, its arguments packed as CuPy's
-    ``Function.__call__`` packs them (device arrays as pointers, a ``uint64``
-    0 as a null pointer, NumPy scalars by their own type).
-    """
+    pointer = staticmethod(_device_pointer)
 
-    def __init__(self, library: ctypes.CDLL) -> None:
-        self.library = library
+    def launching(self, kernel_name: str, size: int) -> Any:
+        return _launch("kernel", kernel_name, size)
 
-    def get_function(self, expression: str) -> Callable[..., None]:
-        kernel_name, ctype = expression.rstrip(">").split("<")
-        dtype = {"float": "float32", "double": "float64"}[ctype]
-        function = getattr(self.library, kernel_codegen.symbol(kernel_name, dtype))
 
-        def launch(grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
-            def device_pointer(arg: np.ndarray) -> ctypes.c_void_p:
-                assert isinstance(arg, DeviceArray) and arg.flags.c_contiguous, (kernel_name, type(arg))
-                return ctypes.c_void_p(arg.ctypes.data)
+class HostReduction(_CountedKernel, kernel_codegen.HostReduction):
+    """A full ReductionKernel over device arrays, one recorded launch (its host body, serially)."""
 
-            c_args = kernel_codegen.raw_module_arguments(args, device_pointer)
-            with _launch("kernel", kernel_name, int(grid[0]) * int(block[0])):
-                function(*c_args, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
+    @staticmethod
+    def store(out: np.ndarray, value: Any) -> None:
+        assert isinstance(out, DeviceArray), type(out)
+        _plain(out)[...] = value
 
-        return launch
+
+class HostRawModule(_CountedKernel, kernel_codegen.HostRawModule):
+    """The ``RawModule`` of the row and column kernels over device arrays, each launch recorded."""
 
 
 def build_full_provider(folder: Path, compiler: str) -> tuple[Callable[[str], Any], Any]:

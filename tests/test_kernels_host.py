@@ -40,9 +40,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     return kernel_codegen.compile_host_library(kernel_codegen.host_program(), folder, "kernels", COMPILER)
 
 
-def _pointer(array: np.ndarray) -> ctypes.c_void_p:
-    assert array.flags.c_contiguous
-    return ctypes.c_void_p(array.ctypes.data)
+_pointer = kernel_codegen.host_pointer
 
 
 class HostElementwise:
@@ -79,36 +77,8 @@ class HostElementwise:
         getattr(self.library, kernel_codegen.symbol(self.spec.name, dtype.name))(*c_args)
 
 
-class HostReduction:
-    """A full ReductionKernel, run serially by the host library."""
-
-    def __init__(self, spec: src.Reduction, library: ctypes.CDLL) -> None:
-        self.spec = spec
-        self.library = library
-
-    def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
-        total = np.zeros(1, dtype=np.float64)
-        symbol = kernel_codegen.symbol(self.spec.name, x.dtype.name)
-        getattr(self.library, symbol)(_pointer(x), _pointer(total), ctypes.c_longlong(x.size))
-        out[...] = total[0]
-
-
-class HostRawModule:
-    """``get_function("kernel<float>")`` gives a ``(grid, block, args)`` launcher."""
-
-    def __init__(self, library: ctypes.CDLL) -> None:
-        self.library = library
-
-    def get_function(self, expression: str) -> Any:
-        kernel_name, ctype = expression.rstrip(">").split("<")
-        dtype = {"float": "float32", "double": "float64"}[ctype]
-        function = getattr(self.library, kernel_codegen.symbol(kernel_name, dtype))
-
-        def launch(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-            c_args = kernel_codegen.raw_module_arguments(args, _pointer)
-            function(*c_args, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
-
-        return launch
+HostReduction = kernel_codegen.HostReduction
+HostRawModule = kernel_codegen.HostRawModule
 
 
 @pytest.fixture(scope="module")
