@@ -132,6 +132,25 @@ def assert_launched(launches: list[tuple[str, str]], names: set[str]) -> None:
     assert names <= launched, sorted(launched)
 
 
+def steps_seen(network: bpcore.Network, x: Any, y: Any, loss: Any, optimizer: Any, *,
+               input_grad: bool = False) -> list[tuple[str, Any]]:
+    """Two training steps (forward, loss, backward, optimiser) and what each gave, on the host."""
+    seen: list[tuple[str, Any]] = []
+    for step in range(2):
+        with network.step():
+            out = network.forward(x, training=True)
+            value = loss(out, y)
+            network.zero_grad()
+            grad_in = network.backward(loss.backward())
+            seen += [(f"out {step}", host(out)), (f"loss {step}", float(value))]
+            if input_grad:
+                seen.append((f"grad_in {step}", host(grad_in)))
+            seen.append((f"grad {step}", host(network.store.grad)))
+            optimizer.step()
+        seen.append((f"parameters {step}", host(network.store.data)))
+    return seen
+
+
 # --- 1. the text classifier ------------------------------------------------------------------------
 def text_classifier(vocabulary: int, classes: int, dtype: str, device: str) -> bpcore.Network:
     """examples/text_classification.py's ``classifier``, smaller and in ``dtype``."""
@@ -159,17 +178,7 @@ def test_the_text_classifier_trains_as_on_the_cpu(dtype: str, gpu: CountingBacke
     def run(device: str) -> list[tuple[str, Any]]:
         network = text_classifier(vocabulary, classes, dtype, device)
         loss, optimizer = CrossEntropy(), AdamW(network.parameters(), lr=0.01, weight_decay=0.3)
-        seen: list[tuple[str, Any]] = []
-        for step in range(2):
-            with network.step():
-                out = network.forward(x, training=True)
-                value = loss(out, y)
-                network.zero_grad()
-                network.backward(loss.backward())
-                seen += [(f"out {step}", host(out)), (f"loss {step}", float(value)),
-                         (f"grad {step}", host(network.store.grad))]
-                optimizer.step()
-            seen.append((f"parameters {step}", host(network.store.data)))
+        seen = steps_seen(network, x, y, loss, optimizer)
         seen.append(("predict", host(network.predict(x))))
         # the padding changes nothing: row 1 alone, unpadded, is predicted the same
         seen.append(("one word", host(network.predict(x[1:2, :1]))))
@@ -250,17 +259,7 @@ def test_the_digits_cnn_trains_as_on_the_cpu(dtype: str, gpu: CountingBackend) -
         if device == "cuda":
             assert network.layers[0].pool is not None  # the GPU plan: ReLU and MaxPool2D in the conv
         loss, optimizer = CrossEntropy(), AdamW(network.parameters(), lr=0.01, weight_decay=0.01)
-        seen: list[tuple[str, Any]] = []
-        for step in range(2):
-            with network.step():
-                out = network.forward(x, training=True)
-                value = loss(out, y)
-                network.zero_grad()
-                grad_in = network.backward(loss.backward())
-                seen += [(f"out {step}", host(out)), (f"loss {step}", float(value)),
-                         (f"grad_in {step}", host(grad_in)), (f"grad {step}", host(network.store.grad))]
-                optimizer.step()
-            seen.append((f"parameters {step}", host(network.store.data)))
+        seen = steps_seen(network, x, y, loss, optimizer, input_grad=True)
         seen.append(("predict", host(network.predict(x, batch_size=2))))
         return seen
 
