@@ -105,7 +105,6 @@ net.fit(x, y, loss=loss, optimizer=opt, epochs=2, batch_size=64, seed=0, verbose
     "dqn-batch": """
 import numpy as np
 import bpcore
-import bpcore.rl
 from bpcore.layers import Dense, ReLU
 
 rng = np.random.default_rng(0)
