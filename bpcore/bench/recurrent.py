@@ -288,11 +288,12 @@ def measure_case(
             break
     measured = 0.0  # seconds of sampling, the waits between the libraries not counted
     for done in range(1, budget.repeats + 1):
-        library = ""
+        previous = ""
         for name, sample in samplers.items():
-            if name.split("-")[0] != library:
-                library = name.split("-")[0]
+            library = name.split("-")[0]  # "bpcore" or "torch"
+            if library != previous:
                 let_idle_threads_sleep()
+                previous = library
             started = time.perf_counter()
             samples[name].append(sample())
             measured += time.perf_counter() - started
