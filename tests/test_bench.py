@@ -365,3 +365,42 @@ def test_the_pytorch_process_answers_its_commands() -> None:
     answers = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert answers[0]["threads"] >= 1 and answers[1] == {"ok": True} and answers[2]["seconds"] > 0
     assert "KeyError" in answers[3]["error"] and answers[4] == {"ok": True}
+
+
+def test_recurrent_samples_wait_for_idle_threads_at_each_change_of_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each round samples bpcore (its settings in turn), then PyTorch (its settings in turn): one wait
+    # before each library's first sample, none between the settings of one library, and the waits
+    # not counted against the budget's max_seconds.
+    from bpcore.bench import recurrent
+    from bpcore.bench.timing import Budget
+
+    order: list[str] = []
+    import time
+
+    def wait() -> None:
+        order.append("wait")
+        time.sleep(0.02)  # longer than max_seconds below: counted, it would end the rounds after one
+
+    monkeypatch.setattr(recurrent, "let_idle_threads_sleep", wait)
+    monkeypatch.setattr(recurrent, "_timed",
+                        lambda step, seconds, sync: lambda: order.append("bpcore") or 1e-3)
+    monkeypatch.setattr(recurrent, "_blas_threads", lambda: 2)
+    monkeypatch.setattr(recurrent, "_on_one_blas_thread",
+                        lambda sample: lambda: order.append("bpcore-1t") or 1e-3)
+
+    class Worker:
+        default_threads = 2
+
+        def ask(self, **command: object) -> dict[str, object]:
+            if command["op"] == "sample":
+                order.append(f"torch-{command['threads']}t")
+                return {"seconds": 1e-3}
+            return {"ok": True}
+
+    budget = Budget(repeats=3, min_repeats=1, sample_seconds=0.0, warmup_seconds=0.0, max_seconds=0.01)
+    row = recurrent.measure_case(recurrent.RECURRENT_MODELS["rnn-series"], 2, "cpu", budget, Worker())
+    assert row["rounds"] == 3
+    measured = order[order.index("wait"):]  # after the warm-up's one call of each
+    assert measured == ["wait", "bpcore", "bpcore-1t", "wait", "torch-2t", "torch-1t"] * 3
