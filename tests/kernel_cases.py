@@ -119,6 +119,7 @@ def _softmax_forward(index: bool) -> Callable[..., list[Any]]:
             logits[::3, 0] = 1e4
             logits[1::3, :3] = -1e4
             logits[2::7, 1] = np.nan
+            logits[5::7, 0] = np.nan  # first in its row: the running max starts at NaN
         if index:
             target: Any = rng.integers(0, k, size=n).astype(np.int64)
             target[1::5] = -1  # ignored rows (CrossEntropy's ignore_index)
