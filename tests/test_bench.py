@@ -367,6 +367,19 @@ def test_the_pytorch_process_answers_its_commands() -> None:
     assert "KeyError" in answers[3]["error"] and answers[4] == {"ok": True}
 
 
+def test_the_pytorch_process_starts_without_a_double_import_warning() -> None:
+    # The recurrent bench starts PyTorch's process as ``-m bpcore.bench.recurrent_worker``; a module that
+    # the package imports, run as ``-m`` itself, is imported twice and Python warns so on stderr.
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "bpcore.bench.recurrent_worker"], input='{"op": "quit"}\n',
+                          capture_output=True, text=True, timeout=120)
+    assert "found in sys.modules" not in done.stderr
+    if done.returncode == 0:  # PyTorch installed: it answered the quit
+        assert json.loads(done.stdout) == {"ok": True}
+    else:
+        assert "No module named 'torch'" in done.stderr
+
 def test_recurrent_samples_wait_for_idle_threads_at_each_change_of_library(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

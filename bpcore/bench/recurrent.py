@@ -13,7 +13,7 @@ backward, optimiser step):
 bpcore and PyTorch (``Adam(fused=True)``; with its default thread count and
 with one thread, the ratio taken against the faster) are sampled in turn,
 round after round, so that a change of load on the machine hits both.
-PyTorch runs in a process of its own (``python -m bpcore.bench.recurrent``,
+PyTorch runs in a process of its own (``python -m bpcore.bench.recurrent_worker``,
 driven over a pipe), and each library's samples of a round start only once
 the other library's idle threads have gone to sleep
 (:func:`~bpcore.bench.timing.let_idle_threads_sleep`): OpenBLAS's workers
@@ -195,8 +195,8 @@ class TorchWorker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else root
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bpcore.bench.recurrent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=env,
+            [sys.executable, "-m", "bpcore.bench.recurrent_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
         self.default_threads = int(self.ask(op="threads")["threads"])
 
@@ -398,6 +398,3 @@ def format_recurrent(report: dict[str, Any]) -> str:
         lines.append(f"  {name}: {label}")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    serve_torch()
