@@ -380,6 +380,7 @@ def test_the_pytorch_process_starts_without_a_double_import_warning() -> None:
     else:
         assert "No module named 'torch'" in done.stderr
 
+
 def test_recurrent_samples_wait_for_idle_threads_at_each_change_of_library(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
