@@ -131,6 +131,30 @@ def test_dense_bias_gradient_and_outer_product_are_bit_identical_to_numpy(dtype:
     np.testing.assert_array_equal(outer, a[:, None] * b[None, :])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("classes", [1, 2, 7, 8, 9, 16, 17, 65, 130])
+def test_softmax_cross_entropy_finds_the_largest_logit_wherever_it_is(dtype: type, classes: int) -> None:
+    # The row's max runs in eight chains plus a remainder: put a large logit at every position
+    # (each chain and the remainder), one row per position, and a NaN at every position.
+    rng = np.random.default_rng(classes)
+    rows = np.arange(classes)
+    logits = rng.normal(size=(classes, classes)).astype(dtype)
+    logits[rows, rows] = 1e4  # exp(1e4 - 0) overflows unless the row is shifted by its max
+    labels = rng.integers(0, classes, size=classes).astype(np.int64)
+    probs, losses = np.empty_like(logits), np.empty(classes, dtype)
+    forward = OPERATIONS["softmax_cross_entropy_index_forward"]
+    forward.cpu()(logits, labels, probs, losses)
+    expected_probs, expected_losses = np.empty_like(probs), np.empty_like(losses)
+    forward.generic(np, logits, labels, expected_probs, expected_losses)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(probs, expected_probs, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(losses, expected_losses, rtol=tolerance, atol=tolerance)
+    assert np.isfinite(losses).all()
+    logits[rows, rows] = np.nan
+    forward.cpu()(logits, labels, probs, losses)
+    assert np.isnan(losses).all() and np.isnan(probs).all(axis=1).all()
+
+
 def test_non_contiguous_arrays_fall_back_to_the_generic_version() -> None:
     rng = np.random.default_rng(1)
     gy = rng.normal(size=(8, 32))[:, ::2]
