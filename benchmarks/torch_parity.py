@@ -1,0 +1,669 @@
+"""bpcore against PyTorch, number for number, over random configurations.
+
+The layers, losses, optimisers and schedules follow PyTorch's documented
+semantics and parameter layouts, so that weights move between the two by a
+plain copy and a user gets the same numbers in both.  The test suite checks
+every backward pass against finite differences and pins PyTorch's formulas
+with fixed reference values, since PyTorch is no dependency of it.  This script
+is the direct check, for wherever PyTorch is installed: for each kind below
+it draws random configurations (shapes, strides, paddings, dilations, groups,
+sequence lengths, masks, hyperparameters), gives both libraries the same
+parameters and inputs, and compares outputs, input gradients and every
+parameter's gradient (optimisers: the parameters after several steps;
+schedules: the learning rates):
+
+* ``dense``: Dense on (N, T, F) input (bpcore keeps W as (in, out), the
+  transpose of Linear's, so that one is copied transposed), ReLU after;
+* ``conv2d``: Conv2D, alone and as the Conv2D + ReLU + MaxPool2D(2) run that
+  the network fuses into one pass on the CPU;
+* ``pool2d``: MaxPool2D, AvgPool2D (padding counted in the average, as
+  PyTorch's default), GlobalAvgPool2D then Flatten;
+* ``batchnorm``: BatchNorm over (N, C) and (N, C, H, W), three training steps
+  (running statistics) then evaluation;
+* ``recurrent``: RNN (tanh, relu), LSTM, GRU, plain or Bidirectional, the
+  last state or every step, with sequence lengths (PyTorch: packed sequences);
+* ``embedded-recurrent``: Embedding with ``padding_idx`` into a recurrent layer
+  and a Dense head (the network's fused embedding-and-recurrence path, with
+  the mask the padding index makes; PyTorch: packed sequences of the real lengths);
+* ``cross-entropy``: class indices per time step with ``ignore_index``, and
+  class probabilities, reductions mean and sum;
+* ``optimizers``: SGD (momentum, dampening, Nesterov, weight decay), Adam
+  (AMSGrad, weight decay), AdamW, RMSProp (momentum, centered), AdaGrad
+  (lr decay, initial accumulator), five steps on random gradients;
+* ``schedules``: StepLR, ExponentialLR, CosineAnnealingLR over 40 steps.
+
+Float64 is compared to 1e-9 (relative to each array's scale), float32 to 2e-4
+(bpcore's float32 recurrent kernels use a rational tanh within 3.5e-7, and
+the two libraries sum in different orders).  Exit status 1 if anything differs.
+
+    python benchmarks/torch_parity.py [--trials 20] [--seed 0] [--device cpu|cuda:0]
+                                      [--dtypes float64,float32] [--kinds conv2d,recurrent] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+try:
+    import bpcore  # noqa: F401
+except ImportError:  # run from a source checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
+
+
+@dataclasses.dataclass
+class Comparison:
+    """One array of bpcore's against PyTorch's, as float64 NumPy copies taken when made.
+
+    Copies: a gradient read back from either library may be a view of a buffer
+    that the next step overwrites.
+    """
+
+    what: str
+    ours: Any
+    theirs: Any
+
+    def __post_init__(self) -> None:
+        self.ours, self.theirs = _host(self.ours), _host(self.theirs)
+
+
+def _host(array: Any) -> np.ndarray:
+    """A float64 NumPy copy of a NumPy, CuPy or PyTorch array (or a number)."""
+    if hasattr(array, "detach"):  # a torch tensor
+        array = array.detach().cpu().numpy()
+    elif hasattr(array, "get") and not isinstance(array, np.ndarray):  # a CuPy array
+        array = array.get()
+    return np.array(array, dtype=np.float64)
+
+
+@dataclasses.dataclass
+class Tally:
+    """What one kind gave for one dtype."""
+
+    kind: str
+    dtype: str
+    cases: int = 0
+    arrays: int = 0
+    worst: float = 0.0  # the largest error relative to its array's scale
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+class Harness:
+    """The shared machinery of the checks: random numbers, the two devices, copying parameters."""
+
+    def __init__(self, rng: np.random.Generator, dtype: str, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.rng = rng
+        self.dtype = dtype
+        self.device = device
+        self.torch_device = torch.device("cuda" if device.startswith("cuda") else "cpu")
+        self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+
+    def integer(self, low: int, high: int) -> int:
+        """A random integer in [low, high]."""
+        return int(self.rng.integers(low, high + 1))
+
+    def coin(self) -> bool:
+        return bool(self.rng.integers(0, 2))
+
+    def normal(self, *shape: int, scale: float = 1.0) -> np.ndarray:
+        return (self.rng.standard_normal(shape) * scale).astype(self.dtype)
+
+    def tensor(self, array: np.ndarray, grad: bool = False) -> Any:
+        result = self.torch.tensor(array, device=self.torch_device)
+        if result.is_floating_point():
+            result = result.to(self.torch_dtype)
+        return result.requires_grad_(grad)
+
+    def module(self, module: Any) -> Any:
+        return module.to(device=self.torch_device, dtype=self.torch_dtype)
+
+    def network(self, layers: list[Any]) -> Any:
+        from bpcore.network import Network
+
+        return Network(layers, dtype=self.dtype, seed=self.integer(0, 10_000), device=self.device)
+
+    def share(self, network: Any, pairs: list[tuple[Any, Any, bool]], scale: float = 0.5) -> None:
+        """The same random values into each (bpcore parameter, torch parameter, transposed) pair."""
+        with self.torch.no_grad():
+            for ours, theirs, transposed in pairs:
+                value = self.normal(*ours.shape, scale=scale)
+                ours.data[...] = network.backend.asarray(value, ours.data.dtype)
+                theirs.copy_(self.tensor(value.T if transposed else value))
+
+    def run_layers(
+        self,
+        layers: list[Any],
+        forward: Callable[[Any], Any],
+        pairs: list[tuple[Any, Any, bool]],
+        x: np.ndarray,
+        *,
+        lengths: Any = None,
+        output_mask: Any = None,
+        integer_input: bool = False,
+    ) -> list[Comparison]:
+        """Forward and backward through ``layers`` and through ``forward`` (PyTorch) on the same ``x``.
+
+        ``pairs`` as :meth:`share`; the upstream gradient is random (times
+        ``output_mask`` where given: positions a loss ignores).
+        """
+        network = self.network(layers)
+        self.share(network, pairs)
+        out = network.forward(x, training=True, lengths=lengths)
+        upstream = self.normal(*out.shape)
+        if output_mask is not None:
+            upstream = upstream * output_mask.astype(self.dtype)
+        network.zero_grad()
+        grad_in = network.backward(network.backend.asarray(upstream), input_grad=not integer_input)
+        xt = self.tensor(x, grad=not integer_input)
+        theirs = forward(xt)
+        theirs.backward(self.tensor(upstream))
+        ours_out, theirs_out = _host(out), _host(theirs)
+        if output_mask is not None:  # what the two put at ignored positions is nobody's business
+            ours_out, theirs_out = ours_out * output_mask, theirs_out * output_mask
+        found = [Comparison("output", ours_out, theirs_out)]
+        if not integer_input:
+            found.append(Comparison("input gradient", grad_in, xt.grad))
+        for ours, torch_parameter, transposed in pairs:
+            grad = _host(torch_parameter.grad)
+            found.append(Comparison(f"d{ours.name}", ours.grad, grad.T if transposed else grad))
+        return found
+
+
+def check_dense(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.layers import Dense, ReLU
+
+    n, steps, fin, fout = h.integer(1, 5), h.integer(1, 6), h.integer(1, 9), h.integer(1, 9)
+    relu = h.coin()
+    layer = Dense(fin, fout)
+    linear = h.module(h.torch.nn.Linear(fin, fout))
+    layers = [layer, ReLU()] if relu else [layer]
+
+    def forward(xt: Any) -> Any:
+        y = linear(xt)
+        return h.torch.relu(y) if relu else y
+
+    label = f"Dense({fin}, {fout}){' + ReLU' if relu else ''} on {(n, steps, fin)}"
+    pairs = [(layer.weight, linear.weight, True), (layer.bias, linear.bias, False)]
+    return label, h.run_layers(layers, forward, pairs, h.normal(n, steps, fin))
+
+
+def _conv_arguments(h: Harness) -> dict[str, Any]:
+    groups = h.integer(1, 2)
+    arguments: dict[str, Any] = {
+        "kernel_size": (h.integer(1, 3), h.integer(1, 3)),
+        "stride": (h.integer(1, 2), h.integer(1, 2)),
+        "dilation": (h.integer(1, 2), h.integer(1, 2)),
+        "groups": groups,
+        "bias": h.coin(),
+    }
+    style = h.integer(0, 3)
+    if style == 0:
+        arguments["padding"], arguments["stride"] = "same", 1
+    elif style == 1:
+        arguments["padding"] = "valid"
+    elif style == 2:
+        arguments["padding"] = h.integer(0, 2)
+    else:
+        arguments["padding"] = (h.integer(0, 2), h.integer(0, 2))
+    return arguments
+
+
+def check_conv2d(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.layers import Conv2D, MaxPool2D, ReLU
+
+    torch = h.torch
+    fused = h.coin()  # Conv2D + ReLU + MaxPool2D(2): the run the CPU fuses into one pass
+    arguments = _conv_arguments(h)
+    if fused:  # stride 1, padding "same": an even output that the 2x2 pool splits exactly
+        arguments.update(stride=1, padding="same", dilation=1)
+    groups = arguments["groups"]
+    cin, cout = groups * h.integer(1, 3), groups * h.integer(1, 3)
+    n, height, width = h.integer(1, 3), 2 * h.integer(3, 5), 2 * h.integer(3, 5)
+    layer = Conv2D(cin, cout, **arguments)
+    conv = h.module(torch.nn.Conv2d(cin, cout, **arguments))
+    layers = [layer, ReLU(), MaxPool2D(2)] if fused else [layer]
+
+    def forward(xt: Any) -> Any:
+        y = conv(xt)
+        return torch.nn.functional.max_pool2d(torch.relu(y), 2) if fused else y
+
+    pairs: list[tuple[Any, Any, bool]] = [(layer.weight, conv.weight, False)]
+    if arguments["bias"]:
+        pairs.append((layer.bias, conv.bias, False))
+    label = f"{layer!r}{' + ReLU + MaxPool2D(2)' if fused else ''} on {(n, cin, height, width)}"
+    return label, h.run_layers(layers, forward, pairs, h.normal(n, cin, height, width))
+
+
+def check_pool2d(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.layers import AvgPool2D, Flatten, GlobalAvgPool2D, MaxPool2D
+
+    torch = h.torch
+    x = h.normal(h.integer(1, 3), h.integer(1, 3), h.integer(4, 9), h.integer(4, 9))
+    which = h.integer(0, 2)
+    if which == 2:
+        return "GlobalAvgPool2D + Flatten", h.run_layers(
+            [GlobalAvgPool2D(), Flatten()], lambda xt: xt.mean(dim=(2, 3)), [], x
+        )
+    kernel = (h.integer(1, 3), h.integer(1, 3))
+    stride = None if h.coin() else (h.integer(1, 2), h.integer(1, 2))
+    padding = (h.integer(0, kernel[0] // 2), h.integer(0, kernel[1] // 2))
+    ours, theirs = (MaxPool2D, torch.nn.MaxPool2d) if which == 0 else (AvgPool2D, torch.nn.AvgPool2d)
+    layer = ours(kernel, stride, padding)
+    label = f"{layer!r} on {x.shape}"
+    return label, h.run_layers([layer], theirs(kernel, stride, padding), [], x)
+
+
+def check_batchnorm(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.layers import BatchNorm
+
+    torch = h.torch
+    channels = h.integer(1, 4)
+    shape = (
+        (h.integer(2, 6), channels)
+        if h.coin()
+        else (h.integer(2, 3), channels, h.integer(1, 4), h.integer(1, 4))
+    )
+    momentum = float(h.rng.uniform(0.05, 0.5))
+    layer = BatchNorm(channels, momentum=momentum)
+    network = h.network([layer])
+    norm = h.module(
+        (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(channels, momentum=momentum)
+    )
+    h.share(network, [(layer.gamma, norm.weight, False), (layer.beta, norm.bias, False)])
+    found = []
+    for step in range(3):
+        x = h.normal(*shape, scale=2.0) + 1
+        out = network.forward(x, training=True)
+        upstream = h.normal(*out.shape)
+        network.zero_grad()
+        grad_in = network.backward(network.backend.asarray(upstream))
+        norm.train()
+        norm.zero_grad()
+        xt = h.tensor(x, grad=True)
+        theirs = norm(xt)
+        theirs.backward(h.tensor(upstream))
+        found += [
+            Comparison(f"step {step} output", out, theirs),
+            Comparison(f"step {step} input gradient", grad_in, xt.grad),
+            Comparison(f"step {step} dgamma", layer.gamma.grad, norm.weight.grad),
+            Comparison(f"step {step} dbeta", layer.beta.grad, norm.bias.grad),
+            Comparison(f"step {step} running mean", layer.running_mean, norm.running_mean),
+            Comparison(f"step {step} running var", layer.running_var, norm.running_var),
+        ]
+    x = h.normal(*shape)
+    norm.eval()
+    with torch.no_grad():
+        found.append(Comparison("evaluation output", network.forward(x), norm(h.tensor(x))))
+    return f"BatchNorm({channels}, momentum={momentum:.3f}) on {shape}", found
+
+
+_CELLS = ("lstm", "gru", "rnn", "rnn-relu")
+
+
+def _cells(
+    h: Harness, kind: str, features: int, hidden: int, sequences: bool, bidirectional: bool
+) -> tuple[Any, Any]:
+    """(bpcore layer, torch module) for a cell kind."""
+    from bpcore.layers import GRU, LSTM, RNN, Bidirectional
+
+    torch = h.torch
+    ours: dict[str, Callable[[], Any]] = {
+        "lstm": lambda: LSTM(features, hidden, return_sequences=sequences),
+        "gru": lambda: GRU(features, hidden, return_sequences=sequences),
+        "rnn": lambda: RNN(features, hidden, return_sequences=sequences),
+        "rnn-relu": lambda: RNN(features, hidden, nonlinearity="relu", return_sequences=sequences),
+    }
+    theirs = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind.split("-")[0]]
+    options = {"nonlinearity": "relu"} if kind == "rnn-relu" else {}
+    layer = Bidirectional(ours[kind]()) if bidirectional else ours[kind]()
+    module = h.module(theirs(features, hidden, batch_first=True, bidirectional=bidirectional, **options))
+    return layer, module
+
+
+def _cell_pairs(layer: Any, module: Any) -> list[tuple[Any, Any, bool]]:
+    directions = (
+        [(layer.forward_layer, ""), (layer.backward_layer, "_reverse")]
+        if hasattr(layer, "forward_layer")
+        else [(layer, "")]
+    )
+    return [
+        (getattr(cell, name), getattr(module, f"{name}_l0{suffix}"), False)
+        for cell, suffix in directions
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    ]
+
+
+def _packed(h: Harness, module: Any, inputs: Any, lengths: np.ndarray, kind: str, sequences: bool) -> Any:
+    """PyTorch's recurrent output over sequences of ``lengths`` (packed), as bpcore returns it."""
+    torch = h.torch
+    rnn = torch.nn.utils.rnn
+    steps = inputs.shape[1]
+    packed = rnn.pack_padded_sequence(inputs, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    output, final = module(packed)
+    if sequences:
+        return rnn.pad_packed_sequence(output, batch_first=True, total_length=steps)[0]
+    hidden = final[0] if kind == "lstm" else final
+    return torch.cat([hidden[0], hidden[1]], dim=1) if hidden.shape[0] == 2 else hidden[0]
+
+
+def check_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
+    kind = _CELLS[h.integer(0, len(_CELLS) - 1)]
+    features, hidden, n, steps = h.integer(1, 5), h.integer(1, 6), h.integer(1, 5), h.integer(1, 7)
+    sequences, bidirectional, ragged = h.coin(), h.coin(), h.coin()
+    layer, module = _cells(h, kind, features, hidden, sequences, bidirectional)
+    lengths = h.rng.integers(1, steps + 1, size=n) if ragged else np.full(n, steps)
+    mask = (np.arange(steps)[None, :] < lengths[:, None])[:, :, None] if sequences else None
+    label = (
+        f"{layer!r}, {'every step' if sequences else 'last state'}, N={n} T={steps}"
+        f"{f', lengths {lengths.tolist()}' if ragged else ''}"
+    )
+    found = h.run_layers(
+        [layer],
+        lambda xt: _packed(h, module, xt, lengths, kind, sequences),
+        _cell_pairs(layer, module),
+        h.normal(n, steps, features),
+        lengths=lengths if ragged else None,
+        output_mask=mask,
+    )
+    return label, found
+
+
+def check_embedded_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.layers import Dense, Embedding
+
+    torch = h.torch
+    kind = _CELLS[h.integer(0, 2)]
+    vocabulary, width, hidden = h.integer(3, 9), h.integer(1, 5), h.integer(1, 40)
+    n, steps, sequences = h.integer(1, 40), h.integer(1, 12), h.coin()
+    embedding, table = (
+        Embedding(vocabulary, width, padding_idx=0),
+        h.module(torch.nn.Embedding(vocabulary, width, padding_idx=0)),
+    )
+    layer, module = _cells(h, kind, width, hidden, sequences, False)
+    head, linear = Dense(hidden, 3), h.module(torch.nn.Linear(hidden, 3))
+    lengths = h.rng.integers(1, steps + 1, size=n)
+    index = h.rng.integers(1, vocabulary, size=(n, steps))
+    index[np.arange(steps)[None, :] >= lengths[:, None]] = 0  # padding after each sequence's end
+    mask = (index != 0)[:, :, None] if sequences else None
+    pairs = [
+        (embedding.weight, table.weight, False),
+        *_cell_pairs(layer, module),
+        (head.weight, linear.weight, True),
+        (head.bias, linear.bias, False),
+    ]
+    found = h.run_layers(
+        [embedding, layer, head],
+        lambda it: linear(_packed(h, module, table(it), lengths, kind, sequences)),
+        pairs,
+        index,
+        output_mask=mask,
+        integer_input=True,
+    )
+    with torch.no_grad():  # the padding row takes no gradient in either
+        table.weight.grad[0] = 0
+    return f"Embedding({vocabulary}, {width}, padding_idx=0) + {layer!r} + Dense, N={n} T={steps}", found
+
+
+def check_cross_entropy(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.backends import get_backend
+    from bpcore.losses import CrossEntropy
+
+    torch = h.torch
+    backend = get_backend(h.device)
+    n, steps, classes = h.integer(1, 4), h.integer(1, 5), h.integer(2, 7)
+    reduction = "mean" if h.coin() else "sum"
+    logits = h.normal(n, steps, classes, scale=3.0)
+    probabilities = h.coin()
+    if probabilities:
+        target = h.rng.random((n, steps, classes)).astype(h.dtype)
+        target /= target.sum(axis=-1, keepdims=True)
+        theirs_target = h.tensor(target).permute(0, 2, 1)
+    else:
+        target = h.rng.integers(0, classes, size=(n, steps))
+        target.flat[h.integer(0, target.size - 1)] = -100  # ignored
+        theirs_target = h.tensor(target)
+    loss = CrossEntropy(reduction=reduction)
+    value = loss(backend.asarray(logits), backend.asarray(target))
+    grad = loss.backward()
+    lt = h.tensor(logits, grad=True)
+    theirs = torch.nn.functional.cross_entropy(lt.permute(0, 2, 1), theirs_target, reduction=reduction)
+    theirs.backward()
+    label = (
+        f"CrossEntropy({reduction}), {'probabilities' if probabilities else 'indices with ignore_index'}, "
+        f"logits {logits.shape}"
+    )
+    return label, [Comparison("loss", float(value), theirs.item()), Comparison("gradient", grad, lt.grad)]
+
+
+def _optimizer_pair(h: Harness, ours_params: list[Any], theirs_params: list[Any]) -> tuple[str, Any, Any]:
+    from bpcore import optim
+
+    torch = h.torch
+    which = h.integer(0, 4)
+    lr = float(h.rng.uniform(0.005, 0.1))
+    options: dict[str, Any]
+    decay = float(h.rng.choice([0.0, 0.01, 0.1]))
+    if which == 0:
+        momentum = float(h.rng.choice([0.0, 0.5, 0.9]))
+        nesterov = momentum > 0 and h.coin()
+        dampening = 0.0 if nesterov else float(h.rng.choice([0.0, 0.3]))
+        options = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": decay,
+            "nesterov": nesterov,
+        }
+        return f"SGD({options})", optim.SGD(ours_params, **options), torch.optim.SGD(theirs_params, **options)
+    if which in (1, 2):
+        options = {
+            "lr": lr,
+            "betas": (float(h.rng.uniform(0.5, 0.95)), float(h.rng.uniform(0.9, 0.999))),
+            "eps": 1e-8,
+            "weight_decay": decay,
+            "amsgrad": h.coin(),
+        }
+        name = "Adam" if which == 1 else "AdamW"
+        return (
+            f"{name}({options})",
+            getattr(optim, name)(ours_params, **options),
+            getattr(torch.optim, name)(theirs_params, **options),
+        )
+    if which == 3:
+        options = {
+            "lr": lr,
+            "alpha": float(h.rng.uniform(0.8, 0.99)),
+            "eps": 1e-8,
+            "weight_decay": decay,
+            "momentum": float(h.rng.choice([0.0, 0.5])),
+            "centered": h.coin(),
+        }
+        return (
+            f"RMSProp({options})",
+            optim.RMSProp(ours_params, **options),
+            torch.optim.RMSprop(theirs_params, **options),
+        )
+    options = {
+        "lr": lr,
+        "lr_decay": float(h.rng.choice([0.0, 0.01])),
+        "weight_decay": decay,
+        "initial_accumulator_value": float(h.rng.choice([0.0, 0.1])),
+        "eps": 1e-10,
+    }
+    return (
+        f"AdaGrad({options})",
+        optim.AdaGrad(ours_params, **options),
+        torch.optim.Adagrad(theirs_params, **options),
+    )
+
+
+def check_optimizers(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.layers import Dense
+
+    torch = h.torch
+    hidden = h.integer(1, 6)
+    layers = [Dense(h.integer(1, 6), hidden), Dense(hidden, h.integer(1, 4))]
+    network = h.network(layers)
+    theirs = [torch.nn.Parameter(h.tensor(_host(p.data).astype(h.dtype))) for p in network.parameters()]
+    label, ours_optimizer, theirs_optimizer = _optimizer_pair(h, network.parameters(), theirs)
+    for _ in range(5):
+        for ours, mine in zip(network.parameters(), theirs, strict=True):
+            grad = h.normal(*ours.shape)
+            ours.grad[...] = network.backend.asarray(grad)
+            mine.grad = h.tensor(grad)
+        ours_optimizer.step()
+        theirs_optimizer.step()
+    return label, [
+        Comparison(f"{ours.name} after 5 steps", ours.data, mine)
+        for ours, mine in zip(network.parameters(), theirs, strict=True)
+    ]
+
+
+def check_schedules(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore import optim
+    from bpcore.layers import Dense
+
+    torch = h.torch
+    network = h.network([Dense(2, 2)])
+    theirs_parameter = torch.nn.Parameter(torch.zeros(1))
+    lr = float(h.rng.uniform(0.01, 1.0))
+    ours_optimizer, theirs_optimizer = (
+        optim.SGD(network.parameters(), lr=lr),
+        torch.optim.SGD([theirs_parameter], lr=lr),
+    )
+    which = h.integer(0, 2)
+    if which == 0:
+        options: dict[str, Any] = {"step_size": h.integer(1, 10), "gamma": float(h.rng.uniform(0.1, 0.9))}
+        name, theirs_name = "StepLR", "StepLR"
+    elif which == 1:
+        options, name, theirs_name = (
+            {"gamma": float(h.rng.uniform(0.8, 0.99))},
+            "ExponentialLR",
+            "ExponentialLR",
+        )
+    else:
+        options = {"T_max": h.integer(3, 15), "eta_min": float(h.rng.choice([0.0, lr / 10]))}
+        name, theirs_name = "CosineAnnealingLR", "CosineAnnealingLR"
+    ours_schedule = getattr(optim, name)(ours_optimizer, **options)
+    theirs_schedule = getattr(torch.optim.lr_scheduler, theirs_name)(theirs_optimizer, **options)
+    ours_rates, theirs_rates = [], []
+    for _ in range(40):
+        ours_optimizer.step()
+        theirs_optimizer.step()
+        ours_schedule.step()
+        theirs_schedule.step()
+        ours_rates.append(ours_optimizer.lr)
+        theirs_rates.append(theirs_optimizer.param_groups[0]["lr"])
+    return f"{name}({options}), lr {lr:.4g}", [
+        Comparison("learning rates", np.array(ours_rates), np.array(theirs_rates))
+    ]
+
+
+CHECKS: dict[str, Callable[[Harness], tuple[str, list[Comparison]]]] = {
+    "dense": check_dense,
+    "conv2d": check_conv2d,
+    "pool2d": check_pool2d,
+    "batchnorm": check_batchnorm,
+    "recurrent": check_recurrent,
+    "embedded-recurrent": check_embedded_recurrent,
+    "cross-entropy": check_cross_entropy,
+    "optimizers": check_optimizers,
+    "schedules": check_schedules,
+}
+
+
+def relative_error(ours: Any, theirs: Any) -> float:
+    """The largest absolute difference over the array's scale (at least 1).
+
+    NaN where both libraries give NaN counts as agreement (a mean over no
+    labels is NaN in both); NaN in one only, or a shape mismatch, is inf.
+    """
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    if ours.shape != theirs.shape or not np.array_equal(np.isnan(ours), np.isnan(theirs)):
+        return float("inf")
+    known = ~np.isnan(theirs)
+    if not known.any():
+        return 0.0
+    scale = max(1.0, float(np.max(np.abs(theirs[known]))))
+    return float(np.max(np.abs(ours[known] - theirs[known]))) / scale
+
+
+def run(kinds: list[str], dtypes: list[str], trials: int, seed: int, device: str) -> list[Tally]:
+    """``trials`` random cases of each kind in each dtype; a failed case's label and arrays are kept."""
+    tallies = []
+    for dtype in dtypes:
+        for number, kind in enumerate(kinds):
+            harness = Harness(np.random.default_rng([seed, number, len(dtype)]), dtype, device)
+            tally = Tally(kind, dtype)
+            for _ in range(trials):
+                label, comparisons = CHECKS[kind](harness)
+                tally.cases += 1
+                for comparison in comparisons:
+                    error = relative_error(comparison.ours, comparison.theirs)
+                    tally.arrays += 1
+                    tally.worst = max(tally.worst, error)
+                    if not error <= TOLERANCE[dtype]:
+                        tally.failures.append(f"{label}: {comparison.what} differs by {error:.3g}")
+            tallies.append(tally)
+    return tallies
+
+
+def report(tallies: list[Tally], device: str) -> str:
+    lines = [
+        f"bpcore against PyTorch on {device}",
+        "",
+        "| kind | dtype | cases | arrays | worst relative error | tolerance | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in tallies:
+        result = "same" if not t.failures else f"{len(t.failures)} differ"
+        cells = (t.kind, t.dtype, t.cases, t.arrays, f"{t.worst:.2g}", f"{TOLERANCE[t.dtype]:.0e}", result)
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    for t in tallies:
+        for failure in t.failures[:10]:
+            lines.append(f"- {t.dtype} {failure}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20, help="random cases per kind and dtype (default 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda:N (PyTorch runs on the same kind of device)"
+    )
+    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument(
+        "--kinds", default=",".join(CHECKS), help=f"comma-separated, from {', '.join(CHECKS)}"
+    )
+    parser.add_argument("--json", type=Path, help="also write the tallies here")
+    args = parser.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(kinds) - set(CHECKS))
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    if unknown or not set(dtypes) <= set(TOLERANCE):
+        parser.error(f"--kinds from {list(CHECKS)}, --dtypes from {list(TOLERANCE)}")
+    started = time.perf_counter()
+    tallies = run(kinds, dtypes, args.trials, args.seed, args.device)
+    print(report(tallies, args.device))
+    print(f"\n{sum(t.cases for t in tallies)} cases in {time.perf_counter() - started:.1f} s")
+    if args.json:
+        args.json.write_text(json.dumps([dataclasses.asdict(t) for t in tallies], indent=1), encoding="utf-8")
+    return 1 if any(t.failures for t in tallies) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
