@@ -18,8 +18,9 @@ schedules: the learning rates):
   the network fuses into one pass on the CPU;
 * ``pool2d``: MaxPool2D, AvgPool2D (padding counted in the average, as
   PyTorch's default), GlobalAvgPool2D then Flatten;
-* ``batchnorm``: BatchNorm over (N, C) and (N, C, H, W), three training steps
-  (running statistics) then evaluation;
+* ``batchnorm``: BatchNorm over (N, C) and (N, C, H, W) (one image of several
+  pixels included: a batch to PyTorch), three training steps (running
+  statistics) then evaluation;
 * ``recurrent``: RNN (tanh, relu), LSTM, GRU, plain or Bidirectional, the
   last state or every step, with sequence lengths (PyTorch: packed sequences);
 * ``embedded-recurrent``: Embedding with ``padding_idx`` into a recurrent layer
@@ -274,7 +275,7 @@ def check_batchnorm(h: Harness) -> tuple[str, list[Comparison]]:
     shape = (
         (h.integer(2, 6), channels)
         if h.coin()
-        else (h.integer(2, 3), channels, h.integer(1, 4), h.integer(1, 4))
+        else (h.integer(1, 3), channels, h.integer(1, 4), h.integer(2, 4))
     )
     momentum = float(h.rng.uniform(0.05, 0.5))
     layer = BatchNorm(channels, momentum=momentum)

@@ -27,6 +27,7 @@ from . import checks
 from .backends import CPU, get_backend
 from .interop import import_array, to_backend
 from .layers.base import Layer
+from .layers.fusion import check_batch_statistics
 from .network import Network
 from .parameters import ParameterStore
 
@@ -230,10 +231,8 @@ def _network_problem(
     xin = network.as_input(x).copy()
     real = network.as_mask(mask, shape=xin.shape)
     indices = network.layers[0].input_kind == "index"
-    if training and network._needs_batch and xin.shape[0] < 2:
-        raise ValueError(
-            f"gradcheck(x): BatchNorm needs more than 1 sample in training, got shape {tuple(xin.shape)}"
-        )
+    if training and network._needs_batch:
+        check_batch_statistics(network.layers, tuple(xin.shape), argument="gradcheck(x)")
     parameters = network.parameters()
     members = list(network.walk())
     saved_data = network.store.data.copy()

@@ -15,6 +15,7 @@ from .interop import import_array, to_backend
 from .layers.base import Layer, Shape, shape_text
 from .layers.fusion import (
     build_sequence,
+    check_batch_statistics,
     check_distinct,
     fusion_plan,
     input_shape,
@@ -368,10 +369,8 @@ class Network:
         with self.exclusive():
             x = self.as_input(x)
             real = self.as_mask(mask, lengths=lengths, shape=x.shape)
-            if training and self._needs_batch and x.shape[0] < 2:
-                raise ValueError(
-                    f"x: BatchNorm needs more than 1 sample per batch in training, got shape {tuple(x.shape)}"
-                )
+            if training and self._needs_batch:
+                check_batch_statistics(self.layers, tuple(x.shape), argument="x")
             out = self._forward(x, training, real)
             self._output_shape = tuple(out.shape)
             return out.copy()

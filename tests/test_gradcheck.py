@@ -157,7 +157,7 @@ def test_float32_targets_are_refused_with_the_reason() -> None:
         (lambda: gradcheck(Tanh(), x_of((2, 2)), loss=SquaredError()), ValueError, r"gradcheck\(y\)"),
         (lambda: gradcheck(Tanh(), x_of((2, 2)), loss=max, y=1), TypeError, r"gradcheck\(loss\)"),
         (lambda: gradcheck(SquaredError(), x_of((2, 2))), ValueError, r"gradcheck\(y\)"),
-        (lambda: gradcheck(BatchNorm(2), x_of((1, 2))), ValueError, r"more than 1 sample"),
+        (lambda: gradcheck(BatchNorm(2), x_of((1, 2))), ValueError, r"more than 1 value per channel"),
     ],
 )
 def test_bad_arguments(call: Any, error: type, message: str) -> None:

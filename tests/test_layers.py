@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +16,11 @@ from bpcore.layers import (
     ELU,
     GELU,
     BatchNorm,
+    Concatenate,
+    Conv2D,
     Dense,
     Dropout,
+    GlobalAvgPool2D,
     Identity,
     Layer,
     LeakyReLU,
@@ -231,14 +235,74 @@ def test_batchnorm_refuses_a_batch_of_one_in_training_and_changes_nothing() -> N
     layer = BatchNorm(3)
     network = bpcore.Network([Dense(2, 3), layer], seed=0)
     before = network.store.data.copy(), layer.running_mean.copy(), layer.running_var.copy()
-    with pytest.raises(ValueError, match=r"more than 1 sample.*\(1, 2\)"):
+    with pytest.raises(ValueError, match=r"more than 1 value per channel.*\(1, 2\)"):
         network.forward(np.ones((1, 2), np.float32), training=True)
-    with pytest.raises(ValueError, match=r"BatchNorm.*more than 1 sample"):
+    with pytest.raises(ValueError, match=r"BatchNorm.*more than 1 value per channel"):
         layer.forward(np.ones((1, 3), np.float32), True)
     after = network.store.data, layer.running_mean, layer.running_var
     for old, new in zip(before, after, strict=True):
         np.testing.assert_array_equal(old, new)
     assert network.forward(np.ones((1, 2), np.float32)).shape == (1, 3)  # evaluation is fine
+
+
+def test_batchnorm_trains_on_one_image_as_pytorch_does() -> None:
+    """Over (N, C, H, W) the statistics are over N * H * W values: one image of 2 x 3 pixels is a batch."""
+    rng = np.random.default_rng(4)
+    layer = BatchNorm(2, momentum=0.25)
+    network = bpcore.Network([layer], dtype="float64", seed=0)
+    x = rng.standard_normal((1, 2, 2, 3)) * 3 + 1
+    out = network.forward(x, training=True)
+    values = x.transpose(1, 0, 2, 3).reshape(2, -1)  # per channel, its 6 values
+    mean, var = values.mean(axis=1), values.var(axis=1)
+    expected = (x - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + 1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.running_mean, 0.25 * mean, rtol=1e-12)
+    np.testing.assert_allclose(layer.running_var, 0.75 + 0.25 * values.var(axis=1, ddof=1), rtol=1e-12)
+    # The gradient of the sum of the outputs is zero (each channel's normalised values sum to zero).
+    np.testing.assert_allclose(network.backward(np.ones_like(out)), 0.0, atol=1e-12)
+    assert gradcheck(network, x, training=True) < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "layers, shape",
+    [
+        # (1, C) at the BatchNorm, after the pooling
+        (lambda: [Conv2D(1, 2, 3, padding=1), GlobalAvgPool2D(), BatchNorm(2)], (1, 1, 4, 4)),
+        (lambda: [BatchNorm(1)], (1, 1, 1, 1)),  # one pixel of one image
+        # a BatchNorm in a Concatenate branch sees one value, the one before it nine
+        (lambda: [Conv2D(1, 2, 1), BatchNorm(2),
+                  Concatenate(GlobalAvgPool2D(), [GlobalAvgPool2D(), BatchNorm(2)])], (1, 1, 3, 3)),
+        # in a Residual
+        (lambda: [Conv2D(1, 2, 1), Residual(BatchNorm(2)), GlobalAvgPool2D(),
+                  Residual(Dense(2, 2), BatchNorm(2))], (1, 1, 3, 3)),
+    ],
+)
+def test_batchnorm_refuses_one_value_per_channel_wherever_it_sits(layers: Any, shape: Any) -> None:
+    network = bpcore.Network(layers(), seed=0)
+    before = network.store.data.copy()
+    running = [layer.running_mean.copy() for layer in network.walk() if isinstance(layer, BatchNorm)]
+    with pytest.raises(ValueError, match=r"^x: BatchNorm needs more than 1 value per channel.*1 value\(s\)"):
+        network.forward(np.ones(shape, np.float32), training=True)
+    np.testing.assert_array_equal(network.store.data, before)
+    after = [layer.running_mean for layer in network.walk() if isinstance(layer, BatchNorm)]
+    for old, new in zip(running, after, strict=True):  # no running statistics moved before the refusal
+        np.testing.assert_array_equal(old, new)
+    two_images = np.ones((2, *shape[1:]), np.float32) + np.arange(2).reshape(2, 1, 1, 1)
+    assert network.forward(two_images, training=True).ndim >= 2  # two samples are a batch
+
+
+def test_fit_trains_a_convolutional_batchnorm_network_one_image_at_a_time() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 1, 4, 4)), np.array([0, 1, 0, 1, 1])
+    layers = [Conv2D(1, 3, 3, padding=1), BatchNorm(3), ReLU(), GlobalAvgPool2D(), Dense(3, 2)]
+    network = bpcore.Network(layers, seed=0)
+    history = network.fit(x, y, loss="cross_entropy", optimizer=bpcore.optim.Adam(network.parameters()),
+                          epochs=2, batch_size=1, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    flat = bpcore.Network([Dense(16, 3), BatchNorm(3), Dense(3, 2)], seed=0)
+    with pytest.raises(ValueError, match=r"batch_size: BatchNorm needs at least 2 samples"):
+        flat.fit(x.reshape(5, 16), y, loss="cross_entropy", optimizer=bpcore.optim.Adam(flat.parameters()),
+                 epochs=1, batch_size=1, verbose=0)
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])

@@ -68,6 +68,18 @@ class Layer:
         """
         return tuple(input_shape)
 
+    def batch_statistics_count(self, input_shape: Shape) -> int | None:
+        """The values per channel that ONE sample of ``input_shape`` gives this layer's batch statistics.
+
+        For a layer that normalises with statistics over the batch (BatchNorm:
+        one value per sample of an (N, C) input, H * W of an (N, C, H, W) one),
+        or a container holding such layers (the fewest among them); None for
+        every other layer.  The network checks before a training pass that
+        the batch gives each such layer more than one value per channel, as
+        PyTorch requires (:func:`~bpcore.layers.fusion.check_batch_statistics`).
+        """
+        return None
+
     # --- the mask protocol (variable-length sequences) ------------------------
     #: Whether ``forward`` takes ``mask=``: a boolean (N, T) array on the layer's
     #: backend, True at real time steps, False at padding (the recurrent layers).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,9 @@ class BatchNorm(Layer):
     the statistics are taken over every axis but the channel axis 1, as
     PyTorch's BatchNorm1d/BatchNorm2d do.  ``gamma`` starts at 1 and ``beta`` at 0; neither
     is weight-decayed.  The running statistics are buffers: saved with the
-    model and moved by ``Network.to``.
+    model and moved by ``Network.to``.  Training needs more than one value per
+    channel in the batch (PyTorch's rule): two samples of an (N, C) input, one
+    sample of an (N, C, H, W) input with H * W >= 2.
     """
 
     needs_batch_statistics = True
@@ -57,6 +60,9 @@ class BatchNorm(Layer):
                 f"(shape {shape_text(input_shape)})"
             )
         return tuple(input_shape)
+
+    def batch_statistics_count(self, input_shape: Shape) -> int | None:
+        return math.prod(size or 1 for size in input_shape[1:])
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
@@ -112,8 +118,8 @@ class BatchNorm(Layer):
         if training:
             if shape[0] < 2:
                 raise ValueError(
-                    f"{self!r}: expected more than 1 sample per batch in training (batch statistics need "
-                    f"at least 2), got input shape {tuple(shape)}"
+                    f"{self!r}: expected more than 1 value per channel in training (batch statistics need "
+                    f"at least 2), got {shape[0]} (the input as rows of channels: shape {tuple(shape)})"
                 )
             self.backend.ops.batchnorm_forward_train(
                 x, self.gamma.data, self.beta.data, self.running_mean, self.running_var,

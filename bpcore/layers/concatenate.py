@@ -11,7 +11,7 @@ import numpy as np
 from .. import checks
 from ..backends import Backend
 from .base import Container, Layer, Shape, shape_text
-from .fusion import build_sequence, check_distinct, fusion_plan, output_shapes
+from .fusion import batch_statistics_count, build_sequence, check_distinct, fusion_plan, output_shapes
 
 
 class Concatenate(Container):
@@ -120,6 +120,11 @@ class Concatenate(Container):
         widths = [out[-1] for out in outs]
         total = None if any(width is None for width in widths) else sum(w for w in widths if w is not None)
         return (*first[:-1], total)
+
+    def batch_statistics_count(self, input_shape: Shape) -> int | None:
+        counts = [batch_statistics_count(branch, input_shape) for branch in self.branches]
+        known = [count for count in counts if count is not None]
+        return min(known) if known else None
 
     def compute_mask(self, x: Any, mask: Any) -> Any:
         """The incoming mask where the output keeps the time axis, else None."""

@@ -87,6 +87,39 @@ def output_shapes(layers: Sequence[Layer], shape: Shape, *, owner: str) -> list[
     return shapes
 
 
+def batch_statistics_count(layers: Sequence[Layer], shape: Shape) -> int | None:
+    """The fewest values per channel one sample of ``shape`` gives a batch-statistics layer in ``layers``.
+
+    ``layers`` run in order from a per-sample input ``shape`` (nested layers
+    included, :meth:`Layer.batch_statistics_count`); None where none of them
+    normalises with batch statistics.
+    """
+    fewest: int | None = None
+    for layer in layers:
+        count = layer.batch_statistics_count(tuple(shape))
+        if count is not None:
+            fewest = count if fewest is None else min(fewest, count)
+        shape = layer.output_shape(tuple(shape))
+    return fewest
+
+
+def check_batch_statistics(layers: Sequence[Layer], shape: Shape, *, argument: str) -> None:
+    """Reject a training batch of ``shape`` (batch axis first) that gives a BatchNorm in ``layers`` one value.
+
+    Batch statistics need more than one value per channel, as in PyTorch: two
+    samples of an (N, C) input, or one sample of an (N, C, H, W) input with
+    H * W >= 2.  Checked before anything runs, so that no layer's running
+    statistics move in a pass that then fails.
+    """
+    per_sample = batch_statistics_count(layers, tuple(shape[1:]))
+    samples = shape[0] or 0
+    if per_sample is not None and samples * per_sample < 2:
+        raise ValueError(
+            f"{argument}: BatchNorm needs more than 1 value per channel in training (its batch statistics), "
+            f"got shape {tuple(shape)}: {samples} sample(s) giving it {per_sample} value(s) per channel each"
+        )
+
+
 def build_sequence(
     layers: Sequence[Layer], shape: Shape | None, dtype: object, backend: object, *, owner: str
 ) -> Shape | None:

@@ -8,7 +8,14 @@ import numpy as np
 
 from ..backends import Backend
 from .base import Container, Layer, Shape, shape_text
-from .fusion import build_sequence, check_distinct, fusion_plan, input_shape, output_shapes
+from .fusion import (
+    batch_statistics_count,
+    build_sequence,
+    check_distinct,
+    fusion_plan,
+    input_shape,
+    output_shapes,
+)
 
 
 class Residual(Container):
@@ -55,6 +62,9 @@ class Residual(Container):
                 "the skip connection adds the input to the branch's output"
             )
         return tuple(input_shape)
+
+    def batch_statistics_count(self, input_shape: Shape) -> int | None:
+        return batch_statistics_count(self.layers, input_shape)
 
     def __repr__(self) -> str:
         return f"Residual({', '.join(repr(layer) for layer in self.layers)})"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
+from ..layers.fusion import batch_statistics_count
 from . import kernel_choice
 from .batches import Batches
 from .callbacks import EarlyStopping, as_callbacks
@@ -244,10 +245,15 @@ def fit(
                 f"early_stopping: monitor {early_stopping.monitor!r} is not recorded{hint}; "
                 f"fit records {keys}"
             )
-        needs_batch = bool(getattr(network, "_needs_batch", False))
+        # Batch statistics need more than one value per channel: a BatchNorm over (N, C) needs two
+        # samples a batch (a single one left at the end joins the batch before), over (N, C, H, W) one.
+        per_sample = (batch_statistics_count(network.layers, tuple(data.x.shape[1:]))
+                      if getattr(network, "_needs_batch", False) else None)
+        needs_batch = per_sample is not None and per_sample < 2
         if needs_batch and batch_size == 1 and len(data) > 1:
             raise ValueError(
-                "batch_size: BatchNorm needs at least 2 samples per batch in training, got batch_size=1"
+                "batch_size: BatchNorm needs at least 2 samples per batch in training (one value per "
+                "channel each), got batch_size=1"
             )
         if needs_batch and len(data) < 2:
             raise ValueError(f"x: BatchNorm needs at least 2 training samples, got {len(data)}")
