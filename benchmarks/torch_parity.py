@@ -26,8 +26,12 @@ schedules: the learning rates):
 * ``embedded-recurrent``: Embedding with ``padding_idx`` into a recurrent layer
   and a Dense head (the network's fused embedding-and-recurrence path, with
   the mask the padding index makes; PyTorch: packed sequences of the real lengths);
+* ``activations``: every activation layer (GELU in its tanh form), with
+  saturating inputs;
 * ``cross-entropy``: class indices per time step with ``ignore_index``, and
   class probabilities, reductions mean and sum;
+* ``regression-losses``: MSE, Huber, binary cross-entropy on probabilities and
+  on logits;
 * ``optimizers``: SGD (momentum, dampening, Nesterov, weight decay), Adam
   (AMSGrad, weight decay), AdamW, RMSProp (momentum, centered), AdaGrad
   (lr decay, initial accumulator), five steps on random gradients;
@@ -418,6 +422,68 @@ def check_embedded_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
     return f"Embedding({vocabulary}, {width}, padding_idx=0) + {layer!r} + Dense, N={n} T={steps}", found
 
 
+def check_activations(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore import layers
+
+    torch = h.torch
+    functional = torch.nn.functional
+    slope, alpha = float(h.rng.uniform(0.01, 0.5)), float(h.rng.uniform(0.2, 2.0))
+    choices: list[tuple[Any, Callable[[Any], Any]]] = [
+        (layers.Sigmoid(), torch.sigmoid),
+        (layers.Tanh(), torch.tanh),
+        (layers.ReLU(), torch.relu),
+        (layers.LeakyReLU(slope), lambda t: functional.leaky_relu(t, slope)),
+        (layers.ELU(alpha), lambda t: functional.elu(t, alpha)),
+        (layers.GELU(approximate="tanh"), lambda t: functional.gelu(t, approximate="tanh")),
+        (layers.SiLU(), functional.silu),
+        (layers.Softplus(), functional.softplus),
+        (layers.Softmax(), lambda t: torch.softmax(t, dim=-1)),
+    ]
+    layer, forward = choices[h.integer(0, len(choices) - 1)]
+    x = h.normal(h.integer(1, 4), h.integer(1, 3), h.integer(1, 6), scale=4.0)  # saturating values too
+    if isinstance(layer, layers.Softplus):  # both switch to the identity above 20
+        x[..., 0] = 25.0
+    return f"{layer!r} on {x.shape}", h.run_layers([layer], forward, [], x)
+
+
+def check_regression_losses(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.backends import get_backend
+    from bpcore.losses import MSE, BinaryCrossEntropy, Huber
+
+    torch = h.torch
+    functional = torch.nn.functional
+    backend = get_backend(h.device)
+    reduction = "mean" if h.coin() else "sum"
+    shape = (h.integer(1, 5), h.integer(1, 4))
+    which = h.integer(0, 3)
+    pred, target = h.normal(*shape, scale=2.0), h.normal(*shape, scale=2.0)
+    if which == 0:
+        loss: Any = MSE(reduction=reduction)
+        theirs = lambda p, t: functional.mse_loss(p, t, reduction=reduction)  # noqa: E731
+    elif which == 1:
+        delta = float(h.rng.uniform(0.3, 2.0))
+        loss = Huber(delta, reduction=reduction)
+        theirs = lambda p, t: functional.huber_loss(p, t, reduction=reduction, delta=delta)  # noqa: E731
+    elif which == 2:
+        pred = (h.rng.uniform(0.02, 0.98, size=shape)).astype(h.dtype)
+        target = h.rng.random(shape).astype(h.dtype)
+        loss = BinaryCrossEntropy(reduction=reduction)
+        theirs = lambda p, t: functional.binary_cross_entropy(p, t, reduction=reduction)  # noqa: E731
+    else:
+        target = h.rng.random(shape).astype(h.dtype)
+        loss = BinaryCrossEntropy(from_logits=True, reduction=reduction)
+        theirs = lambda p, t: functional.binary_cross_entropy_with_logits(p, t, reduction=reduction)  # noqa: E731
+    value = loss(backend.asarray(pred), backend.asarray(target))
+    grad = loss.backward()
+    pt = h.tensor(pred, grad=True)
+    expected = theirs(pt, h.tensor(target))
+    expected.backward()
+    return f"{loss!r} on {shape}", [
+        Comparison("loss", float(value), expected.item()),
+        Comparison("gradient", grad, pt.grad),
+    ]
+
+
 def check_cross_entropy(h: Harness) -> tuple[str, list[Comparison]]:
     from bpcore.backends import get_backend
     from bpcore.losses import CrossEntropy
@@ -580,7 +646,9 @@ CHECKS: dict[str, Callable[[Harness], tuple[str, list[Comparison]]]] = {
     "batchnorm": check_batchnorm,
     "recurrent": check_recurrent,
     "embedded-recurrent": check_embedded_recurrent,
+    "activations": check_activations,
     "cross-entropy": check_cross_entropy,
+    "regression-losses": check_regression_losses,
     "optimizers": check_optimizers,
     "schedules": check_schedules,
 }
