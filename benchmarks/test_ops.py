@@ -27,7 +27,7 @@ SIZES = [
 MODES = ["fused", "generic"]
 COLUMNS = 100  # width of the 2-D arrays (bias + activation, cross-entropy rows use 10 classes)
 CLASSES = 10
-ACTIVATION_NAMES = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu", "silu", "softplus"]
+ACTIVATION_NAMES = ["relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu", "gelu_erf", "silu", "softplus"]
 DEFAULT_PARAMS = {"negative_slope": 0.01, "alpha": 1.0}
 
 

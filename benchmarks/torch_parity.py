@@ -26,7 +26,7 @@ schedules: the learning rates):
 * ``embedded-recurrent``: Embedding with ``padding_idx`` into a recurrent layer
   and a Dense head (the network's fused embedding-and-recurrence path, with
   the mask the padding index makes; PyTorch: packed sequences of the real lengths);
-* ``activations``: every activation layer (GELU in its tanh form), with
+* ``activations``: every activation layer (GELU in both forms), with
   saturating inputs;
 * ``cross-entropy``: class indices per time step with ``ignore_index``, and
   class probabilities, reductions mean and sum;
@@ -434,6 +434,7 @@ def check_activations(h: Harness) -> tuple[str, list[Comparison]]:
         (layers.ReLU(), torch.relu),
         (layers.LeakyReLU(slope), lambda t: functional.leaky_relu(t, slope)),
         (layers.ELU(alpha), lambda t: functional.elu(t, alpha)),
+        (layers.GELU(), functional.gelu),
         (layers.GELU(approximate="tanh"), lambda t: functional.gelu(t, approximate="tanh")),
         (layers.SiLU(), functional.silu),
         (layers.Softplus(), functional.softplus),

@@ -43,14 +43,20 @@ ACTIVATIONS = {
     "leaky_relu": lambda: LeakyReLU(0.2),
     "elu": lambda: ELU(0.7),
     "gelu": GELU,
+    "gelu_tanh": lambda: GELU("tanh"),
     "silu": SiLU,
     "softplus": Softplus,
     "softmax": Softmax,
 }
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """x * Phi(x), with the standard library's erf, value by value."""
+    return np.array([v * (1 + math.erf(v / math.sqrt(2))) / 2 for v in x.ravel()]).reshape(x.shape)
 
 
 REFERENCE = {
@@ -61,6 +67,7 @@ REFERENCE = {
     "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
     "elu": lambda x: np.where(x > 0, x, 0.7 * np.expm1(np.minimum(x, 0))),
     "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
     "silu": lambda x: x / (1 + np.exp(-x)),
     "softplus": lambda x: np.log1p(np.exp(x)),
     "softmax": lambda x: (
@@ -440,11 +447,34 @@ def test_float32_forward_and_backward_match_float64() -> None:
 # --- construction errors and misuse -------------------------------------------------
 
 
-def test_gelu_exact_form_is_refused_clearly() -> None:
-    with pytest.raises(ValueError, match=r"GELU\(approximate\): 'none'.*erf.*approximate='tanh'"):
-        GELU("none")
-    with pytest.raises(ValueError, match=r"GELU\(approximate\): expected 'tanh', got 'fast'"):
+def test_gelu_takes_pytorch_forms_and_default() -> None:
+    assert GELU().approximate == "none" and GELU().kind == "gelu_erf"  # PyTorch's default: the exact form
+    assert GELU("tanh").kind == "gelu" and GELU(approximate="tanh").config() == {"approximate": "tanh"}
+    with pytest.raises(ValueError, match=r"GELU\(approximate\): expected one of 'none', 'tanh', got 'fast'"):
         GELU("fast")
+    x = np.linspace(-4, 4, 9)
+    exact, tanh = (built(GELU(form)).forward(x, False).copy() for form in ("none", "tanh"))
+    assert 0 < np.abs(exact - tanh).max() < 1e-3  # the approximation is close, and not the same
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gelu_generic_erf_without_scipy_matches_scipy(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generic exact GELU (no compiled kernel): SciPy's erf, or the standard library's without SciPy."""
+    import sys
+
+    pytest.importorskip("scipy.special")
+    from bpcore.backends.ops import OPERATIONS
+
+    forward, backward = OPERATIONS["gelu_erf_forward"].generic, OPERATIONS["gelu_erf_backward"].generic
+    x = inputs((5, 4), 8, scale=3.0).astype(dtype)
+    gy = inputs((5, 4), 9).astype(dtype)
+    with_scipy = forward(np, x, np.empty_like(x)), backward(np, gy, x, np.empty_like(x))
+    monkeypatch.setitem(sys.modules, "scipy.special", None)  # import scipy.special now fails
+    without = forward(np, x, np.empty_like(x)), backward(np, gy, x, np.empty_like(x))
+    for a, b in zip(with_scipy, without, strict=True):
+        assert a.dtype == b.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, rtol=1e-6 if dtype == "float32" else 1e-14, atol=1e-7)
+    np.testing.assert_allclose(without[0], _gelu(x.astype(np.float64)), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,8 @@ __host__ __device__ inline float bp_sqrt(float x) { return sqrtf(x); }
 __host__ __device__ inline double bp_sqrt(double x) { return sqrt(x); }
 __host__ __device__ inline float bp_fabs(float x) { return fabsf(x); }
 __host__ __device__ inline double bp_fabs(double x) { return fabs(x); }
+__host__ __device__ inline float bp_erf(float x) { return erff(x); }
+__host__ __device__ inline double bp_erf(double x) { return erf(x); }
 
 // The smallest normal number of each type: state values below it are flushed.
 template <typename T> struct bp_limits;
@@ -89,6 +91,8 @@ template <typename T> __host__ __device__ inline T bp_softplus(T x) {
 
 #define BP_GELU_K 0.7978845608028654  /* sqrt(2 / pi) */
 #define BP_GELU_C 0.044715
+#define BP_GELU_ERF_SCALE 0.7071067811865476  /* sqrt(1 / 2) */
+#define BP_GELU_DENSITY 0.3989422804014327  /* 1 / sqrt(2 pi) */
 
 template <typename T> __host__ __device__ inline T bp_identity_forward_at(T x) { return x; }
 template <typename T> __host__ __device__ inline T bp_sigmoid_forward_at(T x) { return bp_sigmoid(x); }
@@ -104,6 +108,9 @@ template <typename T> __host__ __device__ inline T bp_elu_forward_at(T x, T alph
 template <typename T> __host__ __device__ inline T bp_gelu_forward_at(T x) {
     const T t = bp_tanh(T(BP_GELU_K) * (x + T(BP_GELU_C) * x * x * x));
     return x * (t + T(1)) * T(0.5);
+}
+template <typename T> __host__ __device__ inline T bp_gelu_erf_forward_at(T x) {
+    return x * (bp_erf(x * T(BP_GELU_ERF_SCALE)) + T(1)) * T(0.5);
 }
 template <typename T> __host__ __device__ inline T bp_silu_forward_at(T x) { return x * bp_sigmoid(x); }
 template <typename T> __host__ __device__ inline T bp_softplus_forward_at(T x) { return bp_softplus(x); }
@@ -131,6 +138,10 @@ template <typename T> __host__ __device__ inline T bp_gelu_backward_at(T gy, T x
     const T t = bp_tanh(T(BP_GELU_K) * x * (T(1) + T(BP_GELU_C) * x2));
     const T du = T(BP_GELU_K) * (T(1) + T(3.0 * BP_GELU_C) * x2);
     return gy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
+}
+template <typename T> __host__ __device__ inline T bp_gelu_erf_backward_at(T gy, T x) {
+    const T density = bp_exp(T(-0.5) * x * x) * T(BP_GELU_DENSITY);
+    return gy * (T(0.5) * (T(1) + bp_erf(x * T(BP_GELU_ERF_SCALE))) + x * density);
 }
 template <typename T> __host__ __device__ inline T bp_silu_backward_at(T gy, T x) {
     const T s = bp_sigmoid(x);

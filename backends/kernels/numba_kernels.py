@@ -42,6 +42,8 @@ __all__ = ["KernelPair", "kernel", "serial_kernel"]
 
 GELU_K = 0.7978845608028654  # sqrt(2 / pi)
 GELU_C = 0.044715
+GELU_ERF_SCALE = 0.7071067811865476  # sqrt(1 / 2)
+GELU_DENSITY = 0.3989422804014327  # 1 / sqrt(2 pi)
 
 
 # --- per-element math ----------------------------------------------------------
@@ -89,6 +91,11 @@ def gelu_forward_at(x: float, p: float) -> float:
 
 
 @element
+def gelu_erf_forward_at(x: float, p: float) -> float:
+    return x * (math.erf(x * GELU_ERF_SCALE) + 1.0) * 0.5
+
+
+@element
 def silu_forward_at(x: float, p: float) -> float:
     return x * sigmoid(x)
 
@@ -129,6 +136,12 @@ def gelu_backward_at(gy: float, x: float, p: float) -> float:
     t = math.tanh(GELU_K * x * (1.0 + GELU_C * x2))
     du = GELU_K * (1.0 + 3.0 * GELU_C * x2)
     return gy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+@element
+def gelu_erf_backward_at(gy: float, x: float, p: float) -> float:
+    density = math.exp(-0.5 * x * x) * GELU_DENSITY
+    return gy * (0.5 * (1.0 + math.erf(x * GELU_ERF_SCALE)) + x * density)
 
 
 @element
@@ -233,11 +246,11 @@ def _backward_template(gy, s, out, p):  # type: ignore[no-untyped-def]
         out[i] = AT(np.float64(gy[i]), np.float64(s[i]), p)
 
 
-for _name in ("sigmoid", "leaky_relu", "elu", "gelu", "silu", "softplus"):
+for _name in ("sigmoid", "leaky_relu", "elu", "gelu", "gelu_erf", "silu", "softplus"):
     _at = globals()[f"{_name}_forward_at"]
     kernel(_specialise(_forward_template, f"{_name}_forward", AT=_at))
     kernel(_specialise(_bias_forward_template, f"bias_{_name}_forward", AT=_at))
-for _name in ("leaky_relu", "elu", "gelu", "silu", "softplus"):
+for _name in ("leaky_relu", "elu", "gelu", "gelu_erf", "silu", "softplus"):
     kernel(_specialise(_backward_template, f"{_name}_backward", AT=globals()[f"{_name}_backward_at"]))
 
 

@@ -20,12 +20,16 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from ..kernels import cpu as kcpu
 from ..kernels import cuda_sources
 from .registry import Cuda, Numba, declare
 
 GELU_K = math.sqrt(2.0 / math.pi)
 GELU_C = 0.044715
+GELU_ERF_SCALE = math.sqrt(0.5)  # erf(x / sqrt(2)) = 2 * Phi(x) - 1
+GELU_DENSITY = 1.0 / math.sqrt(2.0 * math.pi)  # the standard normal density at 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +265,51 @@ def gelu_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
     t = xp.tanh(GELU_K * x * (1.0 + GELU_C * x2))
     du = GELU_K * (1.0 + 3.0 * GELU_C * x2)
     grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+    return xp.multiply(gy, grad, out=out)
+
+
+# --- gelu (exact: the erf form) ----------------------------------------------
+_spec("gelu_erf", "input")
+
+_erf_per_element = np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(xp: Any, x: Any, out: Any) -> Any:
+    """erf of ``x`` into ``out``: CuPy's, SciPy's where installed, else the standard library's per element.
+
+    Neither NumPy nor CuPy has erf itself.  This generic version serves only
+    where no compiled kernel does (the CPU's Numba kernel and the CUDA kernel
+    call the C library's erf); without SciPy it is a Python call per element.
+    """
+    if xp is np:
+        try:
+            from scipy.special import erf
+        except ImportError:
+            out[...] = _erf_per_element(x)
+            return out
+        return erf(x, out=out)
+    from cupyx.scipy.special import erf as cupy_erf
+
+    return cupy_erf(x, out=out)
+
+
+@declare("gelu_erf_forward", "y = x/2 * (1 + erf(x / sqrt(2)))", **_forward("gelu_erf"))
+def gelu_erf_forward(xp: Any, x: Any, out: Any) -> Any:
+    e = _erf(xp, x * GELU_ERF_SCALE, xp.empty_like(x))
+    xp.add(e, 1.0, out=e)
+    xp.multiply(x, e, out=out)
+    return xp.multiply(out, 0.5, out=out)
+
+
+@declare(
+    "gelu_erf_backward",
+    "gx = gy * (Phi(x) + x * phi(x)), the normal distribution's cdf and density, from the input",
+    **_backward("gelu_erf"),
+)
+def gelu_erf_backward(xp: Any, gy: Any, x: Any, out: Any) -> Any:
+    e = _erf(xp, x * GELU_ERF_SCALE, xp.empty_like(x))
+    density = xp.exp(-0.5 * x * x) * GELU_DENSITY
+    grad = 0.5 * (1.0 + e) + x * density
     return xp.multiply(gy, grad, out=out)
 
 
