@@ -18,6 +18,9 @@ the next):
    call path generates (and compiles in CI);
 4. ``fused-ops``: every fused operation against its generic version on the
    GPU: worst error, first-call time (compilation included), steady time;
+4b. ``torch-parity``: ``benchmarks/torch_parity.py`` on the GPU (bpcore on
+   CuPy against PyTorch on CUDA, a few random cases of every layer kind,
+   loss, optimiser and schedule), where PyTorch is installed;
 5. ``mnist-step``: the 784-256-128-10 training step (Adam, float32, batch 128
    and 1024) through the code path ``fit`` runs, fused against generic, timed
    with CUDA events, next to PyTorch eager CUDA when it is installed;
@@ -694,6 +697,35 @@ def section_fused_ops(ctx: Context) -> Verdict:
     return Verdict(not failed and not not_run, summary, _table(rows, columns))
 
 
+def section_torch_parity(ctx: Context) -> Verdict:
+    """bpcore on the device against PyTorch on the same kind of device (``benchmarks/torch_parity.py``)."""
+    import importlib.util
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return Verdict(True, "PyTorch is not installed: nothing to compare with (not a failure)")
+    spec = importlib.util.spec_from_file_location("torch_parity", Path(__file__).with_name("torch_parity.py"))
+    assert spec is not None and spec.loader is not None
+    parity = importlib.util.module_from_spec(spec)
+    sys.modules["torch_parity"] = parity  # its dataclasses look their module up
+    spec.loader.exec_module(parity)
+    tallies = []
+    for kind in parity.CHECKS:
+        for dtype in ("float32", "float64"):
+            if ctx.remaining() < 10:
+                break
+            tally = parity.run([kind], [dtype], 4, 0, ctx.device)[0]
+            ctx.emit(kind="torch-parity", check=kind, dtype=dtype, cases=tally.cases, worst=tally.worst,
+                     failures=tally.failures[:5])
+            tallies.append(tally)
+    failed = [t for t in tallies if t.failures]
+    summary = (f"{len(tallies)} kind/dtype pairs of {2 * len(parity.CHECKS)} run, "
+               f"{sum(t.cases for t in tallies)} cases; {len(failed)} with differences")
+    return Verdict(not failed and len(tallies) == 2 * len(parity.CHECKS), summary,
+                   parity.report(tallies, ctx.device))
+
+
 def _step_section(ctx: Context, model: str, batches: tuple[int, ...]) -> Verdict:
     """One model's training step, fused against generic and PyTorch (fused and default Adam)."""
     import numpy as np
@@ -1009,6 +1041,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Context], Verdict], float]] = {
     "bugs": ("The three GPU-only bugs, probed directly", section_bugs, 120),
     "codegen": ("CuPy's generated source on the GPU against the no-GPU emulation", section_codegen, 90),
     "fused-ops": ("Every fused operation against its generic version", section_fused_ops, 180),
+    "torch-parity": ("bpcore against PyTorch on the device, random cases", section_torch_parity, 90),
     "mnist-step": (
         "MNIST-shaped training step, fused against generic (and PyTorch)",
         section_mnist_step,
