@@ -23,6 +23,8 @@ schedules: the learning rates):
   statistics) then evaluation;
 * ``recurrent``: RNN (tanh, relu), LSTM, GRU, plain or Bidirectional, the
   last state or every step, with sequence lengths (PyTorch: packed sequences);
+* ``recurrent-state``: a recurrent layer started from a given state, its
+  final state, a gradient into that state, and the initial state's gradient;
 * ``embedded-recurrent``: Embedding with ``padding_idx`` into a recurrent layer
   and a Dense head (the network's fused embedding-and-recurrence path, with
   the mask the padding index makes; PyTorch: packed sequences of the real lengths);
@@ -35,6 +37,7 @@ schedules: the learning rates):
 * ``optimizers``: SGD (momentum, dampening, Nesterov, weight decay), Adam
   (AMSGrad, weight decay), AdamW, RMSProp (momentum, centered), AdaGrad
   (lr decay, initial accumulator), five steps on random gradients;
+* ``clipping``: ``clip_grad_norm`` (2, 1 and inf norms) and ``clip_grad_value``;
 * ``schedules``: StepLR, ExponentialLR, CosineAnnealingLR over 40 steps.
 
 Float64 is compared to 1e-9 (relative to each array's scale), float32 to 2e-4
@@ -386,6 +389,54 @@ def check_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
     return label, found
 
 
+def check_recurrent_state(h: Harness) -> tuple[str, list[Comparison]]:
+    """A given initial state, the final state, a gradient into it, and the initial state's gradient."""
+    kind = _CELLS[h.integer(0, len(_CELLS) - 1)]
+    features, hidden, n, steps = h.integer(1, 4), h.integer(1, 5), h.integer(1, 4), h.integer(1, 6)
+    sequences = h.coin()
+    layer, module = _cells(h, kind, features, hidden, sequences, False)
+    network = h.network([layer])
+    pairs = _cell_pairs(layer, module)
+    h.share(network, pairs)
+    lstm = kind == "lstm"
+    starts = [h.normal(n, hidden) for _ in range(2 if lstm else 1)]
+    layer.initial_state = (
+        tuple(network.backend.asarray(s) for s in starts) if lstm else network.backend.asarray(starts[0])
+    )
+    x = h.normal(n, steps, features)
+    out = network.forward(x, training=True)
+    final = layer.state
+    upstream = h.normal(*out.shape)
+    into_final = [h.normal(n, hidden) for _ in starts]
+    layer.final_state_grad = (
+        tuple(network.backend.asarray(g) for g in into_final)
+        if lstm
+        else network.backend.asarray(into_final[0])
+    )
+    network.zero_grad()
+    grad_in = network.backward(network.backend.asarray(upstream))
+    xt = h.tensor(x, grad=True)
+    torch_starts = [h.tensor(s[None], grad=True) for s in starts]
+    output, torch_final = module(xt, tuple(torch_starts) if lstm else torch_starts[0])
+    finals = list(torch_final) if lstm else [torch_final]
+    theirs = output if sequences else finals[0][0]
+    loss = (theirs * h.tensor(upstream)).sum() + sum(
+        (f[0] * h.tensor(g)).sum() for f, g in zip(finals, into_final, strict=True)
+    )
+    loss.backward()
+    ours_final = list(final) if lstm else [final]
+    ours_start_grad = list(layer.initial_state_grad) if lstm else [layer.initial_state_grad]
+    found = [Comparison("output", out, theirs), Comparison("input gradient", grad_in, xt.grad)]
+    for number, (mine, torch_state) in enumerate(zip(ours_final, finals, strict=True)):
+        found.append(Comparison(f"final state {number}", mine, torch_state[0]))
+    for number, (mine, start) in enumerate(zip(ours_start_grad, torch_starts, strict=True)):
+        found.append(Comparison(f"initial state {number} gradient", mine, start.grad[0]))
+    for ours, torch_parameter, _ in pairs:
+        found.append(Comparison(f"d{ours.name}", ours.grad, torch_parameter.grad))
+    label = f"{layer!r} from a given state, {'every step' if sequences else 'last state'}, N={n} T={steps}"
+    return label, found
+
+
 def check_embedded_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
     from bpcore.layers import Dense, Embedding
 
@@ -600,6 +651,39 @@ def check_optimizers(h: Harness) -> tuple[str, list[Comparison]]:
     ]
 
 
+def check_clipping(h: Harness) -> tuple[str, list[Comparison]]:
+    from bpcore.layers import Dense
+    from bpcore.optim import clip_grad_norm, clip_grad_value
+
+    torch = h.torch
+    network = h.network([Dense(h.integer(1, 5), 4), Dense(4, h.integer(1, 3))])
+    theirs = [torch.nn.Parameter(h.tensor(_host(p.data).astype(h.dtype))) for p in network.parameters()]
+    for ours, mine in zip(network.parameters(), theirs, strict=True):
+        grad = h.normal(*ours.shape, scale=3.0)
+        ours.grad[...] = network.backend.asarray(grad)
+        mine.grad = h.tensor(grad)
+    which = h.integer(0, 3)
+    if which == 3:
+        limit = float(h.rng.uniform(0.1, 2.0))
+        clip_grad_value(network.parameters(), limit)
+        torch.nn.utils.clip_grad_value_(theirs, limit)
+        label, found = f"clip_grad_value({limit:.3f})", []
+    else:
+        norm_type = (2.0, 1.0, float("inf"))[which]
+        limit = float(h.rng.uniform(0.5, 6.0))
+        total = clip_grad_norm(network.parameters(), limit, norm_type)
+        torch_total = torch.nn.utils.clip_grad_norm_(theirs, limit, norm_type)
+        label, found = (
+            f"clip_grad_norm({limit:.3f}, {norm_type})",
+            [Comparison("total norm", total, torch_total)],
+        )
+    found += [
+        Comparison(f"{ours.name} gradient", ours.grad, mine.grad)
+        for ours, mine in zip(network.parameters(), theirs, strict=True)
+    ]
+    return label, found
+
+
 def check_schedules(h: Harness) -> tuple[str, list[Comparison]]:
     from bpcore import optim
     from bpcore.layers import Dense
@@ -646,11 +730,13 @@ CHECKS: dict[str, Callable[[Harness], tuple[str, list[Comparison]]]] = {
     "pool2d": check_pool2d,
     "batchnorm": check_batchnorm,
     "recurrent": check_recurrent,
+    "recurrent-state": check_recurrent_state,
     "embedded-recurrent": check_embedded_recurrent,
     "activations": check_activations,
     "cross-entropy": check_cross_entropy,
     "regression-losses": check_regression_losses,
     "optimizers": check_optimizers,
+    "clipping": check_clipping,
     "schedules": check_schedules,
 }
 
