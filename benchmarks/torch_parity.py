@@ -28,6 +28,8 @@ schedules: the learning rates):
 * ``embedded-recurrent``: Embedding with ``padding_idx`` into a recurrent layer
   and a Dense head (the network's fused embedding-and-recurrence path, with
   the mask the padding index makes; PyTorch: packed sequences of the real lengths);
+* ``compositions``: Residual, Concatenate, Flatten and Reshape after a
+  convolution, and the masked sequence pools over ragged lengths;
 * ``activations``: every activation layer (GELU in both forms), with
   saturating inputs;
 * ``cross-entropy``: class indices per time step with ``ignore_index``, and
@@ -473,6 +475,70 @@ def check_embedded_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
     return f"Embedding({vocabulary}, {width}, padding_idx=0) + {layer!r} + Dense, N={n} T={steps}", found
 
 
+def check_compositions(h: Harness) -> tuple[str, list[Comparison]]:
+    """Residual, Concatenate, Flatten/Reshape and the masked sequence pools, against the same sums in torch."""
+    from bpcore import layers
+
+    torch = h.torch
+    which = h.integer(0, 3)
+    n, width = h.integer(1, 4), h.integer(1, 5)
+    if which == 0:  # y = x + Dense(ReLU(Dense(x)))
+        inner, outer = layers.Dense(width, width + 1), layers.Dense(width + 1, width)
+        first, second = (
+            h.module(torch.nn.Linear(width, width + 1)),
+            h.module(torch.nn.Linear(width + 1, width)),
+        )
+        pairs = [
+            (inner.weight, first.weight, True),
+            (inner.bias, first.bias, False),
+            (outer.weight, second.weight, True),
+            (outer.bias, second.bias, False),
+        ]
+        found = h.run_layers(
+            [layers.Residual(inner, layers.ReLU(), outer)],
+            lambda t: t + second(torch.relu(first(t))),
+            pairs,
+            h.normal(n, width),
+        )
+        return f"Residual(Dense, ReLU, Dense) on {(n, width)}", found
+    if which == 1:  # two branches joined on the last axis
+        left, right = layers.Dense(width, 2), layers.Dense(width, 3)
+        tleft, tright = h.module(torch.nn.Linear(width, 2)), h.module(torch.nn.Linear(width, 3))
+        pairs = [
+            (left.weight, tleft.weight, True),
+            (left.bias, tleft.bias, False),
+            (right.weight, tright.weight, True),
+            (right.bias, tright.bias, False),
+        ]
+        found = h.run_layers(
+            [layers.Concatenate(left, [right, layers.Tanh()])],
+            lambda t: torch.cat([tleft(t), torch.tanh(tright(t))], dim=-1),
+            pairs,
+            h.normal(n, width),
+        )
+        return f"Concatenate(Dense, [Dense, Tanh]) on {(n, width)}", found
+    if which == 2:  # (N, C, H, W) -> Flatten -> Reshape -> Flatten, row-major as PyTorch's flatten(1)
+        c, height, w = h.integer(1, 3), h.integer(1, 3), h.integer(1, 3)
+        conv = layers.Conv2D(c, 2, 1)
+        tconv = h.module(torch.nn.Conv2d(c, 2, 1))
+        pairs = [(conv.weight, tconv.weight, False), (conv.bias, tconv.bias, False)]
+        stack = [conv, layers.Flatten(), layers.Reshape((2 * height, w)), layers.Flatten()]
+        found = h.run_layers(stack, lambda t: tconv(t).flatten(1), pairs, h.normal(n, c, height, w))
+        return f"Conv2D + Flatten + Reshape + Flatten on {(n, c, height, w)}", found
+    steps = h.integer(1, 6)
+    lengths = h.rng.integers(1, steps + 1, size=n)
+    real = h.tensor((np.arange(steps)[None, :] < lengths[:, None]).astype(h.dtype))[:, :, None]
+    pool = layers.GlobalMaxPool1D() if h.coin() else layers.GlobalAvgPool1D()
+
+    def forward(t: Any) -> Any:
+        if isinstance(pool, layers.GlobalMaxPool1D):
+            return t.masked_fill(real == 0, float("-inf")).amax(dim=1)
+        return (t * real).sum(dim=1) / real.sum(dim=1)
+
+    found = h.run_layers([pool], forward, [], h.normal(n, steps, width), lengths=lengths)
+    return f"{pool!r} over lengths {lengths.tolist()} of T={steps}", found
+
+
 def check_activations(h: Harness) -> tuple[str, list[Comparison]]:
     from bpcore import layers
 
@@ -732,6 +798,7 @@ CHECKS: dict[str, Callable[[Harness], tuple[str, list[Comparison]]]] = {
     "recurrent": check_recurrent,
     "recurrent-state": check_recurrent_state,
     "embedded-recurrent": check_embedded_recurrent,
+    "compositions": check_compositions,
     "activations": check_activations,
     "cross-entropy": check_cross_entropy,
     "regression-losses": check_regression_losses,
