@@ -476,7 +476,7 @@ def check_embedded_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
 
 
 def check_compositions(h: Harness) -> tuple[str, list[Comparison]]:
-    """Residual, Concatenate, Flatten/Reshape and the masked sequence pools, against the same sums in torch."""
+    """Residual, Concatenate, Flatten/Reshape and the masked sequence pools, against the same sums."""
     from bpcore import layers
 
     torch = h.torch
