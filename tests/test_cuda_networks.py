@@ -45,15 +45,18 @@ import bpcore
 from bpcore.backends import KERNEL_MODES, Device
 from bpcore.backends import device as device_module
 from bpcore.layers import (
+    GELU,
     GRU,
     LSTM,
     BatchNorm,
     Bidirectional,
     Concatenate,
+    Conv2D,
     Dense,
     Dropout,
     Embedding,
     GlobalAvgPool1D,
+    GlobalAvgPool2D,
     GlobalMaxPool1D,
     ReLU,
     Tanh,
@@ -405,3 +408,32 @@ def test_copies_of_a_network_with_buffers_follow_the_cpu(dtype: str, gpu: Counti
     launches = both(run, dtype)
     assert_launched(launches, {"bp_batchnorm_forward_train_stats", "bp_polyak_update",
                                "bp_sgd_step_momentum"})
+
+
+# --- 6. GELU in both forms, and BatchNorm on one image ---------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_and_a_one_image_batchnorm_train_as_on_the_cpu(dtype: str, gpu: CountingBackend) -> None:
+    # The exact GELU (erf) and the tanh form, each fused into its Dense as on a GPU; then a convolution with
+    # a BatchNorm trained one image at a time, which normalises over the image's pixels as PyTorch does.
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((6, 5)) * 2, np.array([0, 2, 1, 1, 0, 2])
+    images, labels = rng.standard_normal((1, 2, 4, 4)), np.array([1])
+
+    def run(device: str) -> list[tuple[str, Any]]:
+        seen: list[tuple[str, Any]] = []
+        for form in ("none", "tanh"):
+            network = bpcore.Network([Dense(5, 7), GELU(form), Dense(7, 3), GELU(form), Dense(3, 3)],
+                                     dtype=dtype, seed=4, device=device)
+            assert network.layers[0].activation is not None  # fused into the Dense
+            seen += [(f"{form}: {name}", value) for name, value in steps_seen(
+                network, x, y, CrossEntropy(), Adam(network.parameters(), lr=0.05), input_grad=True)]
+        network = bpcore.Network([Conv2D(2, 3, 3, padding=1), BatchNorm(3), ReLU(), GlobalAvgPool2D(),
+                                  Dense(3, 2)], dtype=dtype, seed=5, device=device)
+        seen += [(f"one image: {name}", value) for name, value in steps_seen(
+            network, images, labels, CrossEntropy(), SGD(network.parameters(), lr=0.1), input_grad=True)]
+        seen += [(f"one image: {name}", host(value)) for name, value in network.layers[1].buffers().items()]
+        return seen
+
+    launches = both(run, dtype)
+    assert_launched(launches, {"bp_bias_gelu_erf_forward", "bp_gelu_erf_backward", "bp_bias_gelu_forward",
+                               "bp_gelu_backward", "bp_batchnorm_forward_train_stats"})
