@@ -32,6 +32,9 @@ schedules: the learning rates):
   convolution, and the masked sequence pools over ragged lengths;
 * ``activations``: every activation layer (GELU in both forms), with
   saturating inputs;
+* ``large``: the benchmarks' sizes (a series and a character recurrent model,
+  a convolution whose im2col matrix takes several passes), whose code paths
+  small shapes never reach; weights of PyTorch's 1/sqrt(fan-in) scale;
 * ``cross-entropy``: class indices per time step with ``ignore_index``, and
   class probabilities, reductions mean and sum;
 * ``regression-losses``: MSE, Huber, binary cross-entropy on probabilities and
@@ -163,14 +166,15 @@ class Harness:
         lengths: Any = None,
         output_mask: Any = None,
         integer_input: bool = False,
+        scale: float = 0.5,
     ) -> list[Comparison]:
         """Forward and backward through ``layers`` and through ``forward`` (PyTorch) on the same ``x``.
 
-        ``pairs`` as :meth:`share`; the upstream gradient is random (times
-        ``output_mask`` where given: positions a loss ignores).
+        ``pairs`` and ``scale`` as :meth:`share`; the upstream gradient is random
+        (times ``output_mask`` where given: positions a loss ignores).
         """
         network = self.network(layers)
-        self.share(network, pairs)
+        self.share(network, pairs, scale)
         out = network.forward(x, training=True, lengths=lengths)
         upstream = self.normal(*out.shape)
         if output_mask is not None:
@@ -437,6 +441,71 @@ def check_recurrent_state(h: Harness) -> tuple[str, list[Comparison]]:
         found.append(Comparison(f"d{ours.name}", ours.grad, torch_parameter.grad))
     label = f"{layer!r} from a given state, {'every step' if sequences else 'last state'}, N={n} T={steps}"
     return label, found
+
+
+def check_large(h: Harness) -> tuple[str, list[Comparison]]:
+    """The benchmarks' sizes, where other code paths run than for small shapes.
+
+    A recurrent layer over the series model's shapes (1 feature, T=50, hidden 64,
+    batch 128: each step's input projection inside the time loop, the per-step
+    products on the process's BLAS threads), the character model's (Embedding(65,
+    32), hidden 128, T=64, batch 32), and a convolution whose im2col matrix
+    exceeds one pass (the batch in several parts).  Weights of scale
+    1/sqrt(fan-in), as PyTorch's initialisation: larger recurrent weights make
+    the recurrence chaotic, and then rounding alone separates any two libraries.
+    """
+    from bpcore.layers import Conv2D, Dense, Embedding, MaxPool2D, ReLU
+
+    torch = h.torch
+    which = h.integer(0, 2)
+    kind = _CELLS[h.integer(0, len(_CELLS) - 1)]
+    if which == 0:
+        layer, module = _cells(h, kind, 1, 64, h.coin(), False)
+        n, steps = 128, 50
+        lengths = h.rng.integers(1, steps + 1, size=n)
+        sequences = layer.return_sequences
+        mask = (np.arange(steps)[None, :] < lengths[:, None])[:, :, None] if sequences else None
+        found = h.run_layers(
+            [layer],
+            lambda xt: _packed(h, module, xt, lengths, kind, sequences),
+            _cell_pairs(layer, module),
+            h.normal(n, steps, 1),
+            lengths=lengths,
+            output_mask=mask,
+            scale=1 / 8,
+        )
+        return f"{layer!r}, N={n} T={steps}, ragged", found
+    if which == 1:
+        kind = kind if kind != "rnn-relu" else "rnn"
+        embedding, table = Embedding(65, 32), h.module(torch.nn.Embedding(65, 32))
+        layer, module = _cells(h, kind, 32, 128, True, False)
+        head, linear = Dense(128, 65), h.module(torch.nn.Linear(128, 65))
+        pairs = [
+            (embedding.weight, table.weight, False),
+            *_cell_pairs(layer, module),
+            (head.weight, linear.weight, True),
+            (head.bias, linear.bias, False),
+        ]
+        index = h.rng.integers(0, 65, size=(32, 64))
+        found = h.run_layers(
+            [embedding, layer, head],
+            lambda it: linear(module(table(it))[0]),
+            pairs,
+            index,
+            integer_input=True,
+            scale=1 / 11,
+        )
+        return f"Embedding(65, 32) + {layer!r} + Dense(128, 65), N=32 T=64", found
+    conv, tconv = Conv2D(8, 16, 3, padding=1), h.module(torch.nn.Conv2d(8, 16, 3, padding=1))
+    pairs = [(conv.weight, tconv.weight, False), (conv.bias, tconv.bias, False)]
+    found = h.run_layers(
+        [conv, ReLU(), MaxPool2D(2)],
+        lambda t: torch.nn.functional.max_pool2d(torch.relu(tconv(t)), 2),
+        pairs,
+        h.normal(20, 8, 28, 28),
+        scale=1 / 8,
+    )
+    return "Conv2D(8, 16, 3, padding=1) + ReLU + MaxPool2D(2) on (20, 8, 28, 28), im2col in parts", found
 
 
 def check_embedded_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
@@ -801,6 +870,7 @@ CHECKS: dict[str, Callable[[Harness], tuple[str, list[Comparison]]]] = {
     "compositions": check_compositions,
     "activations": check_activations,
     "cross-entropy": check_cross_entropy,
+    "large": check_large,
     "regression-losses": check_regression_losses,
     "optimizers": check_optimizers,
     "clipping": check_clipping,
