@@ -258,12 +258,16 @@ def elu_backward(xp: Any, gy: Any, y: Any, out: Any, alpha: float) -> Any:
 _spec("gelu", "input")
 
 
-@declare("gelu_forward", "y = x/2 * (1 + tanh(k * (x + 0.044715 x^3)))", **_forward("gelu", cpu=False))
-def gelu_forward(xp: Any, x: Any, out: Any) -> Any:
-    t = xp.tanh(GELU_K * (x + GELU_C * x * x * x))
+def _gelu_from(xp: Any, x: Any, t: Any, out: Any) -> Any:
+    """``out = x/2 * (1 + t)``, both GELU forms' last step (``t`` the tanh or the erf term, overwritten)."""
     xp.add(t, 1.0, out=t)
     xp.multiply(x, t, out=out)
     return xp.multiply(out, 0.5, out=out)
+
+
+@declare("gelu_forward", "y = x/2 * (1 + tanh(k * (x + 0.044715 x^3)))", **_forward("gelu", cpu=False))
+def gelu_forward(xp: Any, x: Any, out: Any) -> Any:
+    return _gelu_from(xp, x, xp.tanh(GELU_K * (x + GELU_C * x * x * x)), out)
 
 
 @declare(
@@ -292,24 +296,21 @@ def _erf(xp: Any, x: Any, out: Any) -> Any:
     where no compiled kernel does (the CPU's Numba kernel and the CUDA kernel
     call the C library's erf); without SciPy it is a Python call per element.
     """
-    if xp is np:
-        try:
-            from scipy.special import erf
-        except ImportError:
-            out[...] = _erf_per_element(x)
-            return out
-        return erf(x, out=out)
-    from cupyx.scipy.special import erf as cupy_erf
+    if xp is not np:
+        from cupyx.scipy.special import erf as cupy_erf
 
-    return cupy_erf(x, out=out)
+        return cupy_erf(x, out=out)
+    try:
+        from scipy.special import erf
+    except ImportError:
+        out[...] = _erf_per_element(x)
+        return out
+    return erf(x, out=out)
 
 
 @declare("gelu_erf_forward", "y = x/2 * (1 + erf(x / sqrt(2)))", **_forward("gelu_erf"))
 def gelu_erf_forward(xp: Any, x: Any, out: Any) -> Any:
-    e = _erf(xp, x * GELU_ERF_SCALE, xp.empty_like(x))
-    xp.add(e, 1.0, out=e)
-    xp.multiply(x, e, out=out)
-    return xp.multiply(out, 0.5, out=out)
+    return _gelu_from(xp, x, _erf(xp, x * GELU_ERF_SCALE, xp.empty_like(x)), out)
 
 
 @declare(
