@@ -196,6 +196,15 @@ class Harness:
         return found
 
 
+def _dense_pairs(*pairs: tuple[Any, Any]) -> list[tuple[Any, Any, bool]]:
+    """The parameter pairs of (Dense, torch Linear) pairs: Dense keeps W as (in, out), Linear's transpose."""
+    return [
+        pair
+        for dense, linear in pairs
+        for pair in ((dense.weight, linear.weight, True), (dense.bias, linear.bias, False))
+    ]
+
+
 def check_dense(h: Harness) -> tuple[str, list[Comparison]]:
     from bpcore.layers import Dense, ReLU
 
@@ -210,7 +219,7 @@ def check_dense(h: Harness) -> tuple[str, list[Comparison]]:
         return h.torch.relu(y) if relu else y
 
     label = f"Dense({fin}, {fout}){' + ReLU' if relu else ''} on {(n, steps, fin)}"
-    pairs = [(layer.weight, linear.weight, True), (layer.bias, linear.bias, False)]
+    pairs = _dense_pairs((layer, linear))
     return label, h.run_layers(layers, forward, pairs, h.normal(n, steps, fin))
 
 
@@ -483,8 +492,7 @@ def check_large(h: Harness) -> tuple[str, list[Comparison]]:
         pairs = [
             (embedding.weight, table.weight, False),
             *_cell_pairs(layer, module),
-            (head.weight, linear.weight, True),
-            (head.bias, linear.bias, False),
+            *_dense_pairs((head, linear)),
         ]
         index = h.rng.integers(0, 65, size=(32, 64))
         found = h.run_layers(
@@ -528,8 +536,7 @@ def check_embedded_recurrent(h: Harness) -> tuple[str, list[Comparison]]:
     pairs = [
         (embedding.weight, table.weight, False),
         *_cell_pairs(layer, module),
-        (head.weight, linear.weight, True),
-        (head.bias, linear.bias, False),
+        *_dense_pairs((head, linear)),
     ]
     found = h.run_layers(
         [embedding, layer, head],
@@ -557,12 +564,7 @@ def check_compositions(h: Harness) -> tuple[str, list[Comparison]]:
             h.module(torch.nn.Linear(width, width + 1)),
             h.module(torch.nn.Linear(width + 1, width)),
         )
-        pairs = [
-            (inner.weight, first.weight, True),
-            (inner.bias, first.bias, False),
-            (outer.weight, second.weight, True),
-            (outer.bias, second.bias, False),
-        ]
+        pairs = _dense_pairs((inner, first), (outer, second))
         found = h.run_layers(
             [layers.Residual(inner, layers.ReLU(), outer)],
             lambda t: t + second(torch.relu(first(t))),
@@ -573,12 +575,7 @@ def check_compositions(h: Harness) -> tuple[str, list[Comparison]]:
     if which == 1:  # two branches joined on the last axis
         left, right = layers.Dense(width, 2), layers.Dense(width, 3)
         tleft, tright = h.module(torch.nn.Linear(width, 2)), h.module(torch.nn.Linear(width, 3))
-        pairs = [
-            (left.weight, tleft.weight, True),
-            (left.bias, tleft.bias, False),
-            (right.weight, tright.weight, True),
-            (right.bias, tright.bias, False),
-        ]
+        pairs = _dense_pairs((left, tleft), (right, tright))
         found = h.run_layers(
             [layers.Concatenate(left, [right, layers.Tanh()])],
             lambda t: torch.cat([tleft(t), torch.tanh(tright(t))], dim=-1),
