@@ -77,8 +77,9 @@ SMALL_PRODUCT = 1 << 20
 
 def _gather_rows(index: Any, table: Any, out: Any) -> None:
     """A step's input projections of embedded indices: rows ``index`` of ``table`` into ``out``."""
-    # mode="clip" takes no buffered copy; the network checked the range already.
-    np.take(table, index, axis=0, out=out, mode="clip")
+    # mode="clip" takes no buffered copy; the network checked the range already.  The method, not
+    # np.take: NumPy's Python wrapper around it cost 2.5 us a step, 1.5 % of a character LSTM's step.
+    table.take(index, axis=0, out=out, mode="clip")
 
 
 def _project_rows(rows: Any, projection: Any, out: Any) -> None:
