@@ -437,3 +437,23 @@ def test_gelu_and_a_one_image_batchnorm_train_as_on_the_cpu(dtype: str, gpu: Cou
     launches = both(run, dtype)
     assert_launched(launches, {"bp_bias_gelu_erf_forward", "bp_gelu_erf_backward", "bp_bias_gelu_forward",
                                "bp_gelu_backward", "bp_batchnorm_forward_train_stats"})
+
+
+# --- 7. an Embedding called by hand with narrow integer indices -------------------------------------
+@pytest.mark.parametrize("index_dtype", ["int32", "uint8"])
+def test_an_embedding_called_by_hand_takes_any_integer_indices(index_dtype: str,
+                                                                gpu: CountingBackend) -> None:
+    # A network converts its input to int64; a layer called by hand gets the caller's dtype, which
+    # CuPy's scatter-add kernel (raw int64 index) would refuse with "Type is mismatched".
+    rng = np.random.default_rng(10)
+    index = rng.integers(0, 9, (4, 6)).astype(index_dtype)
+    grad_out = rng.standard_normal((4, 6, 3)).astype(np.float32)
+
+    def run(device: str) -> list[tuple[str, Any]]:
+        network = bpcore.Network([Embedding(9, 3, padding_idx=2)], dtype="float32", seed=6, device=device)
+        layer, backend = network.layers[0], network.backend
+        out = layer.forward(backend.asarray(index), training=True)
+        layer.backward(backend.asarray(grad_out))
+        return [("out", host(out)), ("weight grad", host(layer.weight.grad))]
+
+    assert_launched(both(run, "float32"), {"bp_embedding_backward"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import numpy as np
@@ -246,6 +247,33 @@ def test_the_generic_version_matches_add_at() -> None:
     untouched = grad.copy()
     OPERATIONS[OPERATION].generic(np, gy[:0], index[:0], -1, grad)
     np.testing.assert_array_equal(grad, untouched)
+
+
+def _prefix_sum_reduceat(array: Any, indices: Any, axis: int = 0, dtype: Any = None) -> Any:
+    """``add.reduceat`` as CuPy computes it (``_add_reduceat``, cupy/_core/_routines_indexing.pyx):
+    the differences of one running sum over the whole array, in ``dtype`` (the array's if None)."""
+    acc = np.cumsum(array, axis=axis, dtype=dtype)
+    acc = np.concatenate((np.zeros((1, *acc.shape[1:]), acc.dtype), acc))
+    bounds = np.append(indices, array.shape[axis])
+    return acc[bounds[1:]] - acc[bounds[:-1]]
+
+
+def test_the_generic_version_keeps_float32_sums_exact_under_cupys_reduceat() -> None:
+    # 200,000 rows in 50,000 groups of about 4, every value near 3: a float32 running sum reaches 2.4e6,
+    # where its rounding (0.25) is as large as a group's sum is precise.  Summed in float64, each group
+    # is within float32 rounding of the exact sum.
+    rng = np.random.default_rng(12)
+    gy = (3.0 + rng.random((200_000, 2))).astype(np.float32)
+    index = rng.integers(0, 50_000, 200_000)
+    cupy_like = types.SimpleNamespace(
+        argsort=np.argsort, flatnonzero=np.flatnonzero, concatenate=np.concatenate, zeros=np.zeros,
+        float64=np.float64, add=types.SimpleNamespace(reduceat=_prefix_sum_reduceat),
+    )
+    expected = np.zeros((50_000, 2))
+    np.add.at(expected, index, gy.astype(np.float64))
+    grad = np.zeros((50_000, 2), np.float32)
+    OPERATIONS[OPERATION].generic(cupy_like, gy, index, -1, grad)
+    np.testing.assert_allclose(grad, expected, rtol=2e-7)
 
 
 # The Numba and CUDA kernels go through the registry's checks (tests/kernel_cases.py): Numba against the

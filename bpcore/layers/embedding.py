@@ -143,7 +143,8 @@ class Embedding(Layer):
             np.take(self.weight.data, x, axis=0, out=out, mode="clip")
         else:
             xp.take(self.weight.data, x, axis=0, out=out)
-        self._index = x
+        # The indices as the scatter-add's contract takes them (int64): CuPy's kernel refuses others.
+        self._index = x if x.dtype == np.int64 else x.astype(np.int64)
         return out
 
     def backward(self, grad_out: Any, *, accumulate: bool = True, need_input_grad: bool = True) -> Any:
