@@ -183,15 +183,23 @@ def _host_dataset(rows: int = 10) -> Any:
     return Dataset(x, y, DENSE, get_backend("cpu"), mask)
 
 
+@pytest.mark.parametrize("ranks", [None, (0, 2), (1, 2)])  # one process, or rank r's share of 2
 @pytest.mark.parametrize(("batch_size", "shuffle"), [(None, False), (4, False), (4, True)])
 def test_host_batches_staged_for_a_gpu_keep_features_targets_and_mask_apart(
-    batch_size: int | None, shuffle: bool
+    batch_size: int | None, shuffle: bool, ranks: tuple[int, int] | None
 ) -> None:
+    # A full batch of a distributed fit was handed to the layers on the host: the one-process batches
+    # had staged it whole and then stopped staging, and the rank's share bypassed that copy.
+    from bpcore.distributed.data_parallel import ShardedBatches
     from bpcore.training.batches import Batches
 
     data = _host_dataset()
-    batches = Batches(data, CupyLikeBackend(), batch_size=batch_size, shuffle=shuffle,
-                      rng=np.random.default_rng(0), merge_single=False)
+    options: dict[str, Any] = dict(batch_size=batch_size, shuffle=shuffle, rng=np.random.default_rng(0),
+                                   merge_single=False)
+    if ranks is None:
+        batches = Batches(data, CupyLikeBackend(), **options)
+    else:
+        batches = ShardedBatches(data, CupyLikeBackend(), rank=ranks[0], world_size=ranks[1], **options)
     seen = []
     for _epoch in range(2):
         for xb, yb, mb in batches.epoch():
@@ -202,7 +210,11 @@ def test_host_batches_staged_for_a_gpu_keep_features_targets_and_mask_apart(
                 np.testing.assert_array_equal(row_y, data.y[index])
                 np.testing.assert_array_equal(row_m, data.mask[index])
                 seen.append(int(index))
-    assert sorted(seen) == sorted(2 * list(range(len(data))))
+    shares = [range(len(data))] if ranks is None else [range(*bounds) for bounds in batches.bounds]
+    if ranks is None or not shuffle:  # a rank's share of a shuffled batch holds samples of any position
+        assert sorted(seen) == sorted(2 * [int(i) for share in shares for i in share])
+    else:
+        assert len(seen) == 2 * sum(len(share) for share in shares)
 
 
 def test_evaluation_of_host_data_for_a_gpu_reads_features_and_targets_of_one_shape_apart() -> None:

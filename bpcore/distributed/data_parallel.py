@@ -61,10 +61,9 @@ class ShardedBatches(Batches):
         super().__init__(data, network_backend, **options)  # the global batches, as in one process
         self.global_bounds = list(self.bounds)
         self.bounds = [share_bounds(start, stop, rank, world_size) for start, stop in self.global_bounds]
-        if self.full:  # a full batch: this rank's share, as a contiguous slice, never shuffled
+        if self.full:  # a full batch: this rank's share, a contiguous slice staged per epoch, unshuffled
             self.full = False
             self.shuffle = False
-            del self._full
 
     def global_sizes(self) -> list[int]:
         return [stop - start for start, stop in self.global_bounds]

@@ -82,10 +82,7 @@ class Batches:
         self._x_buffers: dict[int, Any] = {}
         self._y_buffers: dict[int, Any] = {}
         self._mask_buffers: dict[int, Any] = {}
-        if self.full:  # moved to the device once for the whole fit
-            mask = None if data.mask is None else self._stage(data.mask, "mask")
-            self._full = (self._stage(data.x, "x"), self._stage(data.y, "y"), mask)
-            self._stage = _Stage(network_backend, network_backend)
+        self._full: tuple[Any, Any, Any] | None = None  # one full batch, staged at the first epoch
 
     @property
     def steps(self) -> int:
@@ -103,6 +100,10 @@ class Batches:
     def epoch(self) -> Iterator[tuple[Any, Any, Any]]:
         """The batches of one epoch ``(x, y, mask or None)``, in a fresh order when shuffling."""
         if self.full:
+            if self._full is None:  # once for the whole fit
+                stage, mask = self._stage, self.data.mask
+                self._full = (stage(self.data.x, "x"), stage(self.data.y, "y"),
+                              None if mask is None else stage(mask, "mask"))
             yield self._full
             return
         data, stage = self.data, self._stage
