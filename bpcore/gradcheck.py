@@ -25,7 +25,7 @@ import numpy as np
 
 from . import checks
 from .backends import CPU, get_backend
-from .interop import import_array, to_backend
+from .interop import host_array, import_array, to_backend
 from .layers.base import Layer
 from .layers.fusion import check_batch_statistics
 from .network import Network
@@ -62,9 +62,7 @@ def _is_loss(target: Any) -> bool:
 
 def _host(array: Any) -> np.ndarray:
     """A float64 NumPy copy of a NumPy or CuPy array."""
-    if hasattr(array, "get") and not isinstance(array, np.ndarray):
-        array = array.get()
-    return np.array(array, dtype=np.float64)
+    return np.array(host_array(array), dtype=np.float64)
 
 
 def _target(y: Any, backend: Any) -> Any:

@@ -24,6 +24,17 @@ def is_cupy_array(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "cupy"
 
 
+def host_array(data: Any, dtype: Any = None) -> np.ndarray:
+    """A NumPy copy or view of a NumPy or CuPy array, or of anything ``np.asarray`` takes.
+
+    CuPy refuses the implicit conversion (``np.asarray`` of a CuPy array
+    raises TypeError), so a device array is copied with its ``get()``.
+    """
+    if is_cupy_array(data):
+        data = data.get()
+    return np.asarray(data, dtype=dtype)
+
+
 def import_array(data: Any, *, argument: str = "x") -> Any:
     """``data`` as a NumPy or CuPy array on the device it already lives on, sharing its memory.
 

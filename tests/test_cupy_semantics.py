@@ -271,6 +271,28 @@ def test_a_device_mask_is_brought_to_a_cpu_network_explicitly() -> None:
     np.testing.assert_array_equal(trained[0], trained[1])
 
 
+def test_a_host_replay_buffer_takes_transitions_and_td_errors_from_a_gpu_network() -> None:
+    # A GPU network's greedy actions and TD errors are device arrays; the buffer keeps its rings on the
+    # host and must copy them with .get() (np.asarray of a CuPy array raises, as the double's does).
+    from bpcore.rl import PrioritizedReplayBuffer
+
+    host_buffer = PrioritizedReplayBuffer(8, 2, alpha=1.0, seed=0)
+    device_buffer = PrioritizedReplayBuffer(8, 2, alpha=1.0, seed=0)
+    rng = np.random.default_rng(3)
+    obs, nxt = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    actions, rewards, dones = np.array([1, 0, 2, 1, 0]), rng.normal(size=5), np.zeros(5)
+    host_buffer.add(obs, actions, rewards, nxt, dones)
+    device_buffer.add(*(CupyLikeArray(value) for value in (obs, actions, rewards, nxt, dones)))
+    for name in ("observations", "actions", "rewards", "next_observations", "dones"):
+        np.testing.assert_array_equal(getattr(device_buffer, name), getattr(host_buffer, name))
+    batch = host_buffer.sample(4)
+    errors = rng.normal(size=4)
+    host_buffer.update_priorities(batch.indices, errors)
+    device_buffer.update_priorities(CupyLikeArray(batch.indices), CupyLikeArray(errors.astype(np.float32)))
+    np.testing.assert_allclose(device_buffer.tree.get(np.arange(5)), host_buffer.tree.get(np.arange(5)),
+                               rtol=1e-6)
+
+
 def test_a_host_mask_is_moved_to_a_gpu_network_with_its_array_module() -> None:
     backend = CupyLikeBackend()
     network = types.SimpleNamespace(_uses_mask=True, backend=backend)  # what Network.as_mask reads

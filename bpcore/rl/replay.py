@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backends import DeviceLike, get_backend
+from ..interop import host_array
 from ..validation import check_dtype
 from .sum_tree import SumTree
 
@@ -96,7 +97,7 @@ class ReplayBuffer:
         return self._size
 
     def _batched(self, value: Any, shape: tuple[int, ...], dtype: np.dtype, argument: str) -> np.ndarray:
-        array = np.asarray(value, dtype=dtype)
+        array = host_array(value, dtype)
         if array.shape == shape:
             return array[None]
         if array.shape[1:] != shape or array.ndim != len(shape) + 1:
@@ -234,8 +235,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def update_priorities(self, indices: Any, td_errors: Any) -> None:
         """Set the priorities of sampled transitions from their TD errors (host or device arrays)."""
-        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-        errors = np.abs(np.asarray(self.backend.to_numpy(td_errors), dtype=np.float64).reshape(-1))
+        indices = host_array(indices, np.int64).reshape(-1)
+        errors = np.abs(host_array(td_errors, np.float64).reshape(-1))
         if errors.shape != indices.shape:
             raise ValueError(
                 f"td_errors: expected {indices.shape[0]} values (one per index), got {errors.size}"

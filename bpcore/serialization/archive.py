@@ -18,6 +18,8 @@ from typing import IO, Any, cast
 
 import numpy as np
 
+from ..interop import host_array
+
 ARCHITECTURE = "architecture.json"
 ARRAY_KEY = "$array"
 FLOAT_KEY = "$float"
@@ -36,14 +38,6 @@ class ModelFileError(ValueError):
         self.problem = problem
 
 
-def to_host(value: Any) -> np.ndarray:
-    """A NumPy copy or view of a NumPy or CuPy array (or anything ``np.asarray`` takes)."""
-    getter = getattr(value, "get", None)
-    if type(value).__module__.split(".")[0] == "cupy" and callable(getter):
-        return getter()
-    return np.asarray(value)
-
-
 class ArrayTable:
     """The arrays of a file being written, each under a unique member name."""
 
@@ -54,7 +48,7 @@ class ArrayTable:
         member = f"{name}.npy"
         if member in self.arrays:
             raise ValueError(f"two arrays would be stored as {member!r}")
-        array = to_host(value)
+        array = host_array(value)
         if array.dtype.hasobject or array.dtype.kind not in ARRAY_KINDS:
             raise TypeError(
                 f"{name}: only boolean, integer and float arrays can be saved (no pickle, no strings, "
