@@ -27,17 +27,26 @@ class CupyBackend(Backend):
         super().__init__(cupy, device, kernels=kernels)
         self._cuda_device = cupy.cuda.Device(device.index)
 
-    def _compiled(self, operation: Operation) -> tuple[Callable[..., Any], str] | None:
-        if operation.cuda is None:
-            return None
-        kernel = operation.cuda()
+    def resolve(self, name: str) -> tuple[Callable[..., Any], str]:
+        """Operation ``name`` run with this backend's GPU current, compiled or generic.
+
+        CuPy launches on the calling thread's current GPU, so an operation on
+        ``cuda:1`` arrays called from a thread whose current GPU is 0 would
+        read GPU 1's memory from GPU 0 (or fail without peer access).
+        """
+        implementation, source = super().resolve(name)
         cuda_device = self._cuda_device
 
         def on_device(*args: Any) -> Any:
             with cuda_device:
-                return kernel(*args)
+                return implementation(*args)
 
-        return on_device, "cuda"
+        return on_device, source
+
+    def _compiled(self, operation: Operation) -> tuple[Callable[..., Any], str] | None:
+        if operation.cuda is None:
+            return None
+        return operation.cuda(), "cuda"
 
     def asarray(self, data: Any, dtype: Any = None) -> Any:
         with self._cuda_device:

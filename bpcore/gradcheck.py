@@ -16,6 +16,7 @@ buffers (e.g. batch-norm running statistics) are restored afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import checks
-from .backends import CPU, get_backend
+from .backends import CPU, Backend, device_scope, get_backend
 from .interop import host_array, import_array, to_backend
 from .layers.base import Layer
 from .layers.fusion import check_batch_statistics
@@ -429,26 +430,31 @@ def gradcheck(
     if loss is not None and y is None:
         raise ValueError("gradcheck(y): a loss was given, so the target values y are needed too")
     rng = np.random.default_rng(seed)
-    if isinstance(target, Network):
-        problem, restore = _network_problem(target, x, training, loss, y, rng, seed, mask)
-    elif isinstance(target, Layer):
-        layer_input = _as_index_input(x) if target.input_kind == "index" else _as_float64_input(x)
-        problem, restore = _layer_problem(target, layer_input, training, loss, y, rng, seed, mask)
-    elif _is_loss(target):
-        if mask is not None:
-            raise ValueError("gradcheck(mask): a loss takes no mask (a network or a recurrent layer does)")
-        if loss is not None:
-            raise ValueError("gradcheck(loss): the target is already a loss; pass the target values as y")
-        problem, restore = _loss_problem(target, _as_float64_input(x), y)
-    else:
-        raise TypeError(
-            "gradcheck(target): expected a bpcore Layer, a Network or a loss object "
-            f"(callable with a backward() method), got {type(target).__name__}"
-        )
-    try:
-        worst, where = _check(
-            problem, eps=float(eps), rng=rng, max_elements=max_elements, directions=directions, floor=floor
-        )
-    finally:
-        restore()
+    owner = getattr(target, "backend", None)  # a network's or a built layer's; a loss finds its own
+    with device_scope(owner) if isinstance(owner, Backend) else contextlib.nullcontext():
+        if isinstance(target, Network):
+            problem, restore = _network_problem(target, x, training, loss, y, rng, seed, mask)
+        elif isinstance(target, Layer):
+            layer_input = _as_index_input(x) if target.input_kind == "index" else _as_float64_input(x)
+            problem, restore = _layer_problem(target, layer_input, training, loss, y, rng, seed, mask)
+        elif _is_loss(target):
+            if mask is not None:
+                raise ValueError(
+                    "gradcheck(mask): a loss takes no mask (a network or a recurrent layer does)"
+                )
+            if loss is not None:
+                raise ValueError(
+                    "gradcheck(loss): the target is already a loss; pass the target values as y"
+                )
+            problem, restore = _loss_problem(target, _as_float64_input(x), y)
+        else:
+            raise TypeError(
+                "gradcheck(target): expected a bpcore Layer, a Network or a loss object "
+                f"(callable with a backward() method), got {type(target).__name__}"
+            )
+        try:
+            worst, where = _check(problem, eps=float(eps), rng=rng, max_elements=max_elements,
+                                  directions=directions, floor=floor)
+        finally:
+            restore()
     return (worst, where) if return_location else worst

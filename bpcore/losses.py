@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import checks
-from .backends import Backend, backend_of
+from .backends import Backend, backend_of, device_scope
 from .interop import import_array, is_cupy_array, to_backend
 from .validation import FLOAT_DTYPES
 
@@ -70,8 +70,9 @@ class Loss:
         backend = self._backend
         if backend is None or not backend.owns(pred):
             backend = self._backend = backend_of(pred)
-        target = self._prepare_target(import_array(target, argument="target"), pred, backend, check)
-        value = self._forward(backend, pred, target)
+        with device_scope(backend):  # pred's GPU current, whichever the calling thread has
+            target = self._prepare_target(import_array(target, argument="target"), pred, backend, check)
+            value = self._forward(backend, pred, target)
         self._saved = (backend, pred, target)
         return value
 
@@ -79,7 +80,8 @@ class Loss:
         """dLoss/dpred for the last call (a buffer reused by the next call: copy to keep it)."""
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward(): call the loss on (pred, target) first")
-        return self._backward(*self._saved)
+        with device_scope(self._saved[0]):
+            return self._backward(*self._saved)
 
     def check_target(self, target: Any, pred_shape: tuple[int, ...]) -> None:
         """Raise a clear error if ``target`` does not fit a prediction of ``pred_shape``.

@@ -65,22 +65,23 @@ class Network:
         self._lock = threading.RLock()
         #: The per-sample input shape the first layers require (None dimensions: any size).
         self.input_shape: Shape | None = input_shape(self.layers)
-        #: The per-sample output shape, as far as it is known before the first input.
-        self.output_shape = build_sequence(
-            self.layers, self.input_shape, self.dtype, self.backend, owner="layers"
-        )
+        with device_scope(self.backend):  # built on its GPU, whichever the calling thread has current
+            #: The per-sample output shape, as far as it is known before the first input.
+            self.output_shape = build_sequence(
+                self.layers, self.input_shape, self.dtype, self.backend, owner="layers"
+            )
+            self.store = ParameterStore(self.parameters(), self.backend, self.dtype)
+            self.store.initialize(np.random.default_rng(seed))
+            # Dropout masks come from a device-local generator seeded from ``seed``,
+            # on a stream independent of the initial weights.
+            self._random_seed = int(
+                np.random.SeedSequence(seed).spawn(1)[0].generate_state(1, dtype=np.uint64)[0]
+            )
+            self._bind_random()
+        self.store.lock = self._lock  # an optimiser's step holds the network's lock
         self.out_features = self.output_shape[-1] if self.output_shape else None
         self.in_features = input_width(self.layers)
         self._checked_shapes: set[tuple[int, ...]] = set()
-        self.store = ParameterStore(self.parameters(), self.backend, self.dtype)
-        self.store.lock = self._lock  # an optimiser's step holds the network's lock
-        self.store.initialize(np.random.default_rng(seed))
-        # Dropout masks come from a device-local generator seeded from ``seed``,
-        # on a stream independent of the initial weights.
-        self._random_seed = int(
-            np.random.SeedSequence(seed).spawn(1)[0].generate_state(1, dtype=np.uint64)[0]
-        )
-        self._bind_random()
         self._plan = fusion_plan(self.layers)
         # Masks (variable-length sequences) are threaded only when a layer can start one.
         self._masked = any(layer.produces_mask for layer in self.walk())
@@ -439,7 +440,7 @@ class Network:
 
     def zero_grad(self) -> None:
         """Set every gradient to zero (one pass over the flat gradient buffer)."""
-        self.store.zero_grad()
+        self.store.zero_grad()  # on the network's GPU (the store makes it current)
 
     # --- several networks: freezing, copies and target updates ---------------
     def freeze(self) -> Network:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend
+from .backends import Backend, device_scope
 
 Initializer = Callable[[np.random.Generator, tuple[int, ...], int, int], np.ndarray]
 
@@ -132,7 +132,8 @@ class ParameterStore:
 
     def load(self, flat: Any) -> None:
         """Copy a flat array of all parameter values into the data buffer."""
-        self.data[...] = self.backend.asarray(flat, dtype=self.dtype)
+        with device_scope(self.backend):
+            self.data[...] = self.backend.asarray(flat, dtype=self.dtype)
 
     def to(self, backend: Backend) -> None:
         """Move both buffers to ``backend``'s device and rebind every view."""
@@ -144,7 +145,8 @@ class ParameterStore:
         self._bind()
 
     def zero_grad(self) -> None:
-        self.grad.fill(0)
+        with device_scope(self.backend):
+            self.grad.fill(0)
 
     # --- frozen parameters ----------------------------------------------------
     def trainability_changed(self) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from blas_threads import limit_blas_threads
 
 import bpcore
+from bpcore.backends import device_scope
 from bpcore.cli import run_script
 from bpcore.layers import Dense, ReLU, Sigmoid
 from bpcore.optim import RMSProp, clamp_parameters
@@ -66,18 +67,19 @@ class WGAN:
         self.g_optimizer = RMSProp(generator.parameters(), lr=lr)
         self.d_optimizer = RMSProp(critic.parameters(), lr=lr)
         self.batch_size, self.clip, self.critic_steps = batch_size, clip, critic_steps
-        xp, dtype, n = critic.xp, critic.dtype, batch_size
+        backend, dtype, n = critic.backend, critic.dtype, batch_size
         self.noise_width = generator.in_features or 1
         self.random = generator.backend.random(seed)
-        self.noise = xp.empty((n, self.noise_width), dtype)
+        self.noise = backend.empty((n, self.noise_width), dtype)
         # Real and generated samples go through the critic as ONE batch of 2n:
         # d/dscore of mean(D(fake)) - mean(D(real)) is -1/n on real rows, +1/n on fake ones.
-        self.both = xp.empty((2 * n, critic.in_features), dtype)
-        self.critic_grad = xp.concatenate([xp.full((n, 1), -1.0 / n, dtype), xp.full((n, 1), 1.0 / n, dtype)])
-        self.generator_grad = xp.full((n, 1), -1.0 / n, dtype)  # d/dscore of -mean(D(G(z)))
+        self.both = backend.empty((2 * n, critic.in_features), dtype)
+        self.critic_grad = backend.asarray(np.repeat([[-1.0 / n], [1.0 / n]], n, axis=0), dtype)
+        self.generator_grad = backend.asarray(np.full((n, 1), -1.0 / n), dtype)  # d/dscore of -mean(D(G(z)))
 
     def _draw_noise(self) -> Any:
-        return self.random.standard_normal(size=self.noise.shape, dtype=self.noise.dtype, out=self.noise)
+        with device_scope(self.generator.backend):  # CuPy draws and computes on the current GPU
+            return self.random.standard_normal(size=self.noise.shape, dtype=self.noise.dtype, out=self.noise)
 
     def iteration(self, real_batch: Any) -> None:
         """``critic_steps`` critic updates (with clipping), then one generator update.
@@ -85,23 +87,25 @@ class WGAN:
         ``real_batch(n)`` returns ``n`` real samples on the networks' device.
         """
         g, d, n = self.generator, self.critic, self.batch_size
-        for _ in range(self.critic_steps):
-            self.both[:n] = real_batch(n)
-            self.both[n:] = g.forward(self._draw_noise(), check=False)
-            d.forward(self.both, training=True, check=False)
-            # accumulate=False writes the gradients instead of adding them: no zero_grad() needed.
-            d.backward(self.critic_grad, check=False, input_grad=False, accumulate=False)
-            self.d_optimizer.step()
-            clamp_parameters(d.parameters(), -self.clip, self.clip)
-        fake = g.forward(self._draw_noise(), training=True, check=False)
-        d.forward(fake, check=False)
-        through_critic = d.backward(self.generator_grad, check=False, parameter_grads=False)
-        g.backward(through_critic, check=False, input_grad=False, accumulate=False)
-        self.g_optimizer.step()
+        with device_scope(d.backend):  # the networks' GPU current for the array work written here
+            for _ in range(self.critic_steps):
+                self.both[:n] = real_batch(n)
+                self.both[n:] = g.forward(self._draw_noise(), check=False)
+                d.forward(self.both, training=True, check=False)
+                # accumulate=False writes the gradients instead of adding them: no zero_grad() needed.
+                d.backward(self.critic_grad, check=False, input_grad=False, accumulate=False)
+                self.d_optimizer.step()
+                clamp_parameters(d.parameters(), -self.clip, self.clip)
+            fake = g.forward(self._draw_noise(), training=True, check=False)
+            d.forward(fake, check=False)
+            through_critic = d.backward(self.generator_grad, check=False, parameter_grads=False)
+            g.backward(through_critic, check=False, input_grad=False, accumulate=False)
+            self.g_optimizer.step()
 
     def sample(self, count: int) -> np.ndarray:
         """``count`` generated samples, on the host."""
-        noise = self.random.standard_normal(size=(count, self.noise_width), dtype=self.noise.dtype)
+        with device_scope(self.generator.backend):
+            noise = self.random.standard_normal(size=(count, self.noise_width), dtype=self.noise.dtype)
         return np.asarray(self.generator.backend.to_numpy(self.generator.forward(noise)))
 
 
@@ -112,8 +116,8 @@ def ring_centres(radius: float) -> np.ndarray:
 
 
 def ring_sampler(network: bpcore.Network, radius: float, std: float, seed: int) -> Any:
-    xp, dtype = network.xp, network.dtype
-    centres = xp.asarray(ring_centres(radius), dtype=dtype)
+    dtype = network.dtype
+    centres = network.backend.asarray(ring_centres(radius), dtype=dtype)
     random = network.backend.random(seed + 1)
 
     def real_batch(n: int) -> Any:

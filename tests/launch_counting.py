@@ -59,14 +59,25 @@ def _records() -> list[tuple[str, str]] | None:
 
 
 @contextlib.contextmanager
-def counting() -> Iterator[list[tuple[str, str]]]:
-    """Inside the block, every launch is appended as ``(kind, name)`` to the list it yields."""
-    saved = _records()
+def counting(*, require_scope: bool = False) -> Iterator[list[tuple[str, str]]]:
+    """Inside the block, every launch is appended as ``(kind, name)`` to the list it yields.
+
+    ``require_scope=True``: a launch made while the backend's GPU is not
+    current (outside its ``with cuda.Device(...)``, :class:`_DeviceScope`)
+    raises AssertionError, as on CuPy it would run on whichever GPU the thread
+    has current (another GPU's memory: a peer-access error or a slow copy).
+    Transfers are exempt: ``get`` and ``set`` make the array's GPU current themselves.
+    """
+    saved = _records(), getattr(_state, "require_scope", False)
     _state.records = records = []
+    _state.require_scope = require_scope
     try:
         yield records
     finally:
-        _state.records = saved
+        _state.records, _state.require_scope = saved
+
+
+_SELF_SCOPED = frozenset({"get", "set"})  # ndarray.get/set enter the array's device (cupy/_core/core.pyx)
 
 
 @contextlib.contextmanager
@@ -75,6 +86,9 @@ def _launch(kind: str, name: str, size: int = 1) -> Iterator[None]:
     depth = getattr(_state, "depth", 0)
     records = _records()
     if depth == 0 and records is not None and size > 0:
+        if (getattr(_state, "require_scope", False) and not getattr(_state, "scoped", 0)
+                and name not in _SELF_SCOPED):
+            raise AssertionError(f"{kind} {name!r} launched while the backend's GPU was not made current")
         records.append((kind, name))
     _state.depth = depth + 1
     try:
@@ -252,10 +266,11 @@ class _DeviceScope:
     """Stands in for ``cupy.cuda.Device``: a context manager making the GPU current (no device work)."""
 
     def __enter__(self) -> _DeviceScope:
+        _state.scoped = getattr(_state, "scoped", 0) + 1
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        return None
+        _state.scoped -= 1
 
     def synchronize(self) -> None:
         return None

@@ -42,7 +42,7 @@ import pytest
 from launch_counting import CountingBackend, DeviceArray, build_full_provider, counting
 
 import bpcore
-from bpcore.backends import KERNEL_MODES, Device
+from bpcore.backends import KERNEL_MODES, Device, device_scope
 from bpcore.backends import device as device_module
 from bpcore.layers import (
     GELU,
@@ -62,7 +62,7 @@ from bpcore.layers import (
     Tanh,
 )
 from bpcore.losses import MSE, CrossEntropy, Huber
-from bpcore.optim import SGD, Adam, AdamW, clip_grad_norm
+from bpcore.optim import SGD, Adam, AdamW, clip_grad_norm, clip_grad_value
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILER = shutil.which("g++") or shutil.which("c++")
@@ -123,7 +123,7 @@ def compare(cpu: list[tuple[str, Any]], cuda: list[tuple[str, Any]], dtype: str)
 def both(run: Callable[[str], list[tuple[str, Any]]], dtype: str) -> list[tuple[str, str]]:
     """``run`` on the CPU and on the stand-in GPU, compared; returns the GPU run's launches."""
     cpu = run("cpu")
-    with counting() as launches:
+    with counting(require_scope=True) as launches:  # and every launch with the GPU current
         cuda = run("cuda")
     compare(cpu, cuda, dtype)
     return launches
@@ -386,7 +386,7 @@ def test_copies_of_a_network_with_buffers_follow_the_cpu(dtype: str, gpu: Counti
             seen += [(f"out {step}", host(out)), (f"loss {step}", float(value)),
                      (f"parameters {step}", host(network.store.data))]
         soft = network.clone()
-        soft.store.data[...] = 0
+        soft.store.load(np.zeros(soft.store.size))
         soft.copy_from(network, tau=0.25)
         seen.append(("copy_from(tau=0.25)", host(soft.store.data)))
         seen += [(f"copied buffer {name}", host(value)) for layer in soft.walk()
@@ -452,8 +452,54 @@ def test_an_embedding_called_by_hand_takes_any_integer_indices(index_dtype: str,
     def run(device: str) -> list[tuple[str, Any]]:
         network = bpcore.Network([Embedding(9, 3, padding_idx=2)], dtype="float32", seed=6, device=device)
         layer, backend = network.layers[0], network.backend
-        out = layer.forward(backend.asarray(index), training=True)
-        layer.backward(backend.asarray(grad_out))
+        with device_scope(backend):  # a layer called by hand runs on the GPU its caller makes current
+            out = layer.forward(backend.asarray(index), training=True)
+            layer.backward(backend.asarray(grad_out))
         return [("out", host(out)), ("weight grad", host(layer.weight.grad))]
 
     assert_launched(both(run, "float32"), {"bp_embedding_backward"})
+
+
+# --- 8. a custom loop outside network.step(): every launch with the network's GPU current ----------
+def test_the_standalone_callables_launch_with_the_arrays_gpu_current(gpu: CountingBackend) -> None:
+    # On a machine of several GPUs a network on cuda:1 and a thread whose current GPU is 0: a loss, a
+    # clipping or a Q-learning helper called outside network.step() must still make GPU 1 current for
+    # its own launches (the stand-in raises for a launch made while no backend's GPU is current).
+    from bpcore.rl import ChosenHuber, DoubleQTarget
+
+    rng = np.random.default_rng(12)
+    x, labels, targets = rng.standard_normal((6, 4)), rng.integers(0, 3, 6), rng.standard_normal((6, 3))
+    actions, rewards, dones = rng.integers(0, 3, 6), rng.standard_normal(6), (rng.random(6) < 0.3) * 1.0
+
+    def run(device: str) -> list[tuple[str, Any]]:
+        network = bpcore.Network([Dense(4, 8), Tanh(), Dense(8, 3)], dtype="float32", seed=7, device=device)
+        optimizer = Adam(network.parameters(), lr=0.01)
+        backend = network.backend
+        seen: list[tuple[str, Any]] = []
+        with counting(require_scope=device == "cuda"):
+            xb = network.as_input(x)
+            for loss, y in ((CrossEntropy(), labels), (MSE(), targets), (Huber(), targets)):
+                out = network.forward(xb, training=True)
+                value = loss(out, y)
+                network.zero_grad()
+                network.backward(loss.backward())
+                seen += [(f"{loss!r}", float(value)), (f"{loss!r} grad", host(network.store.grad))]
+            seen.append(("norm 2", float(clip_grad_norm(network.parameters(), 0.5))))
+            seen.append(("norm 1", float(clip_grad_norm(network.parameters(), 0.5, norm_type=1.0))))
+            clip_grad_value(network.parameters(), 0.01)
+            optimizer.step()
+            seen.append(("parameters", host(network.store.data)))
+            q = network.forward(xb, training=True)
+            next_q = network.predict(x)
+            td_target = DoubleQTarget(0.9)(backend.asarray(next_q), backend.asarray(next_q), rewards, dones)
+            chosen = ChosenHuber()
+            seen += [("double q", host(td_target)), ("chosen huber", float(chosen(q, actions, td_target)))]
+            seen += [("chosen grad", host(chosen.backward())), ("td errors", host(chosen.td_errors))]
+            optimizer.zero_grad()
+            seen.append(("zeroed", host(network.store.grad)))
+            checked = bpcore.Network([Dense(4, 3), Tanh()], dtype="float64", seed=8, device=device)
+            error = bpcore.gradcheck(checked, x, y=labels, loss=CrossEntropy(), seed=0)
+            seen.append(("gradcheck", error < 1e-6))
+        return seen
+
+    compare(run("cpu"), run("cuda"), "float32")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..backends import Backend
+from ..backends import Backend, device_scope
 from ..init import ones, zeros
 from ..parameters import Parameter
 from .base import Layer, Shape, shape_text
@@ -85,7 +85,8 @@ class BatchNorm(Layer):
     def set_buffer(self, name: str, value: Any) -> None:
         if name not in ("running_mean", "running_var"):
             raise KeyError(f"BatchNorm has no buffer {name!r}; it has running_mean and running_var")
-        array = self.backend.asarray(value, dtype=self.dtype).copy()
+        with device_scope(self.backend):  # the copy is made on the layer's GPU
+            array = self.backend.asarray(value, dtype=self.dtype).copy()
         if array.shape != (self.num_features,):
             raise ValueError(
                 f"{self!r}: buffer {name} must have shape ({self.num_features},), got {tuple(array.shape)}"

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..backends import Backend
+from ..backends import Backend, device_scope
 from ..backends.blas_threads import small_product
 from ..backends.kernels.layout import c_ordered, unguarded
 from ..interop import import_array, to_backend
@@ -281,7 +281,8 @@ class Recurrent(Layer):
         if self._run is None:
             return None
         steps, states = self._run[0], self._run[1]
-        parts = tuple(array[steps].copy() for array in states)
+        with device_scope(self.backend):  # the copies are made on the layer's GPU
+            parts = tuple(array[steps].copy() for array in states)
         return parts if self.state_count > 1 else parts[0]
 
     def reset_state(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..backends import Backend
+from ..backends import Backend, device_scope
 from ..backends.kernels.layout import unguarded
 from .params import ParameterSet, flat_store
 
@@ -76,6 +76,12 @@ def clip_grad_norm(
         backend = parameters.single_backend("clip_grad_norm(params)")
         grads = [grad for _backend, _data, grad in parameters.units()]
         flat = parameters.flat
+    with device_scope(backend):  # the parameters' GPU current, whichever the calling thread has
+        return _clip_to_norm(backend, grads, limit, order, flat, error_if_nonfinite)
+
+
+def _clip_to_norm(backend: Backend, grads: list[Any], limit: float, order: float, flat: bool,
+                  error_if_nonfinite: bool) -> Any:
     total = _total_norm(backend, grads, order, flat)
     if error_if_nonfinite and not bool(backend.xp.isfinite(total)):
         raise RuntimeError(
@@ -98,4 +104,5 @@ def clip_grad_value(params: Any, clip_value: float) -> None:
     parameters = ParameterSet(params, allow_empty=True)
     limit = checks.non_negative(clip_value, "clip_value")
     for backend, _data, grad in parameters.units():
-        backend.xp.clip(grad, -limit, limit, out=grad)
+        with device_scope(backend):
+            backend.xp.clip(grad, -limit, limit, out=grad)

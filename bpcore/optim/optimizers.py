@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import checks
-from ..backends import Backend
+from ..backends import Backend, device_scope
 from ..backends.kernels.layout import unguarded
 from .params import ParameterSet
 from .regularization import Regularizer
@@ -229,10 +229,11 @@ class Optimizer:
     def zero_grad(self) -> None:
         """Set the gradients of this optimiser's parameters to zero."""
         if self._store is not None:
-            self._store.grad.fill(0)
+            self._store.zero_grad()
             return
-        for parameter in self.parameters.params:
-            parameter.grad.fill(0)
+        for backend, _data, grad in self.parameters.units():
+            with device_scope(backend):
+                grad.fill(0)
 
     # --- saving and resuming -------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..backends import Backend, backend_of
+from ..backends import Backend, backend_of, device_scope
 from ..interop import import_array, to_backend
 
 
@@ -96,6 +96,11 @@ class DoubleQTarget:
         backend = self._backend
         if backend is None or not backend.owns(online_next_q):
             backend = self._backend = backend_of(online_next_q)
+        with device_scope(backend):  # the Q-values' GPU current, whichever the calling thread has
+            return self._target(backend, online_next_q, target_next_q, rewards, dones, check)
+
+    def _target(self, backend: Backend, online_next_q: Any, target_next_q: Any, rewards: Any, dones: Any,
+                check: bool) -> Any:
         rows, dtype = online_next_q.shape[0], online_next_q.dtype
         if check:
             target_next_q = backend.asarray(target_next_q)
@@ -154,6 +159,10 @@ class ChosenHuber:
         if backend is None or not backend.owns(q):
             backend = self._backend = backend_of(q)
             self._buffers = {}
+        with device_scope(backend):  # q's GPU current, whichever the calling thread has
+            return self._loss(backend, q, actions, td_target, weights, check)
+
+    def _loss(self, backend: Backend, q: Any, actions: Any, td_target: Any, weights: Any, check: bool) -> Any:
         rows, choices = q.shape
         if check:
             q = backend.xp.ascontiguousarray(q)
