@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import checks
-from .backends import CPU, Backend, device_scope, get_backend
+from .backends import CPU, Backend, backend_of, device_scope, get_backend
 from .interop import host_array, import_array, to_backend
 from .layers.base import Layer
 from .layers.fusion import check_batch_statistics
@@ -370,12 +370,8 @@ def _check(
 
 
 def _to_like(variable: Any, values: np.ndarray) -> Any:
-    if isinstance(variable, np.ndarray):
-        return values
-    import cupy  # only reached for a network on a GPU
-
-    with variable.device:  # the variable's GPU, whichever is current
-        return cupy.asarray(values)
+    """``values`` on ``variable``'s device (CuPy refuses a host array assigned into a device one)."""
+    return backend_of(variable).asarray(values, dtype=variable.dtype)
 
 
 def gradcheck(

@@ -151,7 +151,9 @@ class DeviceArray(np.ndarray):
         size = target.size if target is not None else 1
         kind = "fill" if np.ndim(_plain(value)) == 0 else "copy" if target is not None else "scatter"
         if type(value) is np.ndarray and value.ndim:
-            kind = "h2d"  # a host array copied in
+            if target is not None:  # CuPy refuses a host array into a basic index (cupy gh-2079): _scatter_op
+                raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+            kind = "h2d"  # a host array copied in by an advanced-index scatter (core.array of it)
         with _launch(kind, "setitem", size):
             super().__setitem__(key, _plain(value))
 

@@ -478,7 +478,11 @@ def test_the_standalone_callables_launch_with_the_arrays_gpu_current(gpu: Counti
         seen: list[tuple[str, Any]] = []
         with counting(require_scope=device == "cuda"):
             xb = network.as_input(x)
-            for loss, y in ((CrossEntropy(), labels), (MSE(), targets), (Huber(), targets)):
+            # Targets from the host, then on the device (checked there: NaN, label range, ignore_index).
+            cases = [(CrossEntropy(), labels), (MSE(), targets), (Huber(), targets),
+                     (CrossEntropy(ignore_index=1), backend.asarray(labels)),
+                     (MSE(), backend.asarray(targets))]
+            for loss, y in cases:
                 out = network.forward(xb, training=True)
                 value = loss(out, y)
                 network.zero_grad()
