@@ -507,3 +507,24 @@ def test_the_standalone_callables_launch_with_the_arrays_gpu_current(gpu: Counti
         return seen
 
     compare(run("cpu"), run("cuda"), "float32")
+
+
+# --- 9. a recurrent layer called by hand with a host mask -------------------------------------------
+def test_a_recurrent_layer_called_by_hand_takes_a_host_mask(gpu: CountingBackend) -> None:
+    # mask_from_lengths gives a NumPy mask for host lengths; CuPy refuses a host array assigned into a
+    # device one, so the layer moves the mask to its device itself.
+    from bpcore.layers import mask_from_lengths
+
+    rng = np.random.default_rng(13)
+    x, grad_out = rng.standard_normal((4, 6, 3)), rng.standard_normal((4, 6, 5))
+    mask = mask_from_lengths([6, 2, 4, 1], 6)
+
+    def run(device: str) -> list[tuple[str, Any]]:
+        network = bpcore.Network([GRU(3, 5, return_sequences=True)], dtype="float64", seed=9, device=device)
+        layer, backend = network.layers[0], network.backend
+        with device_scope(backend):
+            out = layer.forward(backend.asarray(x), True, mask=mask)
+            grad_in = layer.backward(backend.asarray(grad_out))
+        return [("out", host(out)), ("grad in", host(grad_in)), ("grad", host(network.store.grad))]
+
+    assert_launched(both(run, "float64"), {"bp_gru_cell_forward", "bp_gru_cell_backward"})

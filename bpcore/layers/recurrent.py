@@ -379,6 +379,7 @@ class Recurrent(Layer):
         if mask is None:
             real.fill(1.0)
         else:
+            mask = to_backend(mask, self.backend)  # a host mask given to a GPU layer called by hand
             real[...] = mask.T
         states = tuple(self.workspace(f"state{k}", (steps + 1, n, size)) for k in range(self.state_count))
         self._start(states, n)
