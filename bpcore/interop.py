@@ -102,4 +102,4 @@ def asarray(data: Any, device: DeviceLike | None = None, dtype: Any = None) -> A
     return array
 
 
-__all__ = ["asarray", "import_array", "is_cupy_array", "to_backend"]
+__all__ = ["asarray", "host_array", "import_array", "is_cupy_array", "to_backend"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import checks
 from .backends import Backend, backend_of, device_scope
-from .interop import import_array, to_backend
+from .interop import import_array, is_cupy_array, to_backend
 from .validation import FLOAT_DTYPES
 
 REDUCTIONS = ("mean", "sum")
@@ -42,7 +42,7 @@ def _check_reduction(reduction: Any) -> str:
 
 def _namespace(array: Any) -> Any:
     """The array module of the device that holds ``array`` (NumPy for host arrays)."""
-    return backend_of(array).xp
+    return backend_of(array).xp if is_cupy_array(array) else np
 
 
 def _all(array: Any) -> bool:

@@ -93,7 +93,7 @@ class DoubleDQN:
         self.optimizer.step()
         if soft_update:
             target.copy_from(online, tau=self.tau)
-        return self.online.backend.to_numpy(self.loss.td_errors)  # on the host, for the priorities
+        return np.array(self.online.backend.to_numpy(self.loss.td_errors))  # a host copy, for the priorities
 
 
 def greedy_returns(agent: DoubleDQN, env: Any, episodes: int, seed: int) -> list[float]:

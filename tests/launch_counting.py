@@ -66,7 +66,8 @@ def counting(*, require_scope: bool = False) -> Iterator[list[tuple[str, str]]]:
     current (outside its ``with cuda.Device(...)``, :class:`_DeviceScope`)
     raises AssertionError, as on CuPy it would run on whichever GPU the thread
     has current (another GPU's memory: a peer-access error or a slow copy).
-    Transfers are exempt: ``get`` and ``set`` make the array's GPU current themselves.
+    Transfers are exempt: ``get`` and ``set`` make the array's GPU current themselves.  There is one
+    stand-in GPU, so this checks that a scope is entered, not that it is the right GPU's.
     """
     saved = _records(), getattr(_state, "require_scope", False)
     _state.records = records = []

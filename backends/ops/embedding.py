@@ -7,7 +7,7 @@
   ``padding_idx`` (``-1``: none).  ``grad`` is updated in place and returned.
 
 The generic version groups equal indices by one stable sort and sums each
-group with ``add.reduceat`` in float64 (memory of one gathered copy of ``gy``; NumPy's
+group with ``add.reduceat`` (in float64 on CuPy; memory of one gathered copy of ``gy``; NumPy's
 unbuffered ``add.at`` is several times slower); Numba (CPU) and an
 ``atomicAdd`` kernel (CUDA) do it in one pass.  The Numba kernel runs
 behind the one layout guard (an F-ordered or strided argument gets the
@@ -18,6 +18,8 @@ is not C-contiguous.
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from ..kernels import cpu as kcpu
 from ..kernels import embedding_cuda  # noqa: F401  (registers the CUDA kernel's source)
@@ -65,9 +67,10 @@ def embedding_backward(xp: Any, gy: Any, index: Any, padding_idx: int, grad: Any
     starts = xp.flatnonzero(ordered[1:] != ordered[:-1]) + 1
     starts = xp.concatenate((xp.zeros(1, dtype=starts.dtype), starts))
     rows = ordered[starts]
-    # Summed in float64: CuPy's reduceat subtracts prefix sums over the whole array, whose rounding
-    # in float32 grows with the array's length, not with a group's sum.
-    sums = xp.add.reduceat(gy[order], starts, axis=0, dtype=xp.float64).astype(gy.dtype, copy=False)
+    # CuPy's reduceat subtracts prefix sums over the whole array, whose float32 rounding grows with the
+    # array's length, not with a group's sum: summed in float64 there.  NumPy sums each group in turn.
+    accumulate = None if xp is np else xp.float64
+    sums = xp.add.reduceat(gy[order], starts, axis=0, dtype=accumulate).astype(gy.dtype, copy=False)
     if padding_idx >= 0:
         keep = rows != padding_idx
         rows, sums = rows[keep], sums[keep]
