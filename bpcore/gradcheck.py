@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,6 +32,8 @@ from .layers.base import Layer
 from .layers.fusion import check_batch_statistics
 from .network import Network
 from .parameters import ParameterStore
+
+logger = logging.getLogger("bpcore")
 
 Variable = tuple[str, Any]  # (name, array perturbed in place)
 
@@ -319,6 +322,12 @@ def _check(
     # Rounding in the objective, magnified by the difference quotient, is the noise level.
     noise = 64.0 * float(np.finfo(np.float64).eps) * max(1.0, abs(problem.evaluate())) / eps
     element_floor = floor if floor is not None else max(1e-3 * largest, noise)
+    if 0.0 < largest < noise:
+        logger.warning(
+            "gradcheck: the largest analytic gradient (%.3g) is below the rounding noise of the difference "
+            "quotient (%.3g at eps=%g), so no entry can be told from noise and the check says little; "
+            "scale the objective up or use a larger eps", largest, noise, eps,
+        )
     worst, where = 0.0, "nothing"
 
     def central(perturb: Callable[[float], None]) -> float:
@@ -409,7 +418,8 @@ def gradcheck(
     that the last bits of the objective, which differ between CPUs, do not
     decide the result; ``floor`` (default: the larger of 1e-3 times the
     largest gradient magnitude and that noise) stops entries that are zero up
-    to rounding from dominating.  Arrays with at most
+    to rounding from dominating.  If even the largest gradient is below that
+    noise, nothing can be told from it: a warning is logged (logger ``bpcore``).  Arrays with at most
     ``max_elements`` entries are checked entry by entry, larger ones on that
     many random entries; ``directions`` random directional derivatives then
     cover everything.  ``training`` selects the mode of the forward pass

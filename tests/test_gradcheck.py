@@ -76,6 +76,26 @@ def test_rounding_noise_does_not_count_but_a_small_real_error_does() -> None:
     assert gradcheck(SquaredError(wrong=True, off_by=1e-5), x, y=y) > 5e-6
 
 
+class TinySquaredError(SquaredError):
+    """A squared error scaled so far down that its gradients drown in the difference quotient's noise."""
+
+    def __call__(self, pred: Any, target: Any) -> Any:
+        return super().__call__(pred, target) * 1e-12
+
+    def backward(self) -> Any:
+        return super().backward() * 1e-12
+
+
+def test_gradients_below_the_noise_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="bpcore"):
+        gradcheck(TinySquaredError(wrong=True), x_of((4, 3)), y=x_of((4, 3), 1))
+    assert "below the rounding noise" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bpcore"):
+        gradcheck(SquaredError(), x_of((4, 3)), y=x_of((4, 3), 1))
+    assert caplog.text == ""
+
+
 def test_directional_checks_alone_catch_a_wrong_gradient() -> None:
     network = bpcore.Network([DenseWithWrongBiasGrad(3, 40), Sigmoid()], dtype="float64", seed=0)
     assert gradcheck(network, x_of((4, 3)), max_elements=0, directions=2) > 1e-3
