@@ -47,7 +47,10 @@ schedules: the learning rates):
 
 Float64 is compared to 1e-9 (relative to each array's scale), float32 to 2e-4
 (bpcore's float32 recurrent kernels use a rational tanh within 3.5e-7, and
-the two libraries sum in different orders).  Exit status 1 if anything differs.
+the two libraries sum in different orders).  A case whose max pooling rounding
+alone decides (two values of a window closer than the convolution's rounding:
+each library then routes the gradient to its own pick) is drawn again, and the
+report counts those (:class:`NearTie`).  Exit status 1 if anything differs.
 
     python benchmarks/torch_parity.py [--trials 20] [--seed 0] [--device cpu|cuda:0]
                                       [--dtypes float64,float32] [--kinds conv2d,recurrent] [--json FILE]
@@ -109,6 +112,21 @@ class Tally:
     arrays: int = 0
     worst: float = 0.0  # the largest error relative to its array's scale
     failures: list[str] = dataclasses.field(default_factory=list)
+    redrawn: int = 0  # cases drawn again because a max-pool window held a near tie (:class:`NearTie`)
+
+
+class NearTie(Exception):
+    """A drawn case whose max pooling neither library can decide: redraw it.
+
+    Where a convolution feeds a max pooling, the two largest values of a
+    window can lie closer together than the rounding of the convolution's sums
+    (which the two libraries do in different orders): each library then picks
+    the window's maximum by its own last bits, and the input and weight
+    gradients, which follow the picked position, differ by a whole gradient
+    entry.  Seen in float32 at the benchmark's sizes (a gap of 3e-7 relative,
+    about one window in 10^5).  Such a case says nothing about either
+    library, so it is drawn again; how often that happened is reported.
+    """
 
 
 class Harness:
@@ -147,6 +165,32 @@ class Harness:
         from bpcore.network import Network
 
         return Network(layers, dtype=self.dtype, seed=self.integer(0, 10_000), device=self.device)
+
+    def refuse_near_tie(self, conv: Any, x: np.ndarray) -> None:
+        """Raise :class:`NearTie` if rounding could decide a 2x2 window of ``max_pool2d(relu(conv(x)), 2)``.
+
+        ``conv`` is the torch module holding the case's parameters.  The bound is
+        four times the largest difference between its pre-activations in the
+        case's dtype and in float64 (each library's rounding, twice over); a
+        window is undecidable when its two largest float64 values, the larger
+        positive, are closer than that.
+        """
+        torch = self.torch
+        with torch.no_grad():
+            xt = self.tensor(x)
+            low = conv(xt).double()
+            bias = None if conv.bias is None else conv.bias.double()
+            high = torch.nn.functional.conv2d(
+                xt.double(), conv.weight.double(), bias, conv.stride, conv.padding, conv.dilation, conv.groups
+            )
+            bound = 4 * float((low - high).abs().max())
+            n, c, height, width = high.shape
+            high = high[:, :, : height - height % 2, : width - width % 2]
+            windows = high.reshape(n, c, height // 2, 2, width // 2, 2).permute(0, 1, 2, 4, 3, 5)
+            top = windows.reshape(n, c, height // 2, width // 2, 4).topk(2, dim=-1).values
+            undecided = (top[..., 0] > 0) & (top[..., 0] - top[..., 1] <= bound)
+        if bool(undecided.any()):
+            raise NearTie(f"{int(undecided.sum())} window(s) within {bound:.2g}")
 
     def share(self, network: Any, pairs: list[tuple[Any, Any, bool]], scale: float = 0.5) -> None:
         """The same random values into each (bpcore parameter, torch parameter, transposed) pair."""
@@ -267,7 +311,11 @@ def check_conv2d(h: Harness) -> tuple[str, list[Comparison]]:
     if arguments["bias"]:
         pairs.append((layer.bias, conv.bias, False))
     label = f"{layer!r}{' + ReLU + MaxPool2D(2)' if fused else ''} on {(n, cin, height, width)}"
-    return label, h.run_layers(layers, forward, pairs, h.normal(n, cin, height, width))
+    x = h.normal(n, cin, height, width)
+    found = h.run_layers(layers, forward, pairs, x)
+    if fused:
+        h.refuse_near_tie(conv, x)
+    return label, found
 
 
 def check_pool2d(h: Harness) -> tuple[str, list[Comparison]]:
@@ -506,13 +554,15 @@ def check_large(h: Harness) -> tuple[str, list[Comparison]]:
         return f"Embedding(65, 32) + {layer!r} + Dense(128, 65), N=32 T=64", found
     conv, tconv = Conv2D(8, 16, 3, padding=1), h.module(torch.nn.Conv2d(8, 16, 3, padding=1))
     pairs = [(conv.weight, tconv.weight, False), (conv.bias, tconv.bias, False)]
+    x = h.normal(20, 8, 28, 28)
     found = h.run_layers(
         [conv, ReLU(), MaxPool2D(2)],
         lambda t: torch.nn.functional.max_pool2d(torch.relu(tconv(t)), 2),
         pairs,
-        h.normal(20, 8, 28, 28),
+        x,
         scale=1 / 8,
     )
+    h.refuse_near_tie(tconv, x)
     return "Conv2D(8, 16, 3, padding=1) + ReLU + MaxPool2D(2) on (20, 8, 28, 28), im2col in parts", found
 
 
@@ -899,7 +949,12 @@ def run(kinds: list[str], dtypes: list[str], trials: int, seed: int, device: str
             harness = Harness(np.random.default_rng([seed, number, len(dtype)]), dtype, device)
             tally = Tally(kind, dtype)
             for _ in range(trials):
-                label, comparisons = CHECKS[kind](harness)
+                while True:
+                    try:
+                        label, comparisons = CHECKS[kind](harness)
+                        break
+                    except NearTie:
+                        tally.redrawn += 1
                 tally.cases += 1
                 for comparison in comparisons:
                     error = relative_error(comparison.ours, comparison.theirs)
@@ -922,6 +977,9 @@ def report(tallies: list[Tally], device: str) -> str:
         result = "same" if not t.failures else f"{len(t.failures)} differ"
         cells = (t.kind, t.dtype, t.cases, t.arrays, f"{t.worst:.2g}", f"{TOLERANCE[t.dtype]:.0e}", result)
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    redrawn = [f"{t.redrawn} {t.kind} ({t.dtype})" for t in tallies if t.redrawn]
+    if redrawn:
+        lines.append(f"- drawn again for a near tie in a max-pool window (NearTie): {', '.join(redrawn)}")
     for t in tallies:
         for failure in t.failures[:10]:
             lines.append(f"- {t.dtype} {failure}")
