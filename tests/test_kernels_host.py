@@ -255,3 +255,44 @@ def test_batchnorm_launches_spread_the_column_sums_over_many_threads(host_kernel
         grids["bp_batchnorm_forward_train_apply"] >= 1024 * f
         and grids["bp_batchnorm_backward_apply"] >= 1024 * f
     )
+
+
+# 1 - float32(0.9999) is 1.7e-4 off 1e-4: a complement taken after rounding shows at once.
+COMPLEMENT_CASES = {
+    "sgd_step": lambda p, g, z: ([p, g, z.copy(), 0.1, 0.5, 0.9999, 0.0, False, False], 2, 0.9999),
+    "rmsprop_step": lambda p, g, z: (
+        [p, g, z.copy(), z[:0], z[:0], 0.1, 0.9999, 1e-8, 0.0, 0.0, False],
+        2,
+        0.9999,
+    ),
+    "adam_step": lambda p, g, z: (
+        [p, g, z.copy(), z.copy(), z[:0], 1e-3, 0.9999, 0.9999, 1e-8, 0.0, 1, False, False],
+        3,
+        0.9999,
+    ),
+}
+
+
+@pytest.mark.parametrize("implementation", ["generic", "numba", "cuda"])
+@pytest.mark.parametrize("name", sorted(COMPLEMENT_CASES))
+def test_optimiser_complements_are_rounded_once_from_double(
+    name: str, implementation: str, request: pytest.FixtureRequest
+) -> None:
+    # torch takes 1 - dampening, 1 - alpha and 1 - beta in double and rounds
+    # the result once; from zero state the first state value is exactly
+    # float32(1 - beta) * g (or * g * g), so each version must match it bit for bit.
+    dtype = np.float32
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=64).astype(dtype)
+    p = rng.normal(size=64).astype(dtype)
+    args, state, factor = COMPLEMENT_CASES[name](p, g, np.zeros(64, dtype))
+    if implementation == "generic":
+        OPERATIONS[name].generic(np, *args)
+    elif implementation == "numba":
+        pytest.importorskip("numba")
+        OPERATIONS[name].cpu()(*args)
+    else:
+        cuda_wrapper(name, request.getfixturevalue("host_kernels"))(*args)
+    squared = name != "sgd_step"
+    expected = dtype(1.0 - factor) * (g * g if squared else g)
+    np.testing.assert_array_equal(args[state], expected)

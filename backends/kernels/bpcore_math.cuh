@@ -152,12 +152,15 @@ template <typename T> __host__ __device__ inline T bp_softplus_backward_at(T gy,
 }
 
 // --- optimiser element updates (torch.optim's rules; state flushed) -----------
+// The complements (keep = 1 - dampening, alpha_c = 1 - alpha, beta_c = 1 - beta)
+// come from the host, computed in double and rounded once, as torch does:
+// 1 - float(0.999) is 1.3e-5 off 0.001.
 // SGD with momentum, dampening, Nesterov and L2 weight decay.
 template <typename T> __host__ __device__ inline void bp_sgd_step_at(
-        T& p, T grad, T* buf, T lr, T momentum, T dampening, T wd, bool nesterov, bool first_step) {
+        T& p, T grad, T* buf, T lr, T momentum, T keep, T wd, bool nesterov, bool first_step) {
     T g = grad + wd * p;
     if (buf != 0) {
-        T b = first_step ? g : momentum * (*buf) + (T(1) - dampening) * g;
+        T b = first_step ? g : momentum * (*buf) + keep * g;
         b = bp_flush(b);
         *buf = b;
         g = nesterov ? g + momentum * b : b;
@@ -176,13 +179,14 @@ template <typename T> __host__ __device__ inline void bp_adagrad_step_at(
 
 // RMSProp: plain, centered (grad_avg != 0) and with momentum (buf != 0).
 template <typename T> __host__ __device__ inline void bp_rmsprop_step_at(
-        T& p, T grad, T& square_avg, T* grad_avg, T* buf, T lr, T alpha, T eps, T wd, T momentum) {
+        T& p, T grad, T& square_avg, T* grad_avg, T* buf, T lr, T alpha, T alpha_c, T eps, T wd,
+        T momentum) {
     const T g = grad + wd * p;
-    const T sq = bp_flush(alpha * square_avg + (T(1) - alpha) * (g * g));
+    const T sq = bp_flush(alpha * square_avg + alpha_c * (g * g));
     square_avg = sq;
     T avg;
     if (grad_avg != 0) {
-        const T ga = bp_flush(*grad_avg + (T(1) - alpha) * (g - *grad_avg));
+        const T ga = bp_flush(*grad_avg + alpha_c * (g - *grad_avg));
         *grad_avg = ga;
         avg = bp_sqrt(sq - ga * ga) + eps;
     } else {
@@ -197,20 +201,16 @@ template <typename T> __host__ __device__ inline void bp_rmsprop_step_at(
     }
 }
 
-// Adam / AdamW (decoupled) with optional AMSGrad (vmax != 0).
-// step_size = lr / (1 - beta1^step) and bc2_sqrt = sqrt(1 - beta2^step) come
-// from the host, as torch computes them.
+// Adam / AdamW with optional AMSGrad (vmax != 0).  AdamW's shrink = 1 - lr * wd
+// (Adam's 1), Adam's l2 = wd (AdamW's 0), step_size = lr / (1 - beta1^step)
+// and bc2_sqrt = sqrt(1 - beta2^step) come from the host, as torch computes them.
 template <typename T> __host__ __device__ inline void bp_adam_step_at(
-        T& p, T grad, T& m, T& v, T* vmax, T lr, T beta1, T beta2, T eps, T wd,
-        T step_size, T bc2_sqrt, bool decoupled) {
-    T g = grad;
-    if (decoupled) {
-        p = p * (T(1) - lr * wd);
-    } else {
-        g = g + wd * p;
-    }
-    const T m_new = bp_flush(m + (T(1) - beta1) * (g - m));
-    const T v_new = bp_flush(beta2 * v + (T(1) - beta2) * (g * g));
+        T& p, T grad, T& m, T& v, T* vmax, T shrink, T l2, T beta1_c, T beta2, T beta2_c, T eps,
+        T step_size, T bc2_sqrt) {
+    p = p * shrink;
+    const T g = grad + l2 * p;
+    const T m_new = bp_flush(m + beta1_c * (g - m));
+    const T v_new = bp_flush(beta2 * v + beta2_c * (g * g));
     m = m_new;
     v = v_new;
     T second = v_new;

@@ -105,8 +105,6 @@ def add(kernel: Elementwise | Reduction) -> None:
     table[kernel.name] = kernel
 
 
-
-
 # --- activations ---------------------------------------------------------------------
 def add_activation(name: str, params: tuple[str, ...] = ()) -> None:
     """Add the kernels of activation ``name`` (with scalar ``params``) to :data:`ELEMENTWISE`.
@@ -138,9 +136,9 @@ def add_activation(name: str, params: tuple[str, ...] = ()) -> None:
 add(
     Elementwise(
         "bp_sgd_step_momentum",
-        "T grad, float64 lr, float64 momentum, float64 dampening, float64 wd, bool nesterov, bool first_step",
+        "T grad, float64 lr, float64 momentum, float64 keep, float64 wd, bool nesterov, bool first_step",
         "T param, T buf",
-        "bp_sgd_step_at<T>(param, grad, &buf, (T)lr, (T)momentum, (T)dampening, (T)wd, nesterov, first_step)",
+        "bp_sgd_step_at<T>(param, grad, &buf, (T)lr, (T)momentum, (T)keep, (T)wd, nesterov, first_step)",
     )
 )
 add(
@@ -148,7 +146,7 @@ add(
         "bp_sgd_step_plain",
         "T grad, float64 lr, float64 wd",
         "T param",
-        "bp_sgd_step_at<T>(param, grad, (T*)0, (T)lr, T(0), T(0), (T)wd, false, false)",
+        "bp_sgd_step_at<T>(param, grad, (T*)0, (T)lr, T(0), T(1), (T)wd, false, false)",
     )
 )
 add(
@@ -163,21 +161,21 @@ add(
 add(
     Elementwise(
         "bp_rmsprop_step",
-        "T grad, float64 lr, float64 alpha, float64 eps, float64 wd, float64 momentum, bool centered, "
-        "bool use_momentum",
+        "T grad, float64 lr, float64 alpha, float64 alpha_c, float64 eps, float64 wd, float64 momentum, "
+        "bool centered, bool use_momentum",
         "T param, T square_avg, raw T grad_avg, raw T buf",
         "bp_rmsprop_step_at<T>(param, grad, square_avg, centered ? &grad_avg[i] : (T*)0, "
-        "use_momentum ? &buf[i] : (T*)0, (T)lr, (T)alpha, (T)eps, (T)wd, (T)momentum)",
+        "use_momentum ? &buf[i] : (T*)0, (T)lr, (T)alpha, (T)alpha_c, (T)eps, (T)wd, (T)momentum)",
     )
 )
 add(
     Elementwise(
         "bp_adam_step",
-        "T grad, float64 lr, float64 beta1, float64 beta2, float64 eps, float64 wd, float64 step_size, "
-        "float64 bc2_sqrt, bool decoupled, bool amsgrad",
+        "T grad, float64 shrink, float64 l2, float64 beta1_c, float64 beta2, float64 beta2_c, float64 eps, "
+        "float64 step_size, float64 bc2_sqrt, bool amsgrad",
         "T param, T m, T v, raw T vmax",
-        "bp_adam_step_at<T>(param, grad, m, v, amsgrad ? &vmax[i] : (T*)0, (T)lr, (T)beta1, (T)beta2, "
-        "(T)eps, (T)wd, (T)step_size, (T)bc2_sqrt, decoupled)",
+        "bp_adam_step_at<T>(param, grad, m, v, amsgrad ? &vmax[i] : (T*)0, (T)shrink, (T)l2, (T)beta1_c, "
+        "(T)beta2, (T)beta2_c, (T)eps, (T)step_size, (T)bc2_sqrt)",
     )
 )
 add(

@@ -241,16 +241,18 @@ for _name in ("leaky_relu", "elu", "gelu_erf", "silu", "softplus"):
 
 # --- optimiser updates (torch.optim's rules; state flushed) ---------------------
 # Computed in the arrays' dtype, as the generic and the CUDA versions do: the
-# caller passes every scalar already converted to that dtype.
+# caller passes every scalar already converted to that dtype, and the
+# complements (1 - dampening, 1 - alpha, 1 - beta) computed in double before
+# that rounding, as torch does: 1 - float32(0.999) is 1.3e-5 off 0.001.
 @kernel
-def sgd_step(param, grad, buf, lr, momentum, dampening, wd, use_momentum, nesterov, first_step, tiny):  # type: ignore[no-untyped-def]
-    one = param.dtype.type(1)
+def sgd_step(param, grad, buf, lr, momentum, keep, wd, use_momentum, nesterov, first_step, tiny):  # type: ignore[no-untyped-def]
+    # keep = 1 - dampening.
     zero = param.dtype.type(0)
     for i in prange(param.size):
         p = param[i]
         g = grad[i] + wd * p
         if use_momentum:
-            b = g if first_step else momentum * buf[i] + (one - dampening) * g
+            b = g if first_step else momentum * buf[i] + keep * g
             b = zero if abs(b) < tiny else b
             buf[i] = b
             g = g + momentum * b if nesterov else b
@@ -271,18 +273,30 @@ def adagrad_step(param, grad, state_sum, clr, wd, eps, tiny):  # type: ignore[no
 
 @kernel
 def rmsprop_step(
-    param, grad, square_avg, grad_avg, buf, lr, alpha, eps, wd, momentum, centered, use_momentum, tiny
+    param,
+    grad,
+    square_avg,
+    grad_avg,
+    buf,
+    lr,
+    alpha,
+    alpha_c,
+    eps,
+    wd,
+    momentum,
+    centered,
+    use_momentum,
+    tiny,
 ):  # type: ignore[no-untyped-def]
-    one = param.dtype.type(1)
     zero = param.dtype.type(0)
     for i in prange(param.size):
         p = param[i]
         g = grad[i] + wd * p
-        sq = alpha * square_avg[i] + (one - alpha) * (g * g)
+        sq = alpha * square_avg[i] + alpha_c * (g * g)
         sq = zero if abs(sq) < tiny else sq
         square_avg[i] = sq
         if centered:
-            ga = grad_avg[i] + (one - alpha) * (g - grad_avg[i])
+            ga = grad_avg[i] + alpha_c * (g - grad_avg[i])
             ga = zero if abs(ga) < tiny else ga
             grad_avg[i] = ga
             avg = np.sqrt(sq - ga * ga) + eps
@@ -298,19 +312,20 @@ def rmsprop_step(
 
 
 @kernel
-def adam_step(param, grad, m, v, vmax, shrink, l2, beta1, beta2, eps, step_size, bc2_sqrt, amsgrad, tiny):  # type: ignore[no-untyped-def]
+def adam_step(
+    param, grad, m, v, vmax, shrink, l2, beta1_c, beta2, beta2_c, eps, step_size, bc2_sqrt, amsgrad, tiny
+):  # type: ignore[no-untyped-def]
     # shrink = 1 - lr*wd for AdamW (else 1), l2 = wd for Adam (else 0), and
     # one loop per AMSGrad setting: no branch inside a loop, so LLVM
-    # vectorises it.
-    one = param.dtype.type(1)
+    # vectorises it.  beta1_c = 1 - beta1 and beta2_c = 1 - beta2.
     zero = param.dtype.type(0)
     if amsgrad:
         for i in prange(param.size):
             p = param[i]
             g = grad[i] + l2 * p
-            mi = m[i] + (one - beta1) * (g - m[i])
+            mi = m[i] + beta1_c * (g - m[i])
             mi = zero if abs(mi) < tiny else mi
-            vi = beta2 * v[i] + (one - beta2) * (g * g)
+            vi = beta2 * v[i] + beta2_c * (g * g)
             vi = zero if abs(vi) < tiny else vi
             m[i] = mi
             v[i] = vi
@@ -322,9 +337,9 @@ def adam_step(param, grad, m, v, vmax, shrink, l2, beta1, beta2, eps, step_size,
         for i in prange(param.size):
             p = param[i]
             g = grad[i] + l2 * p
-            mi = m[i] + (one - beta1) * (g - m[i])
+            mi = m[i] + beta1_c * (g - m[i])
             mi = zero if abs(mi) < tiny else mi
-            vi = beta2 * v[i] + (one - beta2) * (g * g)
+            vi = beta2 * v[i] + beta2_c * (g * g)
             vi = zero if abs(vi) < tiny else vi
             m[i] = mi
             v[i] = vi

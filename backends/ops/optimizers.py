@@ -59,8 +59,8 @@ def _with_weight_decay(param: Any, grad: Any, weight_decay: float) -> Any:
 def _sgd_cpu(kernel: Any, generic: Any) -> Any:
     def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov, first_step):  # type: ignore[no-untyped-def]
         buf = momentum_buf.reshape(-1) if momentum != 0 else param.reshape(-1)[:0]
-        lr_, momentum_, dampening_, weight_decay_, tiny = kcpu.rounded(
-            param.dtype.type, lr, momentum, dampening, weight_decay
+        lr_, momentum_, keep_, weight_decay_, tiny = kcpu.rounded(
+            param.dtype.type, lr, momentum, 1.0 - dampening, weight_decay
         )
         kcpu.pick(kernel, param.size, "optimiser")(
             param.reshape(-1),
@@ -68,7 +68,7 @@ def _sgd_cpu(kernel: Any, generic: Any) -> Any:
             buf,
             lr_,
             momentum_,
-            dampening_,
+            keep_,
             weight_decay_,
             momentum != 0,
             bool(nesterov),
@@ -89,7 +89,7 @@ def _sgd_cuda(kernels: Any, generic: Any) -> Any:
                 grad,
                 lr,
                 momentum,
-                dampening,
+                1.0 - dampening,
                 weight_decay,
                 bool(nesterov),
                 bool(first_step),
@@ -190,6 +190,7 @@ def _rmsprop_cpu(kernel: Any, generic: Any) -> Any:
             momentum_buf.reshape(-1),
             t(lr),
             t(alpha),
+            t(1.0 - alpha),
             t(eps),
             t(weight_decay),
             t(momentum),
@@ -212,6 +213,7 @@ def _rmsprop_cuda(kernels: Any, generic: Any) -> Any:
             grad,
             lr,
             alpha,
+            1.0 - alpha,
             eps,
             weight_decay,
             momentum,
@@ -275,6 +277,13 @@ def adam_scalars(lr: float, beta1: float, beta2: float, step: int) -> tuple[floa
     return lr / (1.0 - beta1**step), (1.0 - beta2**step) ** 0.5
 
 
+def adam_weight_decay(lr: float, weight_decay: float, decoupled: bool) -> tuple[float, float]:
+    """``(shrink, l2)``: AdamW multiplies the parameter by ``shrink = 1 - lr * wd`` (Adam by 1), Adam
+    adds ``l2 * param`` to the gradient (AdamW adds 0); computed in double on the host, as torch does.
+    """
+    return (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
+
+
 def _adam_cpu(kernel: Any, generic: Any) -> Any:
     def adam_step(
         param,
@@ -294,8 +303,10 @@ def _adam_cpu(kernel: Any, generic: Any) -> Any:
         t = param.dtype.type
         # torch's scalars, computed on the host in double as torch does.
         step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
-        shrink, l2 = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
-        shrink_, l2_, beta1_, beta2_, eps_, tiny = kcpu.rounded(t, shrink, l2, beta1, beta2, eps)
+        shrink, l2 = adam_weight_decay(lr, weight_decay, decoupled)
+        shrink_, l2_, beta1_c, beta2_, beta2_c, eps_, tiny = kcpu.rounded(
+            t, shrink, l2, 1.0 - beta1, beta2, 1.0 - beta2, eps
+        )
         kcpu.pick(kernel, param.size, "optimiser")(
             param.reshape(-1),
             grad.reshape(-1),
@@ -304,8 +315,9 @@ def _adam_cpu(kernel: Any, generic: Any) -> Any:
             max_exp_avg_sq.reshape(-1),
             shrink_,
             l2_,
-            beta1_,
+            beta1_c,
             beta2_,
+            beta2_c,
             eps_,
             t(step_size),
             t(bc2_sqrt),
@@ -336,16 +348,17 @@ def _adam_cuda(kernels: Any, generic: Any) -> Any:
         amsgrad,
     ):  # type: ignore[no-untyped-def]
         step_size, bc2_sqrt = adam_scalars(lr, beta1, beta2, step)
+        shrink, l2 = adam_weight_decay(lr, weight_decay, decoupled)
         kernel(
             grad,
-            lr,
-            beta1,
+            shrink,
+            l2,
+            1.0 - beta1,
             beta2,
+            1.0 - beta2,
             eps,
-            weight_decay,
             step_size,
             bc2_sqrt,
-            bool(decoupled),
             bool(amsgrad),
             param,
             exp_avg,
