@@ -340,7 +340,7 @@ class Conv2D(Layer):
 
     def _backward(self, grad_out: Any, accumulate: bool, need_input_grad: bool) -> Any:
         xp = self.backend.xp
-        im2col, col2im = self._kernel("im2col"), self._kernel("col2im")
+        col2im = self._kernel("col2im")
         images_to_channels = self._kernel("images_to_channels")
         pooled_to_channels = self._kernel("pooled_to_channels") if self._pooled else None
         in_shape, window, chunk = self._geometry
@@ -356,20 +356,18 @@ class Conv2D(Layer):
         gw2 = weight.grad.reshape(self.out_channels, -1)
         rows = gw2.shape[1] * self.groups
         g = self.workspace("grad_rows", (self.out_channels, chunk * pixels))
-        bias_grad = bias.grad if bias is not None else self._bias_data()
+        # A frozen parameter (requires_grad False, or backward(parameter_grads=False)) gets no gradient.
+        bias_wanted = bias is not None and bias.requires_grad
+        weight_wanted = weight.requires_grad
+        bias_grad = bias.grad if bias is not None and bias_wanted else self._bias_data()
         groups = self._groups()
-        per_out, width = self.out_channels // self.groups, gw2.shape[1]
-        by_columns = weight_grad_by_columns(per_out, width)
-        if by_columns:
-            product = self.workspace("grad_weight_t", (self.groups, width, per_out))
-        else:
-            product = self.workspace("grad_weight", gw2.shape)
         if need_input_grad:
             dcols = self.workspace("grad_cols", (rows, chunk * pixels))
             grad_in = self.workspace("grad_in", in_shape)
         if n == 0 and not accumulate:  # no part runs: an empty batch's gradients are zeros
-            gw2.fill(0)
-            if bias is not None:
+            if weight_wanted:
+                gw2.fill(0)
+            if bias_wanted:
                 bias_grad.fill(0)
         for first in range(0, n, chunk):
             last = min(n, first + chunk)
@@ -379,33 +377,14 @@ class Conv2D(Layer):
             if pooled_to_channels is not None:
                 pooled_to_channels(
                     grad_out[first:last], self._out[first:last], self._pool_index[first:last], g_part,
-                    bias_grad, bias is not None, add,
+                    bias_grad, bias_wanted, add,
                 )
             else:
                 images_to_channels(
-                    grad_out[first:last], self._out[first:last], g_part, bias_grad, relu, bias is not None,
-                    add,
+                    grad_out[first:last], self._out[first:last], g_part, bias_grad, relu, bias_wanted, add
                 )
-            if self._cols is not None:
-                cols_part = self._cols
-            else:
-                cols_part = _leading(self.workspace("cols", (rows, chunk * pixels)), size)
-                im2col(self._input[first:last], *window, cols_part)
-            if by_columns:
-                # cols @ g.T, then its small transpose: faster than g @ cols.T where the window is wider
-                # than the output channels (OpenBLAS, measured 1.3-1.6x at the benchmark CNNs' shapes)
-                for (out_slice, col_slice), part in zip(groups, product, strict=True):
-                    xp.matmul(cols_part[col_slice], g_part[out_slice].T, out=part)
-                    if add:
-                        gw2[out_slice] += part.T
-                    else:
-                        gw2[out_slice] = part.T
-            else:
-                target = product if add else gw2
-                for out_slice, col_slice in groups:
-                    xp.matmul(g_part[out_slice], cols_part[col_slice].T, out=target[out_slice])
-                if add:
-                    gw2 += product
+            if weight_wanted:
+                self._weight_grad_part(g_part, first, last, add)
             if need_input_grad:
                 dcols_part = _leading(dcols, size)
                 if self.groups == 1:
@@ -415,6 +394,35 @@ class Conv2D(Layer):
                         xp.matmul(w2[out_slice].T, g_part[out_slice], out=dcols_part[col_slice])
                 col2im(dcols_part, *window, grad_in[first:last])
         return grad_in if need_input_grad else None
+
+    def _weight_grad_part(self, g_part: Any, first: int, last: int, add: bool) -> None:
+        """Samples ``first:last``'s weight gradient ``g_part @ cols.T``, into ``weight.grad`` or added."""
+        xp = self.backend.xp
+        _, window, chunk = self._geometry
+        gw2 = self.weight.grad.reshape(self.out_channels, -1)
+        per_out, width = self.out_channels // self.groups, gw2.shape[1]
+        if self._cols is not None:
+            cols_part = self._cols
+        else:
+            cols = self.workspace("cols", (width * self.groups, chunk * window[-2] * window[-1]))
+            cols_part = _leading(cols, g_part.shape[1])
+            self._kernel("im2col")(self._input[first:last], *window, cols_part)
+        if weight_grad_by_columns(per_out, width):
+            # cols @ g.T, then its small transpose: faster than g @ cols.T where the window is wider
+            # than the output channels (OpenBLAS, measured 1.3-1.6x at the benchmark CNNs' shapes)
+            product = self.workspace("grad_weight_t", (self.groups, width, per_out))
+            for (out_slice, col_slice), part in zip(self._groups(), product, strict=True):
+                xp.matmul(cols_part[col_slice], g_part[out_slice].T, out=part)
+                if add:
+                    gw2[out_slice] += part.T
+                else:
+                    gw2[out_slice] = part.T
+        else:
+            target = self.workspace("grad_weight", gw2.shape) if add else gw2
+            for out_slice, col_slice in self._groups():
+                xp.matmul(g_part[out_slice], cols_part[col_slice].T, out=target[out_slice])
+            if add:
+                gw2 += target
 
     def __repr__(self) -> str:
         """The channels and kernel, then only the arguments that differ from their defaults."""
