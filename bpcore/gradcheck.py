@@ -235,6 +235,7 @@ def _network_problem(
     indices = network.layers[0].input_kind == "index"
     if training and network._needs_batch:
         check_batch_statistics(network.layers, tuple(xin.shape), argument="gradcheck(x)")
+    network.check_forward_batch(int(xin.shape[0]))
     parameters = network.parameters()
     members = list(network.walk())
     saved_data = network.store.data.copy()

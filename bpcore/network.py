@@ -88,6 +88,13 @@ class Network:
         self._uses_mask = any(layer.uses_mask for layer in self.walk())  # whether forward(mask=) can matter
         self._needs_batch = any(getattr(layer, "needs_batch_statistics", False) for layer in self.walk())
         self._has_buffers = any(layer.buffers() for layer in self.walk())  # fixed by the layers' types
+        # The layers with something to check against a batch before a pass runs (recurrent states).
+        self._batch_checked = [
+            layer
+            for layer in self.walk()
+            if type(layer).check_forward_batch is not Layer.check_forward_batch
+            or type(layer).check_backward_batch is not Layer.check_backward_batch
+        ]
         self._output_shape: tuple[int, ...] | None = None
         self._forward_thread: int | None = None  # the thread whose activations the layers hold
 
@@ -220,6 +227,16 @@ class Network:
             raise ValueError(f"{argument}: got shape {tuple(shape)}; {exc}") from None
         if len(self._checked_shapes) < 64:
             self._checked_shapes.add(sample)
+
+    def check_forward_batch(self, n: int) -> None:
+        """Raise ``ValueError`` before anything runs if a layer's state does not fit a batch of ``n``.
+
+        Every layer's :meth:`~bpcore.layers.Layer.check_forward_batch` (a
+        recurrent layer's ``initial_state`` rows), so that a mismatch in the
+        second layer of a stack fails before the first has run.
+        """
+        for layer in self._batch_checked:
+            layer.check_forward_batch(n)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -372,6 +389,7 @@ class Network:
             real = self.as_mask(mask, lengths=lengths, shape=x.shape)
             if training and self._needs_batch:
                 check_batch_statistics(self.layers, tuple(x.shape), argument="x")
+            self.check_forward_batch(int(x.shape[0]))
             out = self._forward(x, training, real)
             self._output_shape = tuple(out.shape)
             return out.copy()
@@ -418,6 +436,8 @@ class Network:
                 )
             grad = as_gradient(grad_out, self.backend, self.dtype, self._output_shape, argument="grad_out")
             accumulate = checks.flag(accumulate, "accumulate")
+            for layer in self._batch_checked:  # before any layer writes a gradient
+                layer.check_backward_batch()
             result = self._backward_selected(grad, parameter_grads, input_grad, accumulate)
             return None if result is None else result.copy()
 

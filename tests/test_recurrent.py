@@ -287,6 +287,44 @@ def test_initial_state_errors_are_clear() -> None:
     assert net.forward(np.zeros((2, 5, 3))).shape == (2, 4)
 
 
+@pytest.mark.parametrize("where", ["stacked", "bidirectional", "predict"])
+def test_a_bad_initial_state_deep_in_a_network_fails_before_any_layer_runs(where: str) -> None:
+    # The second layer's (or the reverse direction's) state is checked before the first layer
+    # moves: the last forward's state and its backward stay as they were.
+    rng = np.random.default_rng(3)
+
+    def build() -> list[Layer]:
+        if where == "bidirectional":
+            return [Bidirectional(GRU(3, 4))]
+        return [LSTM(3, 4, return_sequences=True), GRU(4, 2)]
+
+    layers = build()
+    first, bad = (layers[0].forward_layer, layers[0].backward_layer) if where == "bidirectional" else layers
+    net = bpcore.Network(layers, dtype="float64", seed=0)
+    x1, x2 = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 3))
+    out = net.forward(x1, training=True)
+    g = rng.standard_normal(out.shape)
+    state = first.state
+    bad.initial_state = np.zeros((3, bad.hidden_size))
+    with pytest.raises(ValueError, match="initial_state: expected 2 rows to match the batch of 2 sequences"):
+        if where == "predict":
+            net.predict(x2)
+        else:
+            net.forward(x2, training=True)
+    for moved, kept in zip(parts_of(first.state), parts_of(state), strict=True):
+        np.testing.assert_array_equal(moved, kept)
+    bad.reset_state()
+    reference = bpcore.Network(build(), dtype="float64")
+    reference.store.data[...] = net.store.data
+    reference.forward(x1, training=True)
+    np.testing.assert_array_equal(net.backward(g), reference.backward(g))
+    np.testing.assert_array_equal(net.store.grad, reference.store.grad)
+
+
+def parts_of(state: object) -> tuple:
+    return tuple(state) if isinstance(state, tuple) else (state,)
+
+
 def test_bad_input_names_the_layer_and_the_shape() -> None:
     net = bpcore.Network([GRU(3, 4)])
     with pytest.raises(ValueError, match=r"expected sequences \(N, T, 3\).*\(N, 5, 2\)"):

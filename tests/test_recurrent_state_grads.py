@@ -236,6 +236,28 @@ def test_final_state_grad_errors_are_clear_and_change_nothing() -> None:
     np.testing.assert_array_equal(net.backward(np.ones((2, 3))), want)
 
 
+@pytest.mark.parametrize("where", ["stacked", "bidirectional"])
+def test_a_bad_final_state_grad_on_an_earlier_layer_fails_before_any_gradient_is_written(where: str) -> None:
+    rng = np.random.default_rng(5)
+    if where == "bidirectional":
+        outer = Bidirectional(GRU(2, 3))
+        bad: Recurrent = outer.backward_layer
+        layers: list = [outer]
+    else:
+        bad = LSTM(2, 3, return_sequences=True)
+        layers = [bad, GRU(3, 2)]
+    net = bpcore.Network(layers, dtype="float64", seed=0)
+    out = net.forward(rng.standard_normal((2, 4, 2)), training=True)
+    pending = np.ones((3, 3))
+    bad.final_state_grad = (pending, pending) if bad.state_count > 1 else pending
+    net.store.grad[...] = 7.0
+    with pytest.raises(ValueError, match=r"final_state_grad: expected 2 rows to match the batch of the last "
+                                         r"forward, got shape \(3, 3\)"):
+        net.backward(np.ones(out.shape))
+    assert (net.store.grad == 7.0).all()
+    assert bad.final_state_grad is not None  # still pending: nothing was consumed
+
+
 def test_state_gradients_are_no_part_of_a_model_file(tmp_path: Path) -> None:
     layer = GRU(2, 3)
     net = bpcore.Network([layer], seed=0)

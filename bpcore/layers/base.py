@@ -166,6 +166,22 @@ class Layer:
         """The layers nested inside this one, depth first (none for a plain layer)."""
         return iter(())
 
+    def check_forward_batch(self, n: int) -> None:
+        """Raise ``ValueError`` if what is set on this layer does not fit a forward of ``n`` samples.
+
+        A recurrent layer's ``initial_state`` must have ``n`` rows.  The network
+        calls this for every layer before a checked forward runs, so that a
+        mismatch deep in a stack leaves every layer as it was.  Nothing to check
+        by default.
+        """
+
+    def check_backward_batch(self) -> None:
+        """Raise ``ValueError`` if what is set on this layer does not fit the next backward.
+
+        A recurrent layer's ``final_state_grad`` must have the last forward's
+        rows; called for every layer before a checked backward writes anything.
+        """
+
     def bind_random(self, generator: Any) -> Any:
         """Give the layer a random generator (for dropout masks); returns the previous one."""
         return None

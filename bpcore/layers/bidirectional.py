@@ -93,6 +93,7 @@ class Bidirectional(Layer):
 
     def forward(self, x: Any, training: bool, mask: Any = None) -> Any:
         size = self.forward_layer.hidden_size
+        self.backward_layer.check_forward_batch(x.shape[0])  # both states fit before either direction runs
         ahead = self.forward_layer.forward(x, training, mask)
         reversed_x = self.workspace("x_reversed", x.shape)
         reversed_x[...] = x[:, ::-1]
@@ -112,6 +113,7 @@ class Bidirectional(Layer):
         if self._ran is None:
             raise self._not_run()
         size, sequences = self._ran
+        self.backward_layer.check_backward_batch()
         ahead = self.forward_layer.backward(
             grad_out[..., :size], accumulate=accumulate, need_input_grad=need_input_grad
         )

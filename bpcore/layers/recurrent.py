@@ -415,6 +415,21 @@ class Recurrent(Layer):
             out *= mask[:, :, None]
         return out
 
+    def check_forward_batch(self, n: int) -> None:
+        self._check_initial_state(n)
+
+    def check_backward_batch(self) -> None:
+        if self._run is not None:
+            self._check_final_state_grad(self._run[-1])
+
+    def _check_final_state_grad(self, n: int) -> None:
+        final = self._final_grad
+        if final is not None and final[0].shape[0] != n:
+            raise ValueError(
+                f"{type(self).__name__}.final_state_grad: expected {n} rows to match the batch of the "
+                f"last forward, got shape {tuple(final[0].shape)}"
+            )
+
     def _check_initial_state(self, n: int) -> None:
         if self._initial is not None and self._initial[0].shape[0] != n:
             raise ValueError(
@@ -498,12 +513,8 @@ class Recurrent(Layer):
             raise self._not_run()
         xp = self.backend.xp
         steps, states, gates, source, real, _masked, n = self._run
+        self._check_final_state_grad(n)
         final = self._final_grad
-        if final is not None and final[0].shape[0] != n:
-            raise ValueError(
-                f"{type(self).__name__}.final_state_grad: expected {n} rows to match the batch of the "
-                f"last forward, got shape {tuple(final[0].shape)}"
-            )
         size, rows = self.hidden_size, self.gate_count * self.hidden_size
         dgx = self.workspace("dgates_x", (steps, n, rows))
         dgh = self.workspace("dgates_h", (steps, n, rows)) if self._separate_hidden_gradient else dgx

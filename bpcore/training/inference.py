@@ -88,6 +88,8 @@ def predict(
         features = network.as_input(imported, backend=backend)
         real = network.as_mask(mask, lengths=lengths, shape=features.shape)
         n = int(features.shape[0])
+        for rows in {min(n, size), n % size or min(n, size)}:  # the sizes of the batches to come
+            network.check_forward_batch(rows)
         choice = kernel_choice.for_inference(network, "predict", tuple(features.shape[1:]), rows=n,
                                              batch_size=size)
         if logger.isEnabledFor(logging.DEBUG):
