@@ -239,6 +239,7 @@ def test_max_pool_kernels_match_their_generic_versions(dtype: type, kernel: tupl
     rng = np.random.default_rng(0)
     image = rng.standard_normal((3, 2, 7, 8)).astype(dtype)
     image[0, 0, :2, :2] = 1.0  # a tie: the first position wins
+    image[1, 0, 0, 1] = image[1, 1, 2:4, 2] = image[2, 1, 0, 0] = np.nan  # NaN: the last one wins
     oh, ow = (7 - kernel[0]) // stride[0] + 1, (8 - kernel[1]) // stride[1] + 1
     results = []
     forward, backward = OPERATIONS["max_pool2d_forward"], OPERATIONS["max_pool2d_backward"]
@@ -255,6 +256,52 @@ def test_max_pool_kernels_match_their_generic_versions(dtype: type, kernel: tupl
         results.append((out, index, grad))
     for expected, got in zip(*results, strict=True):
         np.testing.assert_array_equal(expected, got)
+
+
+@pytest.mark.parametrize("kernels", ["fused", "generic"])
+@pytest.mark.parametrize(
+    ("window", "where"),
+    [
+        ([1.0, np.nan, 0.0, 0.5], 1),
+        ([np.nan, 1.0, 0.0, np.nan], 3),  # the last NaN
+        ([np.nan, 2.0, 3.0, 1.0], 0),  # a NaN first stays the maximum
+        ([2.0, 0.5, 2.0, 1.0], 0),  # a tie: the first maximum
+    ],
+)
+@pytest.mark.parametrize("path", ["pool-2x2", "pool-3x3", "conv-relu-pool"])
+def test_a_nan_in_a_max_pool_window_is_its_maximum_as_in_pytorch(
+    kernels: str, window: list, where: int, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PyTorch takes val > maxval || isnan(val) over the window in order: NaN comes out (the
+    # diverged value is not hidden) and the gradient goes to the last NaN, else to the first maximum.
+    monkeypatch.setenv("BPCORE_KERNELS", kernels)
+    if path == "pool-3x3":  # the general kernel: the 2x2 values in a 3x3 window of -1s
+        image = np.full((1, 1, 3, 3), -1.0)
+        image[0, 0, :2, :2] = np.reshape(window, (2, 2))
+        layers: list = [MaxPool2D(3)]
+        position = (where // 2, where % 2)
+    else:
+        image = np.reshape(np.asarray(window), (1, 1, 2, 2))
+        layers = [MaxPool2D(2)]
+        position = (where // 2, where % 2)
+    if path == "conv-relu-pool":
+        layers = [Conv2D(1, 1, 1), ReLU(), MaxPool2D(2)]
+    network = bpcore.Network(layers, dtype="float64", seed=0)
+    if path == "conv-relu-pool":
+        conv = layers[0]
+        conv.weight.data[...] = 1.0
+        conv.bias.data[...] = 0.0
+        assert [type(step).__name__ for step in network._plan] == ["Conv2D"]
+    out = network.forward(image, training=True, check=False).copy()
+    grad = network.backward(np.ones(out.shape), check=False)
+    expected = window[where]
+    assert out.shape == (1, 1, 1, 1)
+    assert np.isnan(out[0, 0, 0, 0]) if np.isnan(expected) else out[0, 0, 0, 0] == expected
+    chosen = np.zeros(image.shape)
+    chosen[(0, 0, *position)] = 1.0
+    if path == "conv-relu-pool" and np.isnan(expected):
+        chosen[...] = 0.0  # bpcore's ReLU passes no gradient where its output is NaN (y > 0 is false)
+    np.testing.assert_array_equal(grad, chosen)
 
 
 def test_dense_acts_on_the_last_axis_and_batchnorm_on_axis_1() -> None:

@@ -81,7 +81,7 @@ CONV_KERNELS = (
         " for (long long ti = 0; ti < kh; ++ti)"
         "   for (long long j = 0; j < kw; ++j) {"
         "     T value = image[base + ti * wp + j];"
-        "     if (value > best) { best = value; where = ti * kw + j; }"
+        "     if (value > best || value != value) { best = value; where = ti * kw + j; }"
         "   }"
         " out = best; index[i] = where",
     ),

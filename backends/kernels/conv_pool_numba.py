@@ -88,13 +88,13 @@ def channels_to_pooled(z: Any, bias: Any, out: Any, where: Any) -> Any:  # pragm
                 t = 0.0 if t < 0 else t
                 u = 0.0 if u < 0 else u
                 v = 0.0 if v < 0 else v
-                right = t > s
+                right = (t > s) | (t != t)  # the later one wins if NaN (PyTorch's choice)
                 top = t if right else s
                 top_at = 1 if right else 0
-                right = v > u
+                right = (v > u) | (v != v)
                 bottom = v if right else u
                 bottom_at = 3 if right else 2
-                low = bottom > top
+                low = (bottom > top) | (bottom != bottom)
                 best[row + k] = bottom if low else top
                 where_at[row + k] = bottom_at if low else top_at
     return out

@@ -6,7 +6,7 @@ every CNN uses, the four candidates are compared with selects instead (no
 branch, 3-4x faster on the LeNet shapes), and the backward writes every
 input pixel exactly once (the gradient or zero, as masked bit patterns), so
 it needs no zeroing pass where the windows tile the image.  Same results as the general kernels:
-the first maximum on ties, window positions ``i * 2 + j``.
+the first maximum on ties, the last NaN of a window that holds one, window positions ``i * 2 + j``.
 
 :func:`max_pool2d_forward_2x2` and :func:`max_pool2d_backward_2x2` take the
 operations' arguments; the operations' CPU wrappers
@@ -56,13 +56,13 @@ def _forward(image: Any, out: Any, index: Any) -> Any:  # pragma: no cover  (com
                 left = x + x
                 p, q = source[upper + left], source[upper + left + numpy.uint64(1)]
                 u, v = source[lower + left], source[lower + left + numpy.uint64(1)]
-                right = q > p
+                right = (q > p) | (q != q)  # the later one wins if NaN (PyTorch's choice)
                 top = q if right else p
                 top_at = numpy.int32(right)
-                right = v > u
+                right = (v > u) | (v != v)
                 bottom = v if right else u
                 bottom_at = numpy.int32(right) + numpy.int32(2)
-                low = bottom > top
+                low = (bottom > top) | (bottom != bottom)
                 best[row + x] = bottom if low else top
                 chosen[at + x] = bottom_at if low else top_at
         offset = numpy.uint64(first * ow)

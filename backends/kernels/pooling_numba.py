@@ -24,7 +24,7 @@ def max_pool2d_forward(image: Any, kh: int, kw: int, sh: int, sw: int, out: Any,
                     for i in range(kh):
                         for j in range(kw):
                             value = image[a, b, y * sh + i, x * sw + j]
-                            if value > best:
+                            if value > best or value != value:  # a NaN wins, the last one
                                 best, where = value, i * kw + j
                     out[a, b, y, x] = best
                     index[a, b, y, x] = where

@@ -6,7 +6,8 @@ even), the pooled images ``(N, O, OH / 2, OW / 2)``:
 * ``channels_to_pooled(z, bias, out, index)``: ``out`` = the 2x2 stride-2 max
   pool of ``relu(z + bias)`` in image layout (what ``channels_to_images`` with
   its ReLU and then ``max_pool2d_forward`` give); ``index`` (uint8, out's
-  shape) = each window's chosen position ``i * 2 + j``, the first on ties;
+  shape) = each window's chosen position ``i * 2 + j``, the first on ties and
+  the last NaN where the window holds one (PyTorch's choice, as max pooling's);
 * ``pooled_to_channels(gy, out, index, g, bias_grad, with_bias, accumulate)``:
   ``g`` (z's layout) = ``gy`` at each window's chosen position where ``out`` is
   positive, zero elsewhere (``max_pool2d_backward`` then ``images_to_channels``
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..kernels import cpu as kcpu
 from .conv import channel_bias_grad
+from .pooling import window_argmax
 from .registry import Numba, declare
 
 _MODULE = "conv_pool_numba"
@@ -47,7 +49,7 @@ def channels_to_pooled(xp: Any, z: Any, bias: Any, out: Any, index: Any) -> Any:
     y = z.reshape(o, n, ph, 2, pw, 2) + bias[:, None, None, None, None, None]
     xp.maximum(y, 0.0, out=y)
     windows = y.transpose(1, 0, 2, 4, 3, 5).reshape(n, o, ph, pw, 4)
-    index[...] = windows.argmax(axis=-1)
+    index[...] = window_argmax(xp, windows)
     out[...] = xp.take_along_axis(windows, index[..., None].astype(xp.int64), axis=-1)[..., 0]
     return out
 

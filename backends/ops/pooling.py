@@ -2,7 +2,8 @@
 
 * ``max_pool2d_forward(image, kh, kw, sh, sw, out, index)``: ``out[n, c, y, x]`` = the
   maximum of the window at ``(y * sh, x * sw)``; ``index`` (int64) = its position
-  ``i * kw + j`` in the window, the first one on ties (as PyTorch).
+  ``i * kw + j`` in the window, the first one on ties; a window holding a NaN
+  gives NaN, at its last NaN (as PyTorch: :func:`window_argmax`).
 * ``max_pool2d_backward(gy, index, kh, kw, sh, sw, grad)``: ``grad`` (the padded
   image's shape) = zero, plus each ``gy`` added at the position ``index`` names.
 """
@@ -24,6 +25,19 @@ def _windows(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out_hw: tu
         image, shape=(n, c, *out_hw, kh, kw), strides=(s_n, s_c, s_h * sh, s_w * sw, s_h, s_w)
     )
     return xp.ascontiguousarray(view).reshape(n, c, *out_hw, kh * kw)
+
+
+def window_argmax(xp: Any, windows: Any) -> Any:
+    """Each window's chosen position along the last axis, as PyTorch's max pooling chooses.
+
+    The first maximum, but a NaN is the maximum of its window and the last
+    NaN is chosen (PyTorch's ``val > maxval || isnan(val)`` over the window in
+    order); ``argmax`` alone would take the first NaN.
+    """
+    index = windows.argmax(axis=-1)
+    nan = xp.isnan(windows)
+    last_nan = windows.shape[-1] - 1 - nan[..., ::-1].argmax(axis=-1)
+    return xp.where(nan.any(axis=-1), last_nan, index)
 
 
 def _max_pool_cpu(kernel: Any, generic: Any) -> Any:
@@ -84,7 +98,7 @@ def _max_pool_cuda(kernels: Any, generic: Any) -> Any:
 )
 def max_pool2d_forward(xp: Any, image: Any, kh: int, kw: int, sh: int, sw: int, out: Any, index: Any) -> Any:
     windows = _windows(xp, image, kh, kw, sh, sw, out.shape[2:])
-    index[...] = windows.argmax(axis=-1)
+    index[...] = window_argmax(xp, windows)
     out[...] = xp.take_along_axis(windows, index[..., None], axis=-1)[..., 0]
     return out
 

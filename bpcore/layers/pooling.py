@@ -96,7 +96,11 @@ class MaxPool2D(_Pool2D):
     """The maximum of each window, as PyTorch's MaxPool2d (padding counts as -inf).
 
     Its backward sends each output's gradient to the first position that held
-    the maximum, as PyTorch does.
+    the maximum, as PyTorch does; a window holding a NaN gives NaN (a diverged
+    value is never hidden) and sends its gradient to its last NaN, as PyTorch.
+    Where every value of a window is -inf and the window overlaps the padding,
+    the gradient goes to the window's first cell, a padding cell, and is lost
+    (PyTorch's goes to the first image pixel): a difference only for -inf input.
     """
 
     def __init__(
