@@ -462,3 +462,15 @@ def test_bidirectional_saves_and_loads() -> None:
     assert "(N, 8)" in net.summary((5, 3))
     with pytest.raises(TypeError, match="Bidirectional\\(layer\\): expected an RNN, LSTM or GRU layer"):
         Bidirectional(Dense(2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kernels", ["fused", "generic"])
+def test_a_relu_rnn_passes_a_nan_on_as_torch_relu_does(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # relu(NaN) is NaN in PyTorch: a diverged value must not come out as a clean 0.
+    monkeypatch.setenv("BPCORE_KERNELS", kernels)
+    layer = RNN(2, 3, nonlinearity="relu", return_sequences=True)
+    net = bpcore.Network([layer], dtype="float64", seed=0)
+    x = np.ones((2, 3, 2))
+    x[0, 1, 0] = np.nan
+    out = net.forward(x, check=False)
+    assert np.isnan(out[0, 1:]).all() and not np.isnan(out[0, 0]).any() and not np.isnan(out[1]).any()

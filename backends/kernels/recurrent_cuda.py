@@ -27,7 +27,7 @@ for _kernel in (
         "T h",
         _UNIT
         + " const T pre = xw[i] + hw[i];"
-        " h = mask[a] > T(0) ? (relu ? (pre > T(0) ? pre : T(0)) : bp_tanh(pre)) : h_prev",
+        " h = mask[a] > T(0) ? (relu ? (pre < T(0) ? T(0) : pre) : bp_tanh(pre)) : h_prev",
     ),
     Elementwise(
         "bp_rnn_cell_backward",

@@ -117,7 +117,7 @@ def rnn_cell_forward(xw, hw, h_prev, mask, relu, h):  # type: ignore[no-untyped-
         elif relu:
             for j in range(size):
                 pre = x[j] + y[j]
-                out[j] = pre if pre > zero else zero
+                out[j] = zero if pre < zero else pre  # NaN stays NaN, as torch.relu
         else:
             for j in range(size):
                 out[j] = cell_tanh(x[j] + y[j])

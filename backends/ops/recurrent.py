@@ -158,7 +158,7 @@ def _real(mask: Any) -> Any:
 )
 def rnn_cell_forward(xp: Any, xw: Any, hw: Any, h_prev: Any, mask: Any, relu: bool, h: Any) -> Any:
     pre = xw + hw
-    new = xp.where(pre > 0, pre, 0.0) if relu else xp.tanh(pre)
+    new = xp.where(pre < 0, 0.0, pre) if relu else xp.tanh(pre)  # NaN stays NaN, as torch.relu
     h[...] = xp.where(_real(mask), new, h_prev)
     return h
 
