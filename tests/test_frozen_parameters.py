@@ -67,13 +67,18 @@ def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return str(request.param)
 
 
-def _gradients(case: str, frozen: int | None, accumulate: bool) -> tuple[Network, np.ndarray]:
+def _forward(case: str) -> tuple[Network, np.ndarray, np.ndarray]:
+    """The case's network after one training forward: the network, its input and a gradient for its output."""
     make, data = CASES[case]
     rng = np.random.default_rng(0)
     network = Network(make(), dtype="float64", seed=1)
     x = data(rng)
     out = network.forward(x, training=True)
-    grad_out = rng.normal(size=out.shape)
+    return network, x, rng.normal(size=out.shape)
+
+
+def _gradients(case: str, frozen: int | None, accumulate: bool) -> tuple[Network, np.ndarray]:
+    network, _, grad_out = _forward(case)
     if frozen is not None:
         network.parameters()[frozen].requires_grad = False
     network.store.grad[...] = STALE
@@ -104,12 +109,7 @@ def test_a_frozen_parameter_keeps_its_gradient_and_the_others_get_theirs(
 def test_backward_without_parameter_grads_leaves_every_gradient_and_gives_the_input_gradient(
     case: str, kernels: str
 ) -> None:
-    make, data = CASES[case]
-    rng = np.random.default_rng(0)
-    network = Network(make(), dtype="float64", seed=1)
-    x = data(rng)
-    out = network.forward(x, training=True)
-    grad_out = rng.normal(size=out.shape)
+    network, x, grad_out = _forward(case)
     full = network.backward(grad_out)
     network.store.grad[...] = STALE
     only_input = network.backward(grad_out, parameter_grads=False)
