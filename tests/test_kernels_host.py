@@ -296,3 +296,65 @@ def test_optimiser_complements_are_rounded_once_from_double(
     squared = name != "sgd_step"
     expected = dtype(1.0 - factor) * (g * g if squared else g)
     np.testing.assert_array_equal(args[state], expected)
+
+
+# ReLU's and ELU's backward from the output, as torch's threshold_backward / elu_backward:
+# where the output is <= 0 the gradient is 0 (ReLU; even a NaN gradient) or gy * (y + alpha)
+# (ELU), and a NaN output passes gy on.  Columns: off, zero, on, NaN output, and the off / on
+# units again under a NaN gradient.
+NAN = np.nan
+RELU_Y, RELU_GY = [0.0, 0.0, 2.0, NAN, 0.0, 3.0], [5.0, 5.0, 5.0, 5.0, NAN, NAN]
+RELU_GX = [0.0, 0.0, 5.0, 5.0, 0.0, NAN]
+ELU_Y = [-0.5, 0.0, 2.0, NAN, -0.5, 3.0]
+ELU_GX = [5.0 * 0.8, 5.0 * 1.3, 5.0, 5.0, NAN, NAN]
+
+
+def _relu_case(name: str, y: np.ndarray, gy: np.ndarray) -> tuple[list[Any], int, Any]:
+    """The arguments of operation ``name`` on one row, the index of its output, and how to read it."""
+    dtype, width = gy.dtype, gy.size
+    row, image = (1, width), (1, 1, 1, width)
+    if name in ("relu_backward", "elu_backward"):
+        extra = [1.3] if name == "elu_backward" else []
+        return [gy, y, np.empty_like(gy), *extra], 2, np.ravel
+    if name == "relu_bias_backward":
+        return [gy.reshape(row), y.reshape(row), np.empty(row, dtype), np.empty(width, dtype)], 2, np.ravel
+    if name == "rnn_cell_backward":
+        dh_rec, dh = np.zeros(row, dtype), np.zeros(row, dtype)
+        args = [gy.reshape(row), dh_rec, dh, y.reshape(row), np.ones(1, dtype), True, np.empty(row, dtype)]
+        return args, 6, np.ravel
+    if name == "images_to_channels":
+        flags = [True, False, False]  # relu, with_bias, accumulate
+        args = [gy.reshape(image), y.reshape(image), np.empty(row, dtype), np.empty(1, dtype), *flags]
+        return args, 2, np.ravel
+    # pooled_to_channels: one 2x2 window per value, its argmax at the window's first cell
+    args = [gy.reshape(image), y.reshape(image), np.zeros(image, np.int8), np.empty((1, 4 * width), dtype)]
+
+    def first_cells(g: np.ndarray) -> np.ndarray:
+        return g.reshape(2, width, 2)[0, :, 0]
+
+    return [*args, np.empty(1, dtype), False, False], 3, first_cells
+
+
+RELU_OPERATIONS = ["relu_backward", "elu_backward", "relu_bias_backward", "rnn_cell_backward"]
+RELU_OPERATIONS += ["images_to_channels", "pooled_to_channels"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("implementation", ["generic", "numba", "cuda"])
+@pytest.mark.parametrize("name", RELU_OPERATIONS)
+def test_relu_backward_at_nan_follows_torch(
+    name: str, implementation: str, dtype: type, request: pytest.FixtureRequest
+) -> None:
+    elu = name == "elu_backward"
+    y, gy = np.asarray(ELU_Y if elu else RELU_Y, dtype), np.asarray(RELU_GY, dtype)
+    args, output, read = _relu_case(name, y, gy)
+    if implementation == "generic":
+        OPERATIONS[name].generic(np, *args)
+    elif implementation == "numba":
+        pytest.importorskip("numba")
+        OPERATIONS[name].cpu()(*args)
+    elif OPERATIONS[name].cuda_wrapper is None:
+        pytest.skip(f"{name} has no CUDA kernel (the GPU runs its generic version)")
+    else:
+        cuda_wrapper(name, request.getfixturevalue("host_kernels"))(*args)
+    np.testing.assert_allclose(read(args[output]), np.asarray(ELU_GX if elu else RELU_GX, dtype), rtol=1e-6)

@@ -123,15 +123,15 @@ template <typename T> __host__ __device__ inline T bp_sigmoid_backward_at(T gy, 
 template <typename T> __host__ __device__ inline T bp_tanh_backward_at(T gy, T y) {
     return gy * (T(1) - y * y);
 }
-// gy * (y > 0) as the generic version: a NaN gradient stays NaN.
+// torch's threshold_backward, as the generic version: 0 where y <= 0 (even for a NaN gy), else gy.
 template <typename T> __host__ __device__ inline T bp_relu_backward_at(T gy, T y) {
-    return gy * T(y > T(0) ? 1 : 0);
+    return y <= T(0) ? T(0) : gy;
 }
 template <typename T> __host__ __device__ inline T bp_leaky_relu_backward_at(T gy, T x, T slope) {
     return x > T(0) ? gy : gy * slope;
 }
 template <typename T> __host__ __device__ inline T bp_elu_backward_at(T gy, T y, T alpha) {
-    return y > T(0) ? gy : gy * (y + alpha);
+    return y <= T(0) ? gy * (y + alpha) : gy;
 }
 template <typename T> __host__ __device__ inline T bp_gelu_backward_at(T gy, T x) {
     const T x2 = x * x;

@@ -69,7 +69,7 @@ CONV_KERNELS = (
         "T g",
         "long long col = i % (batch * p), ch = i / (batch * p), a = col / p, k = col - a * p;"
         " long long s = (a * channels + ch) * p + k;"
-        " g = (!relu || y[s] > (T)0) ? gy[s] : (T)0",
+        " g = (relu && y[s] <= (T)0) ? (T)0 : gy[s]",
     ),
     Elementwise(
         "bp_max_pool2d_forward",

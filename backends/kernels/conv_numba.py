@@ -271,7 +271,7 @@ def images_to_channels(  # pragma: no cover  (compiled)
             start, first = index((a * c + ch) * p), index((ch * n + a) * p)
             if relu:
                 for k in range(index(p)):
-                    value = source[start + k] if saved[start + k] > 0 else 0.0
+                    value = 0.0 if saved[start + k] <= 0 else source[start + k]
                     target[first + k] = value
                     total += value
             else:

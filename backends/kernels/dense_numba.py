@@ -10,7 +10,7 @@ bits there; the bias add and the ReLU are then those of the fused
 bias-activation kernel.  Serial, named after its operation, compiled on
 first use (:mod:`.numba_jit`).
 
-``relu_bias_backward``: a fused ReLU's backward ``out = gy * (y > 0)`` and
+``relu_bias_backward``: a fused ReLU's backward ``out = 0 where y <= 0, else gy`` and
 the bias gradient ``grad_bias = out.sum(axis=0)`` in one pass, with the
 bits of ``relu_backward`` and ``column_sums`` (the first row stored, the
 others added in row order).
@@ -57,13 +57,13 @@ def small_dense_forward(x, weight, bias, out, relu):  # type: ignore[no-untyped-
 @serial_kernel
 def relu_bias_backward(gy, y, out, grad_bias):  # type: ignore[no-untyped-def]
     rows, cols = out.shape
-    zero, one = y.dtype.type(0), y.dtype.type(1)
+    zero = y.dtype.type(0)
     for c in range(cols):
-        value = gy[0, c] * (one if y[0, c] > zero else zero)  # a NaN gradient stays NaN
+        value = zero if y[0, c] <= zero else gy[0, c]  # as torch's threshold_backward
         out[0, c] = value
         grad_bias[c] = value
     for r in range(1, rows):
         for c in range(cols):
-            value = gy[r, c] * (one if y[r, c] > zero else zero)
+            value = zero if y[r, c] <= zero else gy[r, c]
             out[r, c] = value
             grad_bias[c] += value

@@ -109,7 +109,7 @@ def tanh_backward_at(gy: float, y: float, p: float) -> float:
 
 @element
 def relu_backward_at(gy: float, y: float, p: float) -> float:
-    return gy * (1.0 if y > 0.0 else 0.0)
+    return 0.0 if y <= 0.0 else gy  # torch's threshold_backward: NaN y passes gy
 
 
 @element
@@ -119,7 +119,7 @@ def leaky_relu_backward_at(gy: float, x: float, p: float) -> float:
 
 @element
 def elu_backward_at(gy: float, y: float, p: float) -> float:
-    return gy if y > 0.0 else gy * (y + p)
+    return gy * (y + p) if y <= 0.0 else gy
 
 
 @element
@@ -191,9 +191,9 @@ def tanh_backward(gy, s, out, p):  # type: ignore[no-untyped-def]
 
 @kernel
 def relu_backward(gy, s, out, p):  # type: ignore[no-untyped-def]
-    zero, one = s.dtype.type(0), s.dtype.type(1)
+    zero = s.dtype.type(0)
     for i in prange(s.size):
-        out[i] = gy[i] * (one if s[i] > zero else zero)  # gy * (y > 0): a NaN gradient stays NaN
+        out[i] = zero if s[i] <= zero else gy[i]  # as torch: 0 where y <= 0 (even for a NaN gy), else gy
 
 
 # The activations whose math is a libm call compute in float64 registers

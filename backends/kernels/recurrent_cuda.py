@@ -36,7 +36,7 @@ for _kernel in (
         _UNIT
         + " if (mask[a] > T(0)) {"
         "   const T total = dy + dh_rec + dh;"
-        "   dgates = relu ? (h > T(0) ? total : T(0)) : total * (T(1) - h * h); dh = T(0);"
+        "   dgates = relu ? (h <= T(0) ? T(0) : total) : total * (T(1) - h * h); dh = T(0);"
         " } else { dgates = T(0); dh = dh_rec + dh; }",
     ),
     Elementwise(

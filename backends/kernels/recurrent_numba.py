@@ -137,7 +137,7 @@ def rnn_cell_backward(dy, dh_rec, dh, h, mask, relu, dgates):  # type: ignore[no
         elif relu:
             for j in range(size):
                 total = up[j] + rec[j] + carry[j]
-                out[j] = total if value[j] > zero else zero
+                out[j] = zero if value[j] <= zero else total
                 carry[j] = zero
         else:
             for j in range(size):

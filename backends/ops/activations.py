@@ -214,9 +214,12 @@ def relu_forward(xp: Any, x: Any, out: Any) -> Any:
     return xp.maximum(x, 0.0, out=out)
 
 
-@declare("relu_backward", "gx = gy where y > 0, else 0, from the output", **_backward("relu"))
+@declare("relu_backward", "gx = 0 where y <= 0, else gy, from the output", **_backward("relu"))
 def relu_backward(xp: Any, gy: Any, y: Any, out: Any) -> Any:
-    return xp.multiply(gy, y > 0, out=out)
+    # A select, not gy * (y > 0): a NaN gradient where the unit is off gives 0 and a NaN
+    # output passes its gradient on, as in torch.
+    out[...] = xp.where(y <= 0, 0.0, gy)
+    return out
 
 
 # --- leaky relu -------------------------------------------------------------
@@ -245,9 +248,9 @@ def elu_forward(xp: Any, x: Any, out: Any, alpha: float) -> Any:
     return out
 
 
-@declare("elu_backward", "gx = gy if y > 0 else gy * (y + alpha), from the output", **_backward("elu"))
+@declare("elu_backward", "gx = gy * (y + alpha) if y <= 0 else gy, from the output", **_backward("elu"))
 def elu_backward(xp: Any, gy: Any, y: Any, out: Any, alpha: float) -> Any:
-    out[...] = xp.where(y > 0, gy, gy * (y + alpha))
+    out[...] = xp.where(y <= 0, gy * (y + alpha), gy)  # a NaN output passes gy, as in torch
     return out
 
 

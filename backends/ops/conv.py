@@ -15,7 +15,8 @@ shape ``(O, C * kh * kw)``), and its input gradient ``col2im(W.T @ g)``.
   y * OW + x] + bias[o]``, then ``max(out, 0)`` if ``relu``.
 * ``images_to_channels(gy, y, g, bias_grad, relu, with_bias, accumulate)``: the
   reverse swap of ``gy`` (N, O, OH, OW) into ``g`` (O, N * OH * OW), zero where
-  the ReLU output ``y`` is not positive if ``relu``; with ``with_bias``,
+  the ReLU output ``y`` is <= 0 if ``relu`` (torch's rule: a NaN output passes
+  its gradient); with ``with_bias``,
   ``bias_grad`` is set to (or, with ``accumulate``, has added) the sum of ``g``
   over its second axis.
 
@@ -200,8 +201,8 @@ def images_to_channels(
     n, o = gy.shape[:2]
     swapped = g.reshape(o, n, -1)
     swapped[...] = gy.reshape(n, o, -1).transpose(1, 0, 2)
-    if relu:  # zero where the output is not positive, whatever the gradient (even NaN)
-        swapped[...] = xp.where(y.reshape(n, o, -1).transpose(1, 0, 2) > 0, swapped, 0.0)
+    if relu:  # zero where the output is <= 0, whatever the gradient (even NaN)
+        swapped[...] = xp.where(y.reshape(n, o, -1).transpose(1, 0, 2) <= 0, 0.0, swapped)
     if with_bias:
         channel_bias_grad(g, bias_grad, accumulate)
     return g

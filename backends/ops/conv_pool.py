@@ -71,14 +71,14 @@ def _to_channels_cpu(kernel: Any, generic: Any) -> Any:
 
 @declare(
     "pooled_to_channels",
-    "g (O, N*OH*OW) = gy at each window's argmax where out > 0, else 0; bias_grad (+)= its sums",
+    "g (O, N*OH*OW) = gy at each window's argmax unless out <= 0; bias_grad (+)= its sums",
     cpu=Numba(_to_channels_cpu, _MODULE),
 )
 def pooled_to_channels(
     xp: Any, gy: Any, out: Any, index: Any, g: Any, bias_grad: Any, with_bias: bool, accumulate: bool
 ) -> Any:
     n, o, ph, pw = gy.shape
-    value = xp.where(out > 0, gy, 0.0).astype(g.dtype, copy=False)
+    value = xp.where(out <= 0, 0.0, gy).astype(g.dtype, copy=False)
     view = g.reshape(o, n, ph, 2, pw, 2)
     for i in range(2):
         for j in range(2):

@@ -9,7 +9,7 @@
   does the product, the bias and the ReLU in one pass.  No CUDA version:
   there a Dense layer takes its usual path (a cuBLAS product and the fused
   bias-activation kernel).
-* ``relu_bias_backward(gy, y, out, grad_bias)``: ``out = gy * (y > 0)`` (the
+* ``relu_bias_backward(gy, y, out, grad_bias)``: ``out = 0 where y <= 0, else gy`` (the
   ReLU's backward from its output ``y``, as ``relu_backward``) and
   ``grad_bias = out.sum(axis=0)`` (rows added in order, as ``column_sums``),
   in one pass over ``gy`` for 2-D arrays: a Dense layer with a fused ReLU
@@ -74,10 +74,10 @@ def _relu_bias_backward_cpu(kernel: Any, generic: Any) -> Any:
 
 @declare(
     "relu_bias_backward",
-    "out = gy where y > 0, else 0 (ReLU backward from the output); grad_bias = out.sum(axis=0)",
+    "out = 0 where y <= 0, else gy (ReLU backward from the output); grad_bias = out.sum(axis=0)",
     cpu=Numba(_relu_bias_backward_cpu, "dense_numba"),
 )
 def relu_bias_backward(xp: Any, gy: Any, y: Any, out: Any, grad_bias: Any) -> Any:
-    xp.multiply(gy, y > 0, out=out)
+    out[...] = xp.where(y <= 0, 0.0, gy)
     out.sum(axis=0, out=grad_bias)
     return out

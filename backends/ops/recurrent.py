@@ -174,8 +174,8 @@ def rnn_cell_backward(
 ) -> Any:
     real = _real(mask)
     total = dy + dh_rec + dh
-    derivative = (h > 0).astype(h.dtype) if relu else 1.0 - h * h
-    dgates[...] = xp.where(real, total * derivative, 0.0)
+    gates = xp.where(h <= 0, 0.0, total) if relu else total * (1.0 - h * h)
+    dgates[...] = xp.where(real, gates, 0.0)
     dh[...] = xp.where(real, 0.0, dh_rec + dh)
     return dgates
 
