@@ -252,5 +252,69 @@ def test_each_rank_device_comes_from_the_argument_or_bpcore_device(monkeypatch: 
             choose_device("cuda", 0, 1)
     else:
         assert str(choose_device("cuda", 0, 1)) == "cuda:0"
-        with pytest.raises(DeviceError, match="local rank"):
-            choose_device("cuda", probe_cuda().count, probe_cuda().count + 1)
+        count = probe_cuda().count  # more local ranks than GPUs: placement_problem refuses the sharing
+        assert str(choose_device("cuda", count, count + 1)) == "cuda:0"
+
+
+@pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that shows this process two GPUs, for the placement rules (nothing touches a GPU)."""
+    from bpcore.backends import device as device_module
+    from bpcore.distributed import placement
+
+    probe = device_module.CudaProbe(2, "2 CUDA GPU(s)")
+    monkeypatch.setattr(device_module, "probe_cuda", lambda: probe)
+    monkeypatch.setattr(placement, "probe_cuda", lambda: probe)
+
+
+@pytest.mark.usefixtures("two_gpus")
+def test_cuda_gives_each_local_rank_a_gpu_modulo_the_gpus_it_sees(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpcore.backends import Device
+    from bpcore.distributed.placement import by_local_rank, choose_device
+
+    monkeypatch.setenv("BPCORE_DEVICE", "cuda")
+    assert [choose_device(None, r, 3) for r in range(3)] == [Device("cuda", i) for i in (0, 1, 0)]
+    assert choose_device("auto", 1, 2) == Device("cuda", 1) and by_local_rank(None)
+    assert choose_device("cuda:1", 0, 2) == Device("cuda", 1) and not by_local_rank("cuda:1")
+
+
+def test_ranks_placed_on_one_gpu_are_refused_unless_named_and_never_join_nccl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bpcore.backends import Device, DeviceError
+    from bpcore.distributed import placement
+    from bpcore.distributed.collectives import DistributedError
+
+    monkeypatch.setattr(placement, "nccl_module", lambda: None)  # NCCL "loads"
+    gpu = Device("cuda", 0)
+    shared, own = ["0000:3B:00.0", "0000:3B:00.0", "0000:86:00.0"], ["0000:3B:00.0", "0000:86:00.0"]
+    assert placement.sharing_ranks(shared, 1) == [0, 1] and placement.sharing_ranks(shared, 2) == []
+    assert placement.sharing_ranks([None, None], 0) == []  # CPU ranks share nothing
+    refused = placement.placement_problem(shared, 0, 3, True, gpu)
+    assert refused is not None and "local ranks [0, 1]" in refused and "2 GPU(s)" in refused
+    assert placement.placement_problem(shared, 0, 3, False, gpu) is None  # cuda:N named: the user's choice
+    assert placement.placement_problem(own, 1, 2, True, gpu) is None
+    with pytest.raises(DeviceError, match=r"rank 1 \(and 1 more rank\(s\)\): local ranks"):
+        placement.refuse_placement([None, refused, refused])
+    placement.refuse_placement([None, None])
+    # NCCL refuses two ranks on one GPU (ncclInvalidUsage), and a rank without a GPU or without NCCL.
+    assert "share its GPU" in str(placement.nccl_obstacle(gpu, shared, 1))
+    assert placement.nccl_obstacle(gpu, own, 0) is None
+    assert placement.nccl_obstacle(Device("cpu"), [None], 0) == "its device is cpu"
+
+    def missing() -> None:
+        raise DistributedError("CuPy could not load the NCCL library")
+
+    monkeypatch.setattr(placement, "nccl_module", missing)
+    assert "could not load" in str(placement.nccl_obstacle(gpu, own, 0))
+
+
+def test_every_rank_chooses_nccl_or_mpi_alike_from_what_all_ranks_found() -> None:
+    from bpcore.distributed.collectives import DistributedError
+    from bpcore.distributed.placement import use_nccl
+
+    assert use_nccl("auto", [None, None]) and use_nccl("nccl", [None, None])
+    assert not use_nccl("auto", [None, "its device is cpu"])  # MPI on every rank, not NCCL on rank 0
+    assert not use_nccl("mpi", [None, None])
+    with pytest.raises(DistributedError, match="rank 1 cannot use NCCL: no NCCL"):
+        use_nccl("nccl", [None, "no NCCL", "no NCCL"])

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
 import threading
 import time
 from typing import Any
 
-from ..backends import ENV_VAR, Device, DeviceError, DeviceLike, probe_cuda, resolve_device, set_device
-from .collectives import Collectives, DistributedError, MpiCollectives, NcclCollectives, nccl_available
+from ..backends import Device, DeviceLike, set_device
+from .collectives import Collectives, DistributedError, MpiCollectives, NcclCollectives
+from .placement import (
+    by_local_rank,
+    choose_device,
+    gpu_bus_id,
+    nccl_obstacle,
+    placement_problem,
+    refuse_placement,
+    use_nccl,
+)
 
 logger = logging.getLogger("bpcore")
 
@@ -73,28 +81,6 @@ def import_mpi() -> Any:
     return MPI
 
 
-def choose_device(device: DeviceLike | None, local_rank: int, local_size: int) -> Device:
-    """This rank's device: ``cuda``/``gpu`` (and ``auto`` with GPUs) mean ``cuda:<local rank>``.
-
-    ``device`` defaults to ``BPCORE_DEVICE`` (``cpu`` when unset, as everywhere
-    in bpcore); ``cpu`` and an explicit ``cuda:N`` are taken as they are.
-    """
-    origin = "init(device)" if device is not None else f"environment variable {ENV_VAR}"
-    if isinstance(device, Device):
-        return resolve_device(device, origin=origin)
-    name = (device if device is not None else os.environ.get(ENV_VAR, "")).strip().lower() or "cpu"
-    if name in ("cuda", "gpu") or (name == "auto" and probe_cuda().count > 0):
-        count = probe_cuda().count
-        if count and local_rank >= count:
-            raise DeviceError(
-                f"{origin}: {name!r} gives each rank the GPU of its local rank, but local rank {local_rank} "
-                f"of the {local_size} ranks on this host has none ({count} GPU(s) here); start at most "
-                f"{count} ranks per host, or name each rank's device with {ENV_VAR}=cuda:N"
-            )
-        return resolve_device(f"cuda:{local_rank}" if count else "cuda", origin=origin)
-    return resolve_device(name, origin=origin)
-
-
 class _RootOnly(logging.Filter):
     """On ranks other than 0: bpcore's warnings and errors only."""
 
@@ -135,10 +121,15 @@ def init(
 
     * ``device``: this rank's device; by default ``BPCORE_DEVICE``, where
       ``cuda`` (or ``auto`` on a machine with GPUs) gives each rank
-      ``cuda:<local rank>``.  It becomes bpcore's default device, so networks
-      created afterwards live there.
-    * ``collectives``: ``"auto"`` (NCCL on GPUs where CuPy has it, else MPI),
-      ``"mpi"`` (on GPUs through the host), ``"nccl"``, or an object with
+      ``cuda:<local rank>`` (modulo the GPUs it sees, so that a launcher
+      giving each rank its own GPU through ``CUDA_VISIBLE_DEVICES`` works);
+      two ranks placed so on one physical GPU are refused (DeviceError on
+      every rank).  It becomes bpcore's default device, so networks created
+      afterwards live there.
+    * ``collectives``: ``"auto"`` (NCCL when every rank has a GPU of its own
+      and CuPy has NCCL, else MPI on every rank), ``"mpi"`` (on GPUs through
+      the host), ``"nccl"`` (DistributedError on every rank when some rank
+      cannot use it, saying which and why), or an object with
       ``all_reduce_sum`` and ``broadcast``.
     * ``comm``: an mpi4py communicator (default ``MPI.COMM_WORLD``).
     * ``abort_on_error``: an exception that no code catches prints its
@@ -164,22 +155,25 @@ def init(
         if abort_on_error:
             _abort_on_uncaught(comm, rank, size)
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
-        local_rank, local_size = int(local.Get_rank()), int(local.Get_size())
-        local.Free()
-        chosen = choose_device(device, local_rank, local_size)
+        try:
+            local_rank, local_size = int(local.Get_rank()), int(local.Get_size())
+            chosen = choose_device(device, local_rank, local_size)
+            # Every rank learns where the ranks of its host are, then what every rank found, so that
+            # all of them refuse, or choose NCCL or MPI, alike (see placement.py).
+            bus_ids = local.allgather(gpu_bus_id(chosen))
+        finally:
+            local.Free()
+        implied = by_local_rank(device)
+        refuse_placement(comm.allgather(placement_problem(bus_ids, local_rank, local_size, implied, chosen)))
         set_device(chosen)
         host = MpiCollectives(comm)
-        chosen_collectives: Collectives
+        chosen_collectives: Collectives = host
         if not isinstance(collectives, str):
             chosen_collectives = collectives
-        elif collectives == "nccl" or (collectives == "auto" and chosen.is_cuda and nccl_available()):
-            if not chosen.is_cuda:
-                raise DistributedError(
-                    f"collectives='nccl' needs a GPU, but rank {rank}'s device is {chosen}"
-                )
-            chosen_collectives = NcclCollectives(comm, chosen.index)
-        else:
-            chosen_collectives = host
+        elif collectives != "mpi":
+            obstacles = comm.allgather(nccl_obstacle(chosen, bus_ids, local_rank))
+            if use_nccl(collectives, obstacles):
+                chosen_collectives = NcclCollectives(comm, chosen.index)
         if rank != 0:
             logging.getLogger("bpcore").addFilter(_RootOnly())
         _context = Context(comm, rank, size, local_rank, local_size, chosen, chosen_collectives, host)
