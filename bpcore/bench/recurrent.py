@@ -180,10 +180,12 @@ def _timed(step: Callable[[], Any], seconds: float, synchronize: Callable[[], An
 
 
 def _synchronizer(device: str) -> Callable[[], Any]:
+    # The benchmarked GPU itself, not the thread's current one (cupy.cuda.get_current_stream()
+    # is the current device's stream, GPU 0 for a step on cuda:1).
     if device.startswith("cuda"):
-        import cupy
+        from ..backends import get_backend
 
-        return lambda: cupy.cuda.get_current_stream().synchronize()
+        return get_backend(device).synchronize
     return lambda: None
 
 
