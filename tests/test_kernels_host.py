@@ -12,9 +12,11 @@ arguments in the wrong order, fails here without any GPU.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import shutil
 import subprocess
+import warnings
 from typing import Any
 
 import kernel_codegen
@@ -358,3 +360,54 @@ def test_relu_backward_at_nan_follows_torch(
     else:
         cuda_wrapper(name, request.getfixturevalue("host_kernels"))(*args)
     np.testing.assert_allclose(read(args[output]), np.asarray(ELU_GX if elu else RELU_GX, dtype), rtol=1e-6)
+
+
+class _NeverLaunched:
+    """A kernel provider whose kernels fail the test if a wrapper builds or launches one."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def raw(self, *args: Any) -> Any:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a kernel was used ({name})")
+
+
+def _empty_case(name: str, dtype: type) -> list[Any]:
+    n, k = (0, 4) if name == "batchnorm_forward_train" else (3, 0)
+    if name == "batchnorm_forward_train":
+        f = np.zeros(k, dtype)
+        return [np.zeros((n, k), dtype), f + 1, f.copy(), f.copy(), f + 1, 0.1, 1e-5,
+                np.empty((n, k), dtype), np.empty((n, k), dtype), np.empty(k, dtype)]
+    target = np.zeros(n, np.int64) if name.endswith("index_forward") else np.zeros((n, k), dtype)
+    return [np.zeros((n, k), dtype), target, np.empty((n, k), dtype), np.empty(n, dtype)]
+
+
+ROW_READING_OPERATIONS = ["softmax_cross_entropy_forward", "softmax_cross_entropy_index_forward"]
+ROW_READING_OPERATIONS += ["batchnorm_forward_train"]
+
+
+@pytest.mark.parametrize("name", ROW_READING_OPERATIONS)
+def test_cuda_wrappers_give_rows_without_values_to_the_generic_version(name: str) -> None:
+    # Zero classes, or an empty batch: the raw kernels read a row's (column's) first value, and a
+    # 0-byte CuPy array's pointer is null, so the wrapper must not launch them (the kernel below
+    # fails the test if it is touched); the generic version answers as it does on the CPU.
+    wrapper = cuda_wrapper(name, lambda kernel_name: _NeverLaunched())
+    generic = functools.partial(OPERATIONS[name].generic, np)
+    outcomes = [_outcome(run, _empty_case(name, np.float64)) for run in (wrapper, generic)]
+    assert outcomes[0][0] == outcomes[1][0]
+    for got, expected in zip(outcomes[0][1], outcomes[1][1], strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def _outcome(run: Any, args: list[Any]) -> tuple[str, list[np.ndarray]]:
+    """What ``run(*args)`` did (the exception's type, or the arrays it left), warnings silenced."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            run(*args)
+    except (ValueError, ZeroDivisionError) as exc:
+        return type(exc).__name__, []
+    return "returned", [a.copy() for a in args if isinstance(a, np.ndarray)]

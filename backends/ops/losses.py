@@ -75,6 +75,8 @@ def _softmax_cuda(kernels: Any, generic: Any) -> Any:
 
     def forward(logits, target, probs, losses):  # type: ignore[no-untyped-def]
         n, k = logits.shape
+        if k == 0:  # the kernel reads each row's first logit: none to read (a 0-byte array's pointer is null)
+            return generic(logits, target, probs, losses)
         launch = rows(logits, target, probs, losses)
         launch(*kcuda.grid(n), (logits, target, probs, losses, np.int64(n), np.int64(k)))
         return losses
@@ -119,6 +121,8 @@ def _softmax_index_cuda(kernels: Any, generic: Any) -> Any:
             raise TypeError(
                 f"softmax_cross_entropy_index_forward: expected int64 labels, got dtype {labels.dtype}"
             )
+        if k == 0:  # as in forward above: no first logit to read
+            return generic(logits, labels, probs, losses)
         launch = rows(logits, probs, losses)
         launch(*kcuda.grid(n), (logits, labels, probs, losses, np.int64(n), np.int64(k)))
         return losses
