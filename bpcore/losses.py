@@ -88,7 +88,8 @@ class Loss:
         """
         target = import_array(target, argument="target")
         self._check_shape(target, tuple(pred_shape))
-        self._check_values(target, tuple(pred_shape))
+        with device_scope(backend_of(target)):  # the target's GPU, whichever the thread has current
+            self._check_values(target, tuple(pred_shape))
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-serialisable (see :func:`serialize`)."""

@@ -528,3 +528,26 @@ def test_a_recurrent_layer_called_by_hand_takes_a_host_mask(gpu: CountingBackend
         return [("out", host(out)), ("grad in", host(grad_in)), ("grad", host(network.store.grad))]
 
     assert_launched(both(run, "float64"), {"bp_gru_cell_forward", "bp_gru_cell_backward"})
+
+
+def test_public_helpers_make_the_arrays_gpu_current_before_launching(gpu: CountingBackend) -> None:
+    # CuPy launches on the calling thread's current GPU: a cuda:1 network's arrays used from a thread
+    # whose current GPU is 0 fail (no peer access) or are computed over the link.  Each public entry
+    # point below launches device work, so each must make its arrays' GPU current itself.
+    from bpcore.layers import mask_from_lengths
+    from bpcore.optim import AdaGrad, regularization_penalty
+
+    network = bpcore.Network([Dense(3, 4), ReLU(), Dense(4, 2)], device="cuda", dtype="float64", seed=0)
+    target = gpu.asarray(np.array([[0.5, 1.0], [2.0, -1.0]]))
+    with counting(require_scope=True) as launches:
+        optimizer = AdaGrad(network.parameters(), lr=0.1, initial_accumulator_value=0.1)
+        optimizer.load_state_dict(optimizer.state_dict())
+        penalty = regularization_penalty(network.parameters(), l1=0.01, l2=0.1)
+        MSE().check_target(target, (2, 2))
+        mask = mask_from_lengths(gpu.asarray(np.array([0, 2, 3])), 3)
+    assert {"fill"} <= {name for _, name in launches}, launches  # the accumulator's non-zero fill
+    weights = [host(p.data) for p in network.parameters() if p.decay]
+    expected = sum(0.01 * np.abs(w).sum() + 0.05 * (w * w).sum() for w in weights)
+    np.testing.assert_allclose(host(penalty), expected, rtol=1e-12)
+    np.testing.assert_array_equal(host(mask), [[False] * 3, [True, True, False], [True] * 3])
+    assert host(optimizer.state_dict()["state"]["sum"]).min() == 0.1

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..backends import backend_of
+from ..backends import backend_of, device_scope
 from .base import Layer, Shape, shape_text
 
 
@@ -26,7 +26,12 @@ def mask_from_lengths(lengths: Any, steps: int) -> Any:
     mask comes back on the same device as ``lengths`` (NumPy for a list).
     """
     steps = checks.integer(steps, "steps", minimum=1)
-    xp = backend_of(lengths).xp  # NumPy for a list or a NumPy array, CuPy for a CuPy array
+    backend = backend_of(lengths)  # NumPy for a list or a NumPy array, CuPy for a CuPy array
+    with device_scope(backend):  # lengths' GPU, whichever the calling thread has current
+        return _mask(backend.xp, lengths, steps)
+
+
+def _mask(xp: Any, lengths: Any, steps: int) -> Any:
     values = xp.asarray(lengths)
     if values.ndim != 1 or values.dtype.kind not in "iu":
         raise ValueError(

@@ -144,7 +144,8 @@ class Optimizer:
                     array = backend.zeros(data.shape, data.dtype)
                     initial = self._initial(name)
                     if initial != 0.0:
-                        array.fill(initial)
+                        with device_scope(backend):  # a fill kernel: on the parameters' GPU
+                            array.fill(initial)
                 else:
                     array = backend.zeros((0,), data.dtype)
                 arrays.append(array)
@@ -319,7 +320,8 @@ class Optimizer:
                 if key not in host:
                     continue
                 part = host[key] if self.parameters.flat else host[key][offsets[index] : offsets[index + 1]]
-                state[position][...] = backend.asarray(part, dtype=state[position].dtype)
+                with device_scope(backend):  # the copy on the state's GPU's stream
+                    state[position][...] = backend.asarray(part, dtype=state[position].dtype)
         self._lr = lr
         self._step = int(step)
         self.initial_lr = initial_lr

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..backends import Backend
+from ..backends import Backend, device_scope
 from .params import ParameterSet
 
 
@@ -73,12 +73,13 @@ class Regularizer:
         backend = self.parameters.single_backend("Regularizer.penalty")
         xp = backend.xp
         total = backend.zeros((), self.parameters.params[0].data.dtype)
-        for parameter in self.parameters.params:
-            if parameter.decay:
-                if self.l1:
-                    total += self.l1 * xp.abs(parameter.data).sum()
-                if self.l2:
-                    total += (0.5 * self.l2) * xp.vdot(parameter.data, parameter.data)
+        with device_scope(backend):  # the parameters' GPU, whichever the calling thread has current
+            for parameter in self.parameters.params:
+                if parameter.decay:
+                    if self.l1:
+                        total += self.l1 * xp.abs(parameter.data).sum()
+                    if self.l2:
+                        total += (0.5 * self.l2) * xp.vdot(parameter.data, parameter.data)
         return total
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import device_scope
 from ..interop import is_cupy_array
 from ..layers import Dense
 from ..network import Network
@@ -46,7 +47,8 @@ def write_parameter(network: Network, kind: str, index: int, value: Any) -> None
         raise ValueError(
             f"{kind}[{index}]: expected an array of shape {tuple(parameter.shape)}, got shape {array.shape}"
         )
-    parameter.data[...] = network.backend.asarray(array, dtype=network.dtype)
+    with device_scope(network.backend):  # the copy on the network's GPU's stream
+        parameter.data[...] = network.backend.asarray(array, dtype=network.dtype)
 
 
 class LayerArrays(list):  # type: ignore[type-arg]
