@@ -9,7 +9,15 @@ error.  :func:`flat_or_generic` wraps such a kernel so that it runs only
 when every array argument is C-contiguous and hands the call to the
 operation's generic ``xp`` version (which takes any strides) otherwise.
 CuPy's ``ElementwiseKernel`` and ``ReductionKernel`` index through the
-arrays' strides themselves and need no guard.
+arrays' strides themselves and need no guard, ``raw`` arguments included:
+CuPy's ``CArray::operator[](ptrdiff_t)`` (``carray.cuh``) turns a C-order
+index into byte offsets through the shape and strides whenever the array is
+not C-contiguous.  The elementwise operations declared ``flat=True`` and the
+:func:`c_ordered` copies before ``raw`` arguments are therefore not needed for
+correct numbers on a GPU; they keep such kernels on the flat indexing that
+the host emulation in the tests checks, at the cost of the generic version or
+a copy for an argument that is not C-contiguous (the network's own arrays and
+workspaces always are).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ def c_contiguous(*arrays: Any) -> bool:
 
 
 def c_ordered(array: Any) -> Any:
-    """``array`` as C-contiguous memory, copied only where it is not (a CUDA ``raw`` argument is read flat).
+    """``array`` as C-contiguous memory, copied only where it is not (see the module docstring on ``raw``).
 
     ``copy()`` is C-ordered in NumPy and CuPy alike, so no array module is needed.
     """
