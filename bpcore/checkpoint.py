@@ -119,7 +119,8 @@ class TrainingRun:
                 "best": stopping.best,
                 "best_epoch": stopping.best_epoch,
                 "wait": stopping.wait,
-                # the weights restore_best will put back at the end (None before the first improvement)
+                "stopped_epoch": stopping.stopped_epoch,
+                # the weights restore_best_weights puts back at the end (None before the first epoch counted)
                 "best_state": stopping._snapshot.state() if stopping._snapshot is not None else None,
             },
             "history": {"epochs": list(self.history.epochs), "values": dict(self.history.history)},
@@ -254,7 +255,9 @@ class TrainingRun:
             checks.optional(checks.real, saved.get("best"), "early_stopping best", finite=False)
             checks.optional(checks.non_negative_int, saved.get("best_epoch"), "early_stopping best_epoch")
             checks.non_negative_int(saved.get("wait"), "early_stopping wait")
-            if saved.get("best_state") is not None and stopping.restore_best:
+            stopped = saved.get("stopped_epoch")
+            checks.optional(checks.non_negative_int, stopped, "early_stopping stopped_epoch")
+            if saved.get("best_state") is not None and stopping.restore_best_weights:
                 Snapshot(self.network).check_state(saved["best_state"])
         callbacks = training.get("callbacks", {})
         if not isinstance(callbacks, dict):
@@ -311,7 +314,10 @@ class TrainingRun:
             best_state = saved.get("best_state")
             if best_state is not None and stopping._snapshot is not None:
                 stopping._snapshot.load_state(best_state)
-            return stopping.wait >= max(stopping.patience, 1)
+            if "stopped_epoch" not in saved:  # written before the field existed: the rule of that time
+                return stopping.wait >= max(stopping.patience, 1)
+            stopping.stopped_epoch = saved["stopped_epoch"]
+            return stopping.stopped_epoch is not None
         return False
 
 

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline_seconds = time.perf_counter() - started
 
     v = len(vocabulary) + 2
-    stopping = EarlyStopping("val_loss", patience=args.patience, restore_best=True)
+    stopping = EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True)
     started = time.perf_counter()
     network = classifier(v, len(names), args)
     history = train(network, x_fit, y_fit, args, epochs=args.epochs, validation=(x_val, y_val),

@@ -129,7 +129,7 @@ def test_numpy_scalars_work_where_python_numbers_do() -> None:
     ("make", "error", "message"),
     [
         (lambda: Dense(2, 2, bias="False"), TypeError, r"Dense\(bias\): expected True or False"),
-        (lambda: EarlyStopping(restore_best="no"), TypeError, r"EarlyStopping\(restore_best\)"),
+        (lambda: EarlyStopping(restore_best_weights=0), TypeError, r"EarlyStopping\(restore_best_weights\)"),
         (lambda: ModelCheckpoint(".", save_best="False"), TypeError, r"ModelCheckpoint\(save_best\)"),
         (lambda: Huber(10**400), ValueError, r"Huber\(delta\): expected a finite number > 0"),
         (lambda: EarlyStopping(min_delta=math.inf), ValueError, r"EarlyStopping\(min_delta\)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import numpy as np
 import pytest
@@ -236,7 +237,7 @@ def test_early_stopping_without_restore_keeps_the_last_weights() -> None:
     network = regressor()
     recorder = Recorder()
     network.fit(x, y, loss=MSE(), optimizer=SGD(network.parameters(), lr=0.1), epochs=20, batch_size=16,
-                early_stopping=EarlyStopping("loss", patience=0, min_delta=1e9, restore_best=False),
+                early_stopping=EarlyStopping("loss", patience=0, min_delta=1e9, restore_best_weights=False),
                 callbacks=[recorder])
     assert sorted(recorder.after) == [1, 2]
     assert np.array_equal(params(network), recorder.after[2])
@@ -250,12 +251,99 @@ def test_early_stopping_improvement_rule() -> None:
     assert EarlyStopping("val_loss").mode == "min"
 
 
+def keras_early_stopping(values: list[float], *, min_delta: float, patience: int, mode: str,
+                         baseline: float | None, start_from_epoch: int) -> tuple[int | None, int]:
+    """Keras 3's ``EarlyStopping.on_epoch_end`` rules (keras/src/callbacks/early_stopping.py), 0-based
+    epochs: the epoch it stops after and its best epoch, both numbered from 1 as bpcore's."""
+    delta = abs(min_delta) * (-1 if mode == "min" else 1)
+    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+
+    def improves(value: float, reference: float | None) -> bool:
+        return reference is None or better(value - delta, reference)
+
+    best, best_epoch, wait = None, 0, 0
+    for epoch, value in enumerate(values):
+        if epoch < start_from_epoch:
+            continue
+        if best is None:
+            best_epoch = epoch  # the weights of the first epoch counted, if nothing improves
+        wait += 1
+        if improves(value, best):
+            best, best_epoch = value, epoch
+            if baseline is None or improves(value, baseline):
+                wait = 0
+            continue
+        if wait >= patience and epoch > 0:
+            return epoch + 1, best_epoch + 1
+    return None, best_epoch + 1
+
+
+def bpcore_early_stopping(values: list[float], **settings: Any) -> tuple[int | None, int | None]:
+    stopper = EarlyStopping("val_loss", **settings, restore_best_weights=False)
+    stopper.on_train_begin(None)
+    for epoch, value in enumerate(values, start=1):
+        if stopper.on_epoch_end(epoch, {"val_loss": value}):
+            break
+    return stopper.stopped_epoch, stopper.best_epoch
+
+
+def test_early_stopping_follows_keras_rules_over_random_runs() -> None:
+    rng = np.random.default_rng(8)
+    for _ in range(3000):
+        settings = {
+            "min_delta": float(rng.choice([0.0, 0.1, -0.1, 0.25])),
+            "patience": int(rng.integers(0, 4)),
+            "mode": str(rng.choice(["min", "max"])),
+            "baseline": None if rng.random() < 0.5 else float(rng.choice([0.2, 0.5])),
+            "start_from_epoch": int(rng.integers(0, 3)),
+        }
+        # values on a 0.1 grid (ties with min_delta exactly, as 0.4 vs 0.3 + 0.1), and infinities
+        values = list(np.round(rng.integers(0, 9, size=int(rng.integers(1, 12))) * 0.1, 1))
+        if rng.random() < 0.2:
+            values[int(rng.integers(len(values)))] = float(rng.choice([np.inf, -np.inf]))
+        stopped, best = bpcore_early_stopping(values, **settings)
+        expected_stopped, expected_best = keras_early_stopping(values, **settings)
+        counted = len(values) > settings["start_from_epoch"]
+        assert stopped == expected_stopped, (values, settings)
+        assert best == (expected_best if counted else None), (values, settings)
+
+
+def test_early_stopping_keras_cases() -> None:
+    # Keras's comparison: 0.3 + 0.1 < 0.4 is false, so the second epoch does not improve.
+    assert bpcore_early_stopping([0.4, 0.3], min_delta=0.1, patience=1) == (2, 1)
+    # A NaN never improves (and without restore_best_weights no epoch is the best until one does).
+    assert bpcore_early_stopping([float("nan"), 0.5, 0.6], patience=1) == (3, 2)
+    assert bpcore_early_stopping([float("nan")], patience=0) == (None, None)
+    # Never after the first epoch, whatever the patience.
+    assert bpcore_early_stopping([0.5], patience=0) == (None, 1)
+
+
+def test_history_best_epoch_is_early_stoppings_and_a_callbacks_stopper_is_checked_first() -> None:
+    x, y = regression_data(n=60)
+    network = regressor()
+    stopper = EarlyStopping("loss", min_delta=0.05, patience=3)
+    history = network.fit(x, y, loss=MSE(), optimizer=SGD(network.parameters(), lr=0.05), epochs=12,
+                          batch_size=8, callbacks=[stopper], seed=0)  # Keras's way of passing it
+    assert stopper.best_epoch is not None and history.best_epoch == stopper.best_epoch
+    assert history.to_dict()["best_epoch"] == stopper.best_epoch
+    plain_best = int(np.argmin(history["loss"])) + 1
+    assert plain_best > stopper.best_epoch  # min_delta: the later small gains do not count
+    before = params(network)
+    with pytest.raises(ValueError, match="monitor 'val_loss' is not recorded"):
+        network.fit(x, y, loss=MSE(), optimizer=SGD(network.parameters(), lr=0.05), epochs=2,
+                    callbacks=[EarlyStopping()])
+    assert np.array_equal(params(network), before)  # refused before the first epoch
+
+
 @pytest.mark.parametrize(
     ("arguments", "error", "match"),
     [
         ({"patience": -1}, ValueError, "patience"),
         ({"patience": 1.5}, TypeError, "patience"),
-        ({"min_delta": -0.1}, ValueError, "min_delta"),
+        ({"min_delta": "0.1"}, TypeError, "min_delta"),
+        ({"start_from_epoch": -1}, ValueError, "start_from_epoch"),
+        ({"verbose": 3}, ValueError, "verbose"),
+        ({"baseline": "low"}, TypeError, "baseline"),
         ({"mode": "up"}, ValueError, "mode"),
         ({"monitor": ""}, TypeError, "monitor"),
     ],

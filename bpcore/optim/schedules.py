@@ -79,7 +79,9 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """Multiply the rate by ``gamma`` every ``step_size`` epochs.
 
-    ``lr = base * gamma ** (epoch // step_size)``.
+    ``lr = base * gamma ** (epoch // step_size)`` up to rounding: as torch, the
+    current rate is multiplied by ``gamma`` at each step (so that it chains
+    with other schedules), which matches torch bit for bit.
     """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
@@ -95,7 +97,11 @@ class StepLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
-    """Multiply the rate by ``gamma`` every epoch: ``lr = base * gamma ** epoch``."""
+    """Multiply the rate by ``gamma`` every epoch: ``lr = base * gamma ** epoch``.
+
+    Up to rounding: as torch, the current rate is multiplied by ``gamma`` at
+    each step, which matches torch bit for bit and chains with other schedules.
+    """
 
     def __init__(self, optimizer: Optimizer, gamma: float) -> None:
         self.gamma = checks.positive(gamma, "gamma")

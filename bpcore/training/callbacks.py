@@ -72,31 +72,59 @@ def as_callbacks(callbacks: Any) -> list[Any]:
 
 
 class EarlyStopping(Callback):
-    """Stop training when ``monitor`` has not improved for ``patience`` epochs.
+    """Stop training when ``monitor`` has stopped improving: Keras's ``EarlyStopping``.
 
-    An epoch improves on the best so far when its value is lower by more than
-    ``min_delta`` (higher, for ``mode="max"``; ``mode="auto"`` picks ``max``
-    for accuracies and ``min`` otherwise).  With ``restore_best=True`` the
-    network's parameters and layer buffers are set back, bit for bit, to
-    those after the best epoch when training ends, whether it stopped early
-    or ran all its epochs.
+    The arguments are Keras 3's, in its order and with its meaning:
+
+    * ``monitor``: the value watched, one that ``fit`` records (``val_loss``,
+      ``loss``, ``val_accuracy``, ...).
+    * ``min_delta``: the least change that counts as an improvement (its
+      absolute value is used): with ``mode="min"`` an epoch improves on the
+      best when ``value + min_delta < best``, with ``"max"`` when
+      ``value - min_delta > best``.
+    * ``patience``: epochs without improvement after which training stops.
+      It never stops after its first epoch.
+    * ``verbose``: 0 logs the stop and the restore at DEBUG on the
+      ``bpcore`` logger, 1 at INFO (bpcore never prints).
+    * ``mode``: ``"min"``, ``"max"`` or ``"auto"`` (``max`` for accuracies,
+      ``min`` for losses and errors).
+    * ``baseline``: a value to reach: an epoch that improves on the best but
+      not on ``baseline`` does not reset the patience count, so training stops
+      after ``patience`` epochs that never reach it.
+    * ``restore_best_weights``: when training ends, stopped early or not, set
+      the network's parameters and layer buffers back, bit for bit, to those
+      after the best epoch (after the first epoch counted if none improved).
+    * ``start_from_epoch``: epochs to train before any is counted (a warm-up
+      whose values are not compared).
+
+    Two defaults are bpcore's, not Keras's: ``patience=5`` (Keras: 0, which
+    stops at the first epoch that does not improve) and
+    ``restore_best_weights=True`` (Keras: False, which keeps the last epoch's
+    weights).  Pass ``patience=0, restore_best_weights=False`` for Keras's.
+    One rule differs from Keras's: a NaN value never improves (in Keras a NaN
+    on the first epoch counted becomes the best, which nothing can then beat).
     """
 
     def __init__(
         self,
         monitor: str = "val_loss",
-        *,
-        patience: int = 5,
         min_delta: float = 0.0,
-        restore_best: bool = True,
+        patience: int = 5,
+        verbose: int = 0,
         mode: str = "auto",
+        baseline: float | None = None,
+        restore_best_weights: bool = True,
+        start_from_epoch: int = 0,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"EarlyStopping(monitor): expected a name such as 'val_loss', got {monitor!r}")
+        self.min_delta = abs(checks.real(min_delta, "EarlyStopping(min_delta)"))
         self.patience = checks.non_negative_int(patience, "EarlyStopping(patience)")
-        self.min_delta = checks.non_negative(min_delta, "EarlyStopping(min_delta)")
+        self.verbose = checks.verbosity(verbose, "EarlyStopping(verbose)")
         mode = checks.choice(mode, "EarlyStopping(mode)", ("auto", "min", "max"))
-        self.restore_best = checks.flag(restore_best, "EarlyStopping(restore_best)")
+        self.baseline = checks.optional(checks.real, baseline, "EarlyStopping(baseline)", finite=False)
+        self.restore_best_weights = checks.flag(restore_best_weights, "EarlyStopping(restore_best_weights)")
+        self.start_from_epoch = checks.non_negative_int(start_from_epoch, "EarlyStopping(start_from_epoch)")
         self.monitor = monitor
         self.mode = monitor_mode(monitor) if mode == "auto" else mode
         self._reset()
@@ -112,24 +140,33 @@ class EarlyStopping(Callback):
 
     def __repr__(self) -> str:
         return (
-            f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, min_delta={self.min_delta}, "
-            f"restore_best={self.restore_best}, mode={self.mode!r})"
+            f"EarlyStopping(monitor={self.monitor!r}, min_delta={self.min_delta}, patience={self.patience}, "
+            f"verbose={self.verbose}, mode={self.mode!r}, baseline={self.baseline}, "
+            f"restore_best_weights={self.restore_best_weights}, start_from_epoch={self.start_from_epoch})"
         )
 
-    def improves(self, value: float) -> bool:
-        """Whether ``value`` beats the best so far by more than ``min_delta``."""
-        if not math.isfinite(value):
+    def improves(self, value: float, reference: float | None = None) -> bool:
+        """Whether ``value`` beats ``reference`` (default: the best so far) by more than ``min_delta``.
+
+        Keras's comparison, ``value + min_delta < reference`` (``-`` and
+        ``>`` for ``mode="max"``); anything beats no reference, NaN nothing.
+        """
+        reference = self.best if reference is None else reference
+        if math.isnan(value):
             return False
-        if self.best is None:
+        if reference is None:
             return True
         if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
+
+    def _log(self, message: str, *args: Any) -> None:
+        logger.log(logging.INFO if self.verbose else logging.DEBUG, message, *args)
 
     def on_train_begin(self, network: Any) -> None:
         self._reset()
         self._network = network
-        if self.restore_best:
+        if self.restore_best_weights:
             self._snapshot = Snapshot(network)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> bool | None:
@@ -139,15 +176,23 @@ class EarlyStopping(Callback):
             )
         value = float(logs[self.monitor])
         self._last_epoch = epoch
-        if self.improves(value):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self._snapshot is not None:
-                self._snapshot.take()
+        if epoch <= self.start_from_epoch:  # epochs are numbered from 1: the warm-up is not counted
             return False
         self.wait += 1
-        if self.wait >= self.patience:
+        if self.improves(value):
+            self.best, self.best_epoch = value, epoch
+            if self._snapshot is not None:
+                self._snapshot.take()
+            if self.baseline is None or self.improves(value, self.baseline):
+                self.wait = 0
+            return False
+        if self._snapshot is not None and not self._snapshot.taken:
+            # Nothing has improved yet (a NaN): the first epoch counted holds the best weights so far.
+            self._snapshot.take()
+            self.best_epoch = epoch
+        if self.wait >= self.patience and epoch > 1:  # never after the first epoch, as Keras
             self.stopped_epoch = epoch
-            logger.info(
+            self._log(
                 "early stopping after epoch %d: %s has not improved on %.6g (epoch %s) for %d epoch(s)",
                 epoch, self.monitor, self.best if self.best is not None else float("nan"),
                 self.best_epoch, self.wait,
@@ -159,7 +204,7 @@ class EarlyStopping(Callback):
         snapshot = self._snapshot
         if snapshot is not None and snapshot.taken and self.best_epoch != self._last_epoch:
             snapshot.restore()
-            logger.info("restored the parameters of epoch %s (best %s = %.6g)",
-                        self.best_epoch, self.monitor, self.best)
+            self._log("restored the parameters of epoch %s (best %s = %.6g)",
+                      self.best_epoch, self.monitor, self.best if self.best is not None else float("nan"))
         self._network = None
         self._snapshot = None

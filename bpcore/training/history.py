@@ -28,8 +28,10 @@ class History:
     values are measured in evaluation mode after the epoch.
 
     ``best_epoch`` is the epoch with the best ``monitor`` value (``val_loss``
-    if there is validation data, else ``loss``, or the early-stopping
-    monitor).  Everything is plain Python data: ``to_dict()`` is JSON-able.
+    if there is validation data, else ``loss``), or, when ``fit`` ran with
+    early stopping, the best epoch by its rules (its monitor, mode and
+    ``min_delta``: the epoch whose weights it restores).  Everything is plain
+    Python data: ``to_dict()`` is JSON-able.
     """
 
     def __init__(self, monitor: str = "loss") -> None:
@@ -38,6 +40,8 @@ class History:
         self.monitor = monitor
         self.stopped_early = False
         self.stop_reason: str | None = None
+        #: the best epoch as early stopping decided it; None: the best ``monitor`` value's epoch
+        self.decided_best_epoch: int | None = None
 
     # --- recording -----------------------------------------------------------
     def append(self, epoch: int, logs: dict[str, float]) -> None:
@@ -77,7 +81,9 @@ class History:
 
     @property
     def best_epoch(self) -> int | None:
-        """The epoch (from 1) with the best ``monitor`` value; the first one on ties."""
+        """The epoch (from 1) with the best ``monitor`` value (the first one on ties), or early stopping's."""
+        if self.decided_best_epoch is not None:
+            return self.decided_best_epoch
         values = self.history.get(self.monitor)
         if not values:
             return None

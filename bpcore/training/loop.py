@@ -165,8 +165,11 @@ def fit(
       samples into every batch (and into the split-off validation samples);
       ``validation_data`` then takes a third element, the validation mask.
     * ``metrics``: any of ``"accuracy"``, ``"mse"``, ``"mae"``.
-    * ``early_stopping``: an :class:`EarlyStopping`; ``callbacks``: objects
-      with ``on_epoch_end(epoch, logs)`` (or functions), returning True to stop.
+    * ``early_stopping``: an :class:`EarlyStopping` (one given in
+      ``callbacks``, as in Keras, is taken as this when it is None: its
+      monitor is checked before training and its counters go into
+      checkpoints); ``callbacks``: objects with ``on_epoch_end(epoch, logs)``
+      (or functions), returning True to stop.
     * ``scheduler``: stepped once after every epoch; a scheduler whose
       ``step`` takes a value (ReduceLROnPlateau) gets ``val_loss``, or ``loss``
       without validation data.
@@ -209,6 +212,9 @@ def fit(
         raise TypeError(
             f"early_stopping: expected None or an EarlyStopping(...), got {type(early_stopping).__name__}"
         )
+    if early_stopping is None:  # Keras's way, callbacks=[EarlyStopping(...)], is early_stopping= here
+        early_stopping = next((c for c in user_callbacks if isinstance(c, EarlyStopping)), None)
+        user_callbacks = [c for c in user_callbacks if c is not early_stopping]
     scheduler_takes_value = _check_scheduler(scheduler)
     distributed = checks.flag(distributed, "distributed")
 
@@ -238,13 +244,14 @@ def fit(
         keys = ["loss", *metric_names]
         if validation is not None:
             keys += ["val_loss", *(f"val_{name}" for name in metric_names)]
-        if early_stopping is not None and early_stopping.monitor not in keys:
-            hint = " (it needs validation_data or validation_split)" if early_stopping.monitor.startswith(
-                "val_") else ""
-            raise ValueError(
-                f"early_stopping: monitor {early_stopping.monitor!r} is not recorded{hint}; "
-                f"fit records {keys}"
-            )
+        stoppers = [c for c in [early_stopping, *user_callbacks] if isinstance(c, EarlyStopping)]
+        for stopper in stoppers:  # checked before anything trains, wherever it was passed
+            if stopper.monitor not in keys:
+                hint = " (it needs validation_data or validation_split)" if stopper.monitor.startswith(
+                    "val_") else ""
+                raise ValueError(
+                    f"early_stopping: monitor {stopper.monitor!r} is not recorded{hint}; fit records {keys}"
+                )
         # Batch statistics need more than one value per channel: a BatchNorm over (N, C) needs two
         # samples a batch (a single one left at the end joins the batch before), over (N, C, H, W) one.
         per_sample = (batch_statistics_count(network.layers, tuple(data.x.shape[1:]))
@@ -335,6 +342,8 @@ def fit(
                         scheduler.step(logs.get("val_loss", logs["loss"]))
                     else:
                         scheduler.step()
+            if early_stopping is not None:  # its best epoch, by its rules, is the one whose weights it keeps
+                history.decided_best_epoch = early_stopping.best_epoch
             for callback in all_callbacks:
                 hook = getattr(callback, "on_train_end", None)
                 if hook is not None:
