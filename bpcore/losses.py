@@ -22,6 +22,7 @@ training loop that validated its targets once passes ``check=False``.
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, ClassVar
 
 import numpy as np
@@ -56,9 +57,46 @@ class Loss:
 
     def __init__(self, *, reduction: str = "mean") -> None:
         self.reduction = _check_reduction(reduction)
-        self._buffers: dict[str, Any] = {}
-        self._saved: tuple[Backend, Any, Any] | None = None
-        self._backend: Backend | None = None  # the last call's, reused while it owns the prediction
+        self._local = threading.local()
+
+    # What a call keeps for its backward (the last (pred, target), the work buffers, the backend) is
+    # per thread: one loss object may serve fits and loops running in several threads at once, each
+    # ``backward()`` answering its own thread's last call.
+    def _thread_state(self) -> Any:
+        local = self.__dict__.get("_local")
+        if local is None:  # a subclass that did not call Loss.__init__
+            local = self._local = threading.local()
+        if not hasattr(local, "buffers"):
+            local.buffers, local.saved, local.backend = {}, None, None
+        return local
+
+    @property
+    def _buffers(self) -> dict[str, Any]:
+        return self._thread_state().buffers  # type: ignore[no-any-return]
+
+    @property
+    def _saved(self) -> tuple[Backend, Any, Any] | None:
+        return self._thread_state().saved  # type: ignore[no-any-return]
+
+    @_saved.setter
+    def _saved(self, value: tuple[Backend, Any, Any] | None) -> None:
+        self._thread_state().saved = value
+
+    @property
+    def _backend(self) -> Backend | None:
+        """The last call's backend, reused while it owns the prediction."""
+        return self._thread_state().backend  # type: ignore[no-any-return]
+
+    @_backend.setter
+    def _backend(self, value: Backend | None) -> None:
+        self._thread_state().backend = value
+
+    def __getstate__(self) -> dict[str, Any]:  # copies and pickles start with no call state
+        return {key: value for key, value in self.__dict__.items() if key != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     # --- public API ---------------------------------------------------------
     def __call__(self, pred: Any, target: Any, *, check: bool = True) -> Any:

@@ -159,3 +159,36 @@ def test_a_snapshot_reuses_its_arrays_from_the_second_take_on():
     network.store.data[...] = 0.0
     snapshot.restore()
     assert np.array_equal(network.store.data, first)
+
+
+def test_one_loss_object_serves_fits_in_several_threads_at_once():
+    # A loss keeps its last call for backward(); shared by concurrent fits, each thread must get
+    # its own call's gradient (it got whichever thread called last: wrong weights, no error).
+    import copy
+    import pickle
+
+    from bpcore.losses import CrossEntropy
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 5)).astype(np.float32), rng.integers(0, 3, 120)
+
+    def train(seed: int, loss: CrossEntropy) -> np.ndarray:
+        network = bpcore.Network([Dense(5, 16), ReLU(), Dense(16, 3)], seed=seed)
+        network.fit(x, y, loss=loss, optimizer=bpcore.optim.SGD(network.parameters(), lr=0.1), epochs=4,
+                    batch_size=8, seed=seed, verbose=0)
+        return network.backend.to_numpy(network.store.data).copy()
+
+    alone = {seed: train(seed, CrossEntropy()) for seed in range(4)}
+    shared, together = CrossEntropy(), {}
+    def run(seed: int) -> None:
+        together[seed] = train(seed, shared)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for seed in range(4):
+        assert np.array_equal(together[seed], alone[seed]), seed
+    for twin in (copy.copy(shared), copy.deepcopy(shared), pickle.loads(pickle.dumps(shared))):
+        assert twin.ignore_index == shared.ignore_index and twin._saved is None  # no call state carried
