@@ -192,3 +192,27 @@ def test_one_loss_object_serves_fits_in_several_threads_at_once():
         assert np.array_equal(together[seed], alone[seed]), seed
     for twin in (copy.copy(shared), copy.deepcopy(shared), pickle.loads(pickle.dumps(shared))):
         assert twin.ignore_index == shared.ignore_index and twin._saved is None  # no call state carried
+
+
+def test_saves_of_one_path_from_several_threads_all_succeed(tmp_path):
+    # Each save first removes the temporary files of saves that died; one made by a live save just
+    # before it took its lock used to be removed too, and that save's rename failed.
+    path = tmp_path / "model.bpcore"
+    networks = [bpcore.Network([Dense(4, 4)], seed=seed) for seed in range(4)]
+    errors: list[str] = []
+
+    def save(network: bpcore.Network) -> None:
+        for _ in range(150):
+            try:
+                bpcore.save(network, path)
+            except OSError as exc:
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=save, args=(network,)) for network in networks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bpcore"]  # no temporary file left
+    bpcore.load(path)

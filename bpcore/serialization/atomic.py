@@ -11,6 +11,7 @@ gone (their lock is free), and never the file of a save still running.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -114,14 +115,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
     except OSError:
         mode = None  # a new file: the umask decides, as for any file the user creates
-    temporary = os.path.join(directory, f"{prefix}{secrets.token_hex(6)}.tmp")
-    # os.open (unlike tempfile.mkstemp's 0600) lets the umask set the permissions.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        descriptor = os.open(temporary, flags, 0o666)
-    except OSError as exc:
-        raise _naming(exc, requested) from exc
-    _lock(descriptor)  # held until the descriptor is closed, or the process dies
+    temporary, descriptor = _locked_temporary(directory, prefix, requested)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
@@ -137,6 +131,36 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             raise _naming(exc, requested) from exc
         raise
     _fsync_directory(directory)
+
+
+def _locked_temporary(directory: str, prefix: str, requested: str) -> tuple[str, int]:
+    """A new temporary file, open and locked (held until it is closed, or the process dies).
+
+    Between its creation and its lock, another save's clean-up of stale files
+    (:func:`_remove_stale`) may take the lock first and remove it; the file is
+    then no longer at its name, and a new one is made.
+    """
+    # os.open (unlike tempfile.mkstemp's 0600) lets the umask set the permissions.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _attempt in range(100):
+        temporary = os.path.join(directory, f"{prefix}{secrets.token_hex(6)}.tmp")
+        try:
+            descriptor = os.open(temporary, flags, 0o666)
+        except OSError as exc:
+            raise _naming(exc, requested) from exc
+        if _lock(descriptor) and _still_named(temporary, descriptor):
+            return temporary, descriptor
+        os.close(descriptor)  # taken by a clean-up: it removes (or has removed) the file
+    raise _naming(OSError(errno.EAGAIN, "other saves of it kept removing its temporary file"), requested)
+
+
+def _still_named(path: str, descriptor: int) -> bool:
+    """Whether ``path`` is still the open file ``descriptor`` (not removed meanwhile)."""
+    try:
+        named, opened = os.stat(path), os.fstat(descriptor)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _naming(error: OSError, target: str) -> OSError:
