@@ -15,13 +15,18 @@ machine) and everything else at the process's BLAS thread count, which is the
 user's to set (``OPENBLAS_NUM_THREADS``, ``threadpoolctl.threadpool_limits``).
 
 :func:`one_thread` uses threadpoolctl where it is installed (it comes with
-scikit-learn) and does nothing without it.  It is thread-safe as threadpoolctl
-makes it: OpenBLAS's thread count belongs to the whole process, and
-threadpoolctl lets one Python thread at a time change it (the one that set it
-first); while one thread's block runs, another thread's block changes
-nothing, and the count is restored when the first block ends.  Products that
-other threads run during a block also run on one thread: that changes their
-speed, not what they compute.  On a GPU backend no block is entered.
+scikit-learn) and does nothing without it.  OpenBLAS's thread count belongs
+to the whole process and neither OpenBLAS nor threadpoolctl coordinates the
+threads that change it: a block reads the count, sets one and sets back what
+it read.  Blocks of several bpcore threads leave the count where it was
+(one that starts while another runs reads one and changes nothing), but a
+``threadpool_limits`` block that a user's thread runs at the same time is
+not seen: it may meet the count a bpcore block sets back, and the last of
+the two to end decides the count left (measured: 1 in 200 such races left
+the process on one thread).  Products that run anywhere during a block run
+on one thread: that changes their speed, never what they compute.  A user
+who sets the count should set it for the process (``OPENBLAS_NUM_THREADS``).
+On a GPU backend no block is entered.
 """
 
 from __future__ import annotations
