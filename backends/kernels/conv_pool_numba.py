@@ -124,11 +124,11 @@ def pooled_to_channels(  # pragma: no cover  (compiled)
             plane = index(a * c + ch) * pp
             if with_bias:
                 for k in range(pp):
-                    total += 0.0 if saved[plane + k] <= 0 else source[plane + k]
+                    total += source[plane + k] if not saved[plane + k] <= 0 else 0.0  # a NaN output counts
             for position in range(4):  # a loop per quarter plane: four stores in one did not vectorise
                 quarter = index(position) * pp
                 for k in range(pp):
-                    value = bits[plane + k] & ((saved[plane + k] <= 0) - 1)
+                    value = bits[plane + k] & -(not saved[plane + k] <= 0)
                     quads[quarter + k] = value & -(where_at[plane + k] == position)
             for k in range(index(p)):
                 target[first + k] = quads[quad_of[k]]
